@@ -1,0 +1,27 @@
+"""Loads the compiled extension ``amad_fast._C`` (built from csrc/ by setup.py), which registers
+its ops under ``torch.ops.amad_fast``. Importing never fails: the reason is kept instead."""
+from __future__ import annotations
+
+from typing import Optional
+
+_LOAD_ERROR: Optional[str] = None
+try:
+    import torch  # noqa: F401  (the extension links against libtorch)
+
+    from . import _C  # noqa: F401
+except ImportError as exc:  # built with AMAD_FAST_SKIP_EXTENSION=1, or run from an unbuilt tree
+    _LOAD_ERROR = f"the C++ extension amad_fast._C is not built ({exc})"
+
+
+def extension_error() -> Optional[str]:
+    """None when the extension loaded, else why it did not."""
+    return _LOAD_ERROR
+
+
+def build_info() -> str:
+    """What the extension was compiled with, e.g. "cpu" or "cpu+cuda"; "" when not built."""
+    if _LOAD_ERROR is not None:
+        return ""
+    import torch
+
+    return torch.ops.amad_fast.build_info()

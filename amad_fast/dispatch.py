@@ -1,0 +1,88 @@
+"""The single dispatch point: ``automask_attention`` validates once, then runs the first backend
+(in priority order) that supports the inputs, or the one named; ``available_backends`` says
+which backends work on this machine and why the others do not."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+from torch import Tensor
+
+from ._validation import check_inputs
+from .backends.base import Backend
+from .backends.cpp import CppBackend
+from .backends.reference import ReferenceBackend
+from .backends.triton import TritonBackend
+from .types import AutoMaskResult
+
+#: priority order for ``backend="auto"``: fused Triton, then the C++/CUDA extension, then the reference
+BACKENDS: Dict[str, Backend] = {b.name: b for b in (TritonBackend(), CppBackend(), ReferenceBackend())}
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    name: str
+    available: bool
+    reason: str  # why it is not available; "" when it is
+
+    def __str__(self) -> str:
+        return f"{self.name}: " + ("available" if self.available else f"unavailable ({self.reason})")
+
+
+def available_backends() -> Dict[str, BackendStatus]:
+    """Every backend, in priority order, with whether it works on this machine and why not."""
+    out = {}
+    for name, backend in BACKENDS.items():
+        reason = backend.availability()
+        out[name] = BackendStatus(name, reason is None, reason or "")
+    return out
+
+
+def select_backend(q: Tensor, freqs: Tensor, dims, backend: str = "auto") -> Backend:
+    """Resolve ``backend`` for validated inputs; raise with every reason when none fits."""
+    if backend != "auto":
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {['auto', *BACKENDS]}, got {backend!r}")
+        chosen = BACKENDS[backend]
+        reason = chosen.availability() or chosen.unsupported_reason(q, freqs, dims)
+        if reason:
+            raise RuntimeError(f"backend {backend!r} cannot run these inputs: {reason}")
+        return chosen
+    reasons = []
+    for name, candidate in BACKENDS.items():
+        if q.device.type not in candidate.auto_device_types:
+            reasons.append(f"{name}: not picked automatically on {q.device.type}")
+            continue
+        reason = candidate.availability() or candidate.unsupported_reason(q, freqs, dims)
+        if reason is None:
+            return candidate
+        reasons.append(f"{name}: {reason}")
+    raise RuntimeError("no backend supports these inputs: " + "; ".join(reasons))
+
+
+def automask_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    freqs: Tensor,
+    weights: Tensor,
+    mix: Tensor,
+    *,
+    scale: Optional[float] = None,
+    need_divergence: bool = False,
+    need_branches: bool = False,
+    backend: str = "auto",
+) -> AutoMaskResult:
+    """AutoMask attention (spec §1) through the chosen backend.
+
+    q, k, v: (B, H, L, D), any strides, one float dtype; freqs (H, S, D/2), weights (H, S),
+    mix (H,): one float dtype (they may differ from q's, e.g. float32 parameters with bf16
+    activations). ``scale`` defaults to 1/√D. ``need_divergence`` adds ``kl_local`` and
+    ``kl_global`` (B, H, L); ``need_branches`` adds ``out_local`` and ``out_global``.
+    ``backend`` is "auto", "reference", "triton" or "cpp".
+    """
+    dims = check_inputs(q, k, v, freqs, weights, mix, scale)
+    resolved_scale = 1.0 / math.sqrt(dims.head_dim) if scale is None else float(scale)
+    chosen = select_backend(q, freqs, dims, backend)
+    return chosen.forward(q, k, v, freqs, weights, mix, resolved_scale, bool(need_divergence), bool(need_branches))

@@ -1,0 +1,206 @@
+"""``AutoMaskAttention``: a drop-in for ``nn.MultiheadAttention`` (self-attention) that computes
+AutoMask attention (spec §1) through :func:`amad_fast.automask_attention`."""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ._validation import check_inputs
+from .dispatch import BACKENDS, automask_attention
+from .reference import automask_attention_reference, default_freqs, mixed_attention_weights
+from .types import AutoMaskResult
+
+
+class AutoMaskAttention(nn.Module):
+    """Multi-head AutoMask attention with the call signature of ``nn.MultiheadAttention``.
+
+    ``out, weights = attn(x, x, x, need_weights=False)``; also usable as the ``self_attn`` of
+    ``nn.TransformerEncoderLayer``. Query, key and value must share one shape (positions i and
+    j index the same window). Masks and ``is_causal=True`` are refused: AutoMask attention is
+    defined on whole windows and no backend implements masking.
+
+    The divergence terms reach training and scoring in two ways: :meth:`forward_with_terms`
+    returns them directly, and with ``keep_terms = True`` every forward also stores them (with
+    their autograd graph) in :attr:`last_terms`, which works when the module sits inside another
+    model such as ``nn.TransformerEncoderLayer``.
+
+    ``dropout`` drops attention probabilities as ``nn.MultiheadAttention`` does; the fused
+    kernels do not implement it, so while training with ``dropout > 0`` the reference backend
+    runs (an explicit kernel ``backend`` with ``dropout > 0`` is refused at construction).
+    """
+
+    # torch's TransformerEncoderLayer takes a fused fast path (plain attention on
+    # in_proj_weight) in inference when this is True; False keeps it on our forward.
+    _qkv_same_embed_dim = False
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        num_scales: int = 4,
+        dropout: float = 0.0,
+        bias: bool = True,
+        batch_first: bool = True,
+        backend: str = "auto",
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("embed_dim", embed_dim), ("num_heads", num_heads), ("num_scales", num_scales)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim: expected a multiple of num_heads={num_heads}, got {embed_dim}")
+        head_dim = embed_dim // num_heads
+        if head_dim % 2:
+            raise ValueError(
+                f"embed_dim: expected embed_dim/num_heads to be even (rotation pairs), got head dim {head_dim}"
+            )
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout}")
+        if backend != "auto" and backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {['auto', *BACKENDS]}, got {backend!r}")
+        if dropout > 0 and backend not in ("auto", "reference"):
+            raise ValueError(
+                f"dropout: the {backend!r} backend has no attention dropout; use dropout=0.0 or backend='auto'"
+            )
+        factory = {"device": device, "dtype": dtype}
+        self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, head_dim
+        self.kdim = self.vdim = embed_dim
+        self.num_scales = num_scales
+        self.dropout = float(dropout)
+        self.batch_first = batch_first
+        self.backend = backend
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim, **factory))
+        self.in_proj_bias = nn.Parameter(torch.empty(3 * embed_dim, **factory)) if bias else None
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
+        self.freqs = nn.Parameter(torch.empty(num_heads, num_scales, head_dim // 2, **factory))
+        self.weights = nn.Parameter(torch.empty(num_heads, num_scales, **factory))
+        self.mix = nn.Parameter(torch.empty(num_heads, **factory))
+        self.keep_terms = False
+        self.last_terms: Optional[AutoMaskResult] = None
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        """Projections as nn.MultiheadAttention; AutoMask parameters as spec §1 (θ ladder, w = 1/S, m = 0)."""
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        if self.in_proj_bias is not None:
+            nn.init.zeros_(self.in_proj_bias)
+            nn.init.zeros_(self.out_proj.bias)
+        with torch.no_grad():
+            self.freqs.copy_(default_freqs(self.num_heads, self.num_scales, self.head_dim // 2))
+            self.weights.fill_(1.0 / self.num_scales)
+            self.mix.zero_()
+
+    def automask_parameters(self):
+        """The AutoMask (min-step) parameters of spec §3: freqs and weights."""
+        return [self.freqs, self.weights]
+
+    def self_attention_parameters(self):
+        """The self-attention (max-step) parameters of spec §3: W_Q, W_K and their biases."""
+        return [self.in_proj_weight, self.in_proj_bias] if self.in_proj_bias is not None else [self.in_proj_weight]
+
+    def extra_repr(self) -> str:
+        return (
+            f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, num_scales={self.num_scales}, "
+            f"dropout={self.dropout}, batch_first={self.batch_first}, backend={self.backend!r}"
+        )
+
+    # -- projections ---------------------------------------------------------------------
+    def _heads(self, x: Tensor, part: int) -> Tensor:
+        """Project (B, L, E) with slice ``part`` (0 q, 1 k, 2 v) of in_proj into (B, H, L, D)."""
+        E = self.embed_dim
+        w = self.in_proj_weight[part * E : (part + 1) * E]
+        b = None if self.in_proj_bias is None else self.in_proj_bias[part * E : (part + 1) * E]
+        y = nn.functional.linear(x, w, b)
+        return y.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+
+    def _batched(self, name: str, x: Tensor) -> Tuple[Tensor, bool]:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+        if x.dim() not in (2, 3) or x.shape[-1] != self.embed_dim:
+            layout = "(B, L, E)" if self.batch_first else "(L, B, E)"
+            raise ValueError(
+                f"{name}: expected {layout} or (L, E) with E = {self.embed_dim}, got shape {tuple(x.shape)}"
+            )
+        if x.dim() == 2:
+            return x.unsqueeze(0), True
+        return (x if self.batch_first else x.transpose(0, 1)), False
+
+    def forward_with_terms(
+        self, x: Tensor, key: Optional[Tensor] = None, value: Optional[Tensor] = None, need_branches: bool = True
+    ) -> Tuple[Tensor, AutoMaskResult]:
+        """Attention output after ``out_proj`` (shaped like ``x``) and the per-head terms.
+
+        The returned :class:`AutoMaskResult` always carries ``kl_local``/``kl_global`` (B, H, L)
+        and, with ``need_branches``, ``out_local``/``out_global`` (B, H, L, D).
+        """
+        return self._attend(x, x if key is None else key, x if value is None else value, True, need_branches)
+
+    def _attend(self, query, key, value, need_divergence, need_branches):
+        q_in, unbatched = self._batched("query", query)
+        k_in, _ = self._batched("key", key)
+        v_in, _ = self._batched("value", value)
+        if k_in.shape != q_in.shape or v_in.shape != q_in.shape:
+            raise ValueError(
+                "key, value: expected the shape of query (self-attention over one window), got "
+                f"query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}"
+            )
+        q, k, v = self._heads(q_in, 0), self._heads(k_in, 1), self._heads(v_in, 2)
+        if self.training and self.dropout > 0:
+            # attention dropout exists only in the reference (see the class docstring)
+            check_inputs(q, k, v, self.freqs, self.weights, self.mix, None)
+            res = automask_attention_reference(
+                q, k, v, self.freqs, self.weights, self.mix, None, need_divergence, need_branches, self.dropout
+            )
+        else:
+            res = automask_attention(
+                q, k, v, self.freqs, self.weights, self.mix,
+                need_divergence=need_divergence, need_branches=need_branches, backend=self.backend,
+            )
+        y = self.out_proj(res.out.transpose(1, 2).flatten(2))
+        if unbatched:
+            y = y.squeeze(0)
+        elif not self.batch_first:
+            y = y.transpose(0, 1)
+        return y, res
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_padding_mask: Optional[Tensor] = None,
+        need_weights: bool = True,
+        attn_mask: Optional[Tensor] = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ) -> Tuple[Tensor, Optional[Tensor]]:
+        """Same call and return as ``nn.MultiheadAttention.forward``.
+
+        With ``need_weights`` the returned weights are the mixed map λ·P^M + (1−λ)·P^G
+        (the matrix that multiplies v), averaged over heads unless ``average_attn_weights=False``;
+        computing them materialises L×L per head, as nn.MultiheadAttention does.
+        """
+        if key_padding_mask is not None:
+            raise ValueError("key_padding_mask: AutoMaskAttention supports no masks; expected None, got a tensor")
+        if attn_mask is not None:
+            raise ValueError("attn_mask: AutoMaskAttention supports no masks; expected None, got a tensor")
+        if is_causal:
+            raise ValueError("is_causal: AutoMaskAttention attends over whole windows; expected False, got True")
+        keep = self.keep_terms
+        y, res = self._attend(query, key, value, keep, keep)
+        self.last_terms = res if keep else None
+        if not need_weights:
+            return y, None
+        q_in, unbatched = self._batched("query", query)
+        k_in, _ = self._batched("key", key)
+        weights = mixed_attention_weights(self._heads(q_in, 0), self._heads(k_in, 1), self.freqs, self.weights, self.mix)
+        if average_attn_weights:
+            weights = weights.mean(1)
+        if unbatched:
+            weights = weights.squeeze(0)
+        return y, weights

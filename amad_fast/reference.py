@@ -1,0 +1,110 @@
+"""Plain-PyTorch AutoMask attention (spec §1): the source of truth every backend is tested against.
+
+It materialises both L×L score maps, so it is simple rather than fast. Works for any float dtype
+on any device and differentiates to all six inputs; the divergence anchor ``M`` is detached, as
+the spec requires.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .types import AutoMaskResult
+
+__all__ = [
+    "automask_attention_reference",
+    "modulation_tables",
+    "rotate_pairs",
+    "default_freqs",
+    "mixed_attention_weights",
+]
+
+
+def default_freqs(num_heads: int, num_scales: int, num_pairs: int, base: float = 10000.0) -> Tensor:
+    """Spec initialisation θ_{s,p} = 2^{-s} · base^{-p/P}, shape (H, S, P), float32."""
+    p = torch.arange(num_pairs, dtype=torch.float64)
+    s = torch.arange(num_scales, dtype=torch.float64)
+    theta = (2.0 ** -s)[:, None] * base ** (-p / num_pairs)[None, :]
+    return theta.expand(num_heads, num_scales, num_pairs).clone().to(torch.float32)
+
+
+def modulation_tables(freqs: Tensor, weights: Tensor, length: int) -> Tuple[Tensor, Tensor]:
+    """Spec §1.1: c_{i,p} = Σ_s w_s cos(θ_{s,p} i) and s_{i,p} = Σ_s w_s sin(θ_{s,p} i).
+
+    freqs (H, S, P), weights (H, S) → two (H, L, P) tensors in the dtype of ``freqs``.
+    """
+    pos = torch.arange(length, device=freqs.device, dtype=freqs.dtype)
+    angle = freqs[:, :, None, :] * pos[None, None, :, None]  # (H, S, L, P)
+    w = weights[:, :, None, None]
+    return (w * torch.cos(angle)).sum(1), (w * torch.sin(angle)).sum(1)
+
+
+def rotate_pairs(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Spec §1.2, half-split pairing: element p pairs with element p + P.
+
+    x (B, H, L, D); cos, sin (H, L, P) broadcast over the batch.
+    """
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+def _log_probs(q: Tensor, k: Tensor, freqs: Tensor, weights: Tensor, scale: float):
+    cos, sin = modulation_tables(freqs.to(q.dtype), weights.to(q.dtype), q.shape[-2])
+    q_mod, k_mod = rotate_pairs(q, cos, sin), rotate_pairs(k, cos, sin)
+    log_p_local = torch.log_softmax(scale * (q_mod @ k_mod.transpose(-1, -2)), dim=-1)
+    log_p_global = torch.log_softmax(scale * (q @ k.transpose(-1, -2)), dim=-1)
+    return log_p_local, log_p_global
+
+
+def mixed_attention_weights(
+    q: Tensor, k: Tensor, freqs: Tensor, weights: Tensor, mix: Tensor, scale: Optional[float] = None
+) -> Tensor:
+    """The effective attention map λ·P^M + (1−λ)·P^G, (B, H, L, L); ``out`` equals it times v."""
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    log_pl, log_pg = _log_probs(q, k, freqs, weights, scale)
+    lam = torch.sigmoid(mix.to(q.dtype))[:, None, None]
+    return lam * log_pl.exp() + (1 - lam) * log_pg.exp()
+
+
+def automask_attention_reference(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    freqs: Tensor,
+    weights: Tensor,
+    mix: Tensor,
+    scale: Optional[float] = None,
+    need_divergence: bool = False,
+    need_branches: bool = False,
+    dropout_p: float = 0.0,
+) -> AutoMaskResult:
+    """Spec §1 for one call. Shapes: q, k, v (B, H, L, D); freqs (H, S, D/2); weights (H, S); mix (H,).
+
+    Computed in the dtype of q (the parameters are cast to it). ``dropout_p`` drops attention
+    probabilities of both maps before they meet v (as ``nn.MultiheadAttention`` does); the
+    divergence terms always use the undropped maps. Inputs are not validated here: go through
+    :func:`amad_fast.automask_attention` for checked inputs.
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    log_pl, log_pg = _log_probs(q, k, freqs, weights, scale)
+    p_local, p_global = log_pl.exp(), log_pg.exp()
+    if dropout_p > 0.0:
+        p_local = torch.nn.functional.dropout(p_local, dropout_p)
+        p_global = torch.nn.functional.dropout(p_global, dropout_p)
+    out_local, out_global = p_local @ v, p_global @ v
+    lam = torch.sigmoid(mix.to(q.dtype))[:, None, None]
+    out = lam * out_local + (1 - lam) * out_global
+
+    kl_local = kl_global = None
+    if need_divergence:
+        # log M = logaddexp(log P^M, log P^G) − log 2, held constant for gradients (spec §1.5).
+        log_anchor = (torch.logaddexp(log_pl, log_pg) - math.log(2.0)).detach()
+        kl_local = (log_pl.exp() * (log_pl - log_anchor)).sum(-1)
+        kl_global = (log_pg.exp() * (log_pg - log_anchor)).sum(-1)
+    if not need_branches:
+        out_local = out_global = None
+    return AutoMaskResult(out, kl_local, kl_global, out_local, out_global)
