@@ -17,6 +17,28 @@ if os.environ.get("TRITON_INTERPRET") is None:
     if not has_cuda:
         os.environ["TRITON_INTERPRET"] = "1"
 
+def pytest_report_header(config):
+    import amad_fast
+
+    lines = [f"amad_fast {amad_fast.__version__} from {pathlib.Path(amad_fast.__file__).parent}"]
+    lines += [f"  {status}" for status in amad_fast.available_backends().values()]
+    return lines
+
+
+def pytest_sessionstart(session):
+    """Fail fast when a backend the run requires (AMAD_FAST_REQUIRE_BACKENDS) did not build."""
+    required = [b for b in os.environ.get("AMAD_FAST_REQUIRE_BACKENDS", "").split(",") if b]
+    if not required:
+        return
+    import amad_fast
+
+    status = amad_fast.available_backends()
+    missing = [f"{name}: {status[name].reason if name in status else 'no such backend'}"
+               for name in required if name not in status or not status[name].available]
+    if missing:
+        raise pytest.UsageError("required backends unavailable: " + "; ".join(missing))
+
+
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# README command 1: install everything, then train and evaluate AMAD on the built-in synthetic data.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+PY=${PYTHON:-python3}
+"$PY" -m amad_fast demo --out "${AMAD_DEMO_OUT:-runs/demo}"
