@@ -53,7 +53,10 @@ def rotate_pairs(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 def _log_probs(q: Tensor, k: Tensor, freqs: Tensor, weights: Tensor, scale: float):
-    cos, sin = modulation_tables(freqs.to(q.dtype), weights.to(q.dtype), q.shape[-2])
+    # angles θ·i need at least float32 (bf16 would be off by ~0.4 rad at i = 100), then q's dtype
+    table_dtype = torch.promote_types(torch.promote_types(freqs.dtype, q.dtype), torch.float32)
+    cos, sin = modulation_tables(freqs.to(table_dtype), weights.to(table_dtype), q.shape[-2])
+    cos, sin = cos.to(q.dtype), sin.to(q.dtype)
     q_mod, k_mod = rotate_pairs(q, cos, sin), rotate_pairs(k, cos, sin)
     log_p_local = torch.log_softmax(scale * (q_mod @ k_mod.transpose(-1, -2)), dim=-1)
     log_p_global = torch.log_softmax(scale * (q @ k.transpose(-1, -2)), dim=-1)
@@ -84,7 +87,8 @@ def automask_attention_reference(
 ) -> AutoMaskResult:
     """Spec §1 for one call. Shapes: q, k, v (B, H, L, D); freqs (H, S, D/2); weights (H, S); mix (H,).
 
-    Computed in the dtype of q (the parameters are cast to it). ``dropout_p`` drops attention
+    Computed in the dtype of q; the modulation tables are computed in at least float32 (and
+    the parameters' dtype) before being cast to it. ``dropout_p`` drops attention
     probabilities of both maps before they meet v (as ``nn.MultiheadAttention`` does); the
     divergence terms always use the undropped maps. Inputs are not validated here: go through
     :func:`amad_fast.automask_attention` for checked inputs.

@@ -207,3 +207,18 @@ def test_default_freqs_follow_the_spec():
     for s in range(3):
         for p in range(4):
             assert theta[1, s, p].item() == pytest.approx(2.0**-s * 10000 ** (-p / 4), rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_activations_with_float32_parameters(dtype):
+    """Angles θ·i are formed in float32 even when q is 16-bit: the error stays at the 16-bit level."""
+    q, k, v, freqs, weights, mix = make_inputs(B=2, H=2, L=100, D=16, S=4, dtype=F64)
+    exact = automask_attention_reference(q, k, v, freqs, weights, mix, need_divergence=True)
+    low = amad_fast.automask_attention(
+        q.to(dtype), k.to(dtype), v.to(dtype), freqs.float(), weights.float(), mix.float(),
+        need_divergence=True, backend="reference",
+    )
+    assert low.out.dtype == dtype
+    eps = torch.finfo(dtype).eps
+    assert (low.out.double() - exact.out).abs().max() < 8 * eps * exact.out.abs().max()
+    assert (low.kl_local.double() - exact.kl_local).abs().max() < 0.05
