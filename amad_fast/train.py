@@ -1,0 +1,464 @@
+"""Unsupervised AMAD training (spec §3): losses, the Max-Min gradient routes, early stopping,
+atomic resumable checkpoints and data-parallel training under ``torchrun``.
+
+Gradients are formed by hand (``torch.autograd.grad``) and assigned to ``.grad``, because the exact
+Max-Min strategy gives different parameter groups gradients of different losses from ONE forward.
+For the same reason data parallelism does not use ``DistributedDataParallel``: its hooks all-reduce
+whatever ``backward`` produces, but here there are three partial backwards whose results are
+combined per parameter first. Instead every rank computes its combined gradients and one flat
+``all_reduce`` averages them (plus the loss values, for logging) before the optimiser step, which
+keeps every rank's parameters identical.
+
+Batch composition under DDP: epoch e orders the training windows by a permutation seeded with
+(seed, e); global batch b is the b-th slice of it and rank r takes the r-th of ``world`` near-equal
+contiguous chunks. Per-rank means are weighted by ``world·n_r/N`` so that the averaged gradient
+equals the single-process gradient of the global batch; the contrastive loss, whose negatives are
+the other windows of the batch, is computed on the all-gathered global batch (see
+:class:`_GatherLocalGrad`), so it too matches single-process training.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .model import AMAD, AMADOutput
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "MAXMIN_MODES",
+    "contrastive_loss",
+    "compute_losses",
+    "maxmin_gradients",
+    "train_model",
+    "save_atomic",
+    "load_checkpoint",
+    "window_tensor",
+]
+
+MAXMIN_MODES = ("exact", "joint", "off")
+CHECKPOINT_NAME = "last.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Training knobs (spec §3). ``epochs`` is a maximum: early stopping on the validation
+    reconstruction loss (``patience`` epochs without improvement) may end sooner. The validation
+    split is the last ``val_fraction`` of the training series (never test data)."""
+
+    epochs: int = 3
+    batch_size: int = 32
+    train_stride: int = 1
+    lr: float = 1e-4
+    k: float = 3.0
+    mu: float = 0.1
+    tau: float = 0.1
+    maxmin: str = "exact"
+    val_fraction: float = 0.2
+    patience: int = 3
+    seed: int = 0
+    progress: bool = True
+    checkpoint_dir: Optional[str] = None
+    resume: bool = False
+    checkpoint_every: int = 0  # also checkpoint every this many steps (0: only at epoch ends)
+    max_steps_per_epoch: Optional[int] = None  # cap on steps per epoch (quick runs); None = all
+
+    def validate(self) -> None:
+        if self.maxmin not in MAXMIN_MODES:
+            raise ValueError(f"maxmin: expected one of {MAXMIN_MODES}, got {self.maxmin!r}")
+        for name in ("epochs", "batch_size", "train_stride"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: expected a positive int, got {v!r}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction: expected a fraction in [0, 1), got {self.val_fraction}")
+        if not (self.lr > 0 and self.tau > 0):
+            raise ValueError(f"lr, tau: expected positive values, got lr={self.lr}, tau={self.tau}")
+        if self.k < 0 or self.mu < 0:
+            raise ValueError(f"k, mu: expected non-negative weights, got k={self.k}, mu={self.mu}")
+
+
+@dataclass
+class TrainResult:
+    history: List[Dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val: float = math.inf
+    stopped_early: bool = False
+    resumed_from: Optional[int] = None  # global step the run resumed at
+
+
+# -- distributed helpers --------------------------------------------------------------------
+
+def _dist():
+    """(world, rank) of an initialised process group, else (1, 0)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
+
+
+class _GatherLocalGrad(torch.autograd.Function):
+    """All-gather rows of ``x`` from every rank (sizes known in advance); gradient = own slice.
+
+    Every rank computes the same global loss from the gathered tensor, so the gradient of that
+    loss with respect to this rank's rows is exactly the matching slice of the incoming gradient;
+    no communication is needed in the backward. (The training loss weights this term by the world
+    size so that the later gradient average leaves it intact.)
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, sizes: Sequence[int], rank: int) -> Tensor:
+        ctx.offset, ctx.n = sum(sizes[:rank]), sizes[rank]
+        width = max(sizes)
+        padded = x.new_zeros((width,) + tuple(x.shape[1:]))
+        padded[: x.shape[0]] = x
+        parts = [torch.empty_like(padded) for _ in sizes]
+        torch.distributed.all_gather(parts, padded.contiguous())
+        return torch.cat([p[:n] for p, n in zip(parts, sizes)])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad[ctx.offset : ctx.offset + ctx.n], None, None
+
+
+def contrastive_loss(us: List[Tensor], vs: List[Tensor], tau: float, sizes: Optional[Sequence[int]] = None) -> Tensor:
+    """Symmetric InfoNCE between the two views of each window, mean over blocks (spec §3).
+
+    us, vs: per block (B, P) normalised projections; row i of u and row i of v are the positive
+    pair, all other rows of the (global) batch negatives. ``sizes`` (per-rank batch sizes) turns on
+    the all-gather of the views across ranks.
+    """
+    world, rank = _dist()
+    losses = []
+    for u, v in zip(us, vs):
+        if sizes is not None and world > 1:
+            u = _GatherLocalGrad.apply(u, list(sizes), rank)
+            v = _GatherLocalGrad.apply(v, list(sizes), rank)
+        logits = u @ v.T / tau
+        target = torch.arange(u.shape[0], device=u.device)
+        losses.append(0.5 * (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target)))
+    return torch.stack(losses).mean()
+
+
+def compute_losses(model: AMAD, x: Tensor, tau: float, sizes: Optional[Sequence[int]] = None) -> Dict[str, Tensor]:
+    """One forward: L_rec, L_con, D^M (mean kl_local) and D^G (mean kl_global) for a batch x (B, L, C)."""
+    out: AMADOutput = model(x, need_branches=True)
+    us, vs = model.contrastive_views(out)
+    return {
+        "rec": ((x - out.recon) ** 2).mean(),
+        "con": contrastive_loss(us, vs, tau, sizes),
+        "dm": out.kl_local.mean(),
+        "dg": out.kl_global.mean(),
+    }
+
+
+def maxmin_gradients(model: AMAD, losses: Dict[str, Tensor], maxmin: str, k: float, mu: float,
+                     weight: float = 1.0, con_weight: float = 1.0) -> List[Tensor]:
+    """Gradients for ``list(model.parameters())`` under the chosen Max-Min mode (spec §3).
+
+    exact: AutoMask params (freqs, weights) get ∇(L_rec + μL_con − k·D^M), W_Q/W_K rows and bias
+    entries of every in_proj get ∇(L_rec + μL_con + k·D^G), everything else ∇(L_rec + μL_con).
+    Three ``autograd.grad`` calls over one graph. W_V shares ``in_proj_weight`` with W_Q and W_K,
+    so the +k·D^G term is added only on the Q/K rows (a row mask); D^G does not depend on W_V of
+    its own layer (the anchor is detached and P^G has no v), but it does on earlier layers' W_V,
+    which the mask keeps on the plain route as the spec asks.
+    joint: one gradient of 2L_rec + 2μL_con − kD^M + kD^G into all parameters. off: L_rec + μL_con.
+
+    ``weight`` scales the per-rank batch means and ``con_weight`` the (global) contrastive term;
+    both are 1 in single-process training (see the module docstring for DDP).
+    """
+    params = list(model.parameters())
+    base = weight * losses["rec"] + mu * con_weight * losses["con"]
+    dm, dg = weight * losses["dm"], weight * losses["dg"]
+
+    def grad(loss, ps, retain):
+        gs = torch.autograd.grad(loss, ps, retain_graph=retain, allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(ps, gs)]
+
+    if maxmin == "off":
+        return grad(base, params, False)
+    if maxmin == "joint":
+        return grad(2 * base - k * dm + k * dg, params, False)
+    if maxmin != "exact":
+        raise ValueError(f"maxmin: expected one of {MAXMIN_MODES}, got {maxmin!r}")
+    routes = model.param_routes()
+    grads = grad(base, params, True)
+    index = {id(p): i for i, p in enumerate(params)}
+    sa_params = [p for p, _ in routes.self_attention]
+    for p, g in zip(routes.automask, grad(dm, routes.automask, True)):
+        grads[index[id(p)]] = grads[index[id(p)]] - k * g
+    for (p, mask), g in zip(routes.self_attention, grad(dg, sa_params, False)):
+        m = mask.to(g.dtype).reshape((-1,) + (1,) * (g.dim() - 1))
+        grads[index[id(p)]] = grads[index[id(p)]] + k * g * m
+    return grads
+
+
+def _assign_and_reduce(params: List[nn.Parameter], grads: List[Tensor], scalars: Tensor) -> Tensor:
+    """Set ``p.grad``; under DDP average grads and ``scalars`` over ranks in one all_reduce."""
+    world, _ = _dist()
+    if world > 1:
+        flat = torch.cat([g.reshape(-1) for g in grads] + [scalars.to(grads[0].dtype)])
+        torch.distributed.all_reduce(flat)
+        flat /= world
+        offset = 0
+        out = []
+        for g in grads:
+            out.append(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+        grads, scalars = out, flat[offset:]
+    for p, g in zip(params, grads):
+        p.grad = g.to(p.dtype).clone()
+    return scalars
+
+
+# -- data ------------------------------------------------------------------------------------
+
+def window_tensor(series: Tensor, window: int, stride: int) -> Tensor:
+    """(N, L, C) strided view of the windows of ``series`` (T, C) starting at 0, stride, ..."""
+    if series.shape[0] < window:
+        raise ValueError(f"series: expected at least window_size={window} time steps, got {series.shape[0]}")
+    return series.unfold(0, window, stride).transpose(1, 2)
+
+
+def _split_train_val(series: Tensor, window: int, val_fraction: float):
+    """Training part and validation part (the END of the series; None if shorter than a window)."""
+    T = series.shape[0]
+    n_val = int(round(T * val_fraction))
+    if n_val < window:
+        return series, None
+    if T - n_val < window:
+        raise ValueError(
+            f"series: {T} steps leave fewer than window_size={window} for training after the "
+            f"validation split (val_fraction={val_fraction}); lower val_fraction or give more data"
+        )
+    return series[: T - n_val], series[T - n_val :]
+
+
+def _epoch_batches(n: int, cfg: TrainConfig, epoch: int, world: int) -> List[np.ndarray]:
+    """Deterministic global batches for ``epoch`` (seeded by (seed, epoch), same on every rank)."""
+    order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
+    batches = [order[i : i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
+    batches = [b for b in batches if len(b) >= max(world, 2)]  # InfoNCE needs ≥2; each rank ≥1
+    if cfg.max_steps_per_epoch is not None:
+        batches = batches[: cfg.max_steps_per_epoch]
+    return batches
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+
+def save_atomic(obj: Any, path: str) -> None:
+    """torch.save to a temporary file in the same directory, then os.replace (never a torn file)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str) -> Dict[str, Any]:
+    """Load a training checkpoint written by :func:`train_model` (it holds RNG states, so it is
+    unpickled with ``weights_only=False``: load only checkpoints you wrote yourself)."""
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _rng_state() -> Dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _clone_state(model: nn.Module) -> Dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+# -- the loop ---------------------------------------------------------------------------------
+
+@torch.no_grad()
+def _validation_loss(model: AMAD, windows: Tensor, batch_size: int) -> float:
+    """Mean reconstruction error over the validation windows (sharded over ranks, then summed)."""
+    world, rank = _dist()
+    was_training = model.training
+    model.eval()
+    idx = np.array_split(np.arange(windows.shape[0]), world)[rank]
+    total = torch.zeros(2, dtype=torch.float64, device=windows.device)
+    for i in range(0, len(idx), batch_size):
+        x = windows[idx[i : i + batch_size]]
+        out = model(x, need_branches=False)
+        total[0] += ((x - out.recon) ** 2).mean(dim=(1, 2)).sum().double()
+        total[1] += x.shape[0]
+    if world > 1:
+        torch.distributed.all_reduce(total)
+    model.train(was_training)
+    return float(total[0] / total[1])
+
+
+def _progress_enabled(cfg: TrainConfig, rank: int) -> bool:
+    return bool(cfg.progress) and rank == 0 and sys.stderr.isatty()
+
+
+def train_model(
+    model: AMAD,
+    series,
+    cfg: TrainConfig,
+    *,
+    extra_state: Optional[Dict[str, Any]] = None,
+    callback: Optional[Callable[[Dict[str, Any]], None]] = None,
+) -> TrainResult:
+    """Train ``model`` in place on a standardised series (T, C) and return its history.
+
+    The model ends with the parameters of the best validation epoch (or the last epoch when the
+    series is too short for a validation split). ``extra_state`` (e.g. the standardiser and model
+    config) is stored in every checkpoint. ``callback(info)`` runs after every optimiser step.
+    With ``cfg.checkpoint_dir`` a checkpoint ``last.pt`` is written atomically at every epoch end
+    (and every ``checkpoint_every`` steps); ``cfg.resume`` continues from it bit-for-bit.
+    Under an initialised ``torch.distributed`` process group the same code trains data-parallel.
+    """
+    cfg.validate()
+    world, rank = _dist()
+    param = next(model.parameters())
+    device, dtype = param.device, param.dtype
+    series_t = torch.as_tensor(np.asarray(series), dtype=dtype, device=device)
+    if series_t.dim() != 2 or series_t.shape[1] != model.n_channels:
+        raise ValueError(f"series: expected (T, C={model.n_channels}), got shape {tuple(series_t.shape)}")
+    L = model.window_size
+    train_part, val_part = _split_train_val(series_t, L, cfg.val_fraction)
+    train_windows = window_tensor(train_part, L, cfg.train_stride)
+    val_windows = None if val_part is None else window_tensor(val_part, L, cfg.train_stride)
+    n_windows = train_windows.shape[0]
+
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    random.seed(cfg.seed)
+    params = list(model.parameters())
+    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    result = TrainResult()
+    best_state = _clone_state(model)
+    bad_epochs, start_epoch, start_step, global_step = 0, 0, 0, 0
+
+    ckpt_path = os.path.join(cfg.checkpoint_dir, CHECKPOINT_NAME) if cfg.checkpoint_dir else None
+    if cfg.resume and ckpt_path and os.path.exists(ckpt_path):
+        ck = load_checkpoint(ckpt_path)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        start_epoch, start_step, global_step = ck["epoch"], ck["step"], ck["global_step"]
+        es = ck["early_stopping"]
+        best_state, bad_epochs = es["best_state"], es["bad_epochs"]
+        result.best_epoch, result.best_val, result.history = es["best_epoch"], es["best_val"], ck["history"]
+        result.stopped_early = es.get("stopped", False)
+        result.resumed_from = global_step
+        _set_rng_state(ck["rng"])
+
+    def checkpoint(epoch: int, step: int) -> None:
+        if ckpt_path is None:
+            return
+        if rank == 0:
+            save_atomic(
+                {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "epoch": epoch, "step": step, "global_step": global_step, "rng": _rng_state(),
+                    "early_stopping": {
+                        "best_state": best_state, "best_val": result.best_val, "best_epoch": result.best_epoch,
+                        "bad_epochs": bad_epochs, "stopped": result.stopped_early,
+                    },
+                    "history": result.history, "config": dataclasses.asdict(cfg),
+                    "model_config": dict(model.config), "extra": extra_state or {},
+                },
+                ckpt_path,
+            )
+        if world > 1:
+            torch.distributed.barrier()
+
+    model.train()
+    for epoch in range(start_epoch, cfg.epochs):
+        if result.stopped_early:
+            break
+        batches = _epoch_batches(n_windows, cfg, epoch, world)
+        if not batches:
+            raise ValueError(
+                f"series: {n_windows} training windows give no batch of at least {max(world, 2)} windows; "
+                "give more data or a smaller train_stride"
+            )
+        sums = np.zeros(4)
+        t0, seen = time.perf_counter(), 0
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(batches), initial=start_step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not _progress_enabled(cfg, rank), leave=False, dynamic_ncols=True)
+        for step in range(start_step, len(batches)):
+            batch = batches[step]
+            shards = np.array_split(batch, world)
+            sizes = [len(s) for s in shards]
+            x = train_windows[torch.as_tensor(shards[rank], device=device)]
+            losses = compute_losses(model, x, cfg.tau, sizes if world > 1 else None)
+            weight = world * sizes[rank] / len(batch)
+            grads = maxmin_gradients(model, losses, cfg.maxmin, cfg.k, cfg.mu, weight=weight, con_weight=world)
+            scalars = torch.stack([weight * losses["rec"], losses["con"], weight * losses["dm"], weight * losses["dg"]]).detach()
+            scalars = _assign_and_reduce(params, grads, scalars)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            global_step += 1
+            vals = scalars.double().cpu().numpy()
+            if not np.all(np.isfinite(vals)):
+                raise FloatingPointError(f"training diverged at epoch {epoch}, step {step}: losses {vals.tolist()}")
+            sums += vals
+            seen += len(batch)
+            n_done = step - start_step + 1
+            bar.update(1)
+            bar.set_postfix(rec=f"{sums[0] / n_done:.4g}", con=f"{sums[1] / n_done:.3g}",
+                            dm=f"{sums[2] / n_done:.3g}", dg=f"{sums[3] / n_done:.3g}")
+            if cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0 and step + 1 < len(batches):
+                checkpoint(epoch, step + 1)
+            if callback is not None:
+                callback({"epoch": epoch, "step": step, "global_step": global_step,
+                          "rec": vals[0], "con": vals[1], "dm": vals[2], "dg": vals[3]})
+        bar.close()
+        elapsed = time.perf_counter() - t0
+        n_done = max(len(batches) - start_step, 1)
+        record = {"epoch": epoch, "rec": sums[0] / n_done, "con": sums[1] / n_done, "dm": sums[2] / n_done,
+                  "dg": sums[3] / n_done, "seconds": elapsed, "windows_per_s": seen / max(elapsed, 1e-9)}
+        start_step = 0
+        if val_windows is not None:
+            val = _validation_loss(model, val_windows, cfg.batch_size)
+            record["val_rec"] = val
+            if val < result.best_val:
+                result.best_val, result.best_epoch, bad_epochs = val, epoch, 0
+                best_state = _clone_state(model)
+            else:
+                bad_epochs += 1
+                if bad_epochs >= cfg.patience:
+                    result.stopped_early = True
+        else:
+            result.best_epoch = epoch
+            best_state = _clone_state(model)
+        result.history.append(record)
+        checkpoint(epoch + 1, 0)
+    model.load_state_dict(best_state)
+    model.eval()
+    return result
