@@ -45,6 +45,7 @@ __all__ = [
     "save_atomic",
     "load_checkpoint",
     "window_tensor",
+    "init_distributed_from_env",
 ]
 
 MAXMIN_MODES = ("exact", "joint", "off")
@@ -105,6 +106,23 @@ def _dist():
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_world_size(), torch.distributed.get_rank()
     return 1, 0
+
+
+def init_distributed_from_env(device: Optional[str] = None) -> bool:
+    """Join the process group ``torchrun`` describes in the environment (WORLD_SIZE > 1).
+
+    nccl when the device is CUDA (each rank takes cuda:LOCAL_RANK), gloo otherwise. Returns True
+    when running distributed. Does nothing when already initialised or not launched by torchrun.
+    """
+    if not torch.distributed.is_available() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if torch.distributed.is_initialized():
+        return True
+    cuda = device is not None and str(device).startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    return True
 
 
 class _GatherLocalGrad(torch.autograd.Function):
@@ -437,12 +455,13 @@ def train_model(
                 checkpoint(epoch, step + 1)
             if callback is not None:
                 callback({"epoch": epoch, "step": step, "global_step": global_step,
-                          "rec": vals[0], "con": vals[1], "dm": vals[2], "dg": vals[3]})
+                          "rec": float(vals[0]), "con": float(vals[1]), "dm": float(vals[2]), "dg": float(vals[3])})
         bar.close()
         elapsed = time.perf_counter() - t0
         n_done = max(len(batches) - start_step, 1)
-        record = {"epoch": epoch, "rec": sums[0] / n_done, "con": sums[1] / n_done, "dm": sums[2] / n_done,
-                  "dg": sums[3] / n_done, "seconds": elapsed, "windows_per_s": seen / max(elapsed, 1e-9)}
+        means = (sums / n_done).tolist()
+        record = {"epoch": epoch, "rec": means[0], "con": means[1], "dm": means[2], "dg": means[3],
+                  "seconds": elapsed, "windows_per_s": seen / max(elapsed, 1e-9)}
         start_step = 0
         if val_windows is not None:
             val = _validation_loss(model, val_windows, cfg.batch_size)
