@@ -1,0 +1,145 @@
+"""The benchmark harness runs and produces well-formed results (no timing assertions anywhere)."""
+import argparse
+import json
+import math
+
+import pytest
+import torch
+
+import amad_fast
+from amad_fast import bench
+from amad_fast.reference import default_freqs
+
+TINY = dict(B=2, H=2, L=16, D=8, S=2)
+
+
+def _tiny_inputs():
+    g = torch.Generator().manual_seed(0)
+    B, H, L, D, S = (TINY[k] for k in "BHLDS")
+    q, k, v = (torch.randn(B, H, L, D, generator=g) for _ in range(3))
+    return q, k, v, default_freqs(H, S, D // 2), torch.full((H, S), 1.0 / S), torch.zeros(H)
+
+
+def test_reference_forward_benchmark(benchmark):
+    """pytest-benchmark on a tiny reference call: the fixture's harness path works."""
+    args = _tiny_inputs()
+    res = benchmark.pedantic(
+        lambda: amad_fast.automask_attention(*args, need_divergence=True, backend="reference"), rounds=3, iterations=1
+    )
+    assert res.out.shape == args[0].shape and res.kl_local.shape == args[0].shape[:3]
+
+
+def test_time_fn_fields_are_consistent():
+    calls = []
+    t = bench.time_fn(lambda: calls.append(1), torch.device("cpu"), warmup=1, repeats=4, min_sample_s=1e-4, budget_s=0.05)
+    assert set(t) >= {"median_s", "q25_s", "q75_s", "iqr_s", "min_s", "samples", "n_inner"}
+    assert 3 <= t["samples"] <= 4 and t["n_inner"] >= 1
+    assert 0 <= t["min_s"] <= t["q25_s"] <= t["median_s"] <= t["q75_s"]
+    assert t["iqr_s"] == pytest.approx(t["q75_s"] - t["q25_s"])
+    # warm-up + calibration call + every sample's inner calls, nothing more
+    assert len(calls) == 1 + 1 + t["samples"] * t["n_inner"]
+
+
+def test_peak_memory_sees_a_known_allocation_on_cpu():
+    n = 1 << 20  # 4 MiB of float32, alive at once with a second one of the same size
+
+    def fn():
+        a = torch.ones(n)
+        b = a * 2
+        return float(b[0])
+
+    peak, method = bench.peak_memory(fn, torch.device("cpu"))
+    assert isinstance(peak, int) and method
+    assert peak >= 2 * 4 * n
+
+
+def test_byte_model_matches_the_documented_formula():
+    B, H, L, D, e = 3, 2, 5, 4, 2
+    n, rows = B * H * L * D, B * H * L
+    assert bench.automask_bytes(B, H, L, D, e, divergence=False, branches=False, backward=False) == 4 * n * e
+    assert bench.automask_bytes(B, H, L, D, e, divergence=True, branches=False, backward=False) == (4 * n + 2 * rows) * e
+    assert bench.automask_bytes(B, H, L, D, e, divergence=True, branches=True, backward=True) == 2 * (6 * n + 2 * rows) * e
+    assert bench.plain_attention_bytes(B, H, L, D, e, backward=True) == 8 * n * e
+
+
+def test_batch_keeps_elements_roughly_constant():
+    assert bench.batch_for_length(100, 8) == 8
+    assert bench.batch_for_length(2048, 8) == 1  # never below one window
+    assert bench.batch_for_length(50, 8) == 16
+
+
+def test_machine_slug_is_a_file_name():
+    slug = bench.machine_slug({"device": "cpu", "cpu_model": "Intel(R) Xeon(R) Platinum 8480+ CPU @ 2.0GHz"})
+    assert slug == "cpu-intel-xeon-platinum-8480"
+    assert bench.machine_slug({"device": "cuda:0", "gpu_name": "NVIDIA H200", "cpu_model": "x"}) == "cuda-nvidia-h200"
+
+
+def test_bad_options_are_refused_with_the_argument_named():
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--dtypes", "float8"])
+    with pytest.raises(SystemExit, match="--parts"):
+        bench.resolve_config(parser.parse_args(["--parts", "attention,nope"]))
+
+
+def _check_timed(rec):
+    for key in ("median_s", "iqr_s", "windows_per_s"):
+        assert isinstance(rec[key], float) and math.isfinite(rec[key]) and rec[key] > 0, (key, rec)
+
+
+def test_quick_sweep_writes_well_formed_results(tmp_path, capsys):
+    """The harness end to end on tiny shapes: table on stdout, JSON schema, markdown, plot."""
+    rc = bench.main([
+        "--quick", "--device", "cpu", "--lengths", "8,16", "--head-dims", "8", "--batch", "2", "--heads", "2",
+        "--scales", "2", "--repeats", "3", "--warmup", "1", "--min-sample-ms", "0.1", "--budget-s", "0.02",
+        "--e2e-batch", "2", "--out-dir", str(tmp_path), "--name", "t",
+    ])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "median ms" in printed and "windows/s" in printed
+
+    data = json.loads((tmp_path / "t.json").read_text())
+    assert data["schema"] == bench.SCHEMA
+    assert {"machine", "config", "notes", "attention", "e2e", "created", "wall_s"} <= set(data)
+    m = data["machine"]
+    for key in ("cpu_model", "python", "torch", "triton", "amad_fast", "extension_build", "backends"):
+        assert key in m, key
+    backends = data["config"]["backends"]
+    assert "reference" in backends and "triton" not in backends  # triton is never timed on CPU
+
+    att = data["attention"]
+    labels = {r["label"] for r in att}
+    assert set(backends) | {"sdpa", "mha", "amad-module"} <= labels
+    assert {(r["L"], r["mode"]) for r in att} == {(L, mode) for L in (8, 16) for mode in ("fwd", "fwdbwd")}
+    for r in att:
+        assert r["status"] == "ok", r
+        assert r["B"] == bench.batch_for_length(r["L"], 2) and (r["H"], r["D"], r["S"]) == (2, 8, 2)
+        _check_timed(r)
+        assert r["gbps"] == pytest.approx(r["bytes"] / r["median_s"] / 1e9)
+        assert isinstance(r["peak_bytes"], int) and r["peak_bytes"] >= 0
+        assert r["x_sdpa"] > 0 and r["ref_over"] > 0
+    assert all(r["x_sdpa"] == 1.0 for r in att if r["label"] == "sdpa")
+
+    e2e = data["e2e"]
+    assert {(r["label"], r["mode"]) for r in e2e} == {(b, mode) for b in backends for mode in ("train", "score")}
+    for r in e2e:
+        assert r["status"] == "ok", r
+        _check_timed(r)
+    assert all(r["steps_per_s"] > 0 for r in e2e if r["mode"] == "train")
+
+    md = (tmp_path / "t.md").read_text()
+    assert "## Attention" in md and "## Method" in md
+    png = tmp_path / "t.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_failing_case_becomes_a_record_not_an_exception():
+    shape = bench.Shape(1, 1, 4, 2, 1, torch.float32, torch.device("cpu"))
+
+    def boom():
+        raise RuntimeError("CUDA out of memory. Tried to allocate 1 GiB")
+
+    case = bench.Case("x", "baseline", boom, boom, 1, 1)
+    rec = bench.measure_case(case, shape, "fwd", {"repeats": 3})
+    assert rec["status"] == "oom" and "out of memory" in rec["error"]
