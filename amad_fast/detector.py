@@ -1,0 +1,295 @@
+"""``AMADDetector``: the scikit-learn/PyOD-style front end (fit, decision_function, predict, save, load).
+
+Scores follow spec §4: non-overlapping windows of length L (the tail that does not fill a window is
+scored from a window aligned to the series end), and per time step t
+
+    recon_js: softmax over the window's positions of (−T·js̄_t) × mean over channels (x_t − x̂_t)²
+    recon:    mean over channels (x_t − x̂_t)²
+
+with js̄_t the Jensen–Shannon divergence at row t averaged over blocks and heads, T = ``temperature``.
+Higher means more anomalous.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import warnings
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from . import metrics
+from .data import Standardizer, check_series, window_starts
+from .model import AMAD
+from .train import TrainConfig, save_atomic, train_model
+
+__all__ = ["AMADDetector", "score_series", "SCORES", "THRESHOLDS"]
+
+SCORES = ("recon_js", "recon")
+THRESHOLDS = ("paper", "train", "pot")
+FORMAT = "amad_fast.detector/1"
+
+
+def _resolve_device(device: Any) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: expected an available device, got {device!r} but CUDA is not available")
+    return dev
+
+
+@torch.no_grad()
+def score_series(model: AMAD, series: np.ndarray, score: str = "recon_js", temperature: float = 50.0,
+                 batch_size: int = 128) -> np.ndarray:
+    """Anomaly score per time step of a standardised series (T, C) (spec §4), float64 (T,).
+
+    Windows start at 0, L, 2L, …; when T is not a multiple of L a last window aligned to the end
+    scores only the steps no earlier window covered. Batched, under ``torch.no_grad``, in eval mode.
+    """
+    if score not in SCORES:
+        raise ValueError(f"score: expected one of {SCORES}, got {score!r}")
+    L = model.window_size
+    T = series.shape[0]
+    if T < L:
+        raise ValueError(f"X: expected at least window_size={L} time steps to score, got {T}")
+    param = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    data = torch.as_tensor(series, dtype=param.dtype, device=param.device)
+    starts = window_starts(T, L, L, cover_tail=True)
+    out = np.empty(T, dtype=np.float64)
+    covered = 0
+    for i in range(0, len(starts), batch_size):
+        chunk = starts[i : i + batch_size]
+        idx = torch.as_tensor(chunk, device=data.device)[:, None] + torch.arange(L, device=data.device)
+        x = data[idx]  # (B, L, C)
+        res = model(x, need_branches=False)
+        s = ((x - res.recon) ** 2).mean(-1)  # (B, L)
+        if score == "recon_js":
+            js = res.js.mean(dim=(0, 2))  # mean over blocks and heads → (B, L)
+            s = torch.softmax(-float(temperature) * js, dim=-1) * s
+        s = s.double().cpu().numpy()
+        for start, row in zip(chunk.tolist(), s):
+            first = max(covered - start, 0)  # the tail window fills only uncovered steps
+            out[start + first : start + L] = row[first:]
+            covered = start + L
+    model.train(was_training)
+    return out
+
+
+class AMADDetector:
+    """Unsupervised multivariate anomaly detector (AMAD, spec §2–§4).
+
+    ``fit(X)`` standardises X (T, C) with its own statistics, trains on windows taken every
+    ``train_stride`` steps (last ``val_fraction`` of X held out for early stopping) and scores the
+    training series for the thresholds. ``decision_function(X)`` gives one score per time step
+    (higher = more anomalous); ``predict(X)`` 0/1 by the threshold rule:
+
+    * ``"paper"``: percentile 100 − ``anomaly_ratio`` of the concatenated stored training scores and
+      X's scores (Anomaly Transformer's protocol; it uses statistics of the data being judged, so
+      predict(X) depends on all of X);
+    * ``"train"``: the same percentile of the training scores only (fixed at fit time);
+    * ``"pot"``: peaks-over-threshold on the training scores (fixed at fit time).
+
+    ``anomaly_ratio`` is in percent. ``backend`` goes to every AutoMaskAttention. ``progress``
+    shows a tqdm bar when stderr is a terminal. ``save``/``load`` round-trip exactly.
+    """
+
+    def __init__(
+        self,
+        window_size: int = 100,
+        d_model: int = 128,
+        n_heads: int = 8,
+        n_layers: int = 3,
+        num_scales: int = 4,
+        d_ff: Optional[int] = None,
+        dropout: float = 0.0,
+        maxmin: str = "exact",
+        k: float = 3.0,
+        mu: float = 0.1,
+        tau: float = 0.1,
+        lr: float = 1e-4,
+        epochs: int = 3,
+        batch_size: int = 32,
+        train_stride: int = 1,
+        val_fraction: float = 0.2,
+        patience: int = 3,
+        score: str = "recon_js",
+        threshold: str = "paper",
+        anomaly_ratio: float = 1.0,
+        temperature: float = 50.0,
+        backend: str = "auto",
+        device: str = "cpu",
+        seed: int = 0,
+        checkpoint_dir: Optional[str] = None,
+        resume: bool = False,
+        progress: bool = True,
+        score_batch_size: int = 128,
+        nan_policy: str = "interpolate",
+    ) -> None:
+        for name, value in list(locals().items()):
+            if name != "self":
+                setattr(self, name, value)
+        self._check_params()
+        self.model_: Optional[AMAD] = None
+
+    # -- sklearn-style parameter access -------------------------------------------------------
+    @classmethod
+    def _param_names(cls) -> List[str]:
+        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+    def get_params(self, deep: bool = True) -> Dict[str, Any]:
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> "AMADDetector":
+        valid = self._param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"set_params: unknown parameter {name!r}; expected one of {valid}")
+            setattr(self, name, value)
+        self._check_params()
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}
+        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if defaults.get(k) != v]
+        return f"AMADDetector({', '.join(changed)})"
+
+    def _check_params(self) -> None:
+        if self.score not in SCORES:
+            raise ValueError(f"score: expected one of {SCORES}, got {self.score!r}")
+        if self.threshold not in THRESHOLDS:
+            raise ValueError(f"threshold: expected one of {THRESHOLDS}, got {self.threshold!r}")
+        if not 0.0 < float(self.anomaly_ratio) < 100.0:
+            raise ValueError(f"anomaly_ratio: expected a percentage in (0, 100), got {self.anomaly_ratio!r}")
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature: expected a finite positive number, got {self.temperature!r}")
+        self._train_config().validate()
+
+    def _train_config(self) -> TrainConfig:
+        return TrainConfig(
+            epochs=self.epochs, batch_size=self.batch_size, train_stride=self.train_stride, lr=self.lr,
+            k=self.k, mu=self.mu, tau=self.tau, maxmin=self.maxmin, val_fraction=self.val_fraction,
+            patience=self.patience, seed=self.seed, progress=self.progress,
+            checkpoint_dir=self.checkpoint_dir, resume=self.resume,
+        )
+
+    def _build_model(self, n_channels: int) -> AMAD:
+        return AMAD(
+            n_channels, window_size=self.window_size, d_model=self.d_model, n_heads=self.n_heads,
+            n_layers=self.n_layers, num_scales=self.num_scales, d_ff=self.d_ff, dropout=self.dropout,
+            backend=self.backend,
+        )
+
+    # -- fit / score / predict --------------------------------------------------------------
+    def fit(self, X: Any, y: Any = None) -> "AMADDetector":
+        """Train on X (T, C) (numpy array or tensor); ``y`` is ignored (unsupervised)."""
+        self._check_params()
+        A = check_series(X, "X", nan_policy=self.nan_policy)
+        if A.shape[0] < self.window_size:
+            raise ValueError(f"X: expected at least window_size={self.window_size} time steps, got {A.shape[0]}")
+        self.standardizer_ = Standardizer().fit(A, name="X")
+        Z = self.standardizer_.transform(A, name="X", nan_policy=self.nan_policy)
+        device = _resolve_device(self.device)
+        torch.manual_seed(self.seed)
+        model = self._build_model(A.shape[1]).to(device)
+        self.n_channels_ = int(A.shape[1])
+        cfg = self._train_config()
+        extra = {"standardizer": self.standardizer_.to_dict(), "detector_params": self.get_params()}
+        result = train_model(model, Z, cfg, extra_state=extra)
+        self.model_ = model
+        self.history_ = result.history
+        self.best_epoch_ = result.best_epoch
+        self.train_scores_ = score_series(model, Z, self.score, self.temperature, self.score_batch_size)
+        self.threshold_ = self._fixed_threshold()
+        return self
+
+    def _fixed_threshold(self) -> Optional[float]:
+        if self.threshold == "train":
+            return metrics.train_threshold(self.train_scores_, self.anomaly_ratio)
+        if self.threshold == "pot":
+            return metrics.pot_threshold(self.train_scores_)
+        return None  # "paper" needs the scores being judged
+
+    def _require_fitted(self) -> None:
+        if self.model_ is None:
+            raise RuntimeError("AMADDetector: not fitted yet; call fit(X) or AMADDetector.load(path) first")
+
+    def _standardise(self, X: Any) -> np.ndarray:
+        self._require_fitted()
+        A = check_series(X, "X", expected_channels=self.n_channels_, nan_policy=self.nan_policy)
+        if A.shape[0] < self.window_size:
+            raise ValueError(f"X: expected at least window_size={self.window_size} time steps, got {A.shape[0]}")
+        return self.standardizer_.transform(A, name="X", nan_policy=self.nan_policy)
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Anomaly score per time step of X (T, C), float64 (T,); higher = more anomalous."""
+        Z = self._standardise(X)
+        return score_series(self.model_, Z, self.score, self.temperature, self.score_batch_size)
+
+    def threshold_for(self, scores: Any) -> float:
+        """The decision threshold for these test scores (fixed for "train"/"pot"; "paper" uses them)."""
+        self._require_fitted()
+        if self.threshold == "paper":
+            return metrics.paper_threshold(self.train_scores_, scores, self.anomaly_ratio)
+        return float(self.threshold_)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """0/1 (int8) per time step: score > threshold (see the class docstring for "paper")."""
+        scores = self.decision_function(X)
+        self.last_threshold_ = self.threshold_for(scores)
+        return metrics.predict(scores, self.last_threshold_)
+
+    def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
+        return self.fit(X).predict(X)
+
+    # -- persistence ----------------------------------------------------------------------------
+    def save(self, path: str) -> None:
+        """Write the fitted detector to ``path`` (atomic; loadable with ``torch.load(weights_only=True)``)."""
+        self._require_fitted()
+        state = {
+            "format": FORMAT,
+            "params": self.get_params(),
+            "model_config": dict(self.model_.config),
+            "model": {k: v.detach().cpu() for k, v in self.model_.state_dict().items()},
+            "standardizer": self.standardizer_.to_dict(),
+            "n_channels": self.n_channels_,
+            "train_scores": torch.from_numpy(np.asarray(self.train_scores_, dtype=np.float64)),
+            "threshold": self.threshold_,
+            "history": self.history_,
+            "best_epoch": self.best_epoch_,
+        }
+        save_atomic(state, os.fspath(path))
+
+    @classmethod
+    def load(cls, path: str, device: Optional[str] = None, backend: Optional[str] = None) -> "AMADDetector":
+        """Load a detector written by :meth:`save`; ``device``/``backend`` override the stored ones."""
+        state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            got = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"path: expected a detector file of format {FORMAT!r}, got {got!r}")
+        params = dict(state["params"])
+        if device is not None:
+            params["device"] = device
+        if backend is not None:
+            params["backend"] = backend
+        known = set(cls._param_names())
+        unknown = sorted(set(params) - known)
+        if unknown:
+            warnings.warn(f"load: ignoring unknown stored parameters {unknown}", RuntimeWarning, stacklevel=2)
+        det = cls(**{k: v for k, v in params.items() if k in known})
+        cfg = dict(state["model_config"])
+        cfg["backend"] = det.backend
+        model = AMAD(**cfg)
+        model.load_state_dict(state["model"])
+        det.model_ = model.to(_resolve_device(det.device)).eval()
+        det.standardizer_ = Standardizer.from_dict(state["standardizer"])
+        det.n_channels_ = int(state["n_channels"])
+        det.train_scores_ = state["train_scores"].numpy()
+        det.threshold_ = state["threshold"]
+        det.history_ = state["history"]
+        det.best_epoch_ = state["best_epoch"]
+        return det

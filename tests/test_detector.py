@@ -1,0 +1,141 @@
+"""AMADDetector: fit/score/predict on synthetic anomalies, the spec §4 score, thresholds,
+save/load round trip and bad input."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from amad_fast import metrics
+from amad_fast.data import make_synthetic
+from amad_fast.detector import AMADDetector, score_series
+
+SMALL = dict(window_size=16, d_model=16, n_heads=2, n_layers=2, num_scales=2, d_ff=32, epochs=3,
+             train_stride=4, batch_size=16, lr=1e-3, progress=False, backend="reference", seed=0)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_synthetic(length=1500, channels=4, seed=1, train_length=2000)
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    return AMADDetector(**SMALL).fit(data.train)
+
+
+def test_training_lowers_loss_and_ranks_anomalies(fitted, data):
+    h = fitted.history_
+    assert h[-1]["rec"] < h[0]["rec"]
+    scores = fitted.decision_function(data.test)
+    assert scores.shape == (data.test.shape[0],) and np.isfinite(scores).all()
+    auc = metrics.auroc(scores, data.test_labels)
+    assert auc > 0.7, auc
+
+
+def test_score_matches_spec_formula(fitted, data):
+    Z = fitted.standardizer_.transform(data.test[:16])
+    x = torch.as_tensor(Z)[None]
+    with torch.no_grad():
+        out = fitted.model_(x, need_branches=False)
+    err = ((x - out.recon) ** 2).mean(-1)[0]
+    js = 0.5 * (out.kl_local + out.kl_global).mean(dim=(0, 2))[0]
+    want = torch.softmax(-50.0 * js, dim=0) * err
+    got = fitted.decision_function(data.test[:16])
+    np.testing.assert_allclose(got, want.double().numpy(), rtol=1e-5, atol=1e-9)
+    fitted.score = "recon"
+    try:
+        np.testing.assert_allclose(fitted.decision_function(data.test[:16]), err.double().numpy(), rtol=1e-5)
+    finally:
+        fitted.score = "recon_js"
+
+
+def test_nonoverlapping_windows_and_tail(fitted, data):
+    X = data.test[:16 * 5 + 7]
+    full = fitted.decision_function(X)
+    head = fitted.decision_function(X[: 16 * 5])
+    # windows do not see each other (only float round-off from a different batch shape)
+    np.testing.assert_allclose(full[: 16 * 5], head, rtol=1e-5, atol=1e-10)
+    tail = fitted.decision_function(X[-16:])  # the tail comes from the window aligned to the end
+    np.testing.assert_allclose(full[-7:], tail[-7:], rtol=1e-5, atol=1e-10)
+    assert not np.allclose(full[-16:-7], tail[:-7], rtol=1e-3)  # ...and only the uncovered steps
+
+
+def test_score_series_batching_is_invariant(fitted, data):
+    Z = fitted.standardizer_.transform(data.test[:200])
+    a = score_series(fitted.model_, Z, "recon_js", 50.0, batch_size=1)
+    b = score_series(fitted.model_, Z, "recon_js", 50.0, batch_size=64)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-10)
+
+
+def test_thresholds(fitted, data):
+    scores = fitted.decision_function(data.test)
+    pred = fitted.predict(data.test)
+    thr = metrics.paper_threshold(fitted.train_scores_, scores, 1.0)
+    assert fitted.last_threshold_ == thr
+    np.testing.assert_array_equal(pred, (scores > thr).astype(np.int8))
+    frac = (np.concatenate([fitted.train_scores_, scores]) > thr).mean()
+    assert 0.005 <= frac <= 0.015
+    for rule in ("train", "pot"):
+        det = AMADDetector.__new__(AMADDetector)
+        det.__dict__.update(fitted.__dict__)
+        det.threshold = rule
+        det.threshold_ = det._fixed_threshold()
+        assert det.threshold_ == (metrics.train_threshold(fitted.train_scores_, 1.0) if rule == "train"
+                                  else metrics.pot_threshold(fitted.train_scores_))
+        np.testing.assert_array_equal(det.predict(data.test), (scores > det.threshold_).astype(np.int8))
+
+
+def test_save_load_round_trip(fitted, data, tmp_path):
+    path = tmp_path / "det.pt"
+    fitted.save(path)
+    state = torch.load(path, weights_only=True)  # no pickled code in the file
+    assert state["format"] == "amad_fast.detector/1"
+    loaded = AMADDetector.load(path)
+    np.testing.assert_array_equal(loaded.decision_function(data.test), fitted.decision_function(data.test))
+    np.testing.assert_array_equal(loaded.predict(data.test), fitted.predict(data.test))
+    assert loaded.get_params() == fitted.get_params()
+    torch.save({"x": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="format"):
+        AMADDetector.load(tmp_path / "other.pt")
+
+
+def test_fit_is_reproducible(data):
+    a = AMADDetector(**dict(SMALL, epochs=1)).fit(data.train[:600])
+    b = AMADDetector(**dict(SMALL, epochs=1)).fit(data.train[:600])
+    np.testing.assert_array_equal(a.decision_function(data.test[:100]), b.decision_function(data.test[:100]))
+
+
+def test_bad_input(fitted, data):
+    with pytest.raises(ValueError, match="expected 4 channel"):
+        fitted.decision_function(data.test[:, :3])
+    with pytest.raises(ValueError, match="window_size=16"):
+        fitted.decision_function(data.test[:10])
+    with pytest.raises(ValueError, match="1-D .* or 2-D"):
+        fitted.decision_function(data.test[None])
+    X = data.test[:64].copy()
+    X[5, 1] = np.nan
+    X[9, 2] = np.inf
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        s = fitted.decision_function(X)
+    assert np.isfinite(s).all()
+    strict = AMADDetector.__new__(AMADDetector)
+    strict.__dict__.update(fitted.__dict__)
+    strict.nan_policy = "raise"
+    with pytest.raises(ValueError, match="finite"):
+        strict.decision_function(X)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        AMADDetector(**SMALL).decision_function(data.test)
+    with pytest.raises(ValueError, match="window_size=16"):
+        AMADDetector(**SMALL).fit(data.train[:10])
+    for bad in (dict(score="js"), dict(threshold="best"), dict(anomaly_ratio=0), dict(maxmin="on"), dict(epochs=0)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            AMADDetector(**dict(SMALL, **bad))
+
+
+def test_constant_channel_is_handled(data):
+    X = data.train[:600].copy()
+    X[:, 2] = 3.0
+    with pytest.warns(RuntimeWarning, match="constant"):
+        det = AMADDetector(**dict(SMALL, epochs=1)).fit(X)
+    assert np.isfinite(det.decision_function(data.test[:100])).all()
