@@ -170,38 +170,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_fn(
-    fn: Callable[[], object],
-    device: torch.device,
-    *,
-    warmup: int = 2,
-    repeats: int = 15,
-    min_sample_s: float = 0.01,
-    budget_s: float = 4.0,
-) -> dict:
-    """Median and IQR of one call of ``fn`` (seconds) over ``repeats`` samples after ``warmup`` calls.
-
-    Each sample times ``n_inner`` back-to-back calls so it lasts at least ``min_sample_s``; the
-    number of samples shrinks (never below 3) to stay near ``budget_s`` for slow calls.
-    """
-    for _ in range(max(1, warmup)):
-        fn()
-    _sync(device)
-    t0 = time.perf_counter()
-    fn()
-    _sync(device)
-    once = max(time.perf_counter() - t0, 1e-9)
-    n_inner = max(1, min(10_000, math.ceil(min_sample_s / once)))
-    n_samples = int(max(3, min(repeats, budget_s // (once * n_inner))))
-    samples = []
-    for _ in range(n_samples):
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(n_inner):
-            fn()
-        _sync(device)
-        samples.append((time.perf_counter() - t0) / n_inner)
-    samples.sort()
+def _summary(samples: List[float], n_inner: int) -> dict:
+    samples = sorted(samples)
     q = statistics.quantiles(samples, n=4, method="inclusive") if len(samples) > 1 else samples * 3
     return {
         "median_s": statistics.median(samples),
@@ -212,6 +182,67 @@ def time_fn(
         "samples": len(samples),
         "n_inner": n_inner,
     }
+
+
+def time_interleaved(
+    fns: Dict[str, Callable[[], object]],
+    device: torch.device,
+    *,
+    warmup: int = 2,
+    repeats: int = 15,
+    min_sample_s: float = 0.01,
+    budget_s: float = 4.0,
+) -> Tuple[Dict[str, dict], Dict[str, BaseException]]:
+    """Median and IQR of one call of each function, samples taken round-robin.
+
+    Each function gets ``warmup`` calls, then one calibration call that sets ``n_inner`` (calls
+    per sample, so one sample lasts at least ``min_sample_s``). Then up to ``repeats`` rounds,
+    each taking one sample of every function in turn: load from other processes falls on all of
+    them alike, which keeps ratios within a round honest. Rounds shrink (never below 3) to stay
+    near ``budget_s`` per function. Returns (stats per name, exception per name that failed).
+    """
+    live: Dict[str, Tuple[Callable[[], object], int]] = {}
+    errors: Dict[str, BaseException] = {}
+    cost = 0.0
+    for name, fn in fns.items():
+        try:
+            for _ in range(max(1, warmup)):
+                fn()
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            once = max(time.perf_counter() - t0, 1e-9)
+        except Exception as exc:  # noqa: BLE001 - reported per function
+            errors[name] = exc
+            continue
+        n_inner = max(1, min(10_000, math.ceil(min_sample_s / once)))
+        live[name] = (fn, n_inner)
+        cost += once * n_inner
+    rounds = int(max(3, min(repeats, (budget_s * max(1, len(live))) // max(cost, 1e-9))))
+    samples: Dict[str, List[float]] = {name: [] for name in live}
+    for _ in range(rounds):
+        for name, (fn, n_inner) in list(live.items()):
+            try:
+                _sync(device)
+                t0 = time.perf_counter()
+                for _ in range(n_inner):
+                    fn()
+                _sync(device)
+            except Exception as exc:  # noqa: BLE001
+                errors[name] = exc
+                del live[name]
+                continue
+            samples[name].append((time.perf_counter() - t0) / n_inner)
+    return {name: _summary(samples[name], n_inner) for name, (_, n_inner) in live.items()}, errors
+
+
+def time_fn(fn: Callable[[], object], device: torch.device, **timing) -> dict:
+    """:func:`time_interleaved` for one function; its exception propagates."""
+    stats, errors = time_interleaved({"fn": fn}, device, **timing)
+    if errors:
+        raise errors["fn"]
+    return stats["fn"]
 
 
 def peak_memory(fn: Callable[[], object], device: torch.device) -> Tuple[Optional[int], str]:
@@ -418,36 +449,58 @@ def _error_text(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
-def measure_case(case: Case, shape: Shape, mode: str, timing: dict, *, memory: bool = True) -> dict:
-    """Time one case in one mode ("fwd" or "fwdbwd"); never raises (failures become records)."""
-    fn = case.forward if mode == "fwd" else case.step
-    rec = {"label": case.label, "family": case.family, "mode": mode, **shape.as_dict(), "status": "ok"}
-    try:
-        with _finite_checks_off():
-            if case.compile_s is not None:  # first call compiles: timed apart from the figures
-                _sync(shape.device)
-                t0 = time.perf_counter()
-                fn()
-                _sync(shape.device)
-                rec["compile_s"] = time.perf_counter() - t0
-            t = time_fn(fn, shape.device, **timing)
-            rec.update({k: v for k, v in t.items()})
-            nbytes = case.bytes_fwd if mode == "fwd" else case.bytes_fwdbwd
-            rec["bytes"] = nbytes
-            rec["gbps"] = nbytes / t["median_s"] / 1e9
+def _failure(rec: dict, exc: BaseException) -> dict:
+    oom = "out of memory" in str(exc).lower() or isinstance(exc, torch.cuda.OutOfMemoryError)
+    rec["status"] = "oom" if oom else "failed"
+    rec["error"] = _error_text(exc)
+    if os.environ.get("AMAD_BENCH_TRACEBACK"):
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+    return rec
+
+
+def measure_group(cases: Sequence[Case], shape: Shape, mode: str, timing: dict, *, memory: bool = True) -> List[dict]:
+    """Time every case at one shape in one mode ("fwd" or "fwdbwd"), samples interleaved.
+
+    Never raises: a failing case becomes a record with status "failed" or "oom". A compiled
+    case's first call (the compilation) is timed apart as ``compile_s``.
+    """
+    recs, fns = {}, {}
+    with _finite_checks_off():
+        for case in cases:
+            fn = case.forward if mode == "fwd" else case.step
+            rec = {"label": case.label, "family": case.family, "mode": mode, **shape.as_dict(), "status": "ok"}
+            recs[case.label] = rec
+            if case.compile_s is not None:
+                try:
+                    _sync(shape.device)
+                    t0 = time.perf_counter()
+                    fn()
+                    _sync(shape.device)
+                    rec["compile_s"] = time.perf_counter() - t0
+                except Exception as exc:  # noqa: BLE001
+                    _failure(rec, exc)
+                    continue
+            fns[case.label] = fn
+        stats, errors = time_interleaved(fns, shape.device, **timing)
+        for case in cases:
+            rec = recs[case.label]
+            if case.label in errors:
+                _failure(rec, errors[case.label])
+            if case.label not in stats or rec["status"] != "ok":
+                continue
+            t = stats[case.label]
+            rec.update(t)
+            rec["bytes"] = case.bytes_fwd if mode == "fwd" else case.bytes_fwdbwd
+            rec["gbps"] = rec["bytes"] / t["median_s"] / 1e9
             rec["windows_per_s"] = shape.B / t["median_s"]
             if memory:
-                rec["peak_bytes"], rec["peak_method"] = peak_memory(fn, shape.device)
-    except Exception as exc:  # noqa: BLE001 - one failing case must not lose the sweep
-        oom = "out of memory" in str(exc).lower() or isinstance(exc, torch.cuda.OutOfMemoryError)
-        rec["status"] = "oom" if oom else "failed"
-        rec["error"] = _error_text(exc)
-        if os.environ.get("AMAD_BENCH_TRACEBACK"):
-            traceback.print_exc()
-    finally:
-        if shape.device.type == "cuda":
-            torch.cuda.empty_cache()
-    return rec
+                try:
+                    rec["peak_bytes"], rec["peak_method"] = peak_memory(fns[case.label], shape.device)
+                except Exception as exc:  # noqa: BLE001
+                    rec["peak_error"] = _error_text(exc)
+            if shape.device.type == "cuda":
+                torch.cuda.empty_cache()
+    return [recs[c.label] for c in cases]
 
 
 def add_ratios(records: List[dict]) -> None:
@@ -522,13 +575,14 @@ def run_attention_sweep(
                     records.append({"part": "attention", "label": "*", "mode": "*", **shape.as_dict(),
                                     "status": "failed", "error": _error_text(exc)})
                     continue
-                for case in cases:
-                    for mode in ("fwd", "fwdbwd"):
-                        rec = measure_case(case, shape, mode, timing, memory=memory)
+                for mode in ("fwd", "fwdbwd"):
+                    for rec in measure_group(cases, shape, mode, timing, memory=memory):
                         rec["part"] = "attention"
                         records.append(rec)
                         log(_progress_line(rec))
                 del cases
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
     add_ratios(records)
     return records
 
@@ -660,7 +714,7 @@ def run_e2e(
         backends, _ = benchmark_backends(device)
     timing = timing or {}
     kind = e2e_model_kind()
-    records = []
+    records, built = [], {}
     for name in backends:
         base = {"part": "e2e", "model": kind, "label": name, "B": batch, "L": length, "C": channels,
                 "dtype": "float32"}
@@ -668,25 +722,28 @@ def run_e2e(
             torch.manual_seed(0)
             m, train_step, score = _e2e_build(name, channels, device, e2e_sizes(kind))
             x = torch.randn(batch, length, channels, device=device)
-            n_params = sum(p.numel() for p in m.parameters())
+            base["params"] = sum(p.numel() for p in m.parameters())
+            built[name] = (base, m, train_step, score, x)
         except Exception as exc:  # noqa: BLE001
-            records.append({**base, "mode": "*", "status": "failed", "error": _error_text(exc)})
-            log(f"  e2e {name}: failed: {_error_text(exc)}")
-            continue
-        for mode, fn in (("train", lambda: train_step(x)), ("score", lambda: score(x))):
-            rec = {**base, "mode": mode, "params": n_params, "status": "ok"}
-            try:
-                with _finite_checks_off():
-                    m.train(mode == "train")
-                    t = time_fn(fn, device, **timing)
+            records.append(_failure({**base, "mode": "*"}, exc))
+            log(f"  e2e {name}: failed: {records[-1]['error']}")
+    for mode in ("train", "score"):
+        fns = {}
+        for name, (base, m, train_step, score, x) in built.items():
+            m.train(mode == "train")
+            fns[name] = (lambda ts=train_step, x=x: ts(x)) if mode == "train" else (lambda sc=score, x=x: sc(x))
+        with _finite_checks_off():
+            stats, errors = time_interleaved(fns, device, **timing)
+        for name, (base, *_rest) in built.items():
+            rec = {**base, "mode": mode, "status": "ok"}
+            if name in errors:
+                _failure(rec, errors[name])
+            else:
+                t = stats[name]
                 rec.update(t)
-                rec["steps_per_s" if mode == "train" else "windows_per_s"] = (
-                    1.0 / t["median_s"] if mode == "train" else batch / t["median_s"]
-                )
+                rec["windows_per_s"] = batch / t["median_s"]
                 if mode == "train":
-                    rec["windows_per_s"] = batch / t["median_s"]
-            except Exception as exc:  # noqa: BLE001
-                rec["status"], rec["error"] = "failed", _error_text(exc)
+                    rec["steps_per_s"] = 1.0 / t["median_s"]
             records.append(rec)
             log(f"  e2e {name:<10} {mode:<5} " + (f"{rec['median_s'] * 1e3:9.2f} ms" if rec["status"] == "ok" else rec["error"]))
     ref = {r["mode"]: r for r in records if r.get("label") == "reference" and r.get("status") == "ok"}
@@ -703,7 +760,7 @@ def _fmt(x, spec: str, none: str = "-") -> str:
 
 def format_attention_table(records: List[dict]) -> str:
     head = (f"{'dtype':>8} {'L':>5} {'D':>3} {'B':>4} {'mode':<6} {'label':<19} {'median ms':>10} {'IQR ms':>8} "
-            f"{'windows/s':>10} {'GB/s':>7} {'peak MB':>8} {'x sdpa':>7} {'ref/x':>6}")
+            f"{'min ms':>9} {'windows/s':>10} {'GB/s':>7} {'peak MB':>8} {'x sdpa':>7} {'ref/x':>6}")
     lines = [head, "-" * len(head)]
     for r in records:
         if r.get("part", "attention") != "attention":
@@ -714,7 +771,8 @@ def format_attention_table(records: List[dict]) -> str:
             continue
         peak = r.get("peak_bytes")
         lines.append(
-            f"{pre} {r['median_s'] * 1e3:10.3f} {r['iqr_s'] * 1e3:8.3f} {r['windows_per_s']:10.1f} {r['gbps']:7.2f} "
+            f"{pre} {r['median_s'] * 1e3:10.3f} {r['iqr_s'] * 1e3:8.3f} {r['min_s'] * 1e3:9.3f} {r['windows_per_s']:10.1f} "
+            f"{r['gbps']:7.2f} "
             f"{_fmt(None if peak is None else peak / 2**20, '8.1f'):>8} {_fmt(r.get('x_sdpa'), '7.2f'):>7} "
             f"{_fmt(r.get('ref_over'), '6.2f'):>6}"
         )
@@ -847,6 +905,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, help="warm-up calls per case (default 2; quick 1)")
     parser.add_argument("--min-sample-ms", type=float, help="shortest sample; calls are repeated within it (default 10; quick 2)")
     parser.add_argument("--budget-s", type=float, help="rough time budget per case and mode (default 4; quick 0.4)")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads for CPU runs (default: torch's own choice)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--e2e-batch", type=int, help="windows per batch in the end-to-end benchmark (default CPU 32, GPU 256; quick 8)")
     parser.add_argument("--out-dir", default="bench_results", help="where the JSON, markdown and PNG go (default ./bench_results)")
@@ -899,6 +958,8 @@ def run(args) -> int:
     device = cfg["device"]
     if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") is None and not torch.cuda.is_available():
         os.environ["TRITON_INTERPRET"] = "1"  # so a Triton backend can at least import (it is not timed on CPU)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     backends, skipped = benchmark_backends(device)
     if cfg["backends"] is not None:
         unknown = [b for b in cfg["backends"] if b not in backends]

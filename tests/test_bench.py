@@ -140,6 +140,10 @@ def test_a_failing_case_becomes_a_record_not_an_exception():
     def boom():
         raise RuntimeError("CUDA out of memory. Tried to allocate 1 GiB")
 
-    case = bench.Case("x", "baseline", boom, boom, 1, 1)
-    rec = bench.measure_case(case, shape, "fwd", {"repeats": 3})
-    assert rec["status"] == "oom" and "out of memory" in rec["error"]
+    def fine():
+        return torch.ones(4) * 2
+
+    cases = [bench.Case("x", "baseline", boom, boom, 1, 1), bench.Case("y", "baseline", fine, fine, 8, 16)]
+    bad, good = bench.measure_group(cases, shape, "fwdbwd", {"repeats": 3, "min_sample_s": 1e-4})
+    assert bad["status"] == "oom" and "out of memory" in bad["error"] and "median_s" not in bad
+    assert good["status"] == "ok" and good["bytes"] == 16 and good["samples"] == 3
