@@ -54,6 +54,7 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 _LOG2E = 1.4426950408889634
 LN2 = tl.constexpr(0.6931471805599453)
+LOG2E = tl.constexpr(_LOG2E)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -124,28 +125,32 @@ def _rotated(base, stride_l, stride_d, pos, row_mask, offs_p, p_mask, fr_ptr, w_
 
 
 @triton.jit
-def _scores(q1, q2, qm1, qm2, k1, k2, km1, km2, qk_scale2, DT: tl.constexpr):
-    """Both score maps in base-2 units: A·log2(e) (modulated) and G·log2(e) (plain), [M, N]."""
+def _scores(q1, q2, qm1, qm2, k1, k2, km1, km2, scale, DT: tl.constexpr):
+    """Both score maps A (modulated) and G (plain), [M, N], in natural units like the reference."""
     a = _dot(qm1, tl.trans(km1), DT) + _dot(qm2, tl.trans(km2), DT)
     g = _dot(q1, tl.trans(k1), DT) + _dot(q2, tl.trans(k2), DT)
-    return a * qk_scale2, g * qk_scale2
+    return a * scale, g * scale
 
 
 @triton.jit
-def _log_probs_and_integrands(a, g, lse2_m, lse2_g):
-    """P^M, P^G and the KL integrands g^M = log P^M − log M, g^G = log P^G − log M (natural log)."""
-    la = a - lse2_m[:, None]
-    lg = g - lse2_g[:, None]
-    d = (la - lg) * LN2
-    return tl.exp2(la), tl.exp2(lg), LN2 - _softplus(-d), LN2 - _softplus(d)
+def _log_probs_and_integrands(a, g, lse_m, lse_g):
+    """P^M, P^G and the KL integrands g^M = log P^M − log M, g^G = log P^G − log M.
+
+    Scores minus lse are formed in natural units first (near-exact for the dominant entries, as
+    in log_softmax); only the small difference is scaled by log2(e) for exp2.
+    """
+    la = a - lse_m[:, None]
+    lg = g - lse_g[:, None]
+    d = la - lg
+    return tl.exp2(la * LOG2E), tl.exp2(lg * LOG2E), LN2 - _softplus(-d), LN2 - _softplus(d)
 
 
 @triton.jit
 def _online_update(x, m, l, acc, v, DT: tl.constexpr):
-    """One online-softmax step (base 2) of a map with scores x against values v."""
+    """One online-softmax step of a map with scores x against values v (running max m, sum l)."""
     m_new = tl.maximum(m, tl.max(x, 1))
-    alpha = tl.exp2(m - m_new)
-    p = tl.exp2(x - m_new[:, None])
+    alpha = tl.exp2((m - m_new) * LOG2E)
+    p = tl.exp2((x - m_new[:, None]) * LOG2E)
     l = l * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None] + _dot(p, v, DT)
     return m_new, l, acc
@@ -172,7 +177,7 @@ def _fwd_kernel(
     Q, K, V, FREQS, WEIGHTS, LAM,
     OUT, OUT_L, OUT_G, KL_L, KL_G, LSE_L, LSE_G,
     sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
-    H, L, L_KEY, qk_scale2,
+    H, L, L_KEY, scale,
     HEAD_DIM: tl.constexpr, P: tl.constexpr, PB: tl.constexpr, S: tl.constexpr,
     NEED_KL: tl.constexpr, STORE_BRANCHES: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE_BLOCK: tl.constexpr,
@@ -209,27 +214,27 @@ def _fwd_kernel(
         # The whole row fits one key block: scores stay in registers for the divergence.
         k1, k2, km1, km2, v, n_mask = _kv_block(k_base, v_base, skl, skd, svl, svd, 0, offs_n0, L,
                                                 offs_p, p_mask, offs_d, fr, wt, P, S)
-        a, g = _scores(q1, q2, qm1, qm2, k1, k2, km1, km2, qk_scale2, DT)
+        a, g = _scores(q1, q2, qm1, qm2, k1, k2, km1, km2, scale, DT)
         m_l, l_l, acc_l = _online_update(tl.where(n_mask[None, :], a, float("-inf")), m_l, l_l, acc_l, v, DT)
         m_g, l_g, acc_g = _online_update(tl.where(n_mask[None, :], g, float("-inf")), m_g, l_g, acc_g, v, DT)
-        lse2_l = m_l + tl.log2(l_l)
-        lse2_g = m_g + tl.log2(l_g)
+        lse_l = m_l + tl.log(l_l)
+        lse_g = m_g + tl.log(l_g)
         if NEED_KL:
             # a, g are unmasked here (finite): padded keys are dropped by the where below.
-            pm, pg, gm, gg = _log_probs_and_integrands(a, g, lse2_l, lse2_g)
+            pm, pg, gm, gg = _log_probs_and_integrands(a, g, lse_l, lse_g)
             kl_l = tl.sum(tl.where(n_mask[None, :], pm * gm, 0.0), 1)
             kl_g = tl.sum(tl.where(n_mask[None, :], pg * gg, 0.0), 1)
     else:
         for start_n in range(0, L, BLOCK_N):
             k1, k2, km1, km2, v, n_mask = _kv_block(k_base, v_base, skl, skd, svl, svd, start_n, offs_n0, L,
                                                     offs_p, p_mask, offs_d, fr, wt, P, S)
-            a, g = _scores(q1, q2, qm1, qm2, k1, k2, km1, km2, qk_scale2, DT)
+            a, g = _scores(q1, q2, qm1, qm2, k1, k2, km1, km2, scale, DT)
             a = tl.where(n_mask[None, :], a, float("-inf"))
             g = tl.where(n_mask[None, :], g, float("-inf"))
             m_l, l_l, acc_l = _online_update(a, m_l, l_l, acc_l, v, DT)
             m_g, l_g, acc_g = _online_update(g, m_g, l_g, acc_g, v, DT)
-        lse2_l = m_l + tl.log2(l_l)
-        lse2_g = m_g + tl.log2(l_g)
+        lse_l = m_l + tl.log(l_l)
+        lse_g = m_g + tl.log(l_g)
         if NEED_KL:
             # Second pass over k with the final lse's (the divergence needs normalised maps).
             for start_n in range(0, L, BLOCK_N):
@@ -237,8 +242,8 @@ def _fwd_kernel(
                 n_mask = offs_n < L
                 k1, k2, km1, km2, _c2, _s2 = _rotated(k_base, skl, skd, offs_n, n_mask, offs_p, p_mask,
                                                       fr, wt, P, S)
-                a, g = _scores(q1, q2, qm1, qm2, k1, k2, km1, km2, qk_scale2, DT)
-                pm, pg, gm, gg = _log_probs_and_integrands(a, g, lse2_l, lse2_g)
+                a, g = _scores(q1, q2, qm1, qm2, k1, k2, km1, km2, scale, DT)
+                pm, pg, gm, gg = _log_probs_and_integrands(a, g, lse_l, lse_g)
                 kl_l += tl.sum(tl.where(n_mask[None, :], pm * gm, 0.0), 1)
                 kl_g += tl.sum(tl.where(n_mask[None, :], pg * gg, 0.0), 1)
 
@@ -255,8 +260,8 @@ def _fwd_kernel(
     if NEED_KL:
         tl.store(KL_L + row, kl_l, mask=m_mask)
         tl.store(KL_G + row, kl_g, mask=m_mask)
-    tl.store(LSE_L + row, lse2_l * LN2, mask=m_mask)
-    tl.store(LSE_G + row, lse2_g * LN2, mask=m_mask)
+    tl.store(LSE_L + row, lse_l, mask=m_mask)
+    tl.store(LSE_G + row, lse_g, mask=m_mask)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -266,14 +271,14 @@ def _fwd_kernel(
 
 @triton.jit
 def _bwd_tile(q1, q2, qm1, qm2, k1, k2, km1, km2, v, dom, dog,
-              lse2_l, lse2_g, delta_l, delta_g, dkl_l, dkl_g, mask, qk_scale2,
+              lse_l, lse_g, delta_l, delta_g, dkl_l, dkl_g, mask, scale,
               HAS_KL: tl.constexpr, DT: tl.constexpr):
     """Recompute P^M, P^G on an [M, N] tile and the score gradients dA, dG (anchor M constant).
 
     dA_ij = P^M_ij (dO^M_i·v_j + dkl_local_i·g^M_ij − δ^M_i), likewise dG; zero outside ``mask``.
     """
-    a, g = _scores(q1, q2, qm1, qm2, k1, k2, km1, km2, qk_scale2, DT)
-    pm, pg, gm, gg = _log_probs_and_integrands(a, g, lse2_l, lse2_g)
+    a, g = _scores(q1, q2, qm1, qm2, k1, k2, km1, km2, scale, DT)
+    pm, pg, gm, gg = _log_probs_and_integrands(a, g, lse_l, lse_g)
     dpm = _dot(dom, tl.trans(v), DT)
     dpg = _dot(dog, tl.trans(v), DT)
     if HAS_KL:
@@ -286,8 +291,8 @@ def _bwd_tile(q1, q2, qm1, qm2, k1, k2, km1, km2, v, dom, dog,
 
 @triton.jit
 def _row_stats(LSE_L, LSE_G, DELTA_L, DELTA_G, DKL_L, DKL_G, row, m_mask, HAS_KL: tl.constexpr):
-    lse2_l = tl.load(LSE_L + row, mask=m_mask, other=0.0) * 1.4426950408889634
-    lse2_g = tl.load(LSE_G + row, mask=m_mask, other=0.0) * 1.4426950408889634
+    lse_l = tl.load(LSE_L + row, mask=m_mask, other=0.0)
+    lse_g = tl.load(LSE_G + row, mask=m_mask, other=0.0)
     delta_l = tl.load(DELTA_L + row, mask=m_mask, other=0.0)
     delta_g = tl.load(DELTA_G + row, mask=m_mask, other=0.0)
     if HAS_KL:
@@ -296,7 +301,7 @@ def _row_stats(LSE_L, LSE_G, DELTA_L, DELTA_G, DKL_L, DKL_G, row, m_mask, HAS_KL
     else:
         dkl_l = delta_l
         dkl_g = delta_g
-    return lse2_l, lse2_g, delta_l, delta_g, dkl_l, dkl_g
+    return lse_l, lse_g, delta_l, delta_g, dkl_l, dkl_g
 
 
 @triton.jit
@@ -319,7 +324,7 @@ def _bwd_dkdv_kernel(
     Q, K, V, FREQS, WEIGHTS, DOM, DOG, LSE_L, LSE_G, DELTA_L, DELTA_G, DKL_L, DKL_G,
     DK, DV, DC, DS,
     sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
-    H, L, L_KEY, qk_scale2, scale,
+    H, L, L_KEY, scale,
     HEAD_DIM: tl.constexpr, P: tl.constexpr, PB: tl.constexpr, S: tl.constexpr, HAS_KL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -356,11 +361,11 @@ def _bwd_dkdv_kernel(
         o_off = row[:, None] * HEAD_DIM + offs_d[None, :]
         dom = tl.load(DOM + o_off, mask=m_mask[:, None], other=0.0)
         dog = tl.load(DOG + o_off, mask=m_mask[:, None], other=0.0)
-        lse2_l, lse2_g, delta_l, delta_g, dkl_l, dkl_g = _row_stats(
+        lse_l, lse_g, delta_l, delta_g, dkl_l, dkl_g = _row_stats(
             LSE_L, LSE_G, DELTA_L, DELTA_G, DKL_L, DKL_G, row, m_mask, HAS_KL)
         pm, pg, da, dg = _bwd_tile(q1, q2, qm1, qm2, k1, k2, km1, km2, v, dom, dog,
-                                   lse2_l, lse2_g, delta_l, delta_g, dkl_l, dkl_g,
-                                   m_mask[:, None] & n_mask[None, :], qk_scale2, HAS_KL, DT)
+                                   lse_l, lse_g, delta_l, delta_g, dkl_l, dkl_g,
+                                   m_mask[:, None] & n_mask[None, :], scale, HAS_KL, DT)
         dv += _dot(tl.trans(pm), dom, DT) + _dot(tl.trans(pg), dog, DT)
         da_t = tl.trans(da)
         dg_t = tl.trans(dg)
@@ -384,7 +389,7 @@ def _bwd_dq_kernel(
     Q, K, V, FREQS, WEIGHTS, DOM, DOG, LSE_L, LSE_G, DELTA_L, DELTA_G, DKL_L, DKL_G,
     DQ, DC, DS,
     sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
-    H, L, L_KEY, qk_scale2, scale,
+    H, L, L_KEY, scale,
     HEAD_DIM: tl.constexpr, P: tl.constexpr, PB: tl.constexpr, S: tl.constexpr, HAS_KL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -411,7 +416,7 @@ def _bwd_dq_kernel(
     o_off = row[:, None] * HEAD_DIM + offs_d[None, :]
     dom = tl.load(DOM + o_off, mask=m_mask[:, None], other=0.0)
     dog = tl.load(DOG + o_off, mask=m_mask[:, None], other=0.0)
-    lse2_l, lse2_g, delta_l, delta_g, dkl_l, dkl_g = _row_stats(
+    lse_l, lse_g, delta_l, delta_g, dkl_l, dkl_g = _row_stats(
         LSE_L, LSE_G, DELTA_L, DELTA_G, DKL_L, DKL_G, row, m_mask, HAS_KL)
 
     dqm1 = tl.zeros([BLOCK_M, PB], tl.float32)
@@ -422,8 +427,8 @@ def _bwd_dq_kernel(
         k1, k2, km1, km2, v, n_mask = _kv_block(k_base, v_base, skl, skd, svl, svd, start_n, offs_n0, L,
                                                 offs_p, p_mask, offs_d, fr, wt, P, S)
         pm, pg, da, dg = _bwd_tile(q1, q2, qm1, qm2, k1, k2, km1, km2, v, dom, dog,
-                                   lse2_l, lse2_g, delta_l, delta_g, dkl_l, dkl_g,
-                                   m_mask[:, None] & n_mask[None, :], qk_scale2, HAS_KL, DT)
+                                   lse_l, lse_g, delta_l, delta_g, dkl_l, dkl_g,
+                                   m_mask[:, None] & n_mask[None, :], scale, HAS_KL, DT)
         dqm1 += _dot(da, km1, DT)
         dqm2 += _dot(da, km2, DT)
         dq1 += _dot(dg, k1, DT)
@@ -539,7 +544,7 @@ def automask_fwd_op(
     grid = lambda meta: (triton.cdiv(L, meta["BLOCK_M"]), B * H)  # noqa: E731
     _fwd[grid](
         q, k, v, freqs, weights, lam, out, out_l, out_g, kl_l, kl_g, lse_l, lse_g,
-        *_strides(q, k, v), H, L, _l_key(L), scale * _LOG2E,
+        *_strides(q, k, v), H, L, _l_key(L), scale,
         HEAD_DIM=D, P=P, PB=PB, S=S, NEED_KL=need_divergence, STORE_BRANCHES=store_branches,
         **_launch_kwargs(),
     )
@@ -575,13 +580,15 @@ def modulation_backward(freqs: Tensor, weights: Tensor, dc: Tensor, ds: Tensor) 
     H, S, P = freqs.shape
     L = dc.shape[1]
     pos = torch.arange(L, device=freqs.device, dtype=torch.float32)[None, :, None]
+    # These are sums of B·L·P terms that largely cancel: accumulate them in float64 (tiny tensors).
+    dc, ds, weights = dc.double(), ds.double(), weights.double()
     dfreqs, dweights = [], []
     for s in range(S):
-        ang = freqs[:, s, None, :] * pos  # (H, L, P)
+        ang = (freqs[:, s, None, :] * pos).double()  # (H, L, P): the angle the kernels use, in fp32
         cos, sin = torch.cos(ang), torch.sin(ang)
         dweights.append((dc * cos + ds * sin).sum((1, 2)))
         dfreqs.append(weights[:, s, None] * (pos * (ds * cos - dc * sin)).sum(1))
-    return torch.stack(dfreqs, 1), torch.stack(dweights, 1)
+    return torch.stack(dfreqs, 1).float(), torch.stack(dweights, 1).float()
 
 
 @torch.library.custom_op("amad_fast::triton_automask_bwd", mutates_args=())
@@ -627,13 +634,13 @@ def automask_bwd_op(
     dcs = torch.empty((4, B, H, L, P), dtype=f32, device=q.device)
     common = dict(HEAD_DIM=D, P=P, PB=PB, S=S, HAS_KL=has_kl, **_launch_kwargs())
     args_in = (q, k, v, freqs_c, weights_c, dom, dog, lse_local, lse_global, delta_l, delta_g, dkl_l, dkl_g)
-    tail = (*_strides(q, k, v), H, L, _l_key(L), scale * _LOG2E, scale)
+    tail = (*_strides(q, k, v), H, L, _l_key(L), scale)
     _bwd_dkdv[lambda meta: (triton.cdiv(L, meta["BLOCK_N"]), B * H)](
         *args_in, dk, dv, dcs[0], dcs[1], *tail, **common)
     _bwd_dq[lambda meta: (triton.cdiv(L, meta["BLOCK_M"]), B * H)](
         *args_in, dq, dcs[2], dcs[3], *tail, **common)
-    dc = (dcs[0] + dcs[2]).sum(0)
-    ds = (dcs[1] + dcs[3]).sum(0)
+    dc = (dcs[0].double() + dcs[2]).sum(0)
+    ds = (dcs[1].double() + dcs[3]).sum(0)
     dfreqs, dweights = modulation_backward(freqs.to(f32), weights.to(f32), dc, ds)
     return dq, dk, dv, dfreqs.to(freqs.dtype), dweights.to(weights.dtype), dlam.to(lam.dtype)
 
