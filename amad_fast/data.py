@@ -1,0 +1,912 @@
+"""Data for amad_fast: loaders, a synthetic generator, input hygiene and windowing (numpy only).
+
+Every loader returns a :class:`SeriesSplit`: a clean-ish training series, a test series and the
+test labels (0/1 per time step), all as numpy arrays with time on axis 0 and channels on axis 1.
+Nothing here imports torch; :func:`check_series` accepts torch tensors without importing it.
+
+Supported layouts (see each loader's docstring for exactly what is read):
+
+* Anomaly-Transformer ``.npy`` layout (SMAP, MSL, SMD, PSM, SWaT as that repository ships them):
+  :func:`load_anomaly_transformer`.
+* SMD as published by OmniAnomaly (``train/``, ``test/``, ``test_label/`` text files): :func:`load_smd`.
+* PSM as published by eBay RANSynCoders (``train.csv``, ``test.csv``, ``test_label.csv``): :func:`load_psm`.
+* SWaT in two CSV layouts used by public code: :func:`load_swat`.
+* ASD / omi-style CSVs (index column first, ``label`` last): :func:`load_omi`; any CSV: :func:`load_csv`.
+* A seeded synthetic benchmark (the package's built-in data): :func:`make_synthetic`.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+__all__ = [
+    "SeriesSplit",
+    "Segment",
+    "CSVData",
+    "check_series",
+    "check_labels",
+    "Standardizer",
+    "window_starts",
+    "sliding_windows",
+    "windows_to_series",
+    "load_anomaly_transformer",
+    "load_smd",
+    "load_psm",
+    "load_swat",
+    "load_csv",
+    "load_omi",
+    "load_dataset",
+    "make_synthetic",
+    "ANOMALY_KINDS",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Containers
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Segment:
+    """One injected anomaly: steps ``start <= t < end`` of the test series, on ``channels``."""
+
+    kind: str
+    start: int
+    end: int
+    channels: Tuple[int, ...]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"kind": self.kind, "start": self.start, "end": self.end, "channels": list(self.channels)}
+
+
+@dataclass
+class SeriesSplit:
+    """A train/test split of one multivariate series.
+
+    train:        (T_train, C) float32, assumed (mostly) free of anomalies; fits the standardiser.
+    test:         (T_test, C) float32.
+    test_labels:  (T_test,) int8 in {0, 1}, or None when the data set ships no labels.
+    name:         short name used in reports.
+    channel_names: column names when the source has them.
+    train_labels: (T_train,) int8 when the source labels its training part (omi, SWaT), else None.
+    segments:     injected anomalies (synthetic data only), in time order.
+    info:         free-form provenance (paths, generator parameters, dropped columns).
+    """
+
+    train: np.ndarray
+    test: np.ndarray
+    test_labels: Optional[np.ndarray]
+    name: str
+    channel_names: Optional[List[str]] = None
+    train_labels: Optional[np.ndarray] = None
+    segments: Optional[List[Segment]] = None
+    info: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.train.shape[1])
+
+    @property
+    def anomaly_ratio_percent(self) -> Optional[float]:
+        """Percentage of anomalous test steps (None without labels)."""
+        if self.test_labels is None:
+            return None
+        return 100.0 * float(np.mean(self.test_labels)) if self.test_labels.size else 0.0
+
+    def segments_by_kind(self) -> Dict[str, List[Segment]]:
+        out: Dict[str, List[Segment]] = {}
+        for seg in self.segments or []:
+            out.setdefault(seg.kind, []).append(seg)
+        return out
+
+    def __repr__(self) -> str:  # arrays are big: show shapes only
+        lab = "None" if self.test_labels is None else f"{int(self.test_labels.sum())} anomalous"
+        return (f"SeriesSplit(name={self.name!r}, train={self.train.shape}, test={self.test.shape}, "
+                f"test_labels={lab})")
+
+
+class CSVData(NamedTuple):
+    """What :func:`load_csv` returns."""
+
+    values: np.ndarray            # (T, C) float32
+    labels: Optional[np.ndarray]  # (T,) int8 or None
+    columns: List[str]            # names of the value columns (generated when there is no header)
+    dropped: List[str]            # non-numeric columns that were skipped (e.g. timestamps)
+
+
+# ----------------------------------------------------------------------------------------------
+# Input hygiene
+# ----------------------------------------------------------------------------------------------
+def _to_numpy(X: Any, name: str) -> np.ndarray:
+    """numpy view/copy of X; torch tensors are detached and moved to the CPU without importing torch."""
+    if type(X).__module__.split(".")[0] == "torch" and hasattr(X, "detach"):
+        t = X.detach()
+        if getattr(t, "is_floating_point", lambda: False)() and str(t.dtype) in ("torch.bfloat16", "torch.float16"):
+            t = t.float()
+        return t.cpu().numpy()
+    try:
+        return np.asarray(X)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name}: expected an array-like of numbers, got {type(X).__name__} ({exc})") from None
+
+
+def _fill_nonfinite(X: np.ndarray, name: str) -> np.ndarray:
+    """Linear interpolation of non-finite entries per channel; edges take the nearest finite value."""
+    bad = ~np.isfinite(X)
+    cols = np.flatnonzero(bad.any(axis=0))
+    all_bad = [int(c) for c in cols if bad[:, c].all()]
+    if all_bad:
+        raise ValueError(f"{name}: channel(s) {all_bad} contain no finite value, so they cannot be "
+                         f"interpolated; expected at least one finite value per channel")
+    X = X.copy()
+    t = np.arange(X.shape[0])
+    for c in cols:
+        ok = ~bad[:, c]
+        X[bad[:, c], c] = np.interp(t[bad[:, c]], t[ok], X[ok, c])
+    warnings.warn(f"{name}: {int(bad.sum())} non-finite value(s) (NaN/Inf) in {len(cols)} channel(s) "
+                  f"were filled by linear interpolation", RuntimeWarning, stacklevel=3)
+    return X
+
+
+def check_series(X: Any, name: str = "X", expected_channels: Optional[int] = None,
+                 nan_policy: str = "interpolate") -> np.ndarray:
+    """Validate a series and return it as a C-contiguous float32 (T, C) numpy array.
+
+    Accepts numpy arrays, array-likes and torch tensors (any device). A 1-D input is one channel.
+    Errors name the argument, what was expected and what came. Non-finite values (NaN, ±Inf, or
+    values beyond the float32 range) are, by ``nan_policy``: ``"interpolate"`` — filled linearly
+    per channel (edges by the nearest finite value) with a warning giving the count; ``"raise"`` —
+    a ValueError. A channel with no finite value is always an error.
+    """
+    if nan_policy not in ("interpolate", "raise"):
+        raise ValueError(f"nan_policy: expected 'interpolate' or 'raise', got {nan_policy!r}")
+    A = _to_numpy(X, name)
+    if A.dtype.kind not in "iuf":
+        raise TypeError(f"{name}: expected a numeric (integer or floating) array, got dtype {A.dtype}")
+    if A.ndim == 1:
+        A = A[:, None]
+    elif A.ndim != 2:
+        raise ValueError(f"{name}: expected a 1-D (T,) or 2-D (T, C) array, got shape {tuple(A.shape)}")
+    if A.shape[0] == 0 or A.shape[1] == 0:
+        raise ValueError(f"{name}: expected a non-empty (T, C) array with T >= 1 and C >= 1, "
+                         f"got shape {tuple(A.shape)}")
+    if expected_channels is not None and A.shape[1] != int(expected_channels):
+        raise ValueError(f"{name}: expected {int(expected_channels)} channel(s) (the count the model was "
+                         f"fitted with), got {A.shape[1]} (shape {tuple(A.shape)})")
+    with np.errstate(over="ignore"):
+        A = np.ascontiguousarray(A, dtype=np.float32)
+    if not np.isfinite(A).all():
+        if nan_policy == "raise":
+            bad = ~np.isfinite(A)
+            t, c = np.argwhere(bad)[0]
+            raise ValueError(f"{name}: expected finite values, got {int(bad.sum())} non-finite value(s) "
+                             f"(NaN/Inf), first at step {int(t)}, channel {int(c)}")
+        A = _fill_nonfinite(A, name)
+    return A
+
+
+def check_labels(labels: Any, name: str = "labels", length: Optional[int] = None,
+                 length_of: str = "the series") -> np.ndarray:
+    """Validate 0/1 labels (bool, integer, or float that is exactly 0/1); return a (T,) int8 array."""
+    y = _to_numpy(labels, name)
+    if y.ndim == 2 and 1 in y.shape:
+        y = y.reshape(-1)
+    if y.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array of 0/1 labels, got shape {tuple(y.shape)}")
+    if y.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected numeric 0/1 labels, got dtype {y.dtype}")
+    if length is not None and y.shape[0] != int(length):
+        raise ValueError(f"{name}: expected length {int(length)} (the length of {length_of}), got {y.shape[0]}")
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise ValueError(f"{name}: expected 0/1 labels, got {int((~np.isfinite(y)).sum())} non-finite value(s)")
+    bad = (y != 0) & (y != 1)
+    if bad.any():
+        vals = np.unique(y[bad])[:5]
+        raise ValueError(f"{name}: expected labels in {{0, 1}}, got other values such as {vals.tolist()}")
+    return y.astype(np.int8)
+
+
+class Standardizer:
+    """Per-channel z-scoring with statistics of the training series (spec §2).
+
+    Channels whose training standard deviation is (numerically) zero keep std = 1, so they are only
+    centred; their indices are in ``constant_channels`` and reported with a warning at fit time.
+    Serialisable with :meth:`to_dict` / :meth:`from_dict` (plain floats, JSON-safe).
+    """
+
+    def __init__(self, eps: float = 1e-8):
+        self.eps = float(eps)
+        self.mean: Optional[np.ndarray] = None
+        self.std: Optional[np.ndarray] = None
+        self.constant_channels: List[int] = []
+
+    @property
+    def fitted(self) -> bool:
+        return self.mean is not None
+
+    @property
+    def n_channels(self) -> int:
+        self._require_fitted()
+        return int(self.mean.shape[0])
+
+    def fit(self, X: Any, name: str = "train", warn: bool = True) -> "Standardizer":
+        A = check_series(X, name).astype(np.float64)
+        mean = A.mean(axis=0)
+        std = A.std(axis=0)
+        const = std <= self.eps * np.maximum(1.0, np.abs(mean))
+        std = np.where(const, 1.0, std)
+        self.mean, self.std = mean, std
+        self.constant_channels = [int(c) for c in np.flatnonzero(const)]
+        if warn and self.constant_channels:
+            warnings.warn(f"{name}: {len(self.constant_channels)} constant channel(s) {self.constant_channels} "
+                          f"are only centred (std set to 1)", RuntimeWarning, stacklevel=2)
+        return self
+
+    def _require_fitted(self) -> None:
+        if self.mean is None:
+            raise RuntimeError("Standardizer: call fit(train) before transform / inverse_transform")
+
+    def transform(self, X: Any, name: str = "X", nan_policy: str = "interpolate") -> np.ndarray:
+        self._require_fitted()
+        A = check_series(X, name, expected_channels=self.mean.shape[0], nan_policy=nan_policy)
+        return ((A - self.mean) / self.std).astype(np.float32)
+
+    def fit_transform(self, X: Any, name: str = "train") -> np.ndarray:
+        return self.fit(X, name).transform(X, name)
+
+    def inverse_transform(self, Z: Any, name: str = "Z") -> np.ndarray:
+        self._require_fitted()
+        A = check_series(Z, name, expected_channels=self.mean.shape[0], nan_policy="raise")
+        return (A * self.std + self.mean).astype(np.float32)
+
+    def to_dict(self) -> Dict[str, Any]:
+        self._require_fitted()
+        return {"mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std],
+                "constant_channels": list(self.constant_channels), "eps": self.eps}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Standardizer":
+        for key in ("mean", "std"):
+            if key not in d:
+                raise KeyError(f"Standardizer.from_dict: expected key {key!r}, got keys {sorted(d)}")
+        s = cls(eps=d.get("eps", 1e-8))
+        s.mean = np.asarray(d["mean"], dtype=np.float64)
+        s.std = np.asarray(d["std"], dtype=np.float64)
+        if s.mean.ndim != 1 or s.mean.shape != s.std.shape or not (s.std > 0).all():
+            raise ValueError(f"Standardizer.from_dict: expected equal-length mean/std with std > 0, got "
+                             f"{s.mean.shape} and {s.std.shape}")
+        s.constant_channels = [int(c) for c in d.get("constant_channels", [])]
+        return s
+
+
+# ----------------------------------------------------------------------------------------------
+# Windowing
+# ----------------------------------------------------------------------------------------------
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    return int(value)
+
+
+def window_starts(T: int, window: int, stride: int, cover_tail: bool = True) -> np.ndarray:
+    """Start indices of the windows over a series of length T (spec §4).
+
+    Starts are 0, stride, 2·stride, … while the window fits. With ``cover_tail`` a last window
+    aligned to the series end (start T − window) is added when the regular ones leave steps
+    uncovered, so with stride == window every step is covered, and all but the tail exactly once.
+    """
+    T = _positive_int(T, "T")
+    window = _positive_int(window, "window")
+    stride = _positive_int(stride, "stride")
+    if T < window:
+        raise ValueError(f"window: expected at most the series length T={T}, got window={window}; "
+                         f"the series is too short to hold one window")
+    starts = np.arange(0, T - window + 1, stride, dtype=np.int64)
+    if cover_tail and starts[-1] + window < T:
+        starts = np.append(starts, T - window)
+    return starts
+
+
+def sliding_windows(X: Any, window: int, stride: int = 1, cover_tail: bool = False) -> np.ndarray:
+    """(N, window, C) windows of a (T, C) (or (T,)) array at :func:`window_starts` positions.
+
+    Without a tail window the result is a read-only strided view (no copy); with one it is a
+    copy (the tail start breaks the regular stride).
+    """
+    A = np.asarray(X)
+    if A.ndim == 1:
+        A = A[:, None]
+    if A.ndim != 2:
+        raise ValueError(f"X: expected a 1-D (T,) or 2-D (T, C) array, got shape {tuple(A.shape)}")
+    starts = window_starts(A.shape[0], window, stride, cover_tail)
+    view = np.lib.stride_tricks.sliding_window_view(A, int(window), axis=0)  # (T-w+1, C, w)
+    view = view.transpose(0, 2, 1)                                           # (T-w+1, w, C)
+    regular = view[:: int(stride)]
+    if regular.shape[0] == starts.shape[0]:
+        return regular
+    return view[starts]
+
+
+def windows_to_series(values: Any, starts: Any, length: int, reduce: str = "first") -> np.ndarray:
+    """Map per-window values (N, window[, ...]) back to one value per step (length[, ...]).
+
+    ``reduce="first"``: each step takes its value from the first window (in ``starts`` order, which
+    must be ascending) that covers it — with :func:`window_starts` (stride == window, cover_tail) this
+    gives each step exactly one score and the tail window contributes only the uncovered steps
+    (spec §4). ``reduce="mean"`` averages over all covering windows (for overlapping strides).
+    Steps covered by no window raise a ValueError.
+    """
+    V = np.asarray(values)
+    s = np.asarray(starts, dtype=np.int64)
+    length = _positive_int(length, "length")
+    if V.ndim < 2 or V.shape[0] != s.shape[0]:
+        raise ValueError(f"values: expected shape (N, window, ...) with N = len(starts) = {s.shape[0]}, "
+                         f"got {tuple(V.shape)}")
+    w = V.shape[1]
+    if s.size and (s.min() < 0 or s.max() + w > length):
+        raise ValueError(f"starts: expected windows inside [0, {length}), got starts in [{s.min()}, {s.max()}] "
+                         f"with window {w}")
+    if reduce == "first":
+        if np.any(np.diff(s) < 0):
+            raise ValueError("starts: expected ascending window starts for reduce='first'")
+        t = np.arange(length)
+        idx = np.searchsorted(s + w, t, side="right")  # first window whose end is beyond t
+        ok = idx < s.shape[0]
+        ok[ok] &= s[idx[ok]] <= t[ok]
+        if not ok.all():
+            raise ValueError(f"starts: step {int(np.flatnonzero(~ok)[0])} is covered by no window")
+        return V[idx, t - s[idx]]
+    if reduce == "mean":
+        pos = (s[:, None] + np.arange(w)[None, :]).reshape(-1)
+        counts = np.bincount(pos, minlength=length)
+        if (counts == 0).any():
+            raise ValueError(f"starts: step {int(np.flatnonzero(counts == 0)[0])} is covered by no window")
+        flat = V.reshape(s.shape[0] * w, -1).astype(np.float64)
+        sums = np.stack([np.bincount(pos, weights=flat[:, k], minlength=length) for k in range(flat.shape[1])], 1)
+        return (sums / counts[:, None]).reshape((length,) + V.shape[2:])
+    raise ValueError(f"reduce: expected 'first' or 'mean', got {reduce!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# File loaders
+# ----------------------------------------------------------------------------------------------
+def _require_file(path: str, what: str) -> str:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what}: expected a file at {path!r}, found none")
+    return path
+
+
+def _make_split(name: str, train: Any, test: Any, test_labels: Any, nan_policy: str,
+                **extra: Any) -> SeriesSplit:
+    """Validate the three arrays together (shapes, channels, label length) and build the split."""
+    tr = check_series(train, f"{name} train", nan_policy=nan_policy)
+    te = check_series(test, f"{name} test", expected_channels=tr.shape[1], nan_policy=nan_policy)
+    lab = None if test_labels is None else check_labels(test_labels, f"{name} test labels", te.shape[0],
+                                                        "the test series")
+    tl = extra.pop("train_labels", None)
+    if tl is not None:
+        tl = check_labels(tl, f"{name} train labels", tr.shape[0], "the train series")
+    return SeriesSplit(train=tr, test=te, test_labels=lab, name=name, train_labels=tl, **extra)
+
+
+def load_anomaly_transformer(root: PathLike, name: Optional[str] = None,
+                             nan_policy: str = "interpolate") -> SeriesSplit:
+    """Load ``root/NAME_train.npy``, ``NAME_test.npy`` and ``NAME_test_label.npy`` (optional).
+
+    This is the layout Anomaly Transformer's loaders read (SMAP, MSL, and its SMD/PSM/SWaT files).
+    ``name`` defaults to the single ``*_train.npy`` prefix found in ``root``. NaN/Inf follow
+    ``nan_policy`` (see :func:`check_series`).
+    """
+    root = os.fspath(root)
+    if name is None:
+        found = sorted(os.path.basename(p)[: -len("_train.npy")]
+                       for p in glob.glob(os.path.join(root, "*_train.npy")))
+        if len(found) != 1:
+            raise ValueError(f"name: expected exactly one NAME_train.npy in {root!r} to infer the name, "
+                             f"got {found}; pass name=")
+        name = found[0]
+    train = np.load(_require_file(os.path.join(root, f"{name}_train.npy"), "train"))
+    test = np.load(_require_file(os.path.join(root, f"{name}_test.npy"), "test"))
+    lp = os.path.join(root, f"{name}_test_label.npy")
+    labels = np.load(lp) if os.path.isfile(lp) else None
+    return _make_split(name, train, test, labels, nan_policy, info={"root": root, "layout": "anomaly_transformer"})
+
+
+def _natural_key(s: str) -> List[Any]:
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", s)]
+
+
+def load_smd(root: PathLike, machine: Union[None, str, Sequence[str]] = "machine-1-1",
+             nan_policy: str = "interpolate") -> SeriesSplit:
+    """Load SMD (Server Machine Dataset) in its published OmniAnomaly layout.
+
+    Reads ``root/train/M.txt``, ``root/test/M.txt`` and ``root/test_label/M.txt`` (comma-separated,
+    no header, 38 columns; labels one 0/1 per line) for one machine ``M`` (e.g. ``"machine-1-1"``),
+    a list of machines, or ``None`` for all machines found in ``root/train``; several machines are
+    concatenated in natural order (machine-1-1, machine-1-2, …, machine-3-11), which is how the
+    Anomaly-Transformer ``SMD_*.npy`` files were made. The interpretation labels are not read.
+    """
+    root = os.fspath(root)
+    if machine is None:
+        machines = sorted((os.path.basename(p)[:-4] for p in glob.glob(os.path.join(root, "train", "*.txt"))),
+                          key=_natural_key)
+        if not machines:
+            raise FileNotFoundError(f"root: expected SMD text files in {os.path.join(root, 'train')!r}, found none")
+    elif isinstance(machine, str):
+        machines = [machine]
+    else:
+        machines = list(machine)
+    parts: Dict[str, List[np.ndarray]] = {"train": [], "test": [], "test_label": []}
+    for m in machines:
+        for sub in parts:
+            path = _require_file(os.path.join(root, sub, f"{m}.txt"), f"SMD {sub} of {m}")
+            arr = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2 if sub != "test_label" else 1)
+            parts[sub].append(arr.reshape(-1) if sub == "test_label" else arr)
+    name = "SMD" if len(machines) != 1 else f"SMD/{machines[0]}"
+    return _make_split(name, np.concatenate(parts["train"]), np.concatenate(parts["test"]),
+                       np.concatenate(parts["test_label"]), nan_policy,
+                       info={"root": root, "layout": "smd_omnianomaly", "machines": machines})
+
+
+def load_psm(root: PathLike, nan_policy: str = "interpolate") -> SeriesSplit:
+    """Load PSM (Pooled Server Metrics, eBay) in its published layout.
+
+    ``root/train.csv`` and ``root/test.csv``: header row, first column ``timestamp_(min)`` (dropped),
+    25 feature columns; ``root/test_label.csv``: ``timestamp_(min),label``. The training file has
+    missing values; they follow ``nan_policy`` (Anomaly Transformer replaced them by 0 instead).
+    """
+    root = os.fspath(root)
+    tr = load_csv(_require_file(os.path.join(root, "train.csv"), "PSM train"), index_column=0,
+                  nan_policy=nan_policy, name="PSM train")
+    te = load_csv(_require_file(os.path.join(root, "test.csv"), "PSM test"), index_column=0,
+                  nan_policy=nan_policy, name="PSM test")
+    lab = load_csv(_require_file(os.path.join(root, "test_label.csv"), "PSM test_label"), index_column=0,
+                   label_column=-1, name="PSM test_label", allow_no_values=True)
+    return _make_split("PSM", tr.values, te.values, lab.labels, nan_policy, channel_names=tr.columns,
+                       info={"root": root, "layout": "psm"})
+
+
+_SWAT_LAYOUTS = (
+    # (train file, test file, label column, description)
+    ("SWaT_Dataset_Normal_v1.csv", "SWaT_Dataset_Attack_v0.csv", "Normal/Attack", "iTrust xlsx exported to CSV"),
+    ("swat_train2.csv", "swat2.csv", -1, "DCdetector / TimesNet-style preprocessed CSVs"),
+)
+
+
+def load_swat(root: PathLike, nan_policy: str = "interpolate") -> SeriesSplit:
+    """Load SWaT (Secure Water Treatment, iTrust) from one of two CSV layouts found in public code.
+
+    1. ``SWaT_Dataset_Normal_v1.csv`` / ``SWaT_Dataset_Attack_v0.csv``: the iTrust 2015 spreadsheets
+       exported to CSV (as USAD's notebooks use them). Lines before the header (the header is the
+       first line containing ``Normal/Attack``) are skipped, the non-numeric ``Timestamp`` column is
+       dropped, labels are the ``Normal/Attack`` column (``Normal`` → 0, ``Attack``/``A ttack`` → 1).
+    2. ``swat_train2.csv`` / ``swat2.csv`` (as DCdetector's loader reads them): header row, feature
+       columns, last column the label (0/1 or Normal/Attack).
+
+    The Anomaly-Transformer ``SWaT_*.npy`` files load with :func:`load_anomaly_transformer`.
+    Not done here (papers differ): dropping the first hours of the normal run, down-sampling.
+    The raw xlsx files are not read (no spreadsheet dependency); export them to CSV first.
+    """
+    root = os.fspath(root)
+    for train_f, test_f, label_col, desc in _SWAT_LAYOUTS:
+        trp, tep = os.path.join(root, train_f), os.path.join(root, test_f)
+        if os.path.isfile(trp) and os.path.isfile(tep):
+            tr = load_csv(trp, label_column=label_col, nan_policy=nan_policy, name="SWaT train")
+            te = load_csv(tep, label_column=label_col, nan_policy=nan_policy, name="SWaT test")
+            if tr.columns != te.columns:
+                raise ValueError(f"SWaT: expected the same columns in {train_f} and {test_f}, got "
+                                 f"{len(tr.columns)} and {len(te.columns)} that differ")
+            return _make_split("SWaT", tr.values, te.values, te.labels, nan_policy, channel_names=tr.columns,
+                               train_labels=tr.labels,
+                               info={"root": root, "layout": desc, "dropped_columns": tr.dropped})
+    wanted = " or ".join(f"{a} + {b}" for a, b, _, _ in _SWAT_LAYOUTS)
+    raise FileNotFoundError(f"root: expected {wanted} in {root!r}, found neither pair")
+
+
+# ---- generic CSV ---------------------------------------------------------------------------------
+_LABEL_WORDS = {"normal": 0, "attack": 1, "anomaly": 1, "abnormal": 1, "false": 0, "true": 1}
+
+
+def _is_number(tok: str) -> bool:
+    tok = tok.strip().strip('"')
+    if tok == "":
+        return True  # a missing value in a numeric column
+    try:
+        float(tok)
+        return True
+    except ValueError:
+        return False
+
+
+def _resolve_column(spec: Union[int, str], header: List[str], what: str) -> int:
+    n = len(header)
+    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+        i = int(spec)
+        if not -n <= i < n:
+            raise ValueError(f"{what}: expected a column index in [{-n}, {n}), got {i}")
+        return i % n
+    if isinstance(spec, str):
+        names = [h.strip().strip('"').lower() for h in header]
+        key = spec.strip().lower()
+        if key in names:
+            return names.index(key)
+        raise ValueError(f"{what}: expected one of the columns {header[:8]}{'…' if n > 8 else ''}, got {spec!r}")
+    raise TypeError(f"{what}: expected a column name or index, got {type(spec).__name__}")
+
+
+def _parse_labels(tokens: np.ndarray, what: str, label_map: Optional[Dict[str, int]]) -> np.ndarray:
+    """0/1 labels from strings: numbers, or words via label_map (spaces and case ignored)."""
+    toks = np.char.lower(np.char.replace(np.char.strip(np.char.strip(tokens), '"'), " ", ""))
+    try:
+        return check_labels(toks.astype(np.float64), what)
+    except ValueError:
+        pass
+    mapping = {k.replace(" ", "").lower(): int(v) for k, v in (label_map or _LABEL_WORDS).items()}
+    uniq = np.unique(toks)
+    unknown = [u for u in uniq.tolist() if u not in mapping]
+    if unknown:
+        raise ValueError(f"{what}: expected 0/1 or one of {sorted(mapping)}, got values such as {unknown[:5]}")
+    lut = np.array([mapping[u] for u in uniq.tolist()])
+    return check_labels(lut[np.searchsorted(uniq, toks)], what)
+
+
+def load_csv(path: PathLike, label_column: Union[None, int, str] = None, index_column: Union[None, int, str] = None,
+             delimiter: str = ",", header: Union[str, bool] = "infer", drop_columns: Sequence[Union[int, str]] = (),
+             label_map: Optional[Dict[str, int]] = None, nan_policy: str = "interpolate",
+             name: Optional[str] = None, allow_no_values: bool = False) -> CSVData:
+    """Read a delimited text file of one series: values (T, C) float32 and optional 0/1 labels.
+
+    ``label_column``/``index_column``/``drop_columns`` take a column index (negative counts from the
+    end) or a header name (case-insensitive). ``header="infer"`` treats the first line as a header
+    when any of its fields is not a number; with a header, leading lines before it that have fewer
+    fields are skipped (spreadsheet exports). Other non-numeric columns (timestamps) are dropped and
+    listed in ``dropped``. Missing cells become NaN and then follow ``nan_policy``. Labels may be
+    numbers or words (``Normal``/``Attack`` by default, see ``label_map``).
+    """
+    path = os.fspath(path)
+    name = name or os.path.basename(path)
+    _require_file(path, name)
+    with open(path, newline="") as fh:
+        head = []
+        for _ in range(64):
+            line = fh.readline()
+            if not line:
+                break
+            head.append(line)
+    rows = [r for r in csv.reader(head, delimiter=delimiter)]
+    if not rows:
+        raise ValueError(f"{name}: expected a non-empty CSV file, got an empty one at {path!r}")
+    width = max(len(r) for r in rows)
+    skip = next(i for i, r in enumerate(rows) if len(r) == width)  # junk lines before the table
+    if isinstance(label_column, str) and header is not False:
+        # the header is the first line naming the label column (spreadsheet exports add lines above it)
+        key = label_column.strip().lower()
+        named = [i for i, r in enumerate(rows) if key in (t.strip().strip('"').lower() for t in r)]
+        if named:
+            skip = named[0]
+    first = rows[skip]
+    if header == "infer":
+        has_header = not all(_is_number(t) for t in first)
+    else:
+        has_header = bool(header)
+    columns = [h.strip().strip('"') for h in first] if has_header else [f"c{i}" for i in range(width)]
+    data_start = skip + (1 if has_header else 0)
+    if data_start >= len(rows):
+        raise ValueError(f"{name}: expected data rows after the header in {path!r}, got none")
+    sample = rows[data_start]
+
+    lab_idx = None if label_column is None else _resolve_column(label_column, columns, "label_column")
+    drop = {_resolve_column(d, columns, "drop_columns") for d in drop_columns}
+    if index_column is not None:
+        drop.add(_resolve_column(index_column, columns, "index_column"))
+    if lab_idx is not None:
+        drop.add(lab_idx)
+    value_cols, dropped = [], []
+    for i in range(width):
+        if i in drop:
+            continue
+        if _is_number(sample[i]) if i < len(sample) else True:
+            value_cols.append(i)
+        else:
+            dropped.append(columns[i])
+    if not value_cols and not allow_no_values:
+        raise ValueError(f"{name}: expected at least one numeric value column in {path!r}, got none")
+
+    def read(cols: List[int], dtype: Any) -> np.ndarray:
+        try:
+            return np.loadtxt(path, delimiter=delimiter, skiprows=data_start, usecols=cols, dtype=dtype,
+                              ndmin=2, quotechar='"', comments=None)
+        except ValueError:
+            if dtype is not np.float64:
+                raise
+            # empty cells: the slower reader that maps them to NaN
+            return np.genfromtxt(path, delimiter=delimiter, skip_header=data_start, usecols=cols,
+                                 dtype=np.float64, ndmin=2, filling_values=np.nan, comments=None)
+
+    values = read(value_cols, np.float64) if value_cols else np.zeros((0, 0), dtype=np.float64)
+    labels = None
+    if lab_idx is not None:
+        labels = _parse_labels(read([lab_idx], str)[:, 0], f"{name} column {columns[lab_idx]!r}", label_map)
+    if value_cols:
+        values = check_series(values, name, nan_policy=nan_policy)
+        if labels is not None and labels.shape[0] != values.shape[0]:
+            raise ValueError(f"{name}: expected as many labels as rows ({values.shape[0]}), got {labels.shape[0]}")
+    return CSVData(values=values.astype(np.float32), labels=labels,
+                   columns=[columns[i] for i in value_cols], dropped=dropped)
+
+
+def load_omi(root: PathLike, name: str = "omi-1", nan_policy: str = "interpolate") -> SeriesSplit:
+    """Load an ASD/omi-style pair ``root/NAME_train.csv``, ``root/NAME_test.csv``.
+
+    Both files: header row, first column an index, last column ``label`` (0/1; the training part
+    of omi-1 is all 0). The training labels are kept in ``train_labels``.
+    """
+    root = os.fspath(root)
+    kw = dict(label_column="label", index_column=0, nan_policy=nan_policy)
+    tr = load_csv(_require_file(os.path.join(root, f"{name}_train.csv"), f"{name} train"), name=f"{name} train", **kw)
+    te = load_csv(_require_file(os.path.join(root, f"{name}_test.csv"), f"{name} test"), name=f"{name} test", **kw)
+    if tr.columns != te.columns:
+        raise ValueError(f"{name}: expected the same value columns in train and test, "
+                         f"got {tr.columns} and {te.columns}")
+    return _make_split(name, tr.values, te.values, te.labels, nan_policy, channel_names=tr.columns,
+                       train_labels=tr.labels, info={"root": root, "layout": "omi_csv"})
+
+
+def _parse_kwargs(text: str) -> Dict[str, Any]:
+    """'length=2000,seed=3,kinds=point+trend' -> dict with ints/floats/tuples parsed."""
+    out: Dict[str, Any] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        if "=" not in item:
+            raise ValueError(f"spec: expected key=value items after ':', got {item!r}")
+        k, v = (s.strip() for s in item.split("=", 1))
+        if "+" in v:
+            out[k] = tuple(v.split("+"))
+            continue
+        for conv in (int, float):
+            try:
+                out[k] = conv(v)
+                break
+            except ValueError:
+                continue
+        else:
+            out[k] = v
+    return out
+
+
+def load_dataset(spec: PathLike, data_root: Optional[PathLike] = None, **kwargs: Any) -> SeriesSplit:
+    """Load a data set from a short spec (what the CLI passes).
+
+    * ``"synthetic"`` or ``"synthetic:length=20000,channels=8,seed=0,kinds=point+trend"``:
+      :func:`make_synthetic` (extra ``kwargs`` go to it too).
+    * a directory holding ``NAME_train.npy`` (Anomaly-Transformer layout), ``NAME_train.csv`` +
+      ``NAME_test.csv`` (omi style), ``train.csv`` + ``test.csv`` + ``test_label.csv`` (PSM),
+      ``train/`` + ``test/`` + ``test_label/`` (SMD; pass ``machine=``), or a SWaT CSV pair;
+    * a file ``…/NAME_train.npy`` or ``…/NAME_train.csv`` (the directory and NAME are taken from it);
+    * a bare name such as ``"SMAP"``, looked up as a directory under ``data_root`` and then under each
+      entry of the ``AMAD_DATA`` environment variable (``os.pathsep``-separated).
+    ``kwargs`` are passed to the chosen loader.
+    """
+    s = os.fspath(spec)
+    if s == "synthetic" or s.startswith("synthetic:"):
+        params = _parse_kwargs(s.split(":", 1)[1]) if ":" in s else {}
+        params.update(kwargs)
+        return make_synthetic(**params)
+    if os.path.isfile(s):
+        d, base = os.path.split(os.path.abspath(s))
+        for suffix, loader in (("_train.npy", load_anomaly_transformer), ("_train.csv", load_omi)):
+            if base.endswith(suffix):
+                return loader(d, name=base[: -len(suffix)], **kwargs)
+        raise ValueError(f"spec: expected a NAME_train.npy or NAME_train.csv file, got {s!r}")
+    if os.path.isdir(s):
+        return _load_dir(s, **kwargs)
+    roots = [os.fspath(data_root)] if data_root is not None else []
+    roots += [r for r in os.environ.get("AMAD_DATA", "").split(os.pathsep) if r]
+    for r in roots:
+        cand = os.path.join(r, s)
+        if os.path.isdir(cand):
+            return _load_dir(cand, **kwargs)
+    raise FileNotFoundError(f"spec: expected 'synthetic[:k=v,...]', a data directory or file, or a name under "
+                            f"data_root / $AMAD_DATA; got {s!r} (searched {roots or 'no roots'})")
+
+
+def _load_dir(d: str, **kwargs: Any) -> SeriesSplit:
+    base = os.path.basename(os.path.normpath(d))
+    npy = sorted(glob.glob(os.path.join(d, "*_train.npy")))
+    if npy:
+        names = [os.path.basename(p)[: -len("_train.npy")] for p in npy]
+        name = kwargs.pop("name", base if base in names else None)
+        return load_anomaly_transformer(d, name=name, **kwargs)
+    if all(os.path.isdir(os.path.join(d, sub)) for sub in ("train", "test", "test_label")):
+        return load_smd(d, **kwargs)
+    if all(os.path.isfile(os.path.join(d, f)) for f in ("train.csv", "test.csv", "test_label.csv")):
+        return load_psm(d, **kwargs)
+    if any(os.path.isfile(os.path.join(d, a)) for a, _, _, _ in _SWAT_LAYOUTS):
+        return load_swat(d, **kwargs)
+    csvs = sorted(glob.glob(os.path.join(d, "*_train.csv")))
+    if csvs:
+        names = [os.path.basename(p)[: -len("_train.csv")] for p in csvs]
+        name = kwargs.pop("name", base if base in names else (names[0] if len(names) == 1 else None))
+        if name is None:
+            raise ValueError(f"spec: {d!r} holds several NAME_train.csv files {names}; pass name=")
+        return load_omi(d, name=name, **kwargs)
+    raise ValueError(f"spec: expected a known layout in {d!r} (NAME_train.npy, NAME_train.csv, PSM, SMD or "
+                     f"SWaT files), found none")
+
+
+# ----------------------------------------------------------------------------------------------
+# Synthetic benchmark
+# ----------------------------------------------------------------------------------------------
+ANOMALY_KINDS = ("point", "contextual", "collective", "seasonal", "trend")
+
+
+class _Latent:
+    """Smooth multi-periodic factors mixed into correlated channels: x_c(t) = o_c + Σ_k W_ck f_k(t)."""
+
+    def __init__(self, rng: np.random.Generator, channels: int, n_factors: int, n_harmonics: int = 2):
+        self.period = rng.uniform(40.0, 250.0, size=(n_factors, 1))
+        self.period = self.period / np.arange(1, n_harmonics + 1)[None, :]       # harmonics of a base period
+        self.amp = rng.uniform(0.4, 1.0, size=(n_factors, n_harmonics)) / np.arange(1, n_harmonics + 1)
+        self.phase = rng.uniform(0, 2 * np.pi, size=(n_factors, n_harmonics))
+        W = rng.normal(size=(channels, n_factors))
+        self.W = W / np.linalg.norm(W, axis=1, keepdims=True)
+        self.offset = rng.uniform(-1.0, 1.0, size=channels)
+
+    def factors(self, t: np.ndarray) -> np.ndarray:
+        arg = 2 * np.pi * t[:, None, None] / self.period[None] + self.phase[None]
+        return (self.amp[None] * np.sin(arg)).sum(-1)                              # (len(t), K)
+
+    def __call__(self, t: np.ndarray, channels: Optional[Sequence[int]] = None) -> np.ndarray:
+        W = self.W if channels is None else self.W[list(channels)]
+        o = self.offset if channels is None else self.offset[list(channels)]
+        return o[None] + self.factors(np.asarray(t, dtype=np.float64)) @ W.T
+
+
+def make_synthetic(length: int = 20000, channels: int = 8, anomaly_ratio: float = 0.05,
+                   kinds: Sequence[str] = ANOMALY_KINDS, seed: int = 0, train_length: Optional[int] = None,
+                   noise: float = 0.1, segment_length: Tuple[int, int] = (20, 100),
+                   name: str = "synthetic") -> SeriesSplit:
+    """Seeded multivariate benchmark: a clean training series and a test series with labelled anomalies.
+
+    The signal: ``min(3, channels)`` latent factors, each a base period (40–250 steps) plus one
+    harmonic, mixed by a random unit-norm matrix into correlated channels with offsets, plus
+    Gaussian noise (``noise`` × the channel's clean std). Train and test are consecutive pieces of
+    one series; anomalies are injected only into the test part, on a random subset of channels,
+    following the taxonomy of Lai et al., "Revisiting Time Series Outlier Detection" (NeurIPS 2021
+    Datasets & Benchmarks, the TODS benchmark); the recipes below are this module's own:
+
+    * ``point``      — global point outlier: one step at 1.5–2.5× the channel's largest training
+      deviation from its mean, so outside its whole training range.
+    * ``contextual`` — contextual point outlier: one step mirrored about the channel mean (clipped into
+      the channel's clean training range) at a moment where that moves it by ≥ 1.5 std: normal
+      globally, wrong for its neighbours.
+    * ``collective`` — shapelet (pattern) outlier: a segment whose waveform is replaced by a square or
+      sawtooth wave of similar level and spread.
+    * ``seasonal``   — seasonal outlier: a segment whose seasonality runs 2.5–4× faster or slower.
+    * ``trend``      — trend outlier: a segment with an added ramp up to 3–5 std that ends abruptly.
+
+    Every kind gets the same number of events (at least one), chosen so that the expected labelled
+    fraction of test steps is ``anomaly_ratio`` (a fraction, not percent; segment lengths are drawn
+    from ``segment_length``, so the realised fraction varies around it). Events never touch (a gap
+    of at least 10 steps around segments, 3 around points), so each is its own labelled segment.
+    Deterministic for a given ``seed``.
+    """
+    length = _positive_int(length, "length")
+    channels = _positive_int(channels, "channels")
+    train_length = length if train_length is None else _positive_int(train_length, "train_length")
+    if not 0.0 < float(anomaly_ratio) <= 0.3:
+        raise ValueError(f"anomaly_ratio: expected a fraction in (0, 0.3], got {anomaly_ratio!r}")
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    unknown = [k for k in kinds if k not in ANOMALY_KINDS]
+    if not kinds or unknown:
+        raise ValueError(f"kinds: expected a non-empty subset of {ANOMALY_KINDS}, got {kinds!r}")
+    lo, hi = (int(v) for v in segment_length)
+    if not 2 <= lo <= hi:
+        raise ValueError(f"segment_length: expected (min, max) with 2 <= min <= max, got {segment_length!r}")
+    gap, point_gap = 10, 3
+    if length < 2 * gap + hi + 1:
+        raise ValueError(f"length: expected at least {2 * gap + hi + 1} steps to place anomalies, got {length}")
+
+    rng = np.random.default_rng(seed)
+    lat = _Latent(rng, channels, min(3, channels))
+    t_all = np.arange(train_length + length, dtype=np.float64)
+    clean = lat(t_all)
+    mean_c, std_c = clean[:train_length].mean(0), clean[:train_length].std(0) + 1e-12
+    eps = rng.normal(size=clean.shape) * (noise * std_c)[None]
+    series = clean + eps
+    train = series[:train_length].astype(np.float32)
+    test = series[train_length:].copy()
+    clean_te, eps_te = clean[train_length:], eps[train_length:]
+    dev_max = np.abs(train - mean_c[None]).max(0)
+    clean_lo, clean_hi = clean[:train_length].min(0), clean[:train_length].max(0)
+
+    labels = np.zeros(length, dtype=np.int8)
+    busy = np.zeros(length, dtype=bool)   # event steps plus their gap
+    segments: List[Segment] = []
+    # the same number of events for every kind, sized so that the expected labelled fraction is the target
+    expected = sum(1.0 if k in ("point", "contextual") else (lo + hi) / 2.0 for k in kinds)
+    n_events = max(1, int(round(anomaly_ratio * length / expected)))
+
+    def place(n: int, g: int, candidates: Optional[np.ndarray] = None) -> Optional[int]:
+        for _ in range(200):
+            if candidates is None:
+                s = int(rng.integers(gap, length - n - gap + 1))
+            else:
+                s = int(candidates[rng.integers(candidates.size)])
+            if not busy[max(0, s - g): s + n + g].any():
+                busy[max(0, s - g): s + n + g] = True
+                return s
+        return None
+
+    # contextual outliers: the value mirrored about the channel mean, clipped into the clean training
+    # range, at moments where that moves it by >= 1.5 std (so it is in range but out of context)
+    ctx_value = np.clip(2 * mean_c[None] - clean_te, clean_lo[None], clean_hi[None])
+    ctx_ok = np.abs(ctx_value - clean_te) >= 1.5 * std_c[None]
+    ctx_ok[:gap] = ctx_ok[length - gap:] = False
+    ctx_rows = np.flatnonzero(ctx_ok.any(axis=1))
+
+    def pick_channels(pool: np.ndarray, most: int) -> Tuple[int, ...]:
+        k = int(rng.integers(1, max(1, min(most, pool.size)) + 1))
+        return tuple(sorted(int(c) for c in rng.choice(pool, size=k, replace=False)))
+
+    all_ch = np.arange(channels)
+    # pattern kinds first: long events are the hard ones to fit
+    order = [k for k in kinds if k not in ("point", "contextual")] + [k for k in kinds if k in ("point", "contextual")]
+    for kind in order:
+        used = 0
+        placed, tries = 0, 0
+        while placed < n_events:
+            tries += 1
+            is_point = kind in ("point", "contextual")
+            n = 1 if is_point else int(rng.integers(lo, hi + 1))
+            g = point_gap if is_point else gap
+            cand = ctx_rows if kind == "contextual" else None
+            s = place(n, g, cand) if tries <= 50 * n_events and (cand is None or cand.size) else None
+            if s is None:
+                raise ValueError(f"anomaly_ratio: could not place {n_events} {kind!r} anomalies in {length} "
+                                 f"steps (events keep a gap of {g}); lower anomaly_ratio or segment_length, "
+                                 f"or raise length")
+            seg = slice(s, s + n)
+            tt = np.arange(s, s + n) + train_length
+            if kind == "point":
+                ch = pick_channels(all_ch, max(1, channels // 4))
+                sign = rng.choice([-1.0, 1.0], size=len(ch))
+                test[s, ch] = mean_c[list(ch)] + sign * dev_max[list(ch)] * rng.uniform(1.5, 2.5, len(ch))
+            elif kind == "contextual":
+                ch = pick_channels(np.flatnonzero(ctx_ok[s]), max(1, channels // 4))
+                c = list(ch)
+                test[s, c] = ctx_value[s, c] + eps_te[s, c]
+            elif kind == "collective":
+                ch = pick_channels(all_ch, max(1, channels // 2))
+                c = list(ch)
+                cycles = rng.uniform(1.5, 3.0)
+                phase = (np.arange(n) / n * cycles) % 1.0
+                wave = np.sign(np.sin(2 * np.pi * phase)) if rng.random() < 0.5 else 2 * phase - 1
+                level = clean_te[seg][:, c].mean(0)
+                test[seg, c] = level[None] + 1.2 * std_c[c][None] * wave[:, None] + eps_te[seg][:, c]
+            elif kind == "seasonal":
+                ch = pick_channels(all_ch, max(1, channels // 2))
+                f = rng.uniform(2.5, 4.0) if rng.random() < 0.5 else 1.0 / rng.uniform(2.5, 4.0)
+                warped = tt[0] + (tt - tt[0]) * f
+                test[seg, list(ch)] = lat(warped, ch) + eps_te[seg][:, list(ch)]
+            else:  # trend
+                ch = pick_channels(all_ch, max(1, channels // 2))
+                c = list(ch)
+                height = rng.uniform(3.0, 5.0, len(c)) * rng.choice([-1.0, 1.0], len(c)) * std_c[c]
+                test[seg, c] += np.linspace(0.0, 1.0, n)[:, None] * height[None]
+            labels[seg] = 1
+            segments.append(Segment(kind, s, s + n, ch))
+            placed += 1
+    segments.sort(key=lambda g: g.start)
+    return SeriesSplit(train=train, test=test.astype(np.float32), test_labels=labels, name=name,
+                       channel_names=[f"x{c}" for c in range(channels)], segments=segments,
+                       info={"generator": "make_synthetic", "seed": seed, "length": length,
+                             "train_length": train_length, "channels": channels,
+                             "anomaly_ratio": float(anomaly_ratio), "kinds": list(kinds), "noise": noise,
+                             "segment_length": [lo, hi]})
