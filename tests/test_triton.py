@@ -31,6 +31,11 @@ DEVICE = "cuda" if torch.cuda.is_available() and not km.INTERPRETED else "cpu"
 # absolute floors: FlashAttention-style backwards compute δ = dO·O apart from dP = dO·v, so where the
 # exact gradient is 0 (L = 1: a softmax over one key) they leave fp32 round-off of a few 1e-6
 FLOOR = {torch.float32: 3e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
+# dfreqs, dweights, dmix are sums of B·L·P per-position terms: the kernel's terms (dc, ds) are as
+# accurate as the reference's, but their round-off adds up in another order, and with a few
+# entries per tensor the reference can be luckily exact; allow a round-off-sized relative term too.
+SUM_RTOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 1e-2}
+PARAM_GRADS = ("dfreqs", "dweights", "dmix")
 NAMES = ("out", "kl_local", "kl_global", "out_local", "out_global", "dq", "dk", "dv", "dfreqs", "dweights", "dmix")
 
 
@@ -86,7 +91,10 @@ def _assert_parity(xs64, cot, dtype, param_dtype=None, **kw):
         assert torch.isfinite(a).all(), name
         err, err_ref = (a - e).abs().max().item(), (r - e).abs().max().item()
         report.append(f"{name}: kernel {err:.2e} ref {err_ref:.2e}")
-        assert err <= 2 * err_ref + FLOOR[dtype], "; ".join(report)
+        tol = 2 * err_ref + FLOOR[dtype]
+        if name in PARAM_GRADS:
+            tol += SUM_RTOL[dtype] * e.abs().max().item()
+        assert err <= tol, "; ".join(report)
     return report
 
 
