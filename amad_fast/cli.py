@@ -1,0 +1,471 @@
+"""``amad-fast``: train, score, evaluate, demo, env and bench from the command line.
+
+Every subcommand has ``--help``. Data arguments take what :func:`amad_fast.data.load_dataset`
+takes (``synthetic[:key=value,...]``, a data directory such as ``../shared/data/SMAP``, a
+``NAME_train.npy``/``NAME_train.csv`` file, or a name under ``--data-root``/``$AMAD_DATA``);
+``score`` also takes a plain ``.npy`` (T, C) or ``.csv`` series file.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import inspect
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+__all__ = ["main", "build_parser"]
+
+# help for every AMADDetector parameter exposed as an option of `train` and `demo`
+DETECTOR_HELP: Dict[str, str] = {
+    "window_size": "window length L in time steps",
+    "d_model": "model width (embedding size)",
+    "n_heads": "attention heads per block (d_model/n_heads must be even)",
+    "n_layers": "number of AutoMask blocks",
+    "num_scales": "AutoMask scales S (frequency ladders combined by learned weights)",
+    "d_ff": "hidden width of the feed-forward layers (default 2*d_model)",
+    "dropout": "dropout on the residual branches and the embedding",
+    "maxmin": "Max-Min strategy: exact (three gradient routes), joint (one backward), off (no divergence terms)",
+    "k": "weight k of the divergence terms D^M, D^G",
+    "mu": "weight mu of the local-global contrastive loss",
+    "tau": "temperature of the contrastive InfoNCE loss",
+    "lr": "Adam learning rate",
+    "epochs": "maximum training epochs (early stopping may end sooner)",
+    "batch_size": "training windows per optimiser step (the global batch under torchrun)",
+    "train_stride": "step between the starts of training windows",
+    "val_fraction": "fraction at the END of the training series held out for early stopping",
+    "patience": "epochs without validation improvement before stopping",
+    "score": "anomaly score: recon_js (softmax(-T*js) x squared error) or recon (squared error)",
+    "threshold": "threshold rule: paper (percentile of train+test scores), train (train scores only), pot",
+    "anomaly_ratio": "anomaly ratio r in percent for the percentile thresholds (SMAP/MSL 1, SMD 0.5, SWaT 0.1)",
+    "temperature": "temperature T of the recon_js score",
+    "backend": "AutoMask attention backend: auto, reference, triton or cpp",
+    "device": "torch device: cpu, cuda, cuda:N or auto",
+    "seed": "random seed (model init, data order, dropout)",
+    "checkpoint_dir": "write a resumable training checkpoint (last.pt) here every epoch",
+    "resume": "continue training from CHECKPOINT_DIR/last.pt",
+    "progress": "show a progress bar (only when stderr is a terminal)",
+    "score_batch_size": "windows per batch when scoring",
+    "nan_policy": "non-finite input values: interpolate (with a warning) or raise",
+}
+
+DEMO_SIZES = dict(window_size=50, d_model=32, n_heads=4, n_layers=2, num_scales=2, d_ff=64, epochs=4,
+                  train_stride=10, batch_size=32, lr=1e-3, threshold="train", anomaly_ratio=5.0)
+DEMO_DATA = "synthetic:length=4000,channels=6,seed=0,train_length=6000"
+
+
+def _detector_defaults() -> Dict[str, Any]:
+    from .detector import AMADDetector
+
+    return {p.name: p.default for p in inspect.signature(AMADDetector.__init__).parameters.values()
+            if p.name != "self"}
+
+
+def _add_detector_options(p: argparse.ArgumentParser, overrides: Optional[Dict[str, Any]] = None) -> None:
+    g = p.add_argument_group("detector and training options")
+    choices = {"maxmin": ("exact", "joint", "off"), "score": ("recon_js", "recon"),
+               "threshold": ("paper", "train", "pot"), "backend": ("auto", "reference", "triton", "cpp"),
+               "nan_policy": ("interpolate", "raise")}
+    for name, default in _detector_defaults().items():
+        default = (overrides or {}).get(name, default)
+        flag = "--" + name.replace("_", "-")
+        help_text = DETECTOR_HELP[name] + " (default: %(default)s)"
+        if isinstance(default, bool):
+            g.add_argument(flag, dest=name, default=default, action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            kind = type(default) if default is not None else (str if name == "checkpoint_dir" else int)
+            g.add_argument(flag, dest=name, type=kind, default=default, choices=choices.get(name), help=help_text)
+
+
+def _detector_from_args(args) -> "Any":
+    from .detector import AMADDetector
+
+    return AMADDetector(**{name: getattr(args, name) for name in _detector_defaults()})
+
+
+def _add_data_root(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", default=None,
+                   help="directory to look up bare data-set names in (also $AMAD_DATA)")
+
+
+def _limit(arr, n: Optional[int]):
+    return arr if n is None or arr is None else arr[:n]
+
+
+# -- outputs -----------------------------------------------------------------------------------
+
+def write_scores_csv(path: str, scores: np.ndarray, threshold: Optional[float] = None,
+                     labels: Optional[np.ndarray] = None) -> None:
+    """CSV with one row per time step: t, score[, threshold, prediction][, label]."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    header = ["t", "score"] + (["threshold", "prediction"] if threshold is not None else []) + \
+        (["label"] if labels is not None else [])
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        for t, s in enumerate(scores):
+            row = [t, repr(float(s))]
+            if threshold is not None:
+                row += [repr(float(threshold)), int(s > threshold)]
+            if labels is not None:
+                row.append(int(labels[t]))
+            w.writerow(row)
+
+
+def read_scores_csv(path: str):
+    """(scores, threshold or None, labels or None) from a CSV written by ``amad-fast score``."""
+    from .data import load_csv
+
+    with open(path, newline="") as fh:
+        header = [h.strip().lower() for h in next(csv.reader(fh))]
+    if "score" not in header:
+        raise ValueError(f"scores: expected a CSV with a 'score' column, got columns {header}")
+    raw = np.genfromtxt(path, delimiter=",", skip_header=1, ndmin=2)
+    col = {h: i for i, h in enumerate(header)}
+    scores = raw[:, col["score"]]
+    threshold = float(raw[0, col["threshold"]]) if "threshold" in col and raw.shape[0] else None
+    labels = raw[:, col["label"]].astype(np.int8) if "label" in col else None
+    return scores, threshold, labels
+
+
+def plot_scores(path: str, scores: np.ndarray, threshold: float, labels: Optional[np.ndarray],
+                title: str = "") -> None:
+    """PNG of the score against the threshold, labelled anomalous segments shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(12, 3.5))
+    t = np.arange(scores.size)
+    ax.plot(t, scores, lw=0.6, color="tab:blue", label="score")
+    ax.axhline(threshold, color="tab:red", lw=1.0, ls="--", label=f"threshold {threshold:.3g}")
+    if labels is not None and labels.any():
+        d = np.diff(np.concatenate(([0], labels.astype(np.int8), [0])))
+        for s, e in zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)):
+            ax.axvspan(s - 0.5, e - 0.5, color="tab:orange", alpha=0.3, lw=0)
+        ax.plot([], [], color="tab:orange", alpha=0.3, lw=6, label="labelled anomaly")
+    positive = scores[scores > 0]
+    if positive.size and scores.min() >= 0 and positive.max() / max(positive.min(), 1e-300) > 1e3:
+        ax.set_yscale("log")
+    ax.set_xlabel("time step")
+    ax.set_ylabel("anomaly score")
+    ax.set_title(title)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _write_json(path: str, obj: Any) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+
+
+def _evaluate_outputs(scores, labels, threshold, out_json, out_png, info: Dict[str, Any]) -> Dict[str, Any]:
+    from . import metrics
+
+    if labels is None:
+        raise ValueError("labels: evaluate needs labels (a 'label' column, --labels, or a labelled data set)")
+    result = dict(info)
+    result["metrics"] = metrics.evaluate(scores, labels, threshold)
+    if out_json:
+        _write_json(out_json, result)
+    if out_png:
+        plot_scores(out_png, scores, threshold, labels, title=info.get("title", ""))
+    return result
+
+
+def _print_metrics(m: Dict[str, Any], stream=None) -> None:
+    stream = sys.stdout if stream is None else stream
+    keys = ("threshold", "pa_precision", "pa_recall", "pa_f1", "precision", "recall", "f1", "auroc", "aupr",
+            "best_f1", "affiliation_precision", "affiliation_recall", "affiliation_f1")
+    for k in keys:
+        v = m.get(k)
+        print(f"  {k:<22} {'n/a' if v is None else format(v, '.4f') if k != 'threshold' else format(v, '.6g')}",
+              file=stream)
+
+
+# -- data helpers ----------------------------------------------------------------------------------
+
+def _load_split(spec: str, data_root: Optional[str]):
+    from .data import load_dataset
+
+    return load_dataset(spec, data_root=data_root)
+
+
+def _load_series(spec: str, data_root: Optional[str], split: str):
+    """(series, labels or None, name) from a plain .npy/.csv series file or a data-set spec."""
+    from .data import load_csv
+
+    base = os.path.basename(spec)
+    if os.path.isfile(spec) and not (base.endswith("_train.npy") or base.endswith("_train.csv")):
+        if spec.endswith(".npy"):
+            return np.load(spec), None, base
+        d = load_csv(spec, label_column="label" if _csv_has_label(spec) else None)
+        return d.values, d.labels, base
+    ds = _load_split(spec, data_root)
+    if split == "train":
+        return ds.train, ds.train_labels, f"{ds.name} train"
+    return ds.test, ds.test_labels, f"{ds.name} test"
+
+
+def _csv_has_label(path: str) -> bool:
+    with open(path, newline="") as fh:
+        return "label" in [h.strip().lower() for h in next(csv.reader(fh), [])]
+
+
+# -- subcommands ---------------------------------------------------------------------------------
+
+def cmd_train(args) -> int:
+    from .train import init_distributed_from_env
+
+    distributed = init_distributed_from_env(args.device)
+    import torch
+
+    rank = torch.distributed.get_rank() if distributed else 0
+    ds = _load_split(args.data, args.data_root)
+    train = _limit(ds.train, args.max_train)
+    det = _detector_from_args(args)
+    t0 = time.perf_counter()
+    det.fit(train)
+    seconds = time.perf_counter() - t0
+    if rank == 0:
+        det.save(args.out)
+        last = det.history_[-1] if det.history_ else {}
+        print(f"trained on {ds.name} train {train.shape} in {seconds:.1f}s "
+              f"({len(det.history_)} epochs, best {det.best_epoch_}, last rec {last.get('rec', float('nan')):.4g}); "
+              f"saved {args.out}")
+    if distributed:
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+def cmd_score(args) -> int:
+    from .detector import AMADDetector
+
+    det = AMADDetector.load(args.detector, device=args.device, backend=args.backend)
+    series, labels, name = _load_series(args.data, args.data_root, args.split)
+    series = _limit(series, args.max_steps)
+    labels = _limit(labels, args.max_steps)
+    t0 = time.perf_counter()
+    scores = det.decision_function(series)
+    seconds = time.perf_counter() - t0
+    threshold = det.threshold_for(scores)
+    write_scores_csv(args.out, scores, threshold, labels if args.with_labels else None)
+    print(f"scored {name} {series.shape} in {seconds:.2f}s ({det.threshold} threshold {threshold:.6g}, "
+          f"{int((scores > threshold).sum())} steps flagged); wrote {args.out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from . import metrics
+    from .data import check_labels
+
+    if (args.scores is None) == (args.detector is None):
+        raise SystemExit("evaluate: give exactly one of --scores CSV or --detector PATH (with --data)")
+    if args.scores is not None:
+        scores, threshold, labels = read_scores_csv(args.scores)
+        source = {"scores": os.path.abspath(args.scores)}
+        if args.labels is not None:
+            lab = np.load(args.labels) if args.labels.endswith(".npy") else np.genfromtxt(args.labels, delimiter=",")
+            labels = check_labels(lab, "labels", scores.size, "the scores")
+        if args.threshold_value is not None:
+            threshold, rule = args.threshold_value, "given"
+        elif threshold is not None:
+            rule = "from the scores file"
+        else:
+            threshold = float(np.percentile(scores, 100.0 - args.anomaly_ratio))
+            rule = f"percentile {100 - args.anomaly_ratio} of these scores"
+    else:
+        from .detector import AMADDetector
+
+        if args.data is None:
+            raise SystemExit("evaluate: --detector needs --data")
+        det = AMADDetector.load(args.detector, device=args.device, backend=args.backend)
+        series, labels, name = _load_series(args.data, args.data_root, "test")
+        series, labels = _limit(series, args.max_steps), _limit(labels, args.max_steps)
+        scores = det.decision_function(series)
+        threshold = det.threshold_for(scores) if args.threshold_value is None else args.threshold_value
+        rule = det.threshold if args.threshold_value is None else "given"
+        source = {"detector": os.path.abspath(args.detector), "data": args.data}
+    out_json = args.out or "metrics.json"
+    out_png = args.plot if args.plot is not None else os.path.splitext(out_json)[0] + ".png"
+    res = _evaluate_outputs(scores, labels, threshold, out_json, out_png or None,
+                            {**source, "threshold_rule": rule, "title": f"threshold: {rule}"})
+    print(f"threshold ({rule}):")
+    _print_metrics(res["metrics"])
+    print(f"wrote {out_json}" + (f" and {out_png}" if out_png else ""))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from . import metrics
+
+    out = args.out
+    os.makedirs(out, exist_ok=True)
+    ds = _load_split(args.data, None)
+    det = _detector_from_args(args)
+    print(f"demo: {ds!r}, anomalies {ds.anomaly_ratio_percent:.2f}% of test steps")
+    t0 = time.perf_counter()
+    det.fit(ds.train)
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scores = det.decision_function(ds.test)
+    score_s = time.perf_counter() - t0
+    threshold = det.threshold_for(scores)
+    print(f"trained {len(det.history_)} epochs in {fit_s:.1f}s, scored {ds.test.shape[0]} steps in {score_s:.2f}s")
+    det.save(os.path.join(out, "detector.pt"))
+    write_scores_csv(os.path.join(out, "scores.csv"), scores, threshold, ds.test_labels)
+    info = {"data": args.data, "detector": det.get_params(), "fit_seconds": fit_s, "score_seconds": score_s,
+            "history": det.history_, "title": f"AMAD demo on {ds.name} ({det.threshold} threshold)"}
+    res = _evaluate_outputs(scores, ds.test_labels, threshold, os.path.join(out, "metrics.json"),
+                            os.path.join(out, "scores.png"), info)
+    # threshold-free and the other rule, for context
+    other = metrics.paper_threshold(det.train_scores_, scores, det.anomaly_ratio) if det.threshold != "paper" \
+        else metrics.train_threshold(det.train_scores_, det.anomaly_ratio)
+    res["other_threshold"] = metrics.evaluate(scores, ds.test_labels, other)
+    _write_json(os.path.join(out, "metrics.json"), res)
+    print(f"metrics ({det.threshold} threshold):")
+    _print_metrics(res["metrics"])
+    print(f"wrote {', '.join(sorted(os.listdir(out)))} in {out}")
+    return 0
+
+
+def cmd_env(args) -> int:
+    import platform
+
+    import torch
+
+    from . import __version__, available_backends
+    from ._extension import build_info, extension_error
+
+    lines = [f"amad_fast {__version__}", f"python {platform.python_version()} ({platform.platform()})",
+             f"torch {torch.__version__}"]
+    try:
+        import triton
+
+        lines.append(f"triton {triton.__version__} (TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', '')})")
+    except Exception as exc:  # noqa: BLE001
+        lines.append(f"triton not importable ({type(exc).__name__}: {exc})")
+    if torch.cuda.is_available():
+        lines.append(f"device cuda: {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda}, "
+                     f"{torch.cuda.device_count()} device(s))")
+    else:
+        lines.append(f"device cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads); CUDA not available")
+    err = extension_error()
+    lines.append("extension amad_fast._C: " + (f"not loaded ({err})" if err else f"loaded, built for {build_info()}"))
+    lines.append("backends (priority order):")
+    for status in available_backends().values():
+        lines.append(f"  {status}")
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    try:
+        from . import bench
+    except ImportError as exc:
+        print(f"amad-fast bench: the benchmark module amad_fast.bench could not be imported ({exc})", file=sys.stderr)
+        return 2
+    return int(bench.run(args) or 0)
+
+
+# -- parser ----------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="amad-fast",
+        description="AMAD anomaly detection (AutoMask attention) for multivariate time series.",
+        epilog="Data sets: 'synthetic[:length=N,channels=C,seed=S,...]', a directory (SMAP .npy layout, "
+               "omi-style CSVs, PSM, SMD, SWaT), a NAME_train.npy/.csv file, or a name under --data-root. "
+               "Run 'amad-fast SUBCOMMAND --help' for the options of each subcommand.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="SUBCOMMAND")
+    sub.required = True
+
+    t = sub.add_parser("train", help="train a detector on a data set's training series and save it",
+                       description="Train AMAD on the training part of DATA and save the detector. Under "
+                                   "torchrun the training is data-parallel (gloo on CPU, nccl on CUDA).")
+    t.add_argument("data", help="data set (see 'amad-fast --help')")
+    t.add_argument("--out", "-o", required=True, help="where to write the detector (.pt)")
+    _add_data_root(t)
+    t.add_argument("--max-train", type=int, default=None, metavar="N", help="use only the first N training steps")
+    _add_detector_options(t)
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("score", help="score a series with a saved detector and write a CSV",
+                       description="Score DATA (a data set's test series, or a .npy/.csv series file) with a "
+                                   "saved detector; writes t, score, threshold, prediction[, label] per step.")
+    s.add_argument("detector", help="detector file written by 'amad-fast train'")
+    s.add_argument("data", help="data set spec, or a .npy (T, C) / .csv series file")
+    s.add_argument("--out", "-o", default="scores.csv", help="CSV to write")
+    s.add_argument("--split", choices=("test", "train"), default="test", help="which part of a data set to score")
+    s.add_argument("--no-labels", dest="with_labels", action="store_false",
+                   help="leave the label column out even when the data has labels")
+    s.add_argument("--max-steps", type=int, default=None, metavar="N", help="score only the first N steps")
+    s.add_argument("--device", default=None, help="override the stored device")
+    s.add_argument("--backend", default=None, help="override the stored attention backend")
+    _add_data_root(s)
+    s.set_defaults(func=cmd_score)
+
+    e = sub.add_parser("evaluate", help="metrics JSON and a PNG plot from scores+labels or detector+data",
+                       description="Every metric of amad_fast.metrics.evaluate (point-adjusted and point-wise "
+                                   "P/R/F1, AUROC, AUPR, best F1, affiliation) and a plot of the score against "
+                                   "the threshold with labelled segments shaded.")
+    e.add_argument("--scores", help="scores CSV from 'amad-fast score' (with a label column, or give --labels)")
+    e.add_argument("--labels", help="labels file (.npy or one-column CSV) for --scores")
+    e.add_argument("--detector", help="detector file (scores --data's test series)")
+    e.add_argument("--data", help="labelled data set for --detector")
+    e.add_argument("--threshold-value", type=float, default=None, help="use this threshold instead")
+    e.add_argument("--anomaly-ratio", type=float, default=1.0,
+                   help="percent, for a scores CSV without a threshold column: percentile 100-r of its scores")
+    e.add_argument("--out", "-o", default="metrics.json", help="metrics JSON to write")
+    e.add_argument("--plot", default=None, help="PNG to write (default: beside --out; '' for none)")
+    e.add_argument("--max-steps", type=int, default=None, metavar="N", help="evaluate only the first N test steps")
+    e.add_argument("--device", default=None, help="override the stored device")
+    e.add_argument("--backend", default=None, help="override the stored attention backend")
+    _add_data_root(e)
+    e.set_defaults(func=cmd_evaluate)
+
+    d = sub.add_parser("demo", help="train a small detector on built-in synthetic data and report (about a minute)",
+                       description="Train a small AMAD on the seeded synthetic benchmark, score its test part, "
+                                   "print the metrics and write detector.pt, scores.csv, metrics.json and scores.png.")
+    d.add_argument("--out", "-o", default="amad-demo", help="output directory")
+    d.add_argument("--data", default=DEMO_DATA, help="data set to run the demo on")
+    _add_detector_options(d, overrides=DEMO_SIZES)
+    d.set_defaults(func=cmd_demo)
+
+    v = sub.add_parser("env", help="versions, device, backends and extension build info")
+    v.set_defaults(func=cmd_env)
+
+    b = sub.add_parser("bench", help="throughput benchmarks (see 'amad-fast bench --help')")
+    try:
+        from . import bench
+
+        bench.add_arguments(b)
+    except ImportError as exc:
+        b.description = f"unavailable: amad_fast.bench could not be imported ({exc})"
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``amad-fast`` / ``python -m amad_fast``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"amad-fast {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
