@@ -119,10 +119,15 @@ def _store_halves(base, stride_l, pos, row_mask, offs_p, p_mask, x1, x2, P: tl.c
 @triton.jit
 def _rotated(base, stride_l, stride_d, pos, row_mask, offs_p, p_mask, fr_ptr, w_ptr,
              P: tl.constexpr, S: tl.constexpr):
-    """Load rows ``pos`` of q or k and their AutoMask embedding (half-split rotation, spec §1.2)."""
+    """Load rows ``pos`` of q or k and their AutoMask embedding (half-split rotation, spec §1.2).
+
+    The rotation is done in fp32; the four tiles come back in the input dtype (they only feed
+    tl.dot, which takes that dtype, and half-width tiles halve the registers held across loops).
+    """
     x1, x2 = _load_halves(base, stride_l, stride_d, pos, row_mask, offs_p, p_mask, P)
     c, s = _modulation(pos, offs_p, p_mask, fr_ptr, w_ptr, P, S)
-    return x1, x2, x1 * c - x2 * s, x1 * s + x2 * c, c, s
+    DT = base.dtype.element_ty
+    return x1.to(DT), x2.to(DT), (x1 * c - x2 * s).to(DT), (x1 * s + x2 * c).to(DT), c, s
 
 
 @triton.jit
@@ -311,6 +316,8 @@ def _unrotate(x1, x2, dm1, dm2, d1, d2, c, s, scale):
 
     Returns the input gradient halves and the (dc, ds) contributions of these rows.
     """
+    x1 = x1.to(tl.float32)
+    x2 = x2.to(tl.float32)
     dm1 = dm1 * scale
     dm2 = dm2 * scale
     g1 = d1 * scale + dm1 * c + dm2 * s

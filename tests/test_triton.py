@@ -255,3 +255,33 @@ def test_bytes_moved_counts_the_compulsory_traffic():
     assert base >= 4 * B * H * L * D * 2
     assert km.fused_bytes_moved(B, H, L, D, S, 2, store_branches=True) == base + 2 * B * H * L * D * 2
     assert km.fused_bytes_moved(B, H, L, D, S, 2, backward=True) > base
+
+
+def test_torch_compile_fullgraph_in_a_fresh_process():
+    """The first call under torch.compile imports the kernels inside the traced frame; it must not
+    break the graph (a sys.modules lookup in the adapter once did)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import torch, amad_fast, sys
+        from amad_fast.reference import default_freqs
+        assert "amad_fast.kernels.automask" not in sys.modules
+        H, S, D, L = 2, 2, 16, 12
+        xs = [torch.randn(1, H, L, D, requires_grad=True) for _ in range(3)]
+        xs += [default_freqs(H, S, D // 2).requires_grad_(), torch.rand(H, S, requires_grad=True),
+               torch.zeros(H, requires_grad=True)]
+        def loss(*xs):
+            r = amad_fast.automask_attention(*xs, need_divergence=True, backend="triton")
+            return r.out.sum() + r.js.sum()
+        torch.compile(loss, fullgraph=True, backend="aot_eager")(*xs).backward()
+        assert all(x.grad is not None and torch.isfinite(x.grad).all() for x in xs)
+        """
+    )
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]

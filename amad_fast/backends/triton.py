@@ -20,12 +20,8 @@ _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def _interpreted() -> bool:
-    """Whether the kernels run on Triton's CPU interpreter (decided when the kernels are imported)."""
-    import sys
-
-    mod = sys.modules.get("amad_fast.kernels.automask")
-    if mod is not None:
-        return bool(mod.INTERPRETED)
+    """Whether the kernels run on Triton's CPU interpreter (Triton reads this variable when the
+    kernels are decorated, i.e. when amad_fast.kernels.automask is first imported)."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
