@@ -392,8 +392,9 @@ def automask_cases(
     return cases
 
 
-def plain_cases(shape: Shape, *, with_module: bool = True, seed: int = 0) -> List[Case]:
-    """SDPA (plain attention), nn.MultiheadAttention and AutoMaskAttention at ``shape``."""
+def plain_cases(shape: Shape, *, which: Sequence[str] = ("sdpa", "mha", "amad-module"), seed: int = 0) -> List[Case]:
+    """The baselines named in ``which`` at ``shape``: SDPA (plain attention), nn.MultiheadAttention,
+    AutoMaskAttention (backend auto)."""
     from amad_fast.modules import AutoMaskAttention
 
     elt = torch.empty((), dtype=shape.dtype).element_size()
@@ -408,11 +409,15 @@ def plain_cases(shape: Shape, *, with_module: bool = True, seed: int = 0) -> Lis
     sdpa = nn.functional.scaled_dot_product_attention
     qkv = [rnd(shape.B, shape.H, shape.L, shape.D) for _ in range(3)]
     qkv_g = [rnd(shape.B, shape.H, shape.L, shape.D, rg=True) for _ in range(3)]
-    cases = [Case("sdpa", "baseline", _no_grad(sdpa, *qkv), _make_step(lambda *a: (sdpa(*a),), qkv_g, g), b_f, b_fb)]
+    cases = []
+    if "sdpa" in which:
+        cases.append(Case("sdpa", "baseline", _no_grad(sdpa, *qkv), _make_step(lambda *a: (sdpa(*a),), qkv_g, g), b_f, b_fb))
 
     E = shape.H * shape.D
-    modules = [("mha", nn.MultiheadAttention(E, shape.H, batch_first=True, device=dev, dtype=dt))]
-    if with_module:
+    modules = []
+    if "mha" in which:
+        modules.append(("mha", nn.MultiheadAttention(E, shape.H, batch_first=True, device=dev, dtype=dt)))
+    if "amad-module" in which:
         pdt = torch.float32 if dt in (torch.bfloat16, torch.float16) else dt
         am = AutoMaskAttention(E, shape.H, num_scales=shape.S, batch_first=True, device=dev, dtype=pdt)
         modules.append(("amad-module", am))

@@ -1,0 +1,392 @@
+"""One-shot GPU check of the fused backends (issue 3): parity, peak memory, timings.
+
+Meant for a short session on a GPU machine after ``pip install --no-build-isolation .``; it builds
+nothing. In one call (a few minutes) it
+
+1. parity: for the triton and cpp (CUDA) backends in float32, bfloat16 and float16, compares out,
+   kl_local, kl_global, out_local, out_global and the six gradients (q, k, v, freqs, weights, mix)
+   with the float64 reference. Tolerance from the dtype (the team's rule, as tests/test_triton.py):
+   a kernel may be at most twice as far from float64 as the reference run in the same dtype, plus a
+   small absolute floor: err_kernel <= 2 * err_reference_same_dtype + FLOOR[dtype]; the parameter
+   grads (sums of B*L*P per-position terms, added in another order) also get SUM_RTOL[dtype] * max|x64|;
+2. memory: peak extra memory of forward and forward+backward at L = 4096; the fused kernel must
+   run where the reference runs out of memory or needs at least 8x as much;
+3. timing: forward and forward+backward of each backend, the reference, torch.compile of the
+   reference and SDPA plain attention at (B=256, H=8, L=100, D=64, S=4) and
+   (B=16, H=8, L=1024, D=64, S=4) in bfloat16 and float32, with achieved GB/s (byte model in
+   amad_fast.bench.METHOD_NOTES).
+
+Each part runs under try/except and the JSON + markdown under $OUT (default ./gpu_out) are
+rewritten after every part, so a failure or the time limit loses nothing already measured.
+``--dry-run`` runs the same code on tiny CPU shapes (Triton via its interpreter) to catch errors
+on a machine without a GPU. Exit status 0 when every parity and memory check passes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+
+T0 = time.perf_counter()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.perf_counter() - T0:7.1f} s] {msg}", flush=True)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dry-run", action="store_true", help="tiny shapes on CPU (no GPU needed): checks the script runs")
+    p.add_argument("--out", default=os.environ.get("OUT") or "gpu_out", help="output folder (default $OUT, else ./gpu_out)")
+    p.add_argument("--parts", default="parity,memory,timing", help="comma list among parity,memory,timing")
+    p.add_argument("--backends", default="triton,cpp", help="kernel backends to check (default triton,cpp)")
+    p.add_argument("--no-compile", action="store_true", help="leave torch.compile(reference) out of the timings")
+    p.add_argument("--time-limit", type=float, default=480.0,
+                   help="seconds; parts and shapes not started by then are skipped (default 480)")
+    p.add_argument("--memory-batch", type=int, default=8, help="B of the L=4096 memory check (default 8)")
+    return p.parse_args(argv)
+
+
+ARGS = parse_args()
+if ARGS.dry_run and os.environ.get("TRITON_INTERPRET") is None:
+    import torch as _torch
+
+    if not _torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported: Triton runs on CPU tensors
+
+import torch  # noqa: E402
+
+try:
+    import amad_fast  # noqa: E402
+except ImportError:  # a source checkout that is not installed (dry run): use the tree beside this file
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import amad_fast  # noqa: E402
+from amad_fast import bench  # noqa: E402
+from amad_fast.reference import automask_attention_reference, default_freqs  # noqa: E402
+
+if ARGS.dry_run:
+    DEVICE = torch.device("cpu")
+    PARITY_SHAPES = [(2, 2, 16, 16, 2), (1, 2, 33, 32, 3)]
+    TIMING_SHAPES = [(4, 2, 32, 16, 2)]
+    MEMORY_SHAPE = (1, 2, 128, 16, 2)
+    TIMING = {"warmup": 1, "repeats": 3, "min_sample_s": 1e-4, "budget_s": 0.05}
+else:
+    if not torch.cuda.is_available():
+        sys.exit("gpu_check: expected a CUDA device, got none (torch.cuda.is_available() is False); use --dry-run on CPU")
+    DEVICE = torch.device("cuda")
+    # (B, H, L, D, S): the model size, a multi-block L that is no multiple of a block, a small head dim, L = 1
+    PARITY_SHAPES = [(4, 8, 100, 64, 4), (2, 4, 300, 64, 4), (3, 2, 77, 32, 2), (2, 2, 1, 64, 4)]
+    TIMING_SHAPES = [(256, 8, 100, 64, 4), (16, 8, 1024, 64, 4)]
+    MEMORY_SHAPE = (ARGS.memory_batch, 8, 4096, 64, 4)
+    TIMING = {"warmup": 3, "repeats": 20, "min_sample_s": 0.005, "budget_s": 1.5}
+
+PARITY_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+TIMING_DTYPES = [torch.bfloat16, torch.float32]
+# the absolute floors and the relative term for parameter-gradient sums of tests/test_triton.py
+FLOOR = {torch.float32: 3e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
+SUM_RTOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 1e-2}
+PARAM_GRADS = ("dfreqs", "dweights", "dmix")
+OUTPUTS = ("out", "kl_local", "kl_global", "out_local", "out_global")
+INPUTS = ("q", "k", "v", "freqs", "weights", "mix")
+
+
+def time_left() -> float:
+    return ARGS.time_limit - (time.perf_counter() - T0)
+
+
+def dname(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+# ------------------------------------------------------------------------------------------ parity
+def make_parity_inputs(shape, seed=0):
+    """float64 q, k, v and float32 parameters (as a model holds them), plus upstream grads."""
+    B, H, L, D, S = shape
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(B, H, L, D, generator=g, dtype=torch.float64) for _ in range(3))
+    freqs = default_freqs(H, S, D // 2) * (1 + 0.1 * torch.rand(H, S, D // 2, generator=g))
+    weights = 1.0 / S + 0.1 * torch.randn(H, S, generator=g)
+    mix = 0.5 * torch.randn(H, generator=g)
+    grads = {
+        "out": torch.randn(B, H, L, D, generator=g, dtype=torch.float64),
+        "kl_local": torch.randn(B, H, L, generator=g, dtype=torch.float64),
+        "kl_global": torch.randn(B, H, L, generator=g, dtype=torch.float64),
+        "out_local": torch.randn(B, H, L, D, generator=g, dtype=torch.float64),
+        "out_global": torch.randn(B, H, L, D, generator=g, dtype=torch.float64),
+    }
+    return [q, k, v, freqs.float(), weights.float(), mix.float()], grads
+
+
+def run_once(fn, inputs, grads, act_dtype, param_dtype):
+    """Outputs and the six grads of one call, with q/k/v in act_dtype and parameters in param_dtype."""
+    leaves = [x.to(DEVICE, act_dtype if i < 3 else param_dtype).detach().requires_grad_() for i, x in enumerate(inputs)]
+    res = fn(*leaves)
+    outs = [getattr(res, name) for name in OUTPUTS]
+    torch.autograd.backward(outs, [grads[name].to(DEVICE, o.dtype) for name, o in zip(OUTPUTS, outs)])
+    vals = {name: o.detach() for name, o in zip(OUTPUTS, outs)}
+    vals.update({"d" + name: (x.grad if x.grad is not None else torch.zeros_like(x)) for name, x in zip(INPUTS, leaves)})
+    dtypes = {name: x.dtype for name, x in zip(INPUTS, leaves)}
+    return vals, dtypes
+
+
+def parity_one(backend: str, shape, dtype: torch.dtype) -> list:
+    """Rows of (quantity, errors, tolerance, pass) for one backend, shape and dtype."""
+    inputs, grads = make_parity_inputs(shape)
+
+    def kernel(*a):
+        return amad_fast.automask_attention(*a, need_divergence=True, need_branches=True, backend=backend)
+
+    def reference(*a):
+        return automask_attention_reference(*a, need_divergence=True, need_branches=True)
+
+    exact, _ = run_once(reference, inputs, grads, torch.float64, torch.float64)
+    ref_dt, _ = run_once(reference, inputs, grads, dtype, torch.float32)
+    got, in_dtypes = run_once(kernel, inputs, grads, dtype, torch.float32)
+    rows = []
+    for name, x64 in exact.items():
+        k, r = got[name], ref_dt[name]
+        expect_dtype = in_dtypes[name[1:]] if name.startswith("d") else dtype
+        err_k = (k.double() - x64).abs().max().item()
+        err_r = (r.double() - x64).abs().max().item()
+        floor = FLOOR[dtype] + (SUM_RTOL[dtype] * x64.abs().max().item() if name in PARAM_GRADS else 0.0)
+        tol = 2 * err_r + floor
+        finite = bool(torch.isfinite(k).all())
+        ok = finite and err_k <= tol and k.dtype == expect_dtype and tuple(k.shape) == tuple(x64.shape)
+        rows.append({
+            "backend": backend, "dtype": dname(dtype), "shape": list(shape), "quantity": name,
+            "err_kernel": err_k, "err_reference": err_r, "floor": floor, "tol": tol, "max_abs": x64.abs().max().item(),
+            "kernel_dtype": dname(k.dtype), "expected_dtype": dname(expect_dtype), "finite": finite, "pass": ok,
+        })
+    return rows
+
+
+def part_parity(backends) -> dict:
+    rows, skipped = [], []
+    for backend in backends:
+        for shape in PARITY_SHAPES:
+            for dtype in PARITY_DTYPES:
+                tag = f"parity {backend} {dname(dtype)} {shape}"
+                if time_left() < 0:
+                    skipped.append({"case": tag, "reason": "time limit"})
+                    continue
+                try:
+                    new = parity_one(backend, shape, dtype)
+                except RuntimeError as exc:
+                    if "cannot run these inputs" in str(exc):
+                        skipped.append({"case": tag, "reason": bench._error_text(exc)})
+                        log(f"{tag}: skipped ({bench._error_text(exc)})")
+                        continue
+                    rows.append({"backend": backend, "dtype": dname(dtype), "shape": list(shape), "quantity": "*",
+                                 "pass": False, "error": bench._error_text(exc)})
+                    log(f"{tag}: ERROR {bench._error_text(exc)}")
+                    traceback.print_exc()
+                    continue
+                except Exception as exc:  # noqa: BLE001
+                    rows.append({"backend": backend, "dtype": dname(dtype), "shape": list(shape), "quantity": "*",
+                                 "pass": False, "error": bench._error_text(exc)})
+                    log(f"{tag}: ERROR {bench._error_text(exc)}")
+                    traceback.print_exc()
+                    continue
+                rows.extend(new)
+                bad = [r["quantity"] for r in new if not r["pass"]]
+                worst = max(new, key=lambda r: r["err_kernel"] / r["tol"] if r["tol"] else 0.0)
+                log(f"{tag}: {'ok' if not bad else 'FAIL ' + ','.join(bad)} "
+                    f"(worst {worst['quantity']}: {worst['err_kernel']:.2e} vs tol {worst['tol']:.2e})")
+    return {"rows": rows, "skipped": skipped, "pass": bool(rows) and all(r["pass"] for r in rows)}
+
+
+# ------------------------------------------------------------------------------------------ memory
+def part_memory(backends) -> dict:
+    """Peak extra memory at L = 4096 for each kernel backend against the reference, fwd and fwd+bwd."""
+    B, H, L, D, S = MEMORY_SHAPE
+    out = {"shape": list(MEMORY_SHAPE), "rows": [], "checks": []}
+    for dtype in ([torch.bfloat16, torch.float32] if not ARGS.dry_run else [torch.float32]):
+        shape = bench.Shape(B, H, L, D, S, dtype, DEVICE)
+        peaks = {}
+        for label in dict.fromkeys([*backends, "reference"]):
+            for mode in ("fwd", "fwdbwd"):
+                rec = {"label": label, "mode": mode, "dtype": dname(dtype), "status": "ok"}
+                try:
+                    case = bench.automask_cases(shape, [label], divergence=True, branches=True, compile_reference=False)[0]
+                    fn = case.forward if mode == "fwd" else case.step
+                    with bench._finite_checks_off():
+                        fn()  # first call: kernel compilation / autotuning outside the measurement
+                        if DEVICE.type == "cuda":
+                            torch.cuda.synchronize()
+                        rec["peak_bytes"], rec["method"] = bench.peak_memory(fn, DEVICE)
+                    del case, fn
+                except Exception as exc:  # noqa: BLE001
+                    bench._failure(rec, exc)
+                if DEVICE.type == "cuda":
+                    torch.cuda.empty_cache()
+                peaks[(label, mode)] = rec
+                out["rows"].append(rec)
+                log(f"memory {dname(dtype)} L={L} {label} {mode}: "
+                    + (f"{rec['peak_bytes'] / 2**20:.1f} MiB" if rec["status"] == "ok" else f"{rec['status']} {rec.get('error', '')}"))
+        for label in backends:
+            for mode in ("fwd", "fwdbwd"):
+                k, r = peaks[(label, mode)], peaks[("reference", mode)]
+                if k["status"] != "ok" and "cannot run these inputs" in k.get("error", ""):
+                    out["checks"].append({"backend": label, "mode": mode, "dtype": dname(dtype), "pass": None,
+                                          "note": "skipped: " + k["error"]})
+                    continue
+                ratio = (r["peak_bytes"] / max(k["peak_bytes"], 1)) if k["status"] == r["status"] == "ok" else None
+                ok = k["status"] == "ok" and (r["status"] == "oom" or (ratio is not None and ratio >= 8.0))
+                if ARGS.dry_run:
+                    ok = k["status"] == "ok"  # tiny CPU shapes: the 8x criterion means nothing, only that it ran
+                out["checks"].append({"backend": label, "mode": mode, "dtype": dname(dtype), "pass": ok,
+                                      "reference_status": r["status"], "ratio_reference_over_kernel": ratio})
+    decided = [c["pass"] for c in out["checks"] if c["pass"] is not None]
+    out["pass"] = bool(decided) and all(decided)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ timing
+def part_timing(backends) -> dict:
+    records, skipped = [], []
+    for dtype in TIMING_DTYPES if not ARGS.dry_run else [torch.float32]:
+        for B, H, L, D, S in TIMING_SHAPES:
+            tag = f"timing {dname(dtype)} B={B} L={L}"
+            if time_left() < 30:
+                skipped.append({"case": tag, "reason": "time limit"})
+                log(f"{tag}: skipped (time limit)")
+                continue
+            shape = bench.Shape(B, H, L, D, S, dtype, DEVICE)
+            usable = []
+            for name in backends:
+                reason = backend_reason(name, shape)
+                if reason:
+                    skipped.append({"case": f"{tag} {name}", "reason": reason})
+                else:
+                    usable.append(name)
+            torch._dynamo.reset()
+            compile_ref = not ARGS.no_compile and time_left() > 150  # a compile takes tens of seconds
+            if not ARGS.no_compile and not compile_ref:
+                skipped.append({"case": f"{tag} compile(reference)", "reason": "time limit"})
+            try:
+                cases = bench.automask_cases(shape, list(dict.fromkeys([*usable, "reference"])), divergence=True,
+                                             branches=False, compile_reference=compile_ref)
+                cases += bench.plain_cases(shape, which=("sdpa",))
+            except Exception as exc:  # noqa: BLE001
+                skipped.append({"case": tag, "reason": bench._error_text(exc)})
+                log(f"{tag}: ERROR {bench._error_text(exc)}")
+                continue
+            for mode in ("fwd", "fwdbwd"):
+                for rec in bench.measure_group(cases, shape, mode, TIMING, memory=True):
+                    rec["part"] = "attention"
+                    records.append(rec)
+                    log(bench._progress_line(rec) + (f"  {rec['gbps']:.3g} GB/s" if rec.get("gbps") else ""))
+            del cases
+            if DEVICE.type == "cuda":
+                torch.cuda.empty_cache()
+    bench.add_ratios(records)
+    return {"records": records, "skipped": skipped}
+
+
+def backend_reason(name: str, shape) -> str:
+    """Why backend ``name`` cannot take inputs of ``shape`` here ("" when it can)."""
+    from amad_fast._validation import check_inputs
+    from amad_fast.dispatch import BACKENDS
+
+    if name not in BACKENDS:
+        return f"unknown backend {name!r}"
+    tiny = torch.zeros(1, shape.H, 2, shape.D, device=shape.device, dtype=shape.dtype)
+    freqs = torch.zeros(shape.H, shape.S, shape.D // 2, device=shape.device)
+    weights, mix = torch.zeros(shape.H, shape.S, device=shape.device), torch.zeros(shape.H, device=shape.device)
+    dims = check_inputs(tiny, tiny, tiny, freqs, weights, mix, None)
+    backend = BACKENDS[name]
+    return backend.availability() or backend.unsupported_reason(tiny, freqs, dims) or ""
+
+
+# ------------------------------------------------------------------------------------------ output
+def write_outputs(result: dict) -> None:
+    os.makedirs(ARGS.out, exist_ok=True)
+    with open(os.path.join(ARGS.out, "gpu_check.json"), "w", encoding="utf-8") as fh:
+        json.dump(result, fh, indent=1, default=str)
+    m = result["machine"]
+    lines = [f"# gpu_check on {m.get('gpu_name') or m['cpu_model']} ({m['device']})", "",
+             f"torch {m['torch']} (CUDA {m['torch_cuda']}), triton {m['triton']}, amad_fast {m['amad_fast']}, "
+             f"extension {m['extension_build']}; {result.get('wall_s', 0):.0f} s", "",
+             "- backends: " + "; ".join(m["backends"].values()), ""]
+    par = result.get("parity")
+    if par:
+        lines += ["## Parity against float64 (tol = 2 x reference-in-dtype error + floor; floor = FLOOR[dtype] "
+                  "(+ SUM_RTOL[dtype] x max|x| for the parameter grads))", "",
+                  f"all pass: **{par.get('pass')}**", "",
+                  "| backend | dtype | shape (B,H,L,D,S) | quantity | kernel err | reference err | tol | pass |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in par.get("rows", []):
+            if "error" in r:
+                lines.append(f"| {r['backend']} | {r['dtype']} | {r['shape']} | * | error: {r['error']} | | | False |")
+            else:
+                lines.append(f"| {r['backend']} | {r['dtype']} | {r['shape']} | {r['quantity']} | {r['err_kernel']:.2e} | "
+                             f"{r['err_reference']:.2e} | {r['tol']:.2e} | {r['pass']} |")
+        lines += [f"- skipped: {s['case']}: {s['reason']}" for s in par.get("skipped", [])] + [""]
+    mem = result.get("memory")
+    if mem:
+        lines += [f"## Peak extra memory at (B,H,L,D,S) = {tuple(mem.get('shape', ()))}", "",
+                  f"all pass: **{mem.get('pass')}**", "", "| dtype | label | mode | status | peak MiB |", "|---|---|---|---|---|"]
+        for r in mem.get("rows", []):
+            peak = f"{r['peak_bytes'] / 2**20:.1f}" if "peak_bytes" in r else r.get("error", "")
+            lines.append(f"| {r['dtype']} | {r['label']} | {r['mode']} | {r['status']} | {peak} |")
+        lines += [""] + [f"- {c['backend']} {c['dtype']} {c['mode']}: pass={c['pass']} "
+                         f"(reference {c.get('reference_status', '')}, ratio {c.get('ratio_reference_over_kernel')}) {c.get('note', '')}"
+                         for c in mem.get("checks", [])] + [""]
+    tim = result.get("timing")
+    if tim:
+        lines += ["## Timings (median over interleaved samples; ratios within this run)", "", "```",
+                  bench.format_attention_table(tim.get("records", [])), "```"]
+        lines += [f"- {c}" for c in bench.compile_summary(tim.get("records", []))]
+        lines += [f"- skipped: {s['case']}: {s['reason']}" for s in tim.get("skipped", [])] + [""]
+    for part, err in result.get("errors", {}).items():
+        lines.append(f"- part {part} failed: {err}")
+    lines += ["", "## Method", ""] + [f"- **{k}**: {v}" for k, v in bench.METHOD_NOTES.items()]
+    with open(os.path.join(ARGS.out, "gpu_check.md"), "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    parts = [p.strip() for p in ARGS.parts.split(",") if p.strip()]
+    bad = [p for p in parts if p not in ("parity", "memory", "timing")]
+    if bad:
+        sys.exit(f"--parts: expected names among parity,memory,timing, got {bad}")
+    backends = [b.strip() for b in ARGS.backends.split(",") if b.strip()]
+    result = {"schema": "amad_fast.gpu_check/1", "dry_run": ARGS.dry_run, "argv": sys.argv[1:], "errors": {}}
+    try:
+        result["machine"] = bench.machine_info(DEVICE)
+    except Exception as exc:  # noqa: BLE001
+        result["machine"] = {"device": str(DEVICE), "cpu_model": "?", "torch": torch.__version__, "torch_cuda": torch.version.cuda,
+                             "triton": "?", "amad_fast": "?", "extension_build": "?", "backends": {}, "error": str(exc)}
+    log(f"gpu_check on {result['machine'].get('gpu_name') or result['machine']['cpu_model']}: "
+        + "; ".join(result["machine"].get("backends", {}).values()))
+    if ARGS.dry_run:
+        # on CPU the fused CUDA paths cannot run: check whichever kernel backends work here, and the
+        # reference against itself so every code path of the script runs at least once
+        status = amad_fast.available_backends()
+        backends = [b for b in backends if status.get(b) and status[b].available] + ["reference"]
+        log(f"dry run on CPU: checking {backends}")
+    runners = {"parity": lambda: part_parity(backends), "memory": lambda: part_memory(backends),
+               "timing": lambda: part_timing(backends)}
+    for part in parts:
+        if time_left() < 0:
+            result["errors"][part] = "skipped: time limit reached"
+            continue
+        log(f"== {part}")
+        try:
+            result[part] = runners[part]()
+        except Exception as exc:  # noqa: BLE001 - keep the other parts
+            result["errors"][part] = bench._error_text(exc)
+            log(f"part {part} failed: {bench._error_text(exc)}")
+            traceback.print_exc()
+        result["wall_s"] = time.perf_counter() - T0
+        write_outputs(result)
+    ok = all(result.get(p, {}).get("pass", True) for p in ("parity", "memory")) and not result["errors"]
+    log(f"done: {'PASS' if ok else 'FAIL'}; wrote {os.path.join(ARGS.out, 'gpu_check.json')} and gpu_check.md")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
