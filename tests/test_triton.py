@@ -117,9 +117,12 @@ def test_fp32_parity_forward_and_gradients(B, H, L, D, S, contiguous):
     _assert_parity(xs, cot, torch.float32)
 
 
-def test_fp16_activations_with_fp32_parameters():
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_activations_with_fp32_parameters(dtype):
+    if dtype == torch.bfloat16 and km.INTERPRETED:
+        pytest.skip("the Triton interpreter has no bfloat16")
     xs, cot = _inputs(2, 2, 100, 32, 4, seed=1)
-    _assert_parity(xs, cot, torch.float16, param_dtype=torch.float32)
+    _assert_parity(xs, cot, dtype, param_dtype=torch.float32)
 
 
 @pytest.mark.parametrize("need_divergence,need_branches", [(False, False), (True, False), (False, True)])
@@ -269,16 +272,17 @@ def test_torch_compile_fullgraph_in_a_fresh_process():
         import torch, amad_fast, sys
         from amad_fast.reference import default_freqs
         assert "amad_fast.kernels.automask" not in sys.modules
-        H, S, D, L = 2, 2, 16, 12
-        xs = [torch.randn(1, H, L, D, requires_grad=True) for _ in range(3)]
-        xs += [default_freqs(H, S, D // 2).requires_grad_(), torch.rand(H, S, requires_grad=True),
-               torch.zeros(H, requires_grad=True)]
+        H, S, D, L, dev = 2, 2, 16, 12, "%s"
+        xs = [torch.randn(1, H, L, D, device=dev) for _ in range(3)]
+        xs += [default_freqs(H, S, D // 2).to(dev), torch.rand(H, S, device=dev), torch.zeros(H, device=dev)]
+        xs = [x.requires_grad_() for x in xs]
         def loss(*xs):
             r = amad_fast.automask_attention(*xs, need_divergence=True, backend="triton")
             return r.out.sum() + r.js.sum()
         torch.compile(loss, fullgraph=True, backend="aot_eager")(*xs).backward()
         assert all(x.grad is not None and torch.isfinite(x.grad).all() for x in xs)
         """
+        % DEVICE
     )
     env = dict(os.environ)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
