@@ -189,8 +189,8 @@ def _fwd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE_BLOCK: tl.constexpr,
 ):
     DT = Q.dtype.element_ty
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
+    pid_m = tl.program_id(1)
+    bh = tl.program_id(0).to(tl.int64)  # B·H on axis 0: axis 1 is limited to 65535
     b = bh // H
     h = bh % H
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -338,8 +338,8 @@ def _bwd_dkdv_kernel(
 ):
     """One program per key block: dk, dv and dc/ds at the key positions, looping over query blocks."""
     DT = Q.dtype.element_ty
-    pid_n = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
+    pid_n = tl.program_id(1)
+    bh = tl.program_id(0).to(tl.int64)  # B·H on axis 0: axis 1 is limited to 65535
     b = bh // H
     h = bh % H
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -403,8 +403,8 @@ def _bwd_dq_kernel(
 ):
     """One program per query block: dq and dc/ds at the query positions, looping over key blocks."""
     DT = Q.dtype.element_ty
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
+    pid_m = tl.program_id(1)
+    bh = tl.program_id(0).to(tl.int64)  # B·H on axis 0: axis 1 is limited to 65535
     b = bh // H
     h = bh % H
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -550,7 +550,7 @@ def automask_fwd_op(
     row = lambda: torch.empty((B, H, L), dtype=torch.float32, device=q.device)  # noqa: E731
     lse_l, lse_g = row(), row()
     kl_l, kl_g = (row(), row()) if need_divergence else (lse_l, lse_g)  # unused pointers if no KL
-    grid = lambda meta: (triton.cdiv(L, meta["BLOCK_M"]), B * H)  # noqa: E731
+    grid = lambda meta: (B * H, triton.cdiv(L, meta["BLOCK_M"]))  # noqa: E731
     _fwd[grid](
         q, k, v, freqs, weights, lam, out, out_l, out_g, kl_l, kl_g, lse_l, lse_g,
         *_strides(q, k, v), H, L, _l_key(L), scale,
@@ -644,9 +644,9 @@ def automask_bwd_op(
     common = dict(HEAD_DIM=D, P=P, PB=PB, S=S, HAS_KL=has_kl, **_launch_kwargs())
     args_in = (q, k, v, freqs_c, weights_c, dom, dog, lse_local, lse_global, delta_l, delta_g, dkl_l, dkl_g)
     tail = (*_strides(q, k, v), H, L, _l_key(L), scale)
-    _bwd_dkdv[lambda meta: (triton.cdiv(L, meta["BLOCK_N"]), B * H)](
+    _bwd_dkdv[lambda meta: (B * H, triton.cdiv(L, meta["BLOCK_N"]))](
         *args_in, dk, dv, dcs[0], dcs[1], *tail, **common)
-    _bwd_dq[lambda meta: (triton.cdiv(L, meta["BLOCK_M"]), B * H)](
+    _bwd_dq[lambda meta: (B * H, triton.cdiv(L, meta["BLOCK_M"]))](
         *args_in, dq, dcs[2], dcs[3], *tail, **common)
     dc = (dcs[0].double() + dcs[2]).sum(0)
     ds = (dcs[1].double() + dcs[3]).sum(0)
