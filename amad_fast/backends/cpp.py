@@ -1,10 +1,69 @@
-"""Backend adapter for the C++/CUDA extension ops (``torch.ops.amad_fast``)."""
+"""Backend adapter for the C++/CUDA extension ops (``torch.ops.amad_fast``, built from csrc/).
+
+The ops: ``automask_forward(q, k, v, freqs, weights, mix, scale, need_divergence)`` returns
+``(out, out_local, out_global, kl_local, kl_global, lse_local, lse_global)``; the branch outputs
+are always computed (the backward needs them), the kl terms are empty tensors unless
+``need_divergence``. ``automask_backward`` is its gradient, wired in C++ as the Autograd kernel.
+This module registers the ops' fake (meta) kernels so they trace under torch.compile / opcheck.
+"""
 from __future__ import annotations
 
 from typing import Optional
 
-from .._extension import extension_error
+import torch
+
+from .._extension import build_info, extension_error
+from ..types import AutoMaskResult
 from .base import Backend
+
+_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _ops_present() -> bool:
+    return extension_error() is None and hasattr(torch.ops.amad_fast, "automask_forward")
+
+
+def _compute_dtype(q: torch.Tensor) -> torch.dtype:
+    return torch.float64 if q.dtype == torch.float64 else torch.float32
+
+
+def _fake_forward(q, k, v, freqs, weights, mix, scale, need_divergence):
+    B, H, L, D = q.shape
+    kl_shape = (B, H, L) if need_divergence else (0,)
+    lse = q.new_empty((B, H, L), dtype=_compute_dtype(q))
+    return (
+        torch.empty_like(q, memory_format=torch.contiguous_format),
+        torch.empty_like(q, memory_format=torch.contiguous_format),
+        torch.empty_like(q, memory_format=torch.contiguous_format),
+        q.new_empty(kl_shape),
+        q.new_empty(kl_shape),
+        lse,
+        torch.empty_like(lse),
+    )
+
+
+def _fake_backward(g_out, g_out_local, g_out_global, g_kl_local, g_kl_global, q, k, v, freqs, weights, mix,
+                   out_local, out_global, kl_local, kl_global, lse_local, lse_global, scale):
+    def grad_like(x):
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+    return grad_like(q), grad_like(k), grad_like(v), grad_like(freqs), grad_like(weights), grad_like(mix)
+
+
+def _register_fakes() -> None:
+    """Fake kernels for both ops (torch>=2.4: register_fake; 2.3: impl_abstract)."""
+    register = getattr(torch.library, "register_fake", None) or torch.library.impl_abstract
+    for name, fn in (("automask_forward", _fake_forward), ("automask_backward", _fake_backward)):
+        qualname = f"amad_fast::{name}"
+        try:
+            register(qualname, fn)
+        except RuntimeError as exc:  # already registered (module reloaded)
+            if "already" not in str(exc):
+                raise
+
+
+if _ops_present():
+    _register_fakes()
 
 
 class CppBackend(Backend):
@@ -15,14 +74,27 @@ class CppBackend(Backend):
         err = extension_error()
         if err:
             return err
-        import torch
-
         if not hasattr(torch.ops.amad_fast, "automask_forward"):
-            return "the extension has no AutoMask kernels registered yet"
+            return "the extension has no AutoMask kernels registered (rebuild it: python setup.py build_ext --inplace)"
         return None
 
     def unsupported_reason(self, q, freqs, dims) -> Optional[str]:
-        return "not implemented yet"
+        if q.dtype not in _KERNEL_DTYPES:
+            return f"dtype {q.dtype} has no kernel (float16, bfloat16, float32, float64 have)"
+        if freqs.dtype not in _KERNEL_DTYPES:
+            return f"parameter dtype {freqs.dtype} has no kernel (float16, bfloat16, float32, float64 have)"
+        if q.device.type == "cuda" and "cuda" not in build_info():
+            return "the extension was built without CUDA kernels (rebuild with AMAD_FAST_CUDA=1)"
+        if q.device.type not in ("cpu", "cuda"):
+            return f"no kernel for device type {q.device.type!r} (cpu and cuda have)"
+        return None
 
     def forward(self, q, k, v, freqs, weights, mix, scale, need_divergence, need_branches):
-        raise NotImplementedError
+        out, out_local, out_global, kl_local, kl_global, _, _ = torch.ops.amad_fast.automask_forward(
+            q, k, v, freqs, weights, mix, float(scale), bool(need_divergence)
+        )
+        if not need_divergence:
+            kl_local = kl_global = None
+        if not need_branches:
+            out_local = out_global = None
+        return AutoMaskResult(out, kl_local, kl_global, out_local, out_global)

@@ -1,0 +1,188 @@
+"""Side-by-side CPU benchmark of the ``cpp`` backend against its issue targets.
+
+1. forward+backward at (B=16, H=8, L=100, D=32, S=4) float32: cpp vs reference (target ≥ 3× faster);
+2. forward alone vs torch's scaled_dot_product_attention doing plain attention of the same shape
+   (target ≤ 3× its time);
+3. peak memory of forward+backward at L = 2048: cpp vs reference (target ≤ 1/8).
+
+Timings interleave the candidates and keep the fastest of N repeats (the machine may be shared;
+the minimum is the least disturbed run). Memory: each backend runs in a fresh subprocess; the
+kernel's peak resident-set growth is VmHWM − VmRSS around one forward+backward, after resetting
+VmHWM through /proc/self/clear_refs (Linux); inputs and a warm-up call come before the reset.
+
+Usage: python benchmarks/bench_cpp_cpu.py [--repeats 20] [--out benchmarks/results/cpu-cpp-targets.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import amad_fast  # noqa: E402
+from amad_fast.reference import default_freqs  # noqa: E402
+
+
+def make_inputs(B, H, L, D, S, dtype=torch.float32, requires_grad=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(B, H, L, D, generator=g, dtype=dtype) for _ in range(3))
+    freqs = default_freqs(H, S, D // 2)
+    weights = torch.full((H, S), 1.0 / S)
+    mix = torch.zeros(H)
+    tensors = [q, k, v, freqs, weights, mix]
+    return [t.requires_grad_(requires_grad) for t in tensors]
+
+
+def fwd_bwd(backend, inputs):
+    """One training-style step: all outputs used, random-free loss, gradients to all six inputs."""
+    for t in inputs:
+        t.grad = None
+    r = amad_fast.automask_attention(*inputs, need_divergence=True, need_branches=True, backend=backend)
+    loss = r.out.square().mean() + r.kl_local.mean() - r.kl_global.mean()
+    loss = loss + r.out_local.mean() + r.out_global.mean()
+    loss.backward()
+
+
+def forward_only(backend, inputs, need_divergence):
+    with torch.no_grad():
+        amad_fast.automask_attention(*inputs, need_divergence=need_divergence, backend=backend)
+
+
+def sdpa(inputs):
+    with torch.no_grad():
+        torch.nn.functional.scaled_dot_product_attention(inputs[0], inputs[1], inputs[2])
+
+
+def best_of(fns, repeats):
+    """Fastest wall time (ms) of each callable, calls interleaved round-robin."""
+    for fn in fns.values():
+        fn()
+        fn()
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return {name: round(b * 1e3, 3) for name, b in best.items()}
+
+
+def _status_kib(field):
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def memory_child(backend, B, H, L, D, S):
+    """Run in a subprocess: peak RSS growth (MiB) of one forward+backward."""
+    amad_fast.set_finite_checks(False)
+    inputs = make_inputs(B, H, L, D, S)
+    fwd_bwd(backend, make_inputs(1, H, 16, D, S))  # warm-up: load libraries, thread pools
+    for t in inputs:
+        t.grad = torch.zeros_like(t)  # gradient buffers exist before the reset: not counted
+    base = _status_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")  # reset VmHWM to the current RSS
+    fwd_bwd(backend, inputs)
+    peak = _status_kib("VmHWM")
+    print(json.dumps({"peak_growth_mib": (peak - base) / 1024.0}))
+
+
+def memory(backend, B, H, L, D, S):
+    cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", backend, ",".join(map(str, (B, H, L, D, S)))]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak_growth_mib"]
+
+
+def cpu_model():
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "cpu-cpp-targets.json"))
+    ap.add_argument("--memory-length", type=int, default=2048)
+    ap.add_argument("--memory-child", nargs=2, metavar=("BACKEND", "B,H,L,D,S"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.memory_child:
+        backend, shape = args.memory_child
+        memory_child(backend, *map(int, shape.split(",")))
+        return
+
+    status = amad_fast.available_backends()["cpp"]
+    if not status.available:
+        sys.exit(f"cpp backend unavailable: {status.reason}")
+    amad_fast.set_finite_checks(False)  # time the kernels, not the input scan (same for both)
+    shape = dict(B=16, H=8, L=100, D=32, S=4)
+    inputs = make_inputs(**shape)
+    train = best_of({"reference": lambda: fwd_bwd("reference", inputs), "cpp": lambda: fwd_bwd("cpp", inputs)},
+                    args.repeats)
+    fwd = best_of(
+        {
+            "sdpa": lambda: sdpa(inputs),
+            "cpp": lambda: forward_only("cpp", inputs, False),
+            "cpp_with_divergence": lambda: forward_only("cpp", inputs, True),
+            "reference": lambda: forward_only("reference", inputs, False),
+        },
+        args.repeats * 2,
+    )
+    mem_shape = dict(B=1, H=8, L=args.memory_length, D=32, S=4)
+    mem = {b: memory(b, **mem_shape) for b in ("reference", "cpp")}
+
+    result = {
+        "machine": {
+            "cpu": cpu_model(),
+            "logical_cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "cpp_isa": torch.ops.amad_fast.automask_cpu_isa(),
+            "load_average_at_start": os.getloadavg(),
+        },
+        "method": "min of interleaved repeats (ms); memory = VmHWM - VmRSS growth in a fresh process (MiB)",
+        "forward_backward": {
+            "shape": shape,
+            "dtype": "float32",
+            "ms": train,
+            "speedup_vs_reference": round(train["reference"] / train["cpp"], 2),
+            "target": ">= 3",
+        },
+        "forward": {
+            "shape": shape,
+            "ms": fwd,
+            "cpp_over_sdpa": round(fwd["cpp"] / fwd["sdpa"], 2),
+            "cpp_with_divergence_over_sdpa": round(fwd["cpp_with_divergence"] / fwd["sdpa"], 2),
+            "target": "cpp_over_sdpa <= 3",
+        },
+        "peak_memory_forward_backward": {
+            "shape": mem_shape,
+            "mib": {k: round(v, 1) for k, v in mem.items()},
+            "cpp_over_reference": round(mem["cpp"] / mem["reference"], 4),
+            "target": "<= 0.125",
+        },
+    }
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as fh:
+        json.dump(result, fh, indent=2)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

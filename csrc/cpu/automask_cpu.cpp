@@ -1,0 +1,311 @@
+// CPU implementation of the amad_fast::automask_forward / automask_backward ops (spec §1).
+//
+// Parallel over (batch, head, block of query rows) with at::parallel_for; each task keeps its
+// (b, h)'s keys and values (rotated and plain, L×D) and the block's score rows (R×L per map) in a
+// thread-local buffer: no L×L matrix is materialised. Both softmaxes are exact two-pass over the
+// row buffer (R is chosen so R×L stays small, down to one row for very long windows).
+//
+// Inputs may have any strides (read through them); float16/bfloat16 inputs are converted to
+// float32 first and the outputs cast back. The hot loops are compiled three times, for x86-64-v4
+// (AVX-512), x86-64-v3 (AVX2+FMA) and the baseline, and the best one the CPU supports runs
+// (AMAD_FAST_CPU_ISA=avx512|avx2|default lowers the choice, for testing).
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "../automask.h"
+#include "automask_kernels.h"
+
+namespace amad_fast {
+
+using at::Tensor;
+
+namespace {
+
+enum class Isa { Default = 0, Avx2 = 1, Avx512 = 2 };
+
+#ifdef AMAD_MULTI_ISA
+Isa hardware_isa() {
+  static const Isa isa = [] {
+    __builtin_cpu_init();
+    const bool v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                    __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("f16c");
+    const bool v4 = v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                    __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                    __builtin_cpu_supports("avx512cd");
+    return v4 ? Isa::Avx512 : v3 ? Isa::Avx2 : Isa::Default;
+  }();
+  return isa;
+}
+#else
+Isa hardware_isa() { return Isa::Default; }
+#endif
+
+// The instruction set to run: the hardware's, lowered by AMAD_FAST_CPU_ISA if set.
+Isa active_isa() {
+  Isa isa = hardware_isa();
+  if (const char* env = std::getenv("AMAD_FAST_CPU_ISA")) {
+    const std::string want(env);
+    Isa cap = want == "default" ? Isa::Default : want == "avx2" ? Isa::Avx2 : Isa::Avx512;
+    TORCH_CHECK(want == "default" || want == "avx2" || want == "avx512" || want.empty(),
+                "AMAD_FAST_CPU_ISA: expected default, avx2 or avx512, got '", want, "'");
+    if (static_cast<int>(cap) < static_cast<int>(isa)) isa = cap;
+  }
+  return isa;
+}
+
+std::string isa_name() {
+  switch (active_isa()) {
+    case Isa::Avx512:
+      return "avx512";
+    case Isa::Avx2:
+      return "avx2";
+    default:
+      return "default";
+  }
+}
+
+template <typename T>
+void run_forward(Isa isa, const cpu::FwdArgs<T>& a, int64_t t0, int64_t t1, T* w) {
+#ifdef AMAD_MULTI_ISA
+  if (isa == Isa::Avx512) return cpu::forward_avx512<T>(a, t0, t1, w);
+  if (isa == Isa::Avx2) return cpu::forward_avx2<T>(a, t0, t1, w);
+#endif
+  cpu::forward_default<T>(a, t0, t1, w);
+}
+
+template <typename T>
+void run_backward(Isa isa, const cpu::BwdArgs<T>& a, int64_t t0, int64_t t1, T* w) {
+#ifdef AMAD_MULTI_ISA
+  if (isa == Isa::Avx512) return cpu::backward_avx512<T>(a, t0, t1, w);
+  if (isa == Isa::Avx2) return cpu::backward_avx2<T>(a, t0, t1, w);
+#endif
+  cpu::backward_default<T>(a, t0, t1, w);
+}
+
+// Query rows per task: the block's score rows (R×L per map) stay within ~64 KiB of float32.
+int64_t block_rows(int64_t L) {
+  int64_t r = 16384 / L;
+  r = r < 1 ? 1 : (r > 64 ? 64 : r);
+  return r < L ? r : L;
+}
+
+void copy_strides(int64_t* dst, const Tensor& t) {
+  for (int d = 0; d < 4; ++d) dst[d] = t.stride(d);
+}
+
+template <typename T>
+const T* ptr_or_null(const Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+// A gradient in the compute dtype, contiguous; undefined when absent.
+Tensor grad_or_undefined(const c10::optional<Tensor>& g, at::ScalarType dtype) {
+  if (!g || !g->defined()) return Tensor();
+  return g->to(dtype).contiguous();
+}
+
+// Key side of the backward, one (b, h) per task: sum the per-split partial dk̃, dk, dv in split
+// order, un-rotate dk̃ at each key's position and add the key-side dc, ds (spec §1.2 chain rule).
+template <typename T>
+void reduce_key_side(const cpu::BwdArgs<T>& a, T* dk, T* dv) {
+  const int64_t L = a.L, D = a.D, P = D / 2, ns = a.nsplit;
+  at::parallel_for(0, a.B * a.H, 1, [&](int64_t bh0, int64_t bh1) {
+    std::vector<T> rot(D), plain(D), kv(D);
+    for (int64_t bh = bh0; bh < bh1; ++bh) {
+      const int64_t b = bh / a.H, h = bh % a.H;
+      for (int64_t j = 0; j < L; ++j) {
+        T* dkj = dk + (bh * L + j) * D;
+        T* dvj = dv + (bh * L + j) * D;
+        for (int64_t d = 0; d < D; ++d) {
+          T sr = 0, sg = 0, sv = 0;
+          for (int64_t s = 0; s < ns; ++s) {
+            const int64_t o = ((bh * ns + s) * L + j) * D + d;
+            sr += a.dkr_ws[o];
+            sg += a.dkg_ws[o];
+            sv += a.dv_ws[o];
+          }
+          rot[d] = sr;
+          plain[d] = sg;
+          dvj[d] = sv;
+          kv[d] = a.k[b * a.sk[0] + h * a.sk[1] + j * a.sk[2] + d * a.sk[3]];
+        }
+        const T* c = a.cos + (h * L + j) * P;
+        const T* s = a.sin + (h * L + j) * P;
+        T* dcr = a.dc + (bh * L + j) * P;
+        T* dsr = a.ds + (bh * L + j) * P;
+        for (int64_t p = 0; p < P; ++p) {
+          const T g1 = rot[p], g2 = rot[p + P];
+          dkj[p] = plain[p] + g1 * c[p] + g2 * s[p];
+          dkj[p + P] = plain[p + P] - g1 * s[p] + g2 * c[p];
+          dcr[p] += g1 * kv[p] + g2 * kv[p + P];
+          dsr[p] += g2 * kv[p] - g1 * kv[p + P];
+        }
+      }
+    }
+  });
+}
+
+// Σ over the leading dimension of a contiguous (n, m) buffer, in order (thread-count independent).
+template <typename T>
+Tensor sum_leading(const Tensor& x, int64_t n) {
+  const int64_t m = x.numel() / n;
+  auto out = at::zeros({m}, x.options());
+  const T* src = x.data_ptr<T>();
+  T* dst = out.data_ptr<T>();
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < m; ++j) dst[j] += src[i * m + j];
+  return out;
+}
+
+}  // namespace
+
+ForwardResult automask_forward_cpu(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& freqs,
+                                   const Tensor& weights, const Tensor& mix, double scale, bool need_divergence) {
+  check_forward_inputs("amad_fast::automask_forward", q, k, v, freqs, weights, mix, scale);
+  TORCH_CHECK(q.device().is_cpu(), "amad_fast::automask_forward (CPU kernel): expected CPU tensors, got ", q.device());
+  const auto acc = compute_dtype(q);
+  const int64_t B = q.size(0), H = q.size(1), L = q.size(2), D = q.size(3);
+  auto qa = q.to(acc), ka = k.to(acc), va = v.to(acc);  // no copy for float32/float64
+  auto [cos, sin] = modulation_tables(freqs, weights, L, acc);
+  auto lam = mix.to(acc).sigmoid().contiguous();
+  auto opts = qa.options();
+  auto out = at::empty({B, H, L, D}, opts), out_local = at::empty({B, H, L, D}, opts),
+       out_global = at::empty({B, H, L, D}, opts);
+  auto lse_local = at::empty({B, H, L}, opts), lse_global = at::empty({B, H, L}, opts);
+  Tensor kl_local = need_divergence ? at::empty({B, H, L}, opts) : not_computed(q);
+  Tensor kl_global = need_divergence ? at::empty({B, H, L}, opts) : not_computed(q);
+  const int64_t R = block_rows(L), nblk = (L + R - 1) / R;
+  const Isa isa = active_isa();
+  AT_DISPATCH_FLOATING_TYPES(acc, "automask_forward_cpu", [&] {
+    using T = scalar_t;
+    cpu::FwdArgs<T> a{};
+    a.q = qa.data_ptr<T>();
+    a.k = ka.data_ptr<T>();
+    a.v = va.data_ptr<T>();
+    copy_strides(a.sq, qa);
+    copy_strides(a.sk, ka);
+    copy_strides(a.sv, va);
+    a.cos = cos.data_ptr<T>();
+    a.sin = sin.data_ptr<T>();
+    a.lam = lam.data_ptr<T>();
+    a.out = out.data_ptr<T>();
+    a.out_local = out_local.data_ptr<T>();
+    a.out_global = out_global.data_ptr<T>();
+    a.kl_local = need_divergence ? kl_local.data_ptr<T>() : nullptr;
+    a.kl_global = need_divergence ? kl_global.data_ptr<T>() : nullptr;
+    a.lse_local = lse_local.data_ptr<T>();
+    a.lse_global = lse_global.data_ptr<T>();
+    a.B = B, a.H = H, a.L = L, a.D = D, a.R = R, a.nblk = nblk;
+    a.scale = static_cast<T>(scale);
+    a.need_divergence = need_divergence;
+    at::parallel_for(0, B * H * nblk, 1, [&](int64_t t0, int64_t t1) {
+      std::vector<T> work(cpu::forward_work_size<T>(L, D, R));
+      run_forward<T>(isa, a, t0, t1, work.data());
+    });
+  });
+  const auto dt = q.scalar_type();
+  if (dt != acc) {
+    out = out.to(dt), out_local = out_local.to(dt), out_global = out_global.to(dt);
+    if (need_divergence) kl_local = kl_local.to(dt), kl_global = kl_global.to(dt);
+  }
+  return {out, out_local, out_global, kl_local, kl_global, lse_local, lse_global};
+}
+
+BackwardResult automask_backward_cpu(const c10::optional<Tensor>& grad_out,
+                                     const c10::optional<Tensor>& grad_out_local,
+                                     const c10::optional<Tensor>& grad_out_global,
+                                     const c10::optional<Tensor>& grad_kl_local,
+                                     const c10::optional<Tensor>& grad_kl_global, const Tensor& q, const Tensor& k,
+                                     const Tensor& v, const Tensor& freqs, const Tensor& weights, const Tensor& mix,
+                                     const Tensor& out_local, const Tensor& out_global, const Tensor& kl_local,
+                                     const Tensor& kl_global, const Tensor& lse_local, const Tensor& lse_global,
+                                     double scale) {
+  const char* op = "amad_fast::automask_backward";
+  check_backward_inputs(op, grad_out, grad_out_local, grad_out_global, grad_kl_local, grad_kl_global, q, k, v, freqs,
+                        weights, mix, out_local, out_global, kl_local, kl_global, lse_local, lse_global, scale);
+  TORCH_CHECK(q.device().is_cpu(), op, " (CPU kernel): expected CPU tensors, got ", q.device());
+  const auto acc = compute_dtype(q);
+  const int64_t B = q.size(0), H = q.size(1), L = q.size(2), D = q.size(3), P = D / 2;
+  auto qa = q.to(acc), ka = k.to(acc), va = v.to(acc);
+  auto [cos, sin] = modulation_tables(freqs, weights, L, acc);
+  auto lam = mix.to(acc).sigmoid().contiguous();
+  auto ol = out_local.to(acc).contiguous(), og = out_global.to(acc).contiguous();
+  auto ll = lse_local.contiguous(), lg = lse_global.contiguous();
+  auto g_out = grad_or_undefined(grad_out, acc), g_ol = grad_or_undefined(grad_out_local, acc),
+       g_og = grad_or_undefined(grad_out_global, acc), g_kl = grad_or_undefined(grad_kl_local, acc),
+       g_kg = grad_or_undefined(grad_kl_global, acc);
+  auto kll = g_kl.defined() || g_kg.defined() ? kl_local.to(acc).contiguous() : Tensor();
+  auto klg = g_kl.defined() || g_kg.defined() ? kl_global.to(acc).contiguous() : Tensor();
+
+  const int64_t R = block_rows(L), nblk = (L + R - 1) / R;
+  // Row blocks of one (b, h) split into nsplit chunks when B·H alone gives too few tasks; the
+  // split depends only on the shapes, so results do not depend on the thread count.
+  const int64_t min_tasks = 8;
+  int64_t nsplit = std::min<int64_t>(nblk, (min_tasks + B * H - 1) / (B * H));
+  const int64_t bps = (nblk + nsplit - 1) / nsplit;
+  nsplit = (nblk + bps - 1) / bps;
+  auto opts = qa.options();
+  auto dq = at::empty({B, H, L, D}, opts), dk = at::empty({B, H, L, D}, opts), dv = at::empty({B, H, L, D}, opts);
+  auto dkr_ws = at::empty({B * H * nsplit, L, D}, opts), dkg_ws = at::empty({B * H * nsplit, L, D}, opts),
+       dv_ws = at::empty({B * H * nsplit, L, D}, opts);
+  auto dc_ws = at::empty({B, H, L, P}, opts), ds_ws = at::empty({B, H, L, P}, opts);
+  auto dmix_ws = at::empty({B, H, nsplit}, opts);
+  Tensor dc, ds, dmix_raw;
+  const Isa isa = active_isa();
+  AT_DISPATCH_FLOATING_TYPES(acc, "automask_backward_cpu", [&] {
+    using T = scalar_t;
+    cpu::BwdArgs<T> a{};
+    a.q = qa.data_ptr<T>();
+    a.k = ka.data_ptr<T>();
+    a.v = va.data_ptr<T>();
+    copy_strides(a.sq, qa);
+    copy_strides(a.sk, ka);
+    copy_strides(a.sv, va);
+    a.cos = cos.data_ptr<T>();
+    a.sin = sin.data_ptr<T>();
+    a.lam = lam.data_ptr<T>();
+    a.out_local = ol.data_ptr<T>();
+    a.out_global = og.data_ptr<T>();
+    a.kl_local = ptr_or_null<T>(kll);
+    a.kl_global = ptr_or_null<T>(klg);
+    a.lse_local = ll.data_ptr<T>();
+    a.lse_global = lg.data_ptr<T>();
+    a.g_out = ptr_or_null<T>(g_out);
+    a.g_out_local = ptr_or_null<T>(g_ol);
+    a.g_out_global = ptr_or_null<T>(g_og);
+    a.g_kl_local = ptr_or_null<T>(g_kl);
+    a.g_kl_global = ptr_or_null<T>(g_kg);
+    a.dq = dq.data_ptr<T>();
+    a.dkr_ws = dkr_ws.data_ptr<T>();
+    a.dkg_ws = dkg_ws.data_ptr<T>();
+    a.dv_ws = dv_ws.data_ptr<T>();
+    a.dc = dc_ws.data_ptr<T>();
+    a.ds = ds_ws.data_ptr<T>();
+    a.dmix_ws = dmix_ws.data_ptr<T>();
+    a.B = B, a.H = H, a.L = L, a.D = D, a.R = R, a.nblk = nblk, a.nsplit = nsplit, a.blocks_per_split = bps;
+    a.scale = static_cast<T>(scale);
+    at::parallel_for(0, B * H * nsplit, 1, [&](int64_t t0, int64_t t1) {
+      std::vector<T> work(cpu::backward_work_size<T>(L, D, R));
+      run_backward<T>(isa, a, t0, t1, work.data());
+    });
+    reduce_key_side<T>(a, dk.data_ptr<T>(), dv.data_ptr<T>());
+    dc = sum_leading<T>(dc_ws, B).view({H, L, P});
+    ds = sum_leading<T>(ds_ws, B).view({H, L, P});
+    dmix_raw = sum_leading<T>(dmix_ws.permute({0, 2, 1}).contiguous(), B * nsplit);  // (H,)
+  });
+  auto [dfreqs, dweights] = modulation_backward(dc, ds, freqs, weights);
+  auto dmix = (dmix_raw * lam * (1 - lam)).to(mix.scalar_type());
+  const auto dt = q.scalar_type();
+  return {dq.to(dt), dk.to(dt), dv.to(dt), dfreqs, dweights, dmix};
+}
+
+}  // namespace amad_fast
+
+TORCH_LIBRARY_FRAGMENT(amad_fast, m) {
+  m.def("automask_cpu_isa() -> str", [] { return amad_fast::isa_name(); });
+}

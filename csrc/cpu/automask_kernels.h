@@ -1,0 +1,588 @@
+// CPU kernels of AutoMask attention (spec §1), raw pointers only: the hot loops, compiled once per
+// instruction set (see automask_cpu.cpp for the dispatch). No ATen here on purpose: these bodies
+// are inlined into functions built with AVX2/AVX-512 target attributes, and must not drag in code
+// that would then be shared with the rest of the library.
+//
+// Work unit: one (batch, head) and a block of R query rows against all L keys. The block's score
+// rows (R×L for each map) live in thread-local buffers; no L×L matrix exists anywhere.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#define AMAD_AI inline __attribute__((always_inline))
+
+// Comparisons inside the loops must be if-converted for them to vectorise, which GCC only does
+// without trapping math (ATen itself builds with -fno-trapping-math).
+#pragma GCC push_options
+#pragma GCC optimize("no-trapping-math", "fp-contract=fast")
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace amad_fast {
+namespace cpu {
+
+// Lanes of the manual reductions: sums over a row are split into W interleaved partial sums so
+// the compiler vectorises them without reassociating (no -ffast-math); the order is fixed, so the
+// result does not depend on the thread count.
+constexpr int64_t W = 16;
+
+// a*b + c, fused where the instruction set has FMA (F), else plain (fmaf would be a libm call).
+template <bool F>
+AMAD_AI float madd(float a, float b, float c) {
+  if constexpr (F) return __builtin_fmaf(a, b, c);
+  return a * b + c;
+}
+template <bool F>
+AMAD_AI double madd(double a, double b, double c) {
+  if constexpr (F) return __builtin_fma(a, b, c);
+  return a * b + c;
+}
+
+// exp for x <= 0 (softmax arguments), vectorisable: Cody–Waite reduction to r in [-ln2/2, ln2/2],
+// Cephes degree-6 polynomial (≈1 ulp), 2^n from the exponent bits. Below -87 it returns 0.
+template <bool F>
+AMAD_AI float vexp(float x) {
+  const float xc = x < -87.0f ? -87.0f : x;
+  // round-to-nearest by the 1.5·2^23 trick (floorf does not vectorise); t's low bits hold n
+  const float t = madd<F>(xc, 1.44269504088896341f, 12582912.0f);
+  const float n = t - 12582912.0f;
+  float r = madd<F>(n, -0.693359375f, xc);
+  r = madd<F>(n, 2.12194440e-4f, r);
+  float p = 1.9875691500e-4f;
+  p = madd<F>(p, r, 1.3981999507e-3f);
+  p = madd<F>(p, r, 8.3334519073e-3f);
+  p = madd<F>(p, r, 4.1665795894e-2f);
+  p = madd<F>(p, r, 1.6666665459e-1f);
+  p = madd<F>(p, r, 5.0000001201e-1f);
+  p = madd<F>(p, r * r, r) + 1.0f;
+  int32_t ti;
+  std::memcpy(&ti, &t, sizeof(ti));
+  const int32_t e = (ti - 0x4B400000 + 127) << 23;
+  float two_n;
+  std::memcpy(&two_n, &e, sizeof(two_n));
+  return x < -87.0f ? 0.0f : p * two_n;
+}
+template <bool F>
+AMAD_AI double vexp(double x) {
+  return std::exp(x);
+}
+
+// log(1 + e) for e in [0, 1], vectorisable: 2·atanh(z), z = e/(2+e) in [0, 1/3], odd series to z^15
+// (truncation < 1e-9, relative accuracy kept for small e).
+template <bool F>
+AMAD_AI float vlog1p_unit(float e) {
+  const float z = e / (2.0f + e);
+  const float z2 = z * z;
+  float p = 1.0f / 15;
+  p = madd<F>(p, z2, 1.0f / 13);
+  p = madd<F>(p, z2, 1.0f / 11);
+  p = madd<F>(p, z2, 1.0f / 9);
+  p = madd<F>(p, z2, 1.0f / 7);
+  p = madd<F>(p, z2, 1.0f / 5);
+  p = madd<F>(p, z2, 1.0f / 3);
+  p = madd<F>(p, z2, 1.0f);
+  return 2.0f * z * p;
+}
+template <bool F>
+AMAD_AI double vlog1p_unit(double e) {
+  return std::log1p(e);
+}
+
+// log M − (the two log-probabilities' max): the anchor log M = logaddexp(a, g) − log 2 = max(a, g) +
+// log1p(exp(−|a − g|)) − log 2, finite wherever a and g are (spec §1.5).
+template <typename T, bool F>
+AMAD_AI T log_anchor(T a, T g) {
+  const T d = a - g;
+  const T mx = d > 0 ? a : g;
+  const T nd = d > 0 ? -d : d;
+  return mx + vlog1p_unit<F>(vexp<F>(nd)) - T(0.693147180559945309417232121458176568);
+}
+
+template <typename T>
+AMAD_AI T row_sum(const T* x, int64_t n) {
+  T acc[W] = {};
+  int64_t j = 0;
+  for (; j + W <= n; j += W)
+    for (int64_t l = 0; l < W; ++l) acc[l] += x[j + l];
+  for (int64_t l = 0; j + l < n; ++l) acc[l] += x[j + l];
+  T s = 0;
+  for (int64_t l = 0; l < W; ++l) s += acc[l];
+  return s;
+}
+
+template <typename T>
+AMAD_AI T row_max(const T* x, int64_t n) {
+  T acc[W];
+  for (int64_t l = 0; l < W; ++l) acc[l] = x[0];
+  int64_t j = 0;
+  for (; j + W <= n; j += W)
+    for (int64_t l = 0; l < W; ++l) acc[l] = x[j + l] > acc[l] ? x[j + l] : acc[l];
+  for (int64_t l = 0; j + l < n; ++l) acc[l] = x[j + l] > acc[l] ? x[j + l] : acc[l];
+  T m = acc[0];
+  for (int64_t l = 1; l < W; ++l) m = acc[l] > m ? acc[l] : m;
+  return m;
+}
+
+
+// The small matrix products below keep a tile of the result in registers: GCC generic vectors
+// (vector_size), lowered to zmm/ymm/xmm registers by each entry point's target.
+template <typename T, int64_t N>
+struct Vec {
+  typedef T type __attribute__((vector_size(N * sizeof(T))));
+};
+template <typename T, int64_t N>
+AMAD_AI typename Vec<T, N>::type vload(const T* p) {
+  typename Vec<T, N>::type v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+template <typename T, int64_t N>
+AMAD_AI void vstore(T* p, const typename Vec<T, N>::type& v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+// Lanes of a VB-byte vector (VB: the entry point's register width, 64 for AVX-512, 32 for AVX2,
+// 16 for the baseline; wider generic vectors would be split badly); score rows are padded to a
+// multiple of kPad columns.
+template <typename T, int64_t VB>
+constexpr int64_t kLanes = VB / sizeof(T);
+constexpr int64_t kPad = 16;
+inline int64_t padded(int64_t L) { return (L + kPad - 1) / kPad * kPad; }
+
+// C rows [r0, r0+RB) (+)= A (·×K) · BT (K×N, row stride N); N a multiple of the lane count.
+template <typename T, int64_t VB, bool Acc, int64_t RB>
+AMAD_AI void rowsT_tile(T* __restrict__ C, int64_t ldc, const T* __restrict__ A, const T* __restrict__ BT, int64_t r0,
+                        int64_t K, int64_t N) {
+  constexpr int64_t NV = kLanes<T, VB>;
+  using V = typename Vec<T, NV>::type;
+  for (int64_t j0 = 0; j0 < N; j0 += NV) {
+    V acc[RB];
+    for (int64_t i = 0; i < RB; ++i) acc[i] = Acc ? vload<T, NV>(C + (r0 + i) * ldc + j0) : V{};
+    for (int64_t d = 0; d < K; ++d) {
+      const V b = vload<T, NV>(BT + d * N + j0);
+      for (int64_t i = 0; i < RB; ++i) acc[i] += A[(r0 + i) * K + d] * b;
+    }
+    for (int64_t i = 0; i < RB; ++i) vstore<T, NV>(C + (r0 + i) * ldc + j0, acc[i]);
+  }
+}
+// C (R×N, row stride ldc) (+)= A (R×K) · BT (K×N): score rows from transposed, padded keys.
+template <typename T, int64_t VB, bool Acc = false>
+AMAD_AI void gemm_rowsT(T* C, int64_t ldc, const T* A, const T* BT, int64_t R, int64_t K, int64_t N) {
+  int64_t r = 0;
+  for (; r + 8 <= R; r += 8) rowsT_tile<T, VB, Acc, 8>(C, ldc, A, BT, r, K, N);
+  for (; r < R; ++r) rowsT_tile<T, VB, Acc, 1>(C, ldc, A, BT, r, K, N);
+}
+
+// C rows [r0, r0+RB) = P (·×N, row stride ldp) · X (N×K); K a multiple of NV.
+template <typename T, int64_t NV, int64_t RB>
+AMAD_AI void rows_tile(T* __restrict__ C, const T* __restrict__ P, int64_t ldp, const T* __restrict__ X, int64_t r0,
+                       int64_t N, int64_t K) {
+  using V = typename Vec<T, NV>::type;
+  for (int64_t d0 = 0; d0 < K; d0 += NV) {
+    V acc[RB];
+    for (int64_t i = 0; i < RB; ++i) acc[i] = V{};
+    for (int64_t j = 0; j < N; ++j) {
+      const V x = vload<T, NV>(X + j * K + d0);
+      for (int64_t i = 0; i < RB; ++i) acc[i] += P[(r0 + i) * ldp + j] * x;
+    }
+    for (int64_t i = 0; i < RB; ++i) vstore<T, NV>(C + (r0 + i) * K + d0, acc[i]);
+  }
+}
+
+// Y rows [j0, j0+JB) += Pᵀ · X, P (R×·, row stride ldp), X (R×K): key-side sums over the
+// block's rows in order; K a multiple of NV.
+template <typename T, int64_t NV, int64_t JB>
+AMAD_AI void tn_tile(T* __restrict__ Y, const T* __restrict__ P, int64_t ldp, const T* __restrict__ X, int64_t j0,
+                     int64_t R, int64_t K) {
+  using V = typename Vec<T, NV>::type;
+  for (int64_t d0 = 0; d0 < K; d0 += NV) {
+    V acc[JB];
+    for (int64_t i = 0; i < JB; ++i) acc[i] = vload<T, NV>(Y + (j0 + i) * K + d0);
+    for (int64_t r = 0; r < R; ++r) {
+      const V x = vload<T, NV>(X + r * K + d0);
+      for (int64_t i = 0; i < JB; ++i) acc[i] += P[r * ldp + j0 + i] * x;
+    }
+    for (int64_t i = 0; i < JB; ++i) vstore<T, NV>(Y + (j0 + i) * K + d0, acc[i]);
+  }
+}
+
+// Lane count for a head dim K (even): the widest of 64 bytes, 8, 4, 2 elements dividing K.
+#define AMAD_BY_LANES(K, T, CALL)           \
+  do {                                      \
+    if ((K) % kLanes<T, VB> == 0) {         \
+      constexpr int64_t NV = kLanes<T, VB>; \
+      CALL;                               \
+    } else if ((K) % 8 == 0) {            \
+      constexpr int64_t NV = 8;           \
+      CALL;                               \
+    } else if ((K) % 4 == 0) {            \
+      constexpr int64_t NV = 4;           \
+      CALL;                               \
+    } else {                              \
+      constexpr int64_t NV = 2;           \
+      CALL;                               \
+    }                                     \
+  } while (0)
+
+// C (R×K) = P (R×N, row stride ldp) · X (N×K).
+template <typename T, int64_t VB>
+AMAD_AI void gemm_rows(T* C, const T* P, int64_t ldp, const T* X, int64_t R, int64_t N, int64_t K) {
+  AMAD_BY_LANES(K, T, ({
+                  int64_t r = 0;
+                  for (; r + 8 <= R; r += 8) rows_tile<T, NV, 8>(C, P, ldp, X, r, N, K);
+                  for (; r < R; ++r) rows_tile<T, NV, 1>(C, P, ldp, X, r, N, K);
+                }));
+}
+
+// Y (N×K) += Pᵀ · X with P (R×N, row stride ldp), X (R×K).
+template <typename T, int64_t VB>
+AMAD_AI void gemm_tn_acc(T* Y, const T* P, int64_t ldp, const T* X, int64_t R, int64_t N, int64_t K) {
+  AMAD_BY_LANES(K, T, ({
+                  int64_t j = 0;
+                  for (; j + 8 <= N; j += 8) tn_tile<T, NV, 8>(Y, P, ldp, X, j, R, K);
+                  for (; j < N; ++j) tn_tile<T, NV, 1>(Y, P, ldp, X, j, R, K);
+                }));
+}
+
+// Inputs of one forward call: q, k, v (B, H, L, D) with any strides; cos, sin (H, L, P) and lam (H)
+// contiguous; outputs contiguous (B, H, L, D) or (B, H, L). Work units: task t covers (b, h) =
+// t / nblk and rows [(t % nblk)·R, +R).
+template <typename T>
+struct FwdArgs {
+  const T *q, *k, *v;
+  int64_t sq[4], sk[4], sv[4];
+  const T *cos, *sin, *lam;
+  T *out, *out_local, *out_global, *kl_local, *kl_global, *lse_local, *lse_global;
+  int64_t B, H, L, D, R, nblk;
+  T scale;
+  bool need_divergence;
+};
+
+// Inputs of one backward call. Gradients may be null (zero). dq (B, H, L, D) is written; the key
+// side goes to per-split workspaces dkr/dkg/dv_ws (B·H·nsplit, L, D) summed later in a fixed order;
+// dc, ds (B, H, L, P) get the q-side modulation gradients; dmix_ws (B·H·nsplit) the dmix partials.
+template <typename T>
+struct BwdArgs {
+  const T *q, *k, *v;
+  int64_t sq[4], sk[4], sv[4];
+  const T *cos, *sin, *lam;
+  const T *out_local, *out_global, *kl_local, *kl_global, *lse_local, *lse_global;  // contiguous
+  const T *g_out, *g_out_local, *g_out_global, *g_kl_local, *g_kl_global;         // contiguous or null
+  T *dq, *dkr_ws, *dkg_ws, *dv_ws, *dc, *ds, *dmix_ws;
+  int64_t B, H, L, D, R, nblk, nsplit, blocks_per_split;
+  T scale;
+};
+
+// Per-thread scratch for a (b, h): rotated and plain keys, transposed (D×Lp, zero-padded to
+// Lp = padded(L) columns) for scores and row-major (L×D) for the key-side products; v both ways.
+template <typename T>
+struct KeyCache {
+  T *kT_rot, *kT, *k_rot, *k_plain, *v_rows, *vT;
+};
+
+// Load rows [i0, i0+n) of x (b, h) into rows (n×D, plain) and, if rot != null, rotated by the
+// modulation at each row's own position (spec §1.2); both multiplied by mul.
+template <typename T>
+AMAD_AI void load_rows(const T* x, const int64_t* st, int64_t b, int64_t h, int64_t i0, int64_t n, int64_t D,
+                       int64_t L, const T* cos, const T* sin, T mul, T* plain, T* rot) {
+  const int64_t P = D / 2;
+  const T* base = x + b * st[0] + h * st[1];
+  for (int64_t r = 0; r < n; ++r) {
+    const T* row = base + (i0 + r) * st[2];
+    T* pr = plain + r * D;
+    for (int64_t d = 0; d < D; ++d) pr[d] = row[d * st[3]] * mul;
+    if (rot) {
+      const T* c = cos + (h * L + i0 + r) * P;
+      const T* s = sin + (h * L + i0 + r) * P;
+      T* rr = rot + r * D;
+      for (int64_t p = 0; p < P; ++p) {
+        rr[p] = pr[p] * c[p] - pr[p + P] * s[p];
+        rr[p + P] = pr[p] * s[p] + pr[p + P] * c[p];
+      }
+    }
+  }
+}
+
+// dst (cols×ld) = srcᵀ, src (rows×cols); columns [rows, ld) of dst are zero padding.
+template <typename T>
+AMAD_AI void transpose_pad(T* dst, const T* src, int64_t rows, int64_t cols, int64_t ld) {
+  for (int64_t c = 0; c < cols; ++c)
+    for (int64_t r = rows; r < ld; ++r) dst[c * ld + r] = T(0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[c * ld + r] = src[r * cols + c];
+}
+
+template <typename T>
+void fill_key_cache(const KeyCache<T>& kc, const T* k, const int64_t* sk, const T* v, const int64_t* sv, int64_t b,
+                    int64_t h, int64_t L, int64_t D, const T* cos, const T* sin, bool need_vT) {
+  load_rows(k, sk, b, h, 0, L, D, L, cos, sin, T(1), kc.k_plain, kc.k_rot);
+  load_rows<T>(v, sv, b, h, 0, L, D, L, nullptr, nullptr, T(1), kc.v_rows, nullptr);
+  const int64_t Lp = padded(L);
+  transpose_pad(kc.kT_rot, kc.k_rot, L, D, Lp);
+  transpose_pad(kc.kT, kc.k_plain, L, D, Lp);
+  if (need_vT) transpose_pad(kc.vT, kc.v_rows, L, D, Lp);
+}
+
+// Softmax statistics of n score rows (L entries, row stride ld): E gets exp(x − max), lse[r] the
+// log-sum-exp and inv[r] 1/sum.
+template <typename T, bool F>
+AMAD_AI void softmax_rows(const T* S, T* E, int64_t n, int64_t L, int64_t ld, T* lse, T* inv) {
+  for (int64_t r = 0; r < n; ++r) {
+    const T* x = S + r * ld;
+    T* e = E + r * ld;
+    const T m = row_max(x, L);
+    for (int64_t j = 0; j < L; ++j) e[j] = vexp<F>(x[j] - m);
+    const T s = row_sum(e, L);
+    lse[r] = m + std::log(s);
+    inv[r] = T(1) / s;
+  }
+}
+
+// Forward for tasks [t0, t1) (spec §1.3–1.5).
+template <typename T, bool F, int64_t VB>
+AMAD_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* work) {
+  const int64_t L = a.L, D = a.D, R = a.R, Lp = padded(L);
+  KeyCache<T> kc{work, work + Lp * D, work + 2 * Lp * D, work + 2 * Lp * D + L * D, work + 2 * Lp * D + 2 * L * D,
+                 nullptr};
+  T* qg = work + 2 * Lp * D + 3 * L * D;  // R×D plain q · scale
+  T* qr = qg + R * D;                      // R×D rotated q · scale
+  T* SA = qr + R * D;                      // R×Lp local scores, then kl terms
+  T* SG = SA + R * Lp;
+  T* EA = SG + R * Lp;  // exp(score − max)
+  T* EG = EA + R * Lp;
+  T* oM = EG + R * Lp;  // R×D
+  T* oG = oM + R * D;
+  T* stat = oG + R * D;  // lseA, invA, lseG, invG: 4R
+  T *lseA = stat, *invA = stat + R, *lseG = stat + 2 * R, *invG = stat + 3 * R;
+  int64_t cached = -1;
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t bh = t / a.nblk, b = bh / a.H, h = bh % a.H;
+    const int64_t i0 = (t % a.nblk) * R;
+    const int64_t n = (L - i0) < R ? (L - i0) : R;
+    if (bh != cached) {
+      fill_key_cache(kc, a.k, a.sk, a.v, a.sv, b, h, L, D, a.cos, a.sin, false);
+      cached = bh;
+    }
+    load_rows(a.q, a.sq, b, h, i0, n, D, L, a.cos, a.sin, a.scale, qg, qr);
+    gemm_rowsT<T, VB>(SA, Lp, qr, kc.kT_rot, n, D, Lp);
+    gemm_rowsT<T, VB>(SG, Lp, qg, kc.kT, n, D, Lp);
+    softmax_rows<T, F>(SA, EA, n, L, Lp, lseA, invA);
+    softmax_rows<T, F>(SG, EG, n, L, Lp, lseG, invG);
+    const int64_t row0 = bh * L + i0;  // index of the block's first row in (B, H, L)
+    if (a.need_divergence) {
+      for (int64_t r = 0; r < n; ++r) {
+        T* sa = SA + r * Lp;
+        T* sg = SG + r * Lp;
+        const T* ea = EA + r * Lp;
+        const T* eg = EG + r * Lp;
+        const T la = lseA[r], lg = lseG[r], ia = invA[r], ig = invG[r];
+        for (int64_t j = 0; j < L; ++j) {
+          const T lpa = sa[j] - la, lpg = sg[j] - lg;  // log P^M, log P^G
+          const T lm = log_anchor<T, F>(lpa, lpg);
+          sa[j] = ea[j] * ia * (lpa - lm);
+          sg[j] = eg[j] * ig * (lpg - lm);
+        }
+        a.kl_local[row0 + r] = row_sum(sa, L);
+        a.kl_global[row0 + r] = row_sum(sg, L);
+      }
+    }
+    gemm_rows<T, VB>(oM, EA, Lp, kc.v_rows, n, L, D);
+    gemm_rows<T, VB>(oG, EG, Lp, kc.v_rows, n, L, D);
+    const T lam = a.lam[h];
+    for (int64_t r = 0; r < n; ++r) {
+      const int64_t o = (row0 + r) * D;
+      for (int64_t d = 0; d < D; ++d) {
+        const T m = oM[r * D + d] * invA[r], g = oG[r * D + d] * invG[r];
+        a.out_local[o + d] = m;
+        a.out_global[o + d] = g;
+        a.out[o + d] = lam * m + (T(1) - lam) * g;
+      }
+      a.lse_local[row0 + r] = lseA[r];
+      a.lse_global[row0 + r] = lseG[r];
+    }
+  }
+}
+
+template <typename T>
+constexpr int64_t forward_work_size(int64_t L, int64_t D, int64_t R) {
+  return 2 * padded(L) * D + 3 * L * D + 4 * R * D + 4 * R * padded(L) + 4 * R;
+}
+
+// Backward for tasks [t0, t1): task t covers (b, h) = t / nsplit and the blocks of split t % nsplit.
+// Recomputes both probability maps from the saved log-sum-exps (FlashAttention-2 style, row blocks).
+template <typename T, bool F, int64_t VB>
+AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work) {
+  const int64_t L = a.L, D = a.D, R = a.R, P = D / 2, Lp = padded(L);
+  KeyCache<T> kc{work,         work + Lp * D,         work + 2 * Lp * D, work + 2 * Lp * D + L * D,
+                 work + 2 * Lp * D + 2 * L * D, work + 2 * Lp * D + 3 * L * D};
+  T* qg = work + 3 * Lp * D + 3 * L * D;
+  T* qr = qg + R * D;
+  T* dOM = qr + R * D;
+  T* dOG = dOM + R * D;
+  T* dqr = dOG + R * D;
+  T* dqg = dqr + R * D;
+  T* PA = dqg + R * D;  // probabilities, then dA (R×Lp)
+  T* PG = PA + R * Lp;
+  T* XA = PG + R * Lp;  // scores, then dP
+  T* XG = XA + R * Lp;
+  T* stat = XG + R * Lp;  // deltaA, deltaG, gklA, gklG
+  T *delA = stat, *delG = stat + R, *gkA = stat + 2 * R, *gkG = stat + 3 * R;
+  const bool kl_grad = a.g_kl_local || a.g_kl_global;
+  int64_t cached = -1;
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t bh = t / a.nsplit, b = bh / a.H, h = bh % a.H;
+    const int64_t sp = t % a.nsplit;
+    if (bh != cached) {
+      fill_key_cache(kc, a.k, a.sk, a.v, a.sv, b, h, L, D, a.cos, a.sin, true);
+      cached = bh;
+    }
+    T* dkr = a.dkr_ws + t * L * D;
+    T* dkg = a.dkg_ws + t * L * D;
+    T* dv = a.dv_ws + t * L * D;
+    for (int64_t x = 0; x < L * D; ++x) dkr[x] = dkg[x] = dv[x] = T(0);
+    const T lam = a.lam[h];
+    T dmix = 0;
+    const int64_t blk_end = (sp + 1) * a.blocks_per_split < a.nblk ? (sp + 1) * a.blocks_per_split : a.nblk;
+    for (int64_t blk = sp * a.blocks_per_split; blk < blk_end; ++blk) {
+      const int64_t i0 = blk * R;
+      const int64_t n = (L - i0) < R ? (L - i0) : R;
+      const int64_t row0 = bh * L + i0;
+      load_rows(a.q, a.sq, b, h, i0, n, D, L, a.cos, a.sin, a.scale, qg, qr);
+      // upstream gradients of the two branch outputs, and δ_i = dO_i·O_i + dkl_i·kl_i
+      for (int64_t r = 0; r < n; ++r) {
+        const int64_t o = (row0 + r) * D;
+        T dA = 0, dG = 0, mx = 0;
+        for (int64_t d = 0; d < D; ++d) {
+          const T go = a.g_out ? a.g_out[o + d] : T(0);
+          const T m = lam * go + (a.g_out_local ? a.g_out_local[o + d] : T(0));
+          const T g = (T(1) - lam) * go + (a.g_out_global ? a.g_out_global[o + d] : T(0));
+          dOM[r * D + d] = m;
+          dOG[r * D + d] = g;
+          dA += m * a.out_local[o + d];
+          dG += g * a.out_global[o + d];
+          mx += go * (a.out_local[o + d] - a.out_global[o + d]);
+        }
+        dmix += mx;
+        gkA[r] = a.g_kl_local ? a.g_kl_local[row0 + r] : T(0);
+        gkG[r] = a.g_kl_global ? a.g_kl_global[row0 + r] : T(0);
+        delA[r] = dA + (a.g_kl_local ? gkA[r] * a.kl_local[row0 + r] : T(0));
+        delG[r] = dG + (a.g_kl_global ? gkG[r] * a.kl_global[row0 + r] : T(0));
+      }
+      gemm_rowsT<T, VB>(XA, Lp, qr, kc.kT_rot, n, D, Lp);
+      gemm_rowsT<T, VB>(XG, Lp, qg, kc.kT, n, D, Lp);
+      for (int64_t r = 0; r < n; ++r) {
+        const T la = a.lse_local[row0 + r], lg = a.lse_global[row0 + r];
+        T* xa = XA + r * Lp;
+        T* xg = XG + r * Lp;
+        T* pa = PA + r * Lp;
+        T* pg = PG + r * Lp;
+        if (kl_grad) {
+          // fold dkl·g into the score buffers before they turn into dP: x ← dkl·(log P − log M)
+          const T ka = gkA[r], kg = gkG[r];
+          for (int64_t j = 0; j < L; ++j) {
+            const T lpa = xa[j] - la, lpg = xg[j] - lg;
+            const T lm = log_anchor<T, F>(lpa, lpg);
+            pa[j] = vexp<F>(lpa);
+            pg[j] = vexp<F>(lpg);
+            xa[j] = ka * (lpa - lm);
+            xg[j] = kg * (lpg - lm);
+          }
+        } else {
+          for (int64_t j = 0; j < L; ++j) {
+            pa[j] = vexp<F>(xa[j] - la);
+            pg[j] = vexp<F>(xg[j] - lg);
+            xa[j] = T(0);
+            xg[j] = T(0);
+          }
+        }
+      }
+      // X += dO · vᵀ (dP), then dS = P ∘ (X − δ)
+      gemm_rowsT<T, VB, true>(XA, Lp, dOM, kc.vT, n, D, Lp);
+      gemm_rowsT<T, VB, true>(XG, Lp, dOG, kc.vT, n, D, Lp);
+      // dv += P^Mᵀ dO^M + P^Gᵀ dO^G (before P turns into dS)
+      gemm_tn_acc<T, VB>(dv, PA, Lp, dOM, n, L, D);
+      gemm_tn_acc<T, VB>(dv, PG, Lp, dOG, n, L, D);
+      for (int64_t r = 0; r < n; ++r) {
+        T* pa = PA + r * Lp;
+        T* pg = PG + r * Lp;
+        const T* xa = XA + r * Lp;
+        const T* xg = XG + r * Lp;
+        const T da = delA[r], dg = delG[r];
+        for (int64_t j = 0; j < L; ++j) {
+          pa[j] = pa[j] * (xa[j] - da);
+          pg[j] = pg[j] * (xg[j] - dg);
+        }
+      }
+      // dq̃ = scale·dS^M k̃, dq = scale·dS^G k (scale applied below); dk̃ += dS^Mᵀ (scale·q̃) etc.
+      gemm_rows<T, VB>(dqr, PA, Lp, kc.k_rot, n, L, D);
+      gemm_rows<T, VB>(dqg, PG, Lp, kc.k_plain, n, L, D);
+      gemm_tn_acc<T, VB>(dkr, PA, Lp, qr, n, L, D);
+      gemm_tn_acc<T, VB>(dkg, PG, Lp, qg, n, L, D);
+      // un-rotate dq̃ at the row's own position; q-side modulation gradients (spec, brief)
+      const T sc = a.scale, inv_sc = T(1) / a.scale;
+      for (int64_t r = 0; r < n; ++r) {
+        const T* c = a.cos + (h * L + i0 + r) * P;
+        const T* s = a.sin + (h * L + i0 + r) * P;
+        const T* gq = dqr + r * D;
+        const T* q = qg + r * D;  // scale·q
+        T* out = a.dq + (row0 + r) * D;
+        T* dcr = a.dc + (row0 + r) * P;
+        T* dsr = a.ds + (row0 + r) * P;
+        for (int64_t p = 0; p < P; ++p) {
+          const T g1 = gq[p] * sc, g2 = gq[p + P] * sc;
+          out[p] = dqg[r * D + p] * sc + g1 * c[p] + g2 * s[p];
+          out[p + P] = dqg[r * D + p + P] * sc - g1 * s[p] + g2 * c[p];
+          dcr[p] = (g1 * q[p] + g2 * q[p + P]) * inv_sc;
+          dsr[p] = (g2 * q[p] - g1 * q[p + P]) * inv_sc;
+        }
+      }
+    }
+    a.dmix_ws[t] = dmix;
+  }
+}
+
+template <typename T>
+constexpr int64_t backward_work_size(int64_t L, int64_t D, int64_t R) {
+  return 3 * padded(L) * D + 3 * L * D + 6 * R * D + 4 * R * padded(L) + 4 * R;
+}
+
+// Entry points, one per instruction set. The always-inline bodies above take on each entry's
+// target, so the same source is vectorised for AVX-512, AVX2+FMA and the baseline.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define AMAD_MULTI_ISA 1
+#define AMAD_TARGET_AVX512 \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512cd,avx2,fma,bmi,bmi2,f16c,prefer-vector-width=512")))
+#define AMAD_TARGET_AVX2 __attribute__((target("avx2,fma,bmi,bmi2,f16c")))
+template <typename T>
+AMAD_TARGET_AVX512 void forward_avx512(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* w) {
+  forward_tasks<T, true, 64>(a, t0, t1, w);
+}
+template <typename T>
+AMAD_TARGET_AVX2 void forward_avx2(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* w) {
+  forward_tasks<T, true, 32>(a, t0, t1, w);
+}
+template <typename T>
+AMAD_TARGET_AVX512 void backward_avx512(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* w) {
+  backward_tasks<T, true, 64>(a, t0, t1, w);
+}
+template <typename T>
+AMAD_TARGET_AVX2 void backward_avx2(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* w) {
+  backward_tasks<T, true, 32>(a, t0, t1, w);
+}
+#endif
+template <typename T>
+void forward_default(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* w) {
+  forward_tasks<T, false, 16>(a, t0, t1, w);
+}
+template <typename T>
+void backward_default(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* w) {
+  backward_tasks<T, false, 16>(a, t0, t1, w);
+}
+
+}  // namespace cpu
+}  // namespace amad_fast
+
+#pragma GCC diagnostic pop
+#pragma GCC pop_options
