@@ -6,7 +6,7 @@ half-split rotation, both score maps A (modulated) and G (plain), both softmaxes
 the two branch outputs O^M = P^M v and O^G = P^G v, out = λ O^M + (1 − λ) O^G, and, on request,
 the per-row divergences kl_local / kl_global (in the same pass when L fits in one key block,
 else a second pass over k with the final log-sum-exps; O(L) memory either way). It saves only
-per-row stats (lse of both maps, fp32) for the backward.
+per-row stats (lse of both maps, float64: see _log_probs_and_integrands) for the backward.
 
 The backward is FlashAttention-2-style recomputation: one kernel over key blocks (dk, dv and the
 dc/ds contributions at key positions) and one over query blocks (dq and dc/ds at query
@@ -139,14 +139,16 @@ def _scores(q1, q2, qm1, qm2, k1, k2, km1, km2, scale, DT: tl.constexpr):
 
 
 @triton.jit
-def _log_probs_and_integrands(a, g, lse_m, lse_g):
+def _log_probs_and_integrands(a, g, hi_m, lo_m, hi_g, lo_g):
     """P^M, P^G and the KL integrands g^M = log P^M − log M, g^G = log P^G − log M.
 
-    Scores minus lse are formed in natural units first (near-exact for the dominant entries, as
-    in log_softmax); only the small difference is scaled by log2(e) for exp2.
+    Each row's lse comes as hi + lo (hi ≈ the row max, lo the small rest): a − hi is near-exact
+    for the dominant entries (as in log_softmax), so P keeps fp32 relative precision even when
+    |A| is large; a single fp32 lse would put ulp(lse) (6e-5 at |A| ~ 1e3) on every P of the row,
+    which the backward's δ does not see, and dfreqs/dweights (Σ dA·A) would amplify it.
     """
-    la = a - lse_m[:, None]
-    lg = g - lse_g[:, None]
+    la = (a - hi_m[:, None]) - lo_m[:, None]
+    lg = (g - hi_g[:, None]) - lo_g[:, None]
     d = la - lg
     return tl.exp2(la * LOG2E), tl.exp2(lg * LOG2E), LN2 - _softplus(-d), LN2 - _softplus(d)
 
@@ -223,11 +225,11 @@ def _fwd_kernel(
         a, g = _scores(q1, q2, qm1, qm2, k1, k2, km1, km2, scale, DT)
         m_l, l_l, acc_l = _online_update(tl.where(n_mask[None, :], a, float("-inf")), m_l, l_l, acc_l, v, DT)
         m_g, l_g, acc_g = _online_update(tl.where(n_mask[None, :], g, float("-inf")), m_g, l_g, acc_g, v, DT)
-        lse_l = m_l + tl.log(l_l)
-        lse_g = m_g + tl.log(l_g)
+        r_l = tl.log(l_l)
+        r_g = tl.log(l_g)
         if NEED_KL:
             # a, g are unmasked here (finite): padded keys are dropped by the where below.
-            pm, pg, gm, gg = _log_probs_and_integrands(a, g, lse_l, lse_g)
+            pm, pg, gm, gg = _log_probs_and_integrands(a, g, m_l, r_l, m_g, r_g)
             kl_l = tl.sum(tl.where(n_mask[None, :], pm * gm, 0.0), 1)
             kl_g = tl.sum(tl.where(n_mask[None, :], pg * gg, 0.0), 1)
     else:
@@ -239,8 +241,8 @@ def _fwd_kernel(
             g = tl.where(n_mask[None, :], g, float("-inf"))
             m_l, l_l, acc_l = _online_update(a, m_l, l_l, acc_l, v, DT)
             m_g, l_g, acc_g = _online_update(g, m_g, l_g, acc_g, v, DT)
-        lse_l = m_l + tl.log(l_l)
-        lse_g = m_g + tl.log(l_g)
+        r_l = tl.log(l_l)
+        r_g = tl.log(l_g)
         if NEED_KL:
             # Second pass over k with the final lse's (the divergence needs normalised maps).
             for start_n in range(0, L, BLOCK_N):
@@ -249,7 +251,7 @@ def _fwd_kernel(
                 k1, k2, km1, km2, _c2, _s2 = _rotated(k_base, skl, skd, offs_n, n_mask, offs_p, p_mask,
                                                       fr, wt, P, S)
                 a, g = _scores(q1, q2, qm1, qm2, k1, k2, km1, km2, scale, DT)
-                pm, pg, gm, gg = _log_probs_and_integrands(a, g, lse_l, lse_g)
+                pm, pg, gm, gg = _log_probs_and_integrands(a, g, m_l, r_l, m_g, r_g)
                 kl_l += tl.sum(tl.where(n_mask[None, :], pm * gm, 0.0), 1)
                 kl_g += tl.sum(tl.where(n_mask[None, :], pg * gg, 0.0), 1)
 
@@ -266,8 +268,9 @@ def _fwd_kernel(
     if NEED_KL:
         tl.store(KL_L + row, kl_l, mask=m_mask)
         tl.store(KL_G + row, kl_g, mask=m_mask)
-    tl.store(LSE_L + row, lse_l, mask=m_mask)
-    tl.store(LSE_G + row, lse_g, mask=m_mask)
+    # lse in float64: exact enough to split back into (hi, lo) fp32 in the backward
+    tl.store(LSE_L + row, m_l.to(tl.float64) + r_l.to(tl.float64), mask=m_mask)
+    tl.store(LSE_G + row, m_g.to(tl.float64) + r_g.to(tl.float64), mask=m_mask)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -277,14 +280,14 @@ def _fwd_kernel(
 
 @triton.jit
 def _bwd_tile(q1, q2, qm1, qm2, k1, k2, km1, km2, v, dom, dog,
-              lse_l, lse_g, delta_l, delta_g, dkl_l, dkl_g, mask, scale,
+              hi_l, lo_l, hi_g, lo_g, delta_l, delta_g, dkl_l, dkl_g, mask, scale,
               HAS_KL: tl.constexpr, DT: tl.constexpr):
     """Recompute P^M, P^G on an [M, N] tile and the score gradients dA, dG (anchor M constant).
 
     dA_ij = P^M_ij (dO^M_i·v_j + dkl_local_i·g^M_ij − δ^M_i), likewise dG; zero outside ``mask``.
     """
     a, g = _scores(q1, q2, qm1, qm2, k1, k2, km1, km2, scale, DT)
-    pm, pg, gm, gg = _log_probs_and_integrands(a, g, lse_l, lse_g)
+    pm, pg, gm, gg = _log_probs_and_integrands(a, g, hi_l, lo_l, hi_g, lo_g)
     dpm = _dot(dom, tl.trans(v), DT)
     dpg = _dot(dog, tl.trans(v), DT)
     if HAS_KL:
@@ -296,9 +299,16 @@ def _bwd_tile(q1, q2, qm1, qm2, k1, k2, km1, km2, v, dom, dog,
 
 
 @triton.jit
+def _split(x64):
+    """float64 → (hi, lo) fp32 with hi + lo ≈ x64 to ~1e-14 relative."""
+    hi = x64.to(tl.float32)
+    return hi, (x64 - hi.to(tl.float64)).to(tl.float32)
+
+
+@triton.jit
 def _row_stats(LSE_L, LSE_G, DELTA_L, DELTA_G, DKL_L, DKL_G, row, m_mask, HAS_KL: tl.constexpr):
-    lse_l = tl.load(LSE_L + row, mask=m_mask, other=0.0)
-    lse_g = tl.load(LSE_G + row, mask=m_mask, other=0.0)
+    hi_l, lo_l = _split(tl.load(LSE_L + row, mask=m_mask, other=0.0))
+    hi_g, lo_g = _split(tl.load(LSE_G + row, mask=m_mask, other=0.0))
     delta_l = tl.load(DELTA_L + row, mask=m_mask, other=0.0)
     delta_g = tl.load(DELTA_G + row, mask=m_mask, other=0.0)
     if HAS_KL:
@@ -307,7 +317,7 @@ def _row_stats(LSE_L, LSE_G, DELTA_L, DELTA_G, DKL_L, DKL_G, row, m_mask, HAS_KL
     else:
         dkl_l = delta_l
         dkl_g = delta_g
-    return lse_l, lse_g, delta_l, delta_g, dkl_l, dkl_g
+    return hi_l, lo_l, hi_g, lo_g, delta_l, delta_g, dkl_l, dkl_g
 
 
 @triton.jit
@@ -369,10 +379,10 @@ def _bwd_dkdv_kernel(
         o_off = row[:, None] * HEAD_DIM + offs_d[None, :]
         dom = tl.load(DOM + o_off, mask=m_mask[:, None], other=0.0)
         dog = tl.load(DOG + o_off, mask=m_mask[:, None], other=0.0)
-        lse_l, lse_g, delta_l, delta_g, dkl_l, dkl_g = _row_stats(
+        hi_l, lo_l, hi_g, lo_g, delta_l, delta_g, dkl_l, dkl_g = _row_stats(
             LSE_L, LSE_G, DELTA_L, DELTA_G, DKL_L, DKL_G, row, m_mask, HAS_KL)
         pm, pg, da, dg = _bwd_tile(q1, q2, qm1, qm2, k1, k2, km1, km2, v, dom, dog,
-                                   lse_l, lse_g, delta_l, delta_g, dkl_l, dkl_g,
+                                   hi_l, lo_l, hi_g, lo_g, delta_l, delta_g, dkl_l, dkl_g,
                                    m_mask[:, None] & n_mask[None, :], scale, HAS_KL, DT)
         dv += _dot(tl.trans(pm), dom, DT) + _dot(tl.trans(pg), dog, DT)
         da_t = tl.trans(da)
@@ -424,7 +434,7 @@ def _bwd_dq_kernel(
     o_off = row[:, None] * HEAD_DIM + offs_d[None, :]
     dom = tl.load(DOM + o_off, mask=m_mask[:, None], other=0.0)
     dog = tl.load(DOG + o_off, mask=m_mask[:, None], other=0.0)
-    lse_l, lse_g, delta_l, delta_g, dkl_l, dkl_g = _row_stats(
+    hi_l, lo_l, hi_g, lo_g, delta_l, delta_g, dkl_l, dkl_g = _row_stats(
         LSE_L, LSE_G, DELTA_L, DELTA_G, DKL_L, DKL_G, row, m_mask, HAS_KL)
 
     dqm1 = tl.zeros([BLOCK_M, PB], tl.float32)
@@ -435,7 +445,7 @@ def _bwd_dq_kernel(
         k1, k2, km1, km2, v, n_mask = _kv_block(k_base, v_base, skl, skd, svl, svd, start_n, offs_n0, L,
                                                 offs_p, p_mask, offs_d, fr, wt, P, S)
         pm, pg, da, dg = _bwd_tile(q1, q2, qm1, qm2, k1, k2, km1, km2, v, dom, dog,
-                                   lse_l, lse_g, delta_l, delta_g, dkl_l, dkl_g,
+                                   hi_l, lo_l, hi_g, lo_g, delta_l, delta_g, dkl_l, dkl_g,
                                    m_mask[:, None] & n_mask[None, :], scale, HAS_KL, DT)
         dqm1 += _dot(da, km1, DT)
         dqm2 += _dot(da, km2, DT)
@@ -548,7 +558,8 @@ def automask_fwd_op(
     else:
         out_l = out_g = out  # never written (STORE_BRANCHES=False); replaced by empties below
     row = lambda: torch.empty((B, H, L), dtype=torch.float32, device=q.device)  # noqa: E731
-    lse_l, lse_g = row(), row()
+    lse_l = torch.empty((B, H, L), dtype=torch.float64, device=q.device)
+    lse_g = torch.empty_like(lse_l)
     kl_l, kl_g = (row(), row()) if need_divergence else (lse_l, lse_g)  # unused pointers if no KL
     grid = lambda meta: (B * H, triton.cdiv(L, meta["BLOCK_M"]))  # noqa: E731
     _fwd[grid](
@@ -560,7 +571,7 @@ def automask_fwd_op(
     if not store_branches:
         out_l, out_g = _empty(out), _empty(out)
     if not need_divergence:
-        kl_l, kl_g = _empty(lse_l), _empty(lse_l)
+        kl_l, kl_g = _empty(out).float(), _empty(out).float()
     return out, out_l, out_g, kl_l, kl_g, lse_l, lse_g
 
 
@@ -572,7 +583,8 @@ def _(q, k, v, freqs, weights, lam, scale, need_divergence, store_branches):
     none_o, none_r = q.new_empty((0,)), q.new_empty((0,), dtype=torch.float32)
     br = (q.new_empty((B, H, L, D)), q.new_empty((B, H, L, D))) if store_branches else (none_o, q.new_empty((0,)))
     kl = (row.new_empty((B, H, L)), row.new_empty((B, H, L))) if need_divergence else (none_r, row.new_empty((0,)))
-    return out, br[0], br[1], kl[0], kl[1], row, row.new_empty((B, H, L))
+    lse = q.new_empty((B, H, L), dtype=torch.float64)
+    return out, br[0], br[1], kl[0], kl[1], lse, lse.new_empty((B, H, L))
 
 
 _BwdOut = Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
@@ -724,24 +736,25 @@ def automask_attention_triton(
 
 def fused_bytes_moved(B: int, H: int, L: int, D: int, S: int, itemsize: int, *, need_divergence: bool = False,
                       store_branches: bool = False, backward: bool = False) -> int:
-    """Compulsory DRAM traffic of one call (each tensor read or written once; re-reads of k, v by
-    other query blocks assumed to hit L2, parameters counted once per head).
+    """Compulsory DRAM traffic of one call, in bytes (each tensor read or written once; re-reads
+    of k, v by other query blocks assumed to hit L2; parameters counted once per head).
 
     Forward: reads q, k, v (3·BHLD·e) and freqs, weights, λ (H(SP+S+1)·4); writes out (BHLD·e),
-    the two lse rows (2·BHL·4), plus the branches (2·BHLD·e) and kl rows (2·BHL·4) when asked.
-    Backward (the two kernels, plus the torch pre/post work counted as well): reads q, k, v, the
-    branch outputs and dout (6·BHLD·e; d_out_local/global when given add 2·BHLD·e, not counted
-    here), writes dO^M, dO^G (2·BHLD·e) which both kernels read again (4·BHLD·e), reads lse, δ, dkl
-    (each kernel: 6·BHL·4 → 12·BHL·4), writes dq, dk, dv (3·BHLD·e) and dc/ds (4·BHLP·4, read back
-    once: another 4·BHLP·4).
+    the two lse rows (float64: 2·BHL·8), plus the branches (2·BHLD·e) and the kl rows (2·BHL·4)
+    when asked (training always stores the branches: the backward reads them).
+    Backward (the two kernels plus the torch work around them): reads dout, the branches (3·BHLD·e
+    for δ, dλ) and writes dO^M, dO^G (2·BHLD·e, input dtype); each kernel reads q, k, v, dO^M,
+    dO^G (2·5·BHLD·e) and the row stats lse (2·8), δ (2·4), dkl (2·4) (2·32·BHL); writes dq, dk,
+    dv (3·BHLD·e) and dc/ds (4·BHLP·4), read back once (4·BHLP·4). d_out_local/d_out_global,
+    when given, add 2·BHLD·e (not counted).
     """
     bhld, bhl, P = B * H * L * D, B * H * L, D // 2
     params = H * (S * P + S + 1) * 4
     if not backward:
-        n = 4 * bhld * itemsize + 2 * bhl * 4 + params
+        n = 4 * bhld * itemsize + 2 * bhl * 8 + params
         if store_branches:
             n += 2 * bhld * itemsize
         if need_divergence:
             n += 2 * bhl * 4
         return n
-    return (6 + 2 + 4 + 3) * bhld * itemsize + 12 * bhl * 4 + 8 * B * H * L * P * 4 + params
+    return (3 + 2 + 10 + 3) * bhld * itemsize + 2 * 32 * bhl + 8 * bhl * P * 4 + params

@@ -145,10 +145,10 @@ def test_backward_is_deterministic():
 def test_divergence_stays_finite_when_probabilities_underflow():
     """Scores of order 1e3 drive P^M, P^G to exact zeros; log-space KL keeps values and grads finite.
 
-    Outputs and dq, dk, dv, dmix keep the parity rule. dfreqs and dweights only need to be finite
-    here: they sum Σ_ij dA_ij·A_ij over the whole map, where FlashAttention-style δ round-off
-    (rows of dA summing to ~1e-7·|dP| instead of 0) is multiplied by |A| ~ 1e3 (about 1% relative
-    at this extreme, within the rule at ordinary magnitudes, see the parity tests).
+    Outputs and dq, dk, dv, dmix keep the parity rule. dfreqs and dweights are sums of B·L·P terms
+    each as accurate as the reference's, but at |A| ~ 1e3 those terms are large and cancel, and
+    the reference happens to cancel its round-off better: they get 2e-3 relative here. (A single
+    fp32 lse put ulp(lse) on every recomputed P and gave 8e-3; the kernels keep lse in float64.)
     """
     xs, cot = _inputs(1, 2, 40, 16, 1, seed=4)
     xs = [x * 30 if i < 2 else x for i, x in enumerate(xs)]
@@ -158,12 +158,14 @@ def test_divergence_stays_finite_when_probabilities_underflow():
     exact = _run(automask_attention_reference, xs, cot)
     for name, a, r, e in zip(NAMES, got, ref, exact):
         assert torch.isfinite(a).all(), name
-        if name not in ("dfreqs", "dweights"):
-            err, err_ref = (a - e).abs().max().item(), (r - e).abs().max().item()
-            assert err <= 2 * err_ref + FLOOR[torch.float32], (name, err, err_ref)
+        err, err_ref = (a - e).abs().max().item(), (r - e).abs().max().item()
+        tol = 2 * err_ref + FLOOR[torch.float32]
+        if name in ("dfreqs", "dweights"):
+            tol += 2e-3 * e.abs().max().item()
+        assert err <= tol, (name, err, err_ref)
     assert (got[1] == 0).any() or (got[2] == 0).any() or (exact[1] < 1e-30).any()  # the regime is reached
     js = 0.5 * (got[1] + got[2])
-    assert (js >= -1e-4).all() and (js <= math.log(2) + 1e-4).all()
+    assert (js >= -1e-6).all() and (js <= math.log(2) + 1e-6).all()
 
 
 def _bad(**change):
