@@ -473,11 +473,13 @@ def _configs(backward: bool) -> List[triton.Config]:
     if backward:  # holds ~4 [M, N] fp32 tiles plus 5 accumulators: stay small
         shapes = [(16, 16), (16, 32), (32, 16), (32, 32), (32, 64), (64, 32), (64, 64)]
     else:
-        shapes = [(16, 32), (16, 128), (32, 32), (32, 64), (32, 128), (64, 32), (64, 64), (64, 128),
+        shapes = [(16, 16), (16, 32), (16, 128), (32, 32), (32, 64), (32, 128), (64, 32), (64, 64), (64, 128),
                   (128, 64), (128, 128)]
+    # One pipeline depth: each config compiles on first use of an (L bucket, D, S) key, and deeper
+    # pipelines only pay off for long L. The list is a starting point to refine on the GPU.
     return [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=8 if bm * bn >= 64 * 128 else 4, num_stages=st)
-        for bm, bn in shapes for st in (1, 2)
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=8 if bm * bn >= 64 * 128 else 4, num_stages=2)
+        for bm, bn in shapes
     ]
 
 
