@@ -697,11 +697,13 @@ def _amad_train_step(m: nn.Module):
     return step
 
 
-def e2e_sizes(kind: str) -> dict:
-    """Default model size: AMAD's own defaults, or the spec-sized encoder stack."""
-    if kind == "amad":
-        return {}
-    return {"d_model": 512, "n_heads": 8, "n_layers": 3, "d_ff": 512, "num_scales": 4}
+def e2e_sizes(kind: str, overrides: Optional[dict] = None) -> dict:
+    """Default model size (AMAD's own defaults, or the spec-sized encoder stack), with overrides."""
+    sizes = {} if kind == "amad" else {"d_model": 512, "n_heads": 8, "n_layers": 3, "d_ff": 512, "num_scales": 4}
+    sizes.update(overrides or {})
+    if kind != "amad" and overrides and "d_model" in overrides:
+        sizes["d_ff"] = overrides["d_model"]
+    return sizes
 
 
 def run_e2e(
@@ -712,6 +714,7 @@ def run_e2e(
     channels: int = 25,
     backends: Optional[Sequence[str]] = None,
     timing: Optional[dict] = None,
+    overrides: Optional[dict] = None,
     log=print,
 ) -> List[dict]:
     """Training steps/s and scoring windows/s of the model at its default size, per backend."""
@@ -725,7 +728,7 @@ def run_e2e(
                 "dtype": "float32"}
         try:
             torch.manual_seed(0)
-            m, train_step, score = _e2e_build(name, channels, device, e2e_sizes(kind))
+            m, train_step, score = _e2e_build(name, channels, device, e2e_sizes(kind, overrides))
             x = torch.randn(batch, length, channels, device=device)
             base["params"] = sum(p.numel() for p in m.parameters())
             built[name] = (base, m, train_step, score, x)
@@ -913,6 +916,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="torch.set_num_threads for CPU runs (default: torch's own choice)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--e2e-batch", type=int, help="windows per batch in the end-to-end benchmark (default CPU 32, GPU 256; quick 8)")
+    parser.add_argument("--e2e-d-model", type=int, help="override the model's d_model (default: the model's own default)")
+    parser.add_argument("--e2e-layers", type=int, help="override the model's number of blocks (default: the model's own)")
     parser.add_argument("--out-dir", default="bench_results", help="where the JSON, markdown and PNG go (default ./bench_results)")
     parser.add_argument("--name", help="file stem (default <device>-<model>[-quick], e.g. cpu-amd-epyc)")
     parser.add_argument("--no-files", action="store_true", help="print the table only")
@@ -952,6 +957,7 @@ def resolve_config(args) -> dict:
         },
         "memory": not args.no_memory,
         "e2e_batch": pick(args.e2e_batch, 8, 256 if gpu else 32),
+        "e2e_overrides": {k: v for k, v in (("d_model", args.e2e_d_model), ("n_layers", args.e2e_layers)) if v},
         "backends": [b.strip() for b in args.backends.split(",")] if args.backends else None,
         "quick": quick,
     }
@@ -959,6 +965,14 @@ def resolve_config(args) -> dict:
 
 def run(args) -> int:
     """Run the benchmark described by parsed ``args``; print the tables; write the files."""
+    threads_before = torch.get_num_threads()
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads_before)  # --threads must not leak into a caller (tests, CLI)
+
+
+def _run(args) -> int:
     cfg = resolve_config(args)
     device = cfg["device"]
     if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") is None and not torch.cuda.is_available():
@@ -988,6 +1002,7 @@ def run(args) -> int:
             "heads": cfg["heads"], "scales": cfg["scales"], "need_divergence": cfg["divergence"],
             "need_branches": cfg["branches"], "timing": cfg["timing"], "backends": backends,
             "skipped_backends": skipped, "baselines": baselines, "e2e_batch": cfg["e2e_batch"],
+            "e2e_overrides": cfg["e2e_overrides"],
         },
         "notes": dict(METHOD_NOTES),
         "attention": [],
@@ -1006,7 +1021,8 @@ def run(args) -> int:
         kind = e2e_model_kind()
         if kind == "amad":
             result["e2e_note"] = (
-                f"AMAD (amad_fast.model.AMAD) at its default size, C = 25 channels, L = 100, batch {cfg['e2e_batch']}; "
+                f"AMAD (amad_fast.model.AMAD) at its default size{' but ' + str(cfg['e2e_overrides']) if cfg['e2e_overrides'] else ''}, "
+                f"C = 25 channels, L = 100, batch {cfg['e2e_batch']}; "
                 "train = one optimiser step as amad_fast.train takes it (one forward with branches, the Max-Min "
                 "gradient routes of TrainConfig's defaults, Adam); score = no-grad forward without branches."
             )
@@ -1017,7 +1033,8 @@ def run(args) -> int:
                 "train = Adam step on mse - 3*js, score = no-grad forward."
             )
         log("end to end (" + kind + "):")
-        result["e2e"] = run_e2e(device, batch=cfg["e2e_batch"], backends=backends, timing=cfg["timing"], log=log)
+        result["e2e"] = run_e2e(device, batch=cfg["e2e_batch"], backends=backends, timing=cfg["timing"],
+                                overrides=cfg["e2e_overrides"], log=log)
     result["wall_s"] = time.perf_counter() - t_start
     result["machine"]["load_average_at_end"] = load_average()
 

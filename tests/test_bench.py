@@ -90,12 +90,14 @@ def _check_timed(rec):
 
 def test_quick_sweep_writes_well_formed_results(tmp_path, capsys):
     """The harness end to end on tiny shapes: table on stdout, JSON schema, markdown, plot."""
+    threads = torch.get_num_threads()
     rc = bench.main([
         "--quick", "--device", "cpu", "--lengths", "8,16", "--head-dims", "8", "--batch", "2", "--heads", "2",
         "--scales", "2", "--repeats", "3", "--warmup", "1", "--min-sample-ms", "0.1", "--budget-s", "0.02",
-        "--e2e-batch", "2", "--out-dir", str(tmp_path), "--name", "t",
+        "--threads", "1", "--e2e-batch", "2", "--e2e-d-model", "16", "--e2e-layers", "1", "--out-dir", str(tmp_path), "--name", "t",
     ])
     assert rc == 0
+    assert torch.get_num_threads() == threads  # --threads is restored
     printed = capsys.readouterr().out
     assert "median ms" in printed and "windows/s" in printed
 
