@@ -91,9 +91,10 @@ void check_backward_inputs(const char* op, const c10::optional<Tensor>& grad_out
   }
 }
 
-// Angles θ_{h,s,p}·i as (H, S, L, P), in `dtype`.
+// Angles θ_{h,s,p}·i as (H, S, L, P), in `dtype` (contiguous whatever the strides of freqs, so
+// every reduction below runs in one order).
 static Tensor angles(const Tensor& freqs, int64_t L, at::ScalarType dtype) {
-  auto f = freqs.to(dtype);
+  auto f = freqs.to(dtype).contiguous();
   auto pos = at::arange(L, f.options());
   return f.unsqueeze(2) * pos.view({1, 1, L, 1});
 }
@@ -101,7 +102,7 @@ static Tensor angles(const Tensor& freqs, int64_t L, at::ScalarType dtype) {
 std::tuple<Tensor, Tensor> modulation_tables(const Tensor& freqs, const Tensor& weights, int64_t L,
                                              at::ScalarType dtype) {
   auto angle = angles(freqs, L, dtype);
-  auto w = weights.to(dtype).unsqueeze(-1).unsqueeze(-1);  // (H, S, 1, 1)
+  auto w = weights.to(dtype).contiguous().unsqueeze(-1).unsqueeze(-1);  // (H, S, 1, 1)
   return {(w * angle.cos()).sum(1).contiguous(), (w * angle.sin()).sum(1).contiguous()};
 }
 
@@ -114,7 +115,7 @@ std::tuple<Tensor, Tensor> modulation_backward(const Tensor& dc, const Tensor& d
   auto dc_ = dc.unsqueeze(1), ds_ = ds.unsqueeze(1);  // (H, 1, L, P)
   auto dweights = (cos_a * dc_ + sin_a * ds_).sum({2, 3});
   auto pos = at::arange(L, dc.options()).view({1, 1, L, 1});
-  auto w = weights.to(dtype).unsqueeze(-1);  // (H, S, 1)
+  auto w = weights.to(dtype).contiguous().unsqueeze(-1);  // (H, S, 1)
   auto dfreqs = w * (pos * (cos_a * ds_ - sin_a * dc_)).sum(2);
   return {dfreqs.to(freqs.scalar_type()), dweights.to(weights.scalar_type())};
 }
@@ -195,6 +196,7 @@ class AutoMaskFunction : public torch::autograd::Function<AutoMaskFunction> {
     ctx->save_for_backward(
         {q, k, v, freqs, weights, mix, out_local, out_global, kl_local, kl_global, lse_local, lse_global});
     ctx->saved_data["scale"] = scale;
+    ctx->saved_data["need_divergence"] = need_divergence;
     ctx->mark_non_differentiable({lse_local, lse_global});
     if (!need_divergence) ctx->mark_non_differentiable({kl_local, kl_global});
     return {out, out_local, out_global, kl_local, kl_global, lse_local, lse_global};
@@ -203,7 +205,7 @@ class AutoMaskFunction : public torch::autograd::Function<AutoMaskFunction> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto s = ctx->get_saved_variables();
     const double scale = ctx->saved_data["scale"].toDouble();
-    const bool have_kl = s[8].numel() > 0;
+    const bool have_kl = ctx->saved_data["need_divergence"].toBool();
     auto r = backward_autograd(defined_or_none(grads[0]), defined_or_none(grads[1]), defined_or_none(grads[2]),
                                have_kl ? defined_or_none(grads[3]) : c10::nullopt,
                                have_kl ? defined_or_none(grads[4]) : c10::nullopt, s[0], s[1], s[2], s[3], s[4],
