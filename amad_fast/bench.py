@@ -33,8 +33,9 @@ SCHEMA = "amad_fast.bench/1"
 METHOD_NOTES = {
     "timing": (
         "time.perf_counter around a sample of n_inner back-to-back calls (torch.cuda.synchronize before "
-        "and after each sample on GPU), after warm-up calls; n_inner is chosen so one sample lasts at "
-        "least min_sample_s; median and interquartile range (q75 - q25) over the samples, per call. "
+        "and after each sample on GPU), after warm-up calls (the last one's time chooses n_inner so one "
+        "sample lasts at least min_sample_s); samples of all cases of one shape are taken round-robin "
+        "so that load from other processes hits them alike; median and interquartile range (q75 - q25) over the samples, per call. "
         "Forward is timed under torch.no_grad() (inference/scoring); fwd+bwd runs the forward with all "
         "inputs requiring grad, then one backward with fixed random upstream gradients into every "
         "output that was computed (grads reset to None before each call). The finite-value scan of "
@@ -69,7 +70,8 @@ METHOD_NOTES = {
         "one map, no divergence). mha: nn.MultiheadAttention(E=H*D, H, batch_first=True) on x (B, L, E) "
         "with need_weights=False; it includes the input projection (3 E x E) and output projection, "
         "and in no-grad eval it may take torch's fused native fast path. amad-module: AutoMaskAttention "
-        "(same projections as mha, backend auto) for an apples-to-apples comparison with mha."
+        "(same projections as mha, backend auto: the first usable of triton (GPU only), cpp, reference) for an "
+        "apples-to-apples comparison with mha."
     ),
     "batch": (
         "B is chosen per L to keep B*L (so the elements of q, k, v) roughly constant: "
@@ -188,15 +190,15 @@ def time_interleaved(
     fns: Dict[str, Callable[[], object]],
     device: torch.device,
     *,
-    warmup: int = 2,
+    warmup: int = 3,
     repeats: int = 15,
     min_sample_s: float = 0.01,
     budget_s: float = 4.0,
 ) -> Tuple[Dict[str, dict], Dict[str, BaseException]]:
     """Median and IQR of one call of each function, samples taken round-robin.
 
-    Each function gets ``warmup`` calls, then one calibration call that sets ``n_inner`` (calls
-    per sample, so one sample lasts at least ``min_sample_s``). Then up to ``repeats`` rounds,
+    Each function gets ``warmup`` calls; the last one's time sets ``n_inner`` (calls per sample,
+    so one sample lasts at least ``min_sample_s``). Then up to ``repeats`` rounds,
     each taking one sample of every function in turn: load from other processes falls on all of
     them alike, which keeps ratios within a round honest. Rounds shrink (never below 3) to stay
     near ``budget_s`` per function. Returns (stats per name, exception per name that failed).
@@ -206,11 +208,11 @@ def time_interleaved(
     cost = 0.0
     for name, fn in fns.items():
         try:
-            for _ in range(max(1, warmup)):
+            for _ in range(max(1, warmup) - 1):
                 fn()
             _sync(device)
             t0 = time.perf_counter()
-            fn()
+            fn()  # the last warm-up call also calibrates
             _sync(device)
             once = max(time.perf_counter() - t0, 1e-9)
         except Exception as exc:  # noqa: BLE001 - reported per function
@@ -308,7 +310,7 @@ class Case:
     step: Callable[[], object]
     bytes_fwd: int
     bytes_fwdbwd: int
-    compile_s: Optional[Dict[str, float]] = None  # filled on first call of a compiled case
+    compiled: bool = False  # torch.compile'd: its first call (the compilation) is timed apart
 
 
 def _automask_inputs(shape: Shape, seed: int, requires_grad: bool):
@@ -388,7 +390,7 @@ def automask_cases(
         plain, _ = _automask_inputs(shape, seed, False)
         leaves, g2 = _automask_inputs(shape, seed, True)
         cases.append(Case("compile(reference)", "baseline", _no_grad(compiled, *plain),
-                          _make_step(compiled, leaves, g2), b_f, b_fb, compile_s={}))
+                          _make_step(compiled, leaves, g2), b_f, b_fb, compiled=True))
     return cases
 
 
@@ -475,7 +477,7 @@ def measure_group(cases: Sequence[Case], shape: Shape, mode: str, timing: dict, 
             fn = case.forward if mode == "fwd" else case.step
             rec = {"label": case.label, "family": case.family, "mode": mode, **shape.as_dict(), "status": "ok"}
             recs[case.label] = rec
-            if case.compile_s is not None:
+            if case.compiled:
                 try:
                     _sync(shape.device)
                     t0 = time.perf_counter()
@@ -910,12 +912,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--branches", action="store_true", help="also return out_local/out_global (need_branches)")
     parser.add_argument("--no-divergence", action="store_true", help="skip kl_local/kl_global (need_divergence=False)")
     parser.add_argument("--repeats", type=int, help="timed samples per case (default 15; quick 5)")
-    parser.add_argument("--warmup", type=int, help="warm-up calls per case (default 2; quick 1)")
+    parser.add_argument("--warmup", type=int, help="warm-up calls per case, the last also calibrates (default 3; quick 1)")
     parser.add_argument("--min-sample-ms", type=float, help="shortest sample; calls are repeated within it (default 10; quick 2)")
     parser.add_argument("--budget-s", type=float, help="rough time budget per case and mode (default 4; quick 0.4)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads for CPU runs (default: torch's own choice)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
-    parser.add_argument("--e2e-batch", type=int, help="windows per batch in the end-to-end benchmark (default CPU 32, GPU 256; quick 8)")
+    parser.add_argument("--e2e-batch", type=int, help="windows per batch in the end-to-end benchmark (default CPU 32, GPU 256; quick 4)")
     parser.add_argument("--e2e-d-model", type=int, help="override the model's d_model (default: the model's own default)")
     parser.add_argument("--e2e-layers", type=int, help="override the model's number of blocks (default: the model's own)")
     parser.add_argument("--out-dir", default="bench_results", help="where the JSON, markdown and PNG go (default ./bench_results)")
@@ -951,12 +953,12 @@ def resolve_config(args) -> dict:
         "branches": args.branches,
         "timing": {
             "repeats": pick(args.repeats, 5, 15),
-            "warmup": pick(args.warmup, 1, 2),
+            "warmup": pick(args.warmup, 1, 3),
             "min_sample_s": pick(args.min_sample_ms, 2.0, 10.0) / 1e3,
             "budget_s": pick(args.budget_s, 0.4, 4.0),
         },
         "memory": not args.no_memory,
-        "e2e_batch": pick(args.e2e_batch, 8, 256 if gpu else 32),
+        "e2e_batch": pick(args.e2e_batch, 4, 256 if gpu else 32),
         "e2e_overrides": {k: v for k, v in (("d_model", args.e2e_d_model), ("n_layers", args.e2e_layers)) if v},
         "backends": [b.strip() for b in args.backends.split(",")] if args.backends else None,
         "quick": quick,
@@ -994,7 +996,7 @@ def _run(args) -> int:
     result = {
         "schema": SCHEMA,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["amad-fast bench"] + sys.argv[1:]) if sys.argv else "amad-fast bench",
+        "command": " ".join([os.path.basename(sys.argv[0] or "python")] + sys.argv[1:]) if sys.argv else "?",
         "machine": info,
         "config": {
             "device": str(device), "quick": cfg["quick"], "parts": cfg["parts"], "lengths": cfg["lengths"],
