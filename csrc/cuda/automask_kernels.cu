@@ -1,0 +1,479 @@
+// CUDA kernels of AutoMask attention (spec §1). Deliberately simple: one thread block per query
+// row (forward, backward dq) or per key row (backward dk, dv), keys/queries streamed in tiles of
+// kThreads with one thread per key/query, the tile's probabilities in shared memory, the output
+// columns spread over threads, accumulation in T (float32 for float32/float16/bfloat16 inputs).
+// Softmax statistics are exact (two passes: online max/sum, then outputs and kl). No L×L buffer.
+// Reductions are fixed-order trees, so results are deterministic.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "automask_cuda.h"
+
+namespace amad_fast {
+namespace cuda {
+namespace {
+
+template <typename T>
+struct Num;
+template <>
+struct Num<float> {
+  static __device__ __forceinline__ float lowest() { return -3.0e38f; }
+  static __device__ __forceinline__ float exp(float x) { return ::expf(x); }
+  static __device__ __forceinline__ float log(float x) { return ::logf(x); }
+  static __device__ __forceinline__ float log1p(float x) { return ::log1pf(x); }
+};
+template <>
+struct Num<double> {
+  static __device__ __forceinline__ double lowest() { return -1.0e308; }
+  static __device__ __forceinline__ double exp(double x) { return ::exp(x); }
+  static __device__ __forceinline__ double log(double x) { return ::log(x); }
+  static __device__ __forceinline__ double log1p(double x) { return ::log1p(x); }
+};
+
+// Element d of row x (length D = 2P) rotated by the modulation c, s (length P) of its position
+// (spec §1.2, half-split pairing).
+template <typename T>
+__device__ __forceinline__ T rotated(const T* x, const T* c, const T* s, int d, int P) {
+  return d < P ? x[d] * c[d] - x[d + P] * s[d] : x[d - P] * s[d - P] + x[d] * c[d - P];
+}
+
+// log M = logaddexp(a, g) − log 2 for log-probabilities a, g: finite wherever they are.
+template <typename T>
+__device__ __forceinline__ T log_anchor(T a, T g) {
+  const T mx = a > g ? a : g, mn = a > g ? g : a;
+  return mx + Num<T>::log1p(Num<T>::exp(mn - mx)) - T(0.69314718055994530942);
+}
+
+// Both scores of query (rotated qr, plain qg, both already × scale; shared) against key row kj
+// at a position with modulation cj, sj.
+template <typename T>
+__device__ __forceinline__ void scores(const T* qr, const T* qg, const T* kj, const T* cj, const T* sj, int P, T& a,
+                                       T& g) {
+  a = T(0);
+  g = T(0);
+  for (int p = 0; p < P; ++p) {
+    const T k1 = kj[p], k2 = kj[p + P], c = cj[p], s = sj[p];
+    a += qr[p] * (k1 * c - k2 * s) + qr[p + P] * (k1 * s + k2 * c);
+    g += qg[p] * k1 + qg[p + P] * k2;
+  }
+}
+
+// Running max m and sum s of exp(x − m) over one thread's scores.
+template <typename T>
+__device__ __forceinline__ void online_update(T& m, T& s, T x) {
+  if (x > m) {
+    s = s * Num<T>::exp(m - x) + T(1);
+    m = x;
+  } else {
+    s += Num<T>::exp(x - m);
+  }
+}
+
+// Fixed-order tree sum over the block (kThreads, a power of two); red: kThreads entries.
+template <typename T>
+__device__ T block_sum(T x, T* red) {
+  const int t = threadIdx.x;
+  __syncthreads();  // red may still be read by a previous call
+  red[t] = x;
+  __syncthreads();
+  for (int w = kThreads / 2; w > 0; w >>= 1) {
+    if (t < w) red[t] += red[t + w];
+    __syncthreads();
+  }
+  return red[0];
+}
+
+// log-sum-exp over the block from each thread's (max, sum); red: 2·kThreads entries.
+template <typename T>
+__device__ T block_lse(T m, T s, T* red) {
+  const int t = threadIdx.x;
+  T* rm = red;
+  T* rs = red + kThreads;
+  __syncthreads();
+  rm[t] = m;
+  rs[t] = s;
+  __syncthreads();
+  for (int w = kThreads / 2; w > 0; w >>= 1) {
+    if (t < w) {
+      const T m1 = rm[t], m2 = rm[t + w];
+      const T mm = m1 > m2 ? m1 : m2;
+      rs[t] = rs[t] * Num<T>::exp(m1 - mm) + rs[t + w] * Num<T>::exp(m2 - mm);
+      rm[t] = mm;
+    }
+    __syncthreads();
+  }
+  return rm[0] + Num<T>::log(rs[0]);
+}
+
+// Upstream gradient of the two branch outputs at element o: dO^M = λ·dout + dout_local, dO^G likewise.
+template <typename T>
+__device__ __forceinline__ void branch_grads(const T* g_out, const T* g_ol, const T* g_og, int64_t o, T lam, T& om,
+                                             T& og) {
+  const T go = g_out ? g_out[o] : T(0);
+  om = lam * go + (g_ol ? g_ol[o] : T(0));
+  og = (T(1) - lam) * go + (g_og ? g_og[o] : T(0));
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                   const T* __restrict__ cos, const T* __restrict__ sin, const T* __restrict__ lam, T* out,
+                   T* out_local, T* out_global, T* kl_local, T* kl_global, T* lse_local, T* lse_global, int64_t H,
+                   int64_t L, int D, T scale) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* qr = reinterpret_cast<T*>(smem);
+  T* qg = qr + D;
+  T* pA = qg + D;
+  T* pG = pA + kThreads;
+  T* red = pG + kThreads;  // 2·kThreads
+  const int P = D / 2, t = threadIdx.x;
+  const int64_t row = blockIdx.x, bh = row / L, i = row % L, h = bh % H;
+  const T* qi = q + row * D;
+  const T* kb = k + bh * L * D;
+  const T* vb = v + bh * L * D;
+  const T* ch = cos + h * L * P;
+  const T* sh = sin + h * L * P;
+  for (int d = t; d < D; d += kThreads) {
+    qg[d] = qi[d] * scale;
+    qr[d] = rotated(qi, ch + i * P, sh + i * P, d, P) * scale;
+  }
+  __syncthreads();
+
+  T mA = Num<T>::lowest(), sA = T(0), mG = Num<T>::lowest(), sG = T(0);
+  for (int64_t j = t; j < L; j += kThreads) {
+    T a, g;
+    scores(qr, qg, kb + j * D, ch + j * P, sh + j * P, P, a, g);
+    online_update(mA, sA, a);
+    online_update(mG, sG, g);
+  }
+  const T lseA = block_lse(mA, sA, red);
+  const T lseG = block_lse(mG, sG, red);
+
+  T oA[kMaxDPerThread] = {}, oG[kMaxDPerThread] = {};
+  T klA = T(0), klG = T(0);
+  for (int64_t j0 = 0; j0 < L; j0 += kThreads) {
+    const int64_t j = j0 + t;
+    T pa = T(0), pg = T(0);
+    if (j < L) {
+      T a, g;
+      scores(qr, qg, kb + j * D, ch + j * P, sh + j * P, P, a, g);
+      const T la = a - lseA, lg = g - lseG;
+      pa = Num<T>::exp(la);
+      pg = Num<T>::exp(lg);
+      if (kl_local) {
+        const T lm = log_anchor(la, lg);
+        klA += pa * (la - lm);
+        klG += pg * (lg - lm);
+      }
+    }
+    __syncthreads();  // the previous tile's probabilities are no longer read
+    pA[t] = pa;
+    pG[t] = pg;
+    __syncthreads();
+    const int n = L - j0 < kThreads ? static_cast<int>(L - j0) : kThreads;
+#pragma unroll
+    for (int c = 0; c < kMaxDPerThread; ++c) {
+      const int d = t + c * kThreads;
+      if (d < D) {
+        for (int jj = 0; jj < n; ++jj) {
+          const T x = vb[(j0 + jj) * D + d];
+          oA[c] += pA[jj] * x;
+          oG[c] += pG[jj] * x;
+        }
+      }
+    }
+  }
+  const T lh = lam[h];
+#pragma unroll
+  for (int c = 0; c < kMaxDPerThread; ++c) {
+    const int d = t + c * kThreads;
+    if (d < D) {
+      out_local[row * D + d] = oA[c];
+      out_global[row * D + d] = oG[c];
+      out[row * D + d] = lh * oA[c] + (T(1) - lh) * oG[c];
+    }
+  }
+  if (kl_local) {
+    const T a = block_sum(klA, red);
+    const T g = block_sum(klG, red);
+    if (t == 0) {
+      kl_local[row] = a;
+      kl_global[row] = g;
+    }
+  }
+  if (t == 0) {
+    lse_local[row] = lseA;
+    lse_global[row] = lseG;
+  }
+}
+
+// dS for query row `row` and key j: dA = P^M (dO^M·v_j + dkl·(log P^M − log M) − δ^M), dG likewise.
+template <typename T>
+__device__ __forceinline__ void score_grads(T a, T g, T lseA, T lseG, T dpa, T dpg, T gkA, T gkG, bool kl_grad, T delA,
+                                            T delG, T& pa, T& pg, T& dA, T& dG) {
+  const T la = a - lseA, lg = g - lseG;
+  pa = Num<T>::exp(la);
+  pg = Num<T>::exp(lg);
+  if (kl_grad) {
+    const T lm = log_anchor(la, lg);
+    dpa += gkA * (la - lm);
+    dpg += gkG * (lg - lm);
+  }
+  dA = pa * (dpa - delA);
+  dG = pg * (dpg - delG);
+}
+
+// Backward, query side: one block per query row. Writes dq, the row's δ^M, δ^G (for the key
+// side) and the q part of dc, ds.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    backward_rows_kernel(const T* g_out, const T* g_ol, const T* g_og, const T* g_kl, const T* g_kg,
+                         const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                         const T* __restrict__ cos, const T* __restrict__ sin, const T* __restrict__ lam,
+                         const T* __restrict__ out_local, const T* __restrict__ out_global, const T* kl_local,
+                         const T* kl_global, const T* __restrict__ lse_local, const T* __restrict__ lse_global, T* dq,
+                         T* dc, T* ds, T* delta, int64_t H, int64_t L, int D, T scale) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* qr = reinterpret_cast<T*>(smem);
+  T* qg = qr + D;
+  T* dOM = qg + D;
+  T* dOG = dOM + D;
+  T* dqr = dOG + D;
+  T* bA = dqr + D;
+  T* bG = bA + kThreads;
+  T* red = bG + kThreads;  // kThreads
+  const int P = D / 2, t = threadIdx.x;
+  const int64_t row = blockIdx.x, bh = row / L, i = row % L, h = bh % H, BHL = gridDim.x;
+  const T* qi = q + row * D;
+  const T* kb = k + bh * L * D;
+  const T* vb = v + bh * L * D;
+  const T* ch = cos + h * L * P;
+  const T* sh = sin + h * L * P;
+  const T lh = lam[h];
+  T partA = T(0), partG = T(0);
+  for (int d = t; d < D; d += kThreads) {
+    qg[d] = qi[d] * scale;
+    qr[d] = rotated(qi, ch + i * P, sh + i * P, d, P) * scale;
+    T om, og;
+    branch_grads(g_out, g_ol, g_og, row * D + d, lh, om, og);
+    dOM[d] = om;
+    dOG[d] = og;
+    partA += om * out_local[row * D + d];
+    partG += og * out_global[row * D + d];
+  }
+  const T gkA = g_kl ? g_kl[row] : T(0), gkG = g_kg ? g_kg[row] : T(0);
+  const bool kl_grad = g_kl || g_kg;
+  const T delA = block_sum(partA, red) + (g_kl ? gkA * kl_local[row] : T(0));
+  const T delG = block_sum(partG, red) + (g_kg ? gkG * kl_global[row] : T(0));
+  if (t == 0) {
+    delta[row] = delA;
+    delta[BHL + row] = delG;
+  }
+  const T lseA = lse_local[row], lseG = lse_global[row];
+  T aq[kMaxDPerThread] = {}, gq[kMaxDPerThread] = {};
+  for (int64_t j0 = 0; j0 < L; j0 += kThreads) {
+    const int64_t j = j0 + t;
+    T dA = T(0), dG = T(0);
+    if (j < L) {
+      T a, g, pa, pg, dpa = T(0), dpg = T(0);
+      scores(qr, qg, kb + j * D, ch + j * P, sh + j * P, P, a, g);
+      for (int d = 0; d < D; ++d) {
+        dpa += dOM[d] * vb[j * D + d];
+        dpg += dOG[d] * vb[j * D + d];
+      }
+      score_grads(a, g, lseA, lseG, dpa, dpg, gkA, gkG, kl_grad, delA, delG, pa, pg, dA, dG);
+    }
+    __syncthreads();
+    bA[t] = dA;
+    bG[t] = dG;
+    __syncthreads();
+    const int n = L - j0 < kThreads ? static_cast<int>(L - j0) : kThreads;
+#pragma unroll
+    for (int c = 0; c < kMaxDPerThread; ++c) {
+      const int d = t + c * kThreads;
+      if (d < D) {
+        for (int jj = 0; jj < n; ++jj) {
+          const int64_t jk = j0 + jj;
+          aq[c] += bA[jj] * rotated(kb + jk * D, ch + jk * P, sh + jk * P, d, P);
+          gq[c] += bG[jj] * kb[jk * D + d];
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int c = 0; c < kMaxDPerThread; ++c) {
+    const int d = t + c * kThreads;
+    if (d < D) dqr[d] = aq[c] * scale;
+  }
+  __syncthreads();
+  const T* ci = ch + i * P;
+  const T* si = sh + i * P;
+#pragma unroll
+  for (int c = 0; c < kMaxDPerThread; ++c) {
+    const int d = t + c * kThreads;
+    if (d < D) {
+      const T un = d < P ? dqr[d] * ci[d] + dqr[d + P] * si[d] : -dqr[d - P] * si[d - P] + dqr[d] * ci[d - P];
+      dq[row * D + d] = gq[c] * scale + un;
+    }
+  }
+  for (int p = t; p < P; p += kThreads) {
+    const T q1 = qi[p], q2 = qi[p + P];
+    dc[row * P + p] = dqr[p] * q1 + dqr[p + P] * q2;
+    ds[row * P + p] = dqr[p + P] * q1 - dqr[p] * q2;
+  }
+}
+
+// Backward, key side: one block per key row. Writes dk, dv and adds the k part of dc, ds (after
+// backward_rows_kernel, which wrote δ and the q part).
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    backward_cols_kernel(const T* g_out, const T* g_ol, const T* g_og, const T* g_kl, const T* g_kg,
+                         const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                         const T* __restrict__ cos, const T* __restrict__ sin, const T* __restrict__ lam,
+                         const T* __restrict__ lse_local, const T* __restrict__ lse_global, const T* delta, T* dk,
+                         T* dv, T* dc, T* ds, int64_t H, int64_t L, int D, T scale) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* kr = reinterpret_cast<T*>(smem);
+  T* kg = kr + D;
+  T* vj = kg + D;
+  T* dkr = vj + D;
+  T* bA = dkr + D;
+  T* bG = bA + kThreads;
+  T* bPA = bG + kThreads;
+  T* bPG = bPA + kThreads;
+  const int P = D / 2, t = threadIdx.x;
+  const int64_t col = blockIdx.x, bh = col / L, j = col % L, h = bh % H, BHL = gridDim.x;
+  const T* kj = k + col * D;
+  const T* ch = cos + h * L * P;
+  const T* sh = sin + h * L * P;
+  const T lh = lam[h];
+  for (int d = t; d < D; d += kThreads) {
+    kg[d] = kj[d];
+    kr[d] = rotated(kj, ch + j * P, sh + j * P, d, P);
+    vj[d] = v[col * D + d];
+  }
+  __syncthreads();
+  const bool kl_grad = g_kl || g_kg;
+  T ak[kMaxDPerThread] = {}, gk[kMaxDPerThread] = {}, av[kMaxDPerThread] = {};
+  for (int64_t i0 = 0; i0 < L; i0 += kThreads) {
+    const int64_t i = i0 + t;
+    T dA = T(0), dG = T(0), pa = T(0), pg = T(0);
+    if (i < L) {
+      const int64_t row = bh * L + i;
+      const T* qi = q + row * D;
+      const T* ci = ch + i * P;
+      const T* si = sh + i * P;
+      T a = T(0), g = T(0), dpa = T(0), dpg = T(0);
+      for (int p = 0; p < P; ++p) {
+        const T q1 = qi[p], q2 = qi[p + P];
+        a += (q1 * ci[p] - q2 * si[p]) * kr[p] + (q1 * si[p] + q2 * ci[p]) * kr[p + P];
+        g += q1 * kg[p] + q2 * kg[p + P];
+      }
+      for (int d = 0; d < D; ++d) {
+        T om, og;
+        branch_grads(g_out, g_ol, g_og, row * D + d, lh, om, og);
+        dpa += om * vj[d];
+        dpg += og * vj[d];
+      }
+      score_grads(a * scale, g * scale, lse_local[row], lse_global[row], dpa, dpg, g_kl ? g_kl[row] : T(0),
+                  g_kg ? g_kg[row] : T(0), kl_grad, delta[row], delta[BHL + row], pa, pg, dA, dG);
+    }
+    __syncthreads();
+    bA[t] = dA;
+    bG[t] = dG;
+    bPA[t] = pa;
+    bPG[t] = pg;
+    __syncthreads();
+    const int n = L - i0 < kThreads ? static_cast<int>(L - i0) : kThreads;
+#pragma unroll
+    for (int c = 0; c < kMaxDPerThread; ++c) {
+      const int d = t + c * kThreads;
+      if (d < D) {
+        for (int ii = 0; ii < n; ++ii) {
+          const int64_t iq = i0 + ii, row = bh * L + iq;
+          const T* qi = q + row * D;
+          ak[c] += bA[ii] * rotated(qi, ch + iq * P, sh + iq * P, d, P);
+          gk[c] += bG[ii] * qi[d];
+          T om, og;
+          branch_grads(g_out, g_ol, g_og, row * D + d, lh, om, og);
+          av[c] += bPA[ii] * om + bPG[ii] * og;
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int c = 0; c < kMaxDPerThread; ++c) {
+    const int d = t + c * kThreads;
+    if (d < D) dkr[d] = ak[c] * scale;
+  }
+  __syncthreads();
+  const T* cj = ch + j * P;
+  const T* sj = sh + j * P;
+#pragma unroll
+  for (int c = 0; c < kMaxDPerThread; ++c) {
+    const int d = t + c * kThreads;
+    if (d < D) {
+      const T un = d < P ? dkr[d] * cj[d] + dkr[d + P] * sj[d] : -dkr[d - P] * sj[d - P] + dkr[d] * cj[d - P];
+      dk[col * D + d] = gk[c] * scale + un;
+      dv[col * D + d] = av[c];
+    }
+  }
+  for (int p = t; p < P; p += kThreads) {
+    dc[col * P + p] += dkr[p] * kg[p] + dkr[p + P] * kg[p + P];
+    ds[col * P + p] += dkr[p + P] * kg[p] - dkr[p] * kg[p + P];
+  }
+}
+
+}  // namespace
+
+template <typename T>
+cudaError_t automask_forward(const T* q, const T* k, const T* v, const T* cos, const T* sin, const T* lam, T* out,
+                             T* out_local, T* out_global, T* kl_local, T* kl_global, T* lse_local, T* lse_global,
+                             int64_t B, int64_t H, int64_t L, int64_t D, T scale, cudaStream_t stream) {
+  if (D > kMaxHeadDim || D % 2) return cudaErrorInvalidValue;
+  const int64_t rows = B * H * L;
+  if (rows == 0) return cudaSuccess;
+  const size_t shm = (2 * D + 4 * kThreads) * sizeof(T);
+  forward_kernel<T><<<static_cast<unsigned>(rows), kThreads, shm, stream>>>(
+      q, k, v, cos, sin, lam, out, out_local, out_global, kl_local, kl_global, lse_local, lse_global, H, L,
+      static_cast<int>(D), scale);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t automask_backward(const T* g_out, const T* g_out_local, const T* g_out_global, const T* g_kl_local,
+                              const T* g_kl_global, const T* q, const T* k, const T* v, const T* cos, const T* sin,
+                              const T* lam, const T* out_local, const T* out_global, const T* kl_local,
+                              const T* kl_global, const T* lse_local, const T* lse_global, T* dq, T* dk, T* dv, T* dc,
+                              T* ds, T* delta, int64_t B, int64_t H, int64_t L, int64_t D, T scale,
+                              cudaStream_t stream) {
+  if (D > kMaxHeadDim || D % 2) return cudaErrorInvalidValue;
+  const int64_t rows = B * H * L;
+  if (rows == 0) return cudaSuccess;
+  const size_t shm_rows = (5 * D + 3 * kThreads) * sizeof(T);
+  backward_rows_kernel<T><<<static_cast<unsigned>(rows), kThreads, shm_rows, stream>>>(
+      g_out, g_out_local, g_out_global, g_kl_local, g_kl_global, q, k, v, cos, sin, lam, out_local, out_global,
+      kl_local, kl_global, lse_local, lse_global, dq, dc, ds, delta, H, L, static_cast<int>(D), scale);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+  const size_t shm_cols = (4 * D + 4 * kThreads) * sizeof(T);
+  backward_cols_kernel<T><<<static_cast<unsigned>(rows), kThreads, shm_cols, stream>>>(
+      g_out, g_out_local, g_out_global, g_kl_local, g_kl_global, q, k, v, cos, sin, lam, lse_local, lse_global,
+      delta, dk, dv, dc, ds, H, L, static_cast<int>(D), scale);
+  return cudaGetLastError();
+}
+
+#define AMAD_INSTANTIATE(T)                                                                                         \
+  template cudaError_t automask_forward<T>(const T*, const T*, const T*, const T*, const T*, const T*, T*, T*, T*, \
+                                           T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t, T, cudaStream_t);    \
+  template cudaError_t automask_backward<T>(const T*, const T*, const T*, const T*, const T*, const T*, const T*,  \
+                                            const T*, const T*, const T*, const T*, const T*, const T*, const T*,   \
+                                            const T*, const T*, const T*, T*, T*, T*, T*, T*, T*, int64_t, int64_t, \
+                                            int64_t, int64_t, T, cudaStream_t);
+AMAD_INSTANTIATE(float)
+AMAD_INSTANTIATE(double)
+#undef AMAD_INSTANTIATE
+
+}  // namespace cuda
+}  // namespace amad_fast
