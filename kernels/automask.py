@@ -8,9 +8,10 @@ the per-row divergences kl_local / kl_global (in the same pass when L fits in on
 else a second pass over k with the final log-sum-exps; O(L) memory either way). It saves only
 per-row stats (lse of both maps, float64: see _log_probs_and_integrands) for the backward.
 
-The backward is FlashAttention-2-style recomputation: one kernel over key blocks (dk, dv and the
-dc/ds contributions at key positions) and one over query blocks (dq and dc/ds at query
-positions); no atomics, so it is deterministic. The tiny parameter gradients (dfreqs, dweights
+The backward is FlashAttention-2-style recomputation: a small pass over query blocks for the row
+terms δ (see RECOMPUTE_DELTA), one kernel over key blocks (dk, dv and the dc/ds contributions at
+key positions) and one over query blocks (dq and dc/ds at query positions); no atomics, so it is
+deterministic. The tiny parameter gradients (dfreqs, dweights
 from dc/ds, dλ from the saved branch outputs) are finished in torch.
 
 Why a custom op: ``torch.compile`` traces a model calling it without a graph break
@@ -25,8 +26,8 @@ fp32 inputs use IEEE fp32 dots (``input_precision="ieee"``) for parity with the 
 Precision (fp32, measured against float64 under the interpreter): outputs, divergences and all
 six gradients stay within 2x the fp32 reference's own error at ordinary magnitudes. In strongly
 peaked maps (|A| ~ 1e2..1e3, e.g. S = 16 with Σ_s w_s ≈ 11) dq, dk reach ~2.5x the reference's
-max error (1.6x rms) and dfreqs, dweights ~1e-3 relative: the FlashAttention-2 backward takes
-δ = dO·O from the forward instead of the row sums of its own recomputed P·dP.
+max error (1.6x rms; it comes through the output branches, not the divergence, and not from δ),
+and dfreqs, dweights ~2e-4 relative (~1e-3 with δ taken from the forward, see RECOMPUTE_DELTA).
 
 Status: correctness is tested on the CPU under ``TRITON_INTERPRET=1`` (fp32/fp16). GPU
 performance (the autotune configs below, written for H100/H200) is untested in this session.
@@ -285,13 +286,10 @@ def _fwd_kernel(
 
 
 @triton.jit
-def _bwd_tile(q1, q2, qm1, qm2, k1, k2, km1, km2, v, dom, dog,
-              hi_l, lo_l, hi_g, lo_g, delta_l, delta_g, dkl_l, dkl_g, mask, scale,
-              HAS_KL: tl.constexpr, DT: tl.constexpr):
-    """Recompute P^M, P^G on an [M, N] tile and the score gradients dA, dG (anchor M constant).
-
-    dA_ij = P^M_ij (dO^M_i·v_j + dkl_local_i·g^M_ij − δ^M_i), likewise dG; zero outside ``mask``.
-    """
+def _probs_and_dp(q1, q2, qm1, qm2, k1, k2, km1, km2, v, dom, dog,
+                  hi_l, lo_l, hi_g, lo_g, dkl_l, dkl_g, scale, HAS_KL: tl.constexpr, DT: tl.constexpr):
+    """Recompute P^M, P^G on an [M, N] tile and dL/dP (+ the KL integrand terms): dP^M_ij =
+    dO^M_i·v_j + dkl_local_i·g^M_ij, likewise dP^G. Entries outside the valid tile are garbage."""
     a, g = _scores(q1, q2, qm1, qm2, k1, k2, km1, km2, scale, DT)
     pm, pg, gm, gg = _log_probs_and_integrands(a, g, hi_l, lo_l, hi_g, lo_g)
     dpm = _dot(dom, tl.trans(v), DT)
@@ -299,6 +297,17 @@ def _bwd_tile(q1, q2, qm1, qm2, k1, k2, km1, km2, v, dom, dog,
     if HAS_KL:
         dpm += dkl_l[:, None] * gm
         dpg += dkl_g[:, None] * gg
+    return pm, pg, dpm, dpg
+
+
+@triton.jit
+def _bwd_tile(q1, q2, qm1, qm2, k1, k2, km1, km2, v, dom, dog,
+              hi_l, lo_l, hi_g, lo_g, delta_l, delta_g, dkl_l, dkl_g, mask, scale,
+              HAS_KL: tl.constexpr, DT: tl.constexpr):
+    """P^M, P^G and the score gradients dA = P^M (dP^M − δ^M), dG likewise (anchor M constant);
+    zero outside ``mask``."""
+    pm, pg, dpm, dpg = _probs_and_dp(q1, q2, qm1, qm2, k1, k2, km1, km2, v, dom, dog,
+                                     hi_l, lo_l, hi_g, lo_g, dkl_l, dkl_g, scale, HAS_KL, DT)
     da = tl.where(mask, pm * (dpm - delta_l[:, None]), 0.0)
     dg = tl.where(mask, pg * (dpg - delta_g[:, None]), 0.0)
     return tl.where(mask, pm, 0.0), tl.where(mask, pg, 0.0), da, dg
@@ -341,6 +350,58 @@ def _unrotate(x1, x2, dm1, dm2, d1, d2, c, s, scale):
     dc = dm1 * x1 + dm2 * x2
     ds = dm2 * x1 - dm1 * x2
     return g1, g2, dc, ds
+
+
+@triton.jit
+def _bwd_delta_kernel(
+    Q, K, V, FREQS, WEIGHTS, DOM, DOG, LSE_L, LSE_G, DELTA_L, DELTA_G, DKL_L, DKL_G,
+    sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
+    H, L, L_KEY, scale,
+    HEAD_DIM: tl.constexpr, P: tl.constexpr, PB: tl.constexpr, S: tl.constexpr, HAS_KL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """δ_i = Σ_j P_ij dP_ij per query row, from the same recomputed P as the two gradient kernels.
+
+    Mathematically δ^M = dO^M·O^M + dkl_local·kl_local; summing the recomputed tiles instead makes
+    every row of dA sum to zero in the kernels' own arithmetic, so round-off in P is not multiplied
+    by the (possibly large) scores in dfreqs, dweights, dq and dk.
+    """
+    DT = Q.dtype.element_ty
+    pid_m = tl.program_id(1)
+    bh = tl.program_id(0).to(tl.int64)
+    b = bh // H
+    h = bh % H
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n0 = tl.arange(0, BLOCK_N)
+    offs_p = tl.arange(0, PB)
+    offs_d = tl.arange(0, HEAD_DIM)
+    p_mask = offs_p < P
+    m_mask = offs_m < L
+    fr = FREQS + h * (S * P)
+    wt = WEIGHTS + h * S
+    k_base = K + b * skb + h * skh
+    v_base = V + b * svb + h * svh
+    row = bh * L + offs_m
+
+    q1, q2, qm1, qm2, _c, _s = _rotated(Q + b * sqb + h * sqh, sql, sqd, offs_m, m_mask, offs_p, p_mask,
+                                        fr, wt, P, S)
+    o_off = row[:, None] * HEAD_DIM + offs_d[None, :]
+    dom = tl.load(DOM + o_off, mask=m_mask[:, None], other=0.0)
+    dog = tl.load(DOG + o_off, mask=m_mask[:, None], other=0.0)
+    hi_l, lo_l, hi_g, lo_g, _dl, _dg, dkl_l, dkl_g = _row_stats(
+        LSE_L, LSE_G, DELTA_L, DELTA_G, DKL_L, DKL_G, row, m_mask, HAS_KL)
+    delta_l = tl.zeros([BLOCK_M], tl.float32)
+    delta_g = tl.zeros([BLOCK_M], tl.float32)
+    for start_n in range(0, L, BLOCK_N):
+        k1, k2, km1, km2, v, n_mask = _kv_block(k_base, v_base, skl, skd, svl, svd, start_n, offs_n0, L,
+                                                offs_p, p_mask, offs_d, fr, wt, P, S)
+        pm, pg, dpm, dpg = _probs_and_dp(q1, q2, qm1, qm2, k1, k2, km1, km2, v, dom, dog,
+                                         hi_l, lo_l, hi_g, lo_g, dkl_l, dkl_g, scale, HAS_KL, DT)
+        mask = m_mask[:, None] & n_mask[None, :]
+        delta_l += tl.sum(tl.where(mask, pm * dpm, 0.0), 1)
+        delta_g += tl.sum(tl.where(mask, pg * dpg, 0.0), 1)
+    tl.store(DELTA_L + row, delta_l, mask=m_mask)
+    tl.store(DELTA_G + row, delta_g, mask=m_mask)
 
 
 @triton.jit
@@ -518,6 +579,13 @@ def _tuned(kernel, backward: bool):
 _fwd = _tuned(_single_block(_fwd_kernel), backward=False)
 _bwd_dkdv = _tuned(_bwd_dkdv_kernel, backward=True)
 _bwd_dq = _tuned(_bwd_dq_kernel, backward=True)
+_bwd_delta = _tuned(_bwd_delta_kernel, backward=True)
+
+#: δ_i = Σ_j P_ij dP_ij from the kernels' own recomputed tiles (one more pass over k, ~+20% backward
+#: work) rather than dO·O + dkl·kl from the forward's outputs (FlashAttention-2's choice). Every row
+#: of dA then sums to zero in the kernels' arithmetic; in peaked maps this makes dfreqs/dweights
+#: ~4x more accurate. Set AMAD_TRITON_DELTA=forward (or this attribute) for the cheaper variant.
+RECOMPUTE_DELTA = os.environ.get("AMAD_TRITON_DELTA", "recompute") != "forward"
 
 
 def _launch_kwargs() -> dict:
@@ -639,16 +707,21 @@ def automask_bwd_op(
     dog = (1.0 - lam_b) * g_out + (d_out_global.to(f32) if _present(d_out_global) else zero)
     dom = dom.expand(B, H, L, D)
     dog = dog.expand(B, H, L, D)
-    delta_l = (dom * o_l).sum(-1)
-    delta_g = (dog * o_g).sum(-1)
     has_kl = kl_local.numel() > 0 and (_present(d_kl_local) or _present(d_kl_global))
+    if RECOMPUTE_DELTA:
+        delta_l = torch.empty((B, H, L), dtype=f32, device=q.device)  # written by _bwd_delta
+        delta_g = torch.empty_like(delta_l)
+    else:
+        delta_l = (dom * o_l).sum(-1)
+        delta_g = (dog * o_g).sum(-1)
     if has_kl:
         dkl_l = (d_kl_local.to(f32) if _present(d_kl_local) else zero).expand(B, H, L).contiguous()
         dkl_g = (d_kl_global.to(f32) if _present(d_kl_global) else zero).expand(B, H, L).contiguous()
-        delta_l = delta_l + dkl_l * kl_local
-        delta_g = delta_g + dkl_g * kl_global
+        if not RECOMPUTE_DELTA:
+            delta_l = delta_l + dkl_l * kl_local
+            delta_g = delta_g + dkl_g * kl_global
     else:
-        dkl_l = dkl_g = delta_l
+        dkl_l = dkl_g = delta_l  # never read (HAS_KL=False)
     dlam = (g_out * (o_l - o_g)).sum((0, 2, 3)) if _present(dout) else lam.new_zeros(H, dtype=f32)
     # dO^M, dO^G travel in the input dtype (tensor-core operands); δ stays fp32.
     dom = dom.to(q.dtype).contiguous()
@@ -664,6 +737,8 @@ def automask_bwd_op(
     common = dict(HEAD_DIM=D, P=P, PB=PB, S=S, HAS_KL=has_kl, **_launch_kwargs())
     args_in = (q, k, v, freqs_c, weights_c, dom, dog, lse_local, lse_global, delta_l, delta_g, dkl_l, dkl_g)
     tail = (*_strides(q, k, v), H, L, _l_key(L), scale)
+    if RECOMPUTE_DELTA:
+        _bwd_delta[lambda meta: (B * H, triton.cdiv(L, meta["BLOCK_M"]))](*args_in, *tail, **common)
     _bwd_dkdv[lambda meta: (B * H, triton.cdiv(L, meta["BLOCK_N"]))](
         *args_in, dk, dv, dcs[0], dcs[1], *tail, **common)
     _bwd_dq[lambda meta: (B * H, triton.cdiv(L, meta["BLOCK_M"]))](
@@ -743,18 +818,18 @@ def automask_attention_triton(
 
 
 def fused_bytes_moved(B: int, H: int, L: int, D: int, S: int, itemsize: int, *, need_divergence: bool = False,
-                      store_branches: bool = False, backward: bool = False) -> int:
-    """Compulsory DRAM traffic of one call, in bytes (each tensor read or written once; re-reads
-    of k, v by other query blocks assumed to hit L2; parameters counted once per head).
+                      store_branches: bool = False, backward: bool = False, recompute_delta: bool = True) -> int:
+    """Compulsory DRAM traffic of one call, in bytes (each tensor read or written once per kernel;
+    re-reads of k, v by other query blocks assumed to hit L2; parameters counted once per head).
 
     Forward: reads q, k, v (3·BHLD·e) and freqs, weights, λ (H(SP+S+1)·4); writes out (BHLD·e),
     the two lse rows (float64: 2·BHL·8), plus the branches (2·BHLD·e) and the kl rows (2·BHL·4)
     when asked (training always stores the branches: the backward reads them).
-    Backward (the two kernels plus the torch work around them): reads dout, the branches (3·BHLD·e
-    for δ, dλ) and writes dO^M, dO^G (2·BHLD·e, input dtype); each kernel reads q, k, v, dO^M,
-    dO^G (2·5·BHLD·e) and the row stats lse (2·8), δ (2·4), dkl (2·4) (2·32·BHL); writes dq, dk,
-    dv (3·BHLD·e) and dc/ds (4·BHLP·4), read back once (4·BHLP·4). d_out_local/d_out_global,
-    when given, add 2·BHLD·e (not counted).
+    Backward (its kernels plus the torch work around them): reads dout and the branches (3·BHLD·e,
+    for dλ and δ) and writes dO^M, dO^G (2·BHLD·e, input dtype); each of the 3 kernels (2 without
+    the δ pass) reads q, k, v, dO^M, dO^G (5·BHLD·e) and the row stats lse (2·8), δ (2·4), dkl
+    (2·4) (32·BHL bytes); the kernels write dq, dk, dv (3·BHLD·e), δ (2·BHL·4) and dc/ds
+    (4·BHLP·4), read back once (4·BHLP·4). d_out_local/d_out_global, when given, add 2·BHLD·e.
     """
     bhld, bhl, P = B * H * L * D, B * H * L, D // 2
     params = H * (S * P + S + 1) * 4
@@ -765,4 +840,6 @@ def fused_bytes_moved(B: int, H: int, L: int, D: int, S: int, itemsize: int, *, 
         if need_divergence:
             n += 2 * bhl * 4
         return n
-    return (3 + 2 + 10 + 3) * bhld * itemsize + 2 * 32 * bhl + 8 * bhl * P * 4 + params
+    kernels = 3 if recompute_delta else 2
+    return ((3 + 2 + 5 * kernels + 3) * bhld * itemsize + (32 * kernels + 8) * bhl
+            + 8 * bhl * P * 4 + params)
