@@ -44,8 +44,8 @@ def parse_args(argv=None):
     p.add_argument("--parts", default="parity,memory,timing", help="comma list among parity,memory,timing")
     p.add_argument("--backends", default="triton,cpp", help="kernel backends to check (default triton,cpp)")
     p.add_argument("--no-compile", action="store_true", help="leave torch.compile(reference) out of the timings")
-    p.add_argument("--time-limit", type=float, default=480.0,
-                   help="seconds; parts and shapes not started by then are skipped (default 480)")
+    p.add_argument("--time-limit", type=float, default=420.0,
+                   help="seconds; parts and shapes not started by then are skipped (default 420)")
     p.add_argument("--memory-batch", type=int, default=8, help="B of the L=4096 memory check (default 8)")
     return p.parse_args(argv)
 
@@ -91,6 +91,19 @@ SUM_RTOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 1e-2}
 PARAM_GRADS = ("dfreqs", "dweights", "dmix")
 OUTPUTS = ("out", "kl_local", "kl_global", "out_local", "out_global")
 INPUTS = ("q", "k", "v", "freqs", "weights", "mix")
+
+
+RESULT: dict = {}  # everything measured so far; rewritten to $OUT as it grows
+
+
+def checkpoint(part: str, value: dict) -> None:
+    """Keep a part's partial results and rewrite the output files (a kill loses nothing done)."""
+    RESULT[part] = value
+    RESULT["wall_s"] = time.perf_counter() - T0
+    try:
+        write_outputs(RESULT)
+    except Exception as exc:  # noqa: BLE001 - writing must never stop the measuring
+        log(f"could not write outputs: {exc}")
 
 
 def time_left() -> float:
@@ -191,6 +204,7 @@ def part_parity(backends) -> dict:
                     traceback.print_exc()
                     continue
                 rows.extend(new)
+                checkpoint("parity", {"rows": rows, "skipped": skipped, "partial": True})
                 bad = [r["quantity"] for r in new if not r["pass"]]
                 worst = max(new, key=lambda r: r["err_kernel"] / r["tol"] if r["tol"] else 0.0)
                 log(f"{tag}: {'ok' if not bad else 'FAIL ' + ','.join(bad)} "
@@ -239,6 +253,7 @@ def part_memory(backends) -> dict:
                     ok = k["status"] == "ok"  # tiny CPU shapes: the 8x criterion means nothing, only that it ran
                 out["checks"].append({"backend": label, "mode": mode, "dtype": dname(dtype), "pass": ok,
                                       "reference_status": r["status"], "ratio_reference_over_kernel": ratio})
+        checkpoint("memory", dict(out, partial=True))
     decided = [c["pass"] for c in out["checks"] if c["pass"] is not None]
     out["pass"] = bool(decided) and all(decided)
     return out
@@ -250,7 +265,7 @@ def part_timing(backends) -> dict:
     for dtype in TIMING_DTYPES if not ARGS.dry_run else [torch.float32]:
         for B, H, L, D, S in TIMING_SHAPES:
             tag = f"timing {dname(dtype)} B={B} L={L}"
-            if time_left() < 30:
+            if time_left() < 60:
                 skipped.append({"case": tag, "reason": "time limit"})
                 log(f"{tag}: skipped (time limit)")
                 continue
@@ -282,6 +297,8 @@ def part_timing(backends) -> dict:
             del cases
             if DEVICE.type == "cuda":
                 torch.cuda.empty_cache()
+            bench.add_ratios(records)
+            checkpoint("timing", {"records": records, "skipped": skipped, "partial": True})
     bench.add_ratios(records)
     return {"records": records, "skipped": skipped}
 
@@ -354,7 +371,8 @@ def main() -> int:
     if bad:
         sys.exit(f"--parts: expected names among parity,memory,timing, got {bad}")
     backends = [b.strip() for b in ARGS.backends.split(",") if b.strip()]
-    result = {"schema": "amad_fast.gpu_check/1", "dry_run": ARGS.dry_run, "argv": sys.argv[1:], "errors": {}}
+    result = RESULT
+    result.update({"schema": "amad_fast.gpu_check/1", "dry_run": ARGS.dry_run, "argv": sys.argv[1:], "errors": {}})
     try:
         result["machine"] = bench.machine_info(DEVICE)
     except Exception as exc:  # noqa: BLE001
