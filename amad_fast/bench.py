@@ -859,13 +859,16 @@ def plot(path: str, records: List[dict]) -> Optional[str]:
     labels = list(dict.fromkeys(r["label"] for r in ok))
     for ax, (dt, D, mode) in zip(axes.flat, panels):
         for label in labels:
-            pts = sorted((r["L"], r["median_s"] * 1e3) for r in ok if (r["dtype"], r["D"], r["mode"], r["label"]) == (dt, D, mode, label))
+            pts = sorted((r["L"], r["median_s"] * 1e3, r["q25_s"] * 1e3, r["q75_s"] * 1e3) for r in ok
+                         if (r["dtype"], r["D"], r["mode"], r["label"]) == (dt, D, mode, label))
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+                med = [p[1] for p in pts]
+                spread = [[m - p[2] for m, p in zip(med, pts)], [p[3] - m for m, p in zip(med, pts)]]
+                ax.errorbar([p[0] for p in pts], med, yerr=spread, marker="o", capsize=3, label=label)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("L (B shrinks as L grows: B*L ~ const)")
-        ax.set_ylabel("median ms per call")
+        ax.set_ylabel("median ms per call (bars: IQR)")
         ax.set_title(f"{mode}, D={D}, {dt}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
