@@ -11,16 +11,16 @@ per-row stats (lse of both maps, float64: see _log_probs_and_integrands) for the
 The backward is FlashAttention-2-style recomputation: a small pass over query blocks for the row
 terms δ (see RECOMPUTE_DELTA), one kernel over key blocks (dk, dv and the dc/ds contributions at
 key positions) and one over query blocks (dq and dc/ds at query positions); no atomics, so it is
-deterministic. The tiny parameter gradients (dfreqs, dweights
-from dc/ds, dλ from the saved branch outputs) are finished in torch.
+deterministic. The tiny parameter gradients (dfreqs, dweights from dc/ds, dλ from the saved
+branch outputs) are finished in torch.
 
 Why a custom op: ``torch.compile`` traces a model calling it without a graph break
 (``torch.library.custom_op`` + ``register_fake`` + ``register_autograd``).
 
-Numerics: scores and lse in natural units (as log_softmax: A − lse is formed before scaling by
-log2(e) for exp2, so dominant entries keep full precision), fp32 accumulation; log M_ij = logaddexp(log P^M, log P^G) −
-log 2 is never formed: with d = log P^M − log P^G, the KL integrands are
-g^M = log 2 − softplus(−d) and g^G = log 2 − softplus(d), finite whenever the scores are.
+Numerics: scores and lse in natural units (as in log_softmax, A − lse is formed before scaling
+by log2(e) for exp2, so dominant entries keep full precision), fp32 accumulation. log M_ij =
+logaddexp(log P^M, log P^G) − log 2 is never formed: with d = log P^M − log P^G the KL integrands
+are g^M = log 2 − softplus(−d) and g^G = log 2 − softplus(d), finite whenever the scores are.
 fp32 inputs use IEEE fp32 dots (``input_precision="ieee"``) for parity with the reference.
 
 Precision (fp32, measured against float64 under the interpreter): outputs, divergences and all
@@ -34,9 +34,6 @@ performance (the autotune configs below, written for H100/H200) is untested in t
 The module decides at import whether Triton runs interpreted (``TRITON_INTERPRET=1`` must be set
 before the first ``import triton``); interpreted, it skips autotuning and uses one small config.
 """
-from __future__ import annotations
-
-import math
 import os
 from typing import List, Optional, Tuple
 
