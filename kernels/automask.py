@@ -32,7 +32,8 @@ and dfreqs, dweights ~2e-4 relative (~1e-3 with δ taken from the forward, see R
 Status: correctness is tested on the CPU under ``TRITON_INTERPRET=1`` (fp32/fp16). GPU
 performance (the autotune configs below, written for H100/H200) is untested in this session.
 The module decides at import whether Triton runs interpreted (``TRITON_INTERPRET=1`` must be set
-before the first ``import triton``); interpreted, it skips autotuning and uses one small config.
+before the first ``import triton``); interpreted, or with ``AMAD_TRITON_AUTOTUNE=0``, it skips
+autotuning and uses FIXED_CONFIG.
 """
 import os
 from typing import List, Optional, Tuple
@@ -560,14 +561,16 @@ def _prune(configs, named_args, **kwargs):
     return kept or configs[:1]
 
 
-#: the one config used under TRITON_INTERPRET=1 (no autotuning: the interpreter is slow)
-INTERPRET_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 64}
+#: the one config used when not autotuning: always under TRITON_INTERPRET=1 (the interpreter is
+#: slow), and on a GPU with AMAD_TRITON_AUTOTUNE=0 (quick tests, debugging: no compile of every config)
+FIXED_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 64}
+AUTOTUNE = not INTERPRETED and os.environ.get("AMAD_TRITON_AUTOTUNE", "1") != "0"
 
 _single_block = triton.heuristics({"SINGLE_BLOCK": lambda a: a["L"] <= a["BLOCK_N"]})
 
 
 def _tuned(kernel, backward: bool):
-    if INTERPRETED:
+    if not AUTOTUNE:
         return kernel
     return triton.autotune(configs=_configs(backward), key=_AUTOTUNE_KEY,
                            prune_configs_by={"early_config_prune": _prune})(kernel)
@@ -586,7 +589,7 @@ RECOMPUTE_DELTA = os.environ.get("AMAD_TRITON_DELTA", "recompute") != "forward"
 
 
 def _launch_kwargs() -> dict:
-    return dict(INTERPRET_CONFIG) if INTERPRETED else {}
+    return {} if AUTOTUNE else dict(FIXED_CONFIG)
 
 
 def _l_key(L: int) -> int:
