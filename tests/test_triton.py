@@ -28,8 +28,8 @@ from amad_fast.kernels import automask as km  # noqa: E402
 from amad_fast.reference import automask_attention_reference, default_freqs  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() and not km.INTERPRETED else "cpu"
-# absolute floors: FlashAttention-style backwards compute δ = dO·O apart from dP = dO·v, so where the
-# exact gradient is 0 (L = 1: a softmax over one key) they leave fp32 round-off of a few 1e-6
+# absolute floors: with δ = dO·O taken from the forward (AMAD_TRITON_DELTA=forward, apart from
+# dP = dO·v) an exactly-zero gradient (L = 1: a softmax over one key) keeps a few 1e-6 of round-off
 FLOOR = {torch.float32: 3e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
 # dfreqs, dweights, dmix are sums of B·L·P per-position terms: the kernel's terms (dc, ds) are as
 # accurate as the reference's, but their round-off adds up in another order, and with a few
