@@ -12,6 +12,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -87,6 +89,19 @@ void run_backward(Isa isa, const cpu::BwdArgs<T>& a, int64_t t0, int64_t t1, T* 
   cpu::backward_default<T>(a, t0, t1, w);
 }
 
+// Runs fn(t0, t1, work) over [0, ntasks) in chunks handed out first come, first served: a thread
+// that the OS preempts (a shared, loaded machine) does not hold the others at the closing barrier.
+// Every task writes only its own outputs, so results do not depend on who ran what.
+template <typename T, typename Fn>
+void parallel_tasks(int64_t ntasks, int64_t chunk, int64_t work_size, const Fn& fn) {
+  std::atomic<int64_t> next{0};
+  const int64_t workers = std::min<int64_t>(at::get_num_threads(), (ntasks + chunk - 1) / chunk);
+  at::parallel_for(0, std::max<int64_t>(workers, 1), 1, [&](int64_t, int64_t) {
+    std::vector<T> work(work_size);
+    for (int64_t t0; (t0 = next.fetch_add(chunk)) < ntasks;) fn(t0, std::min(t0 + chunk, ntasks), work.data());
+  });
+}
+
 // Query rows per task: the block's score rows (R×L per map) stay within ~64 KiB of float32.
 int64_t block_rows(int64_t L) {
   int64_t r = 16384 / L;
@@ -114,8 +129,8 @@ Tensor grad_or_undefined(const c10::optional<Tensor>& g, at::ScalarType dtype) {
 template <typename T>
 void reduce_key_side(const cpu::BwdArgs<T>& a, T* dk, T* dv) {
   const int64_t L = a.L, D = a.D, P = D / 2, ns = a.nsplit;
-  at::parallel_for(0, a.B * a.H, 1, [&](int64_t bh0, int64_t bh1) {
-    std::vector<T> rot(D), plain(D), kv(D);
+  parallel_tasks<T>(a.B * a.H, 1, 3 * D, [&](int64_t bh0, int64_t bh1, T* work) {
+    T *rot = work, *plain = work + D, *kv = work + 2 * D;
     for (int64_t bh = bh0; bh < bh1; ++bh) {
       const int64_t b = bh / a.H, h = bh % a.H;
       for (int64_t j = 0; j < L; ++j) {
@@ -203,10 +218,8 @@ ForwardResult automask_forward_cpu(const Tensor& q, const Tensor& k, const Tenso
     a.B = B, a.H = H, a.L = L, a.D = D, a.R = R, a.nblk = nblk;
     a.scale = static_cast<T>(scale);
     a.need_divergence = need_divergence;
-    at::parallel_for(0, B * H * nblk, 1, [&](int64_t t0, int64_t t1) {
-      std::vector<T> work(cpu::forward_work_size<T>(L, D, R));
-      run_forward<T>(isa, a, t0, t1, work.data());
-    });
+    parallel_tasks<T>(B * H * nblk, nblk, cpu::forward_work_size<T>(L, D, R),
+                      [&](int64_t t0, int64_t t1, T* work) { run_forward<T>(isa, a, t0, t1, work); });
   });
   const auto dt = q.scalar_type();
   if (dt != acc) {
@@ -289,10 +302,8 @@ BackwardResult automask_backward_cpu(const c10::optional<Tensor>& grad_out,
     a.dmix_ws = dmix_ws.data_ptr<T>();
     a.B = B, a.H = H, a.L = L, a.D = D, a.R = R, a.nblk = nblk, a.nsplit = nsplit, a.blocks_per_split = bps;
     a.scale = static_cast<T>(scale);
-    at::parallel_for(0, B * H * nsplit, 1, [&](int64_t t0, int64_t t1) {
-      std::vector<T> work(cpu::backward_work_size<T>(L, D, R));
-      run_backward<T>(isa, a, t0, t1, work.data());
-    });
+    parallel_tasks<T>(B * H * nsplit, 1, cpu::backward_work_size<T>(L, D, R),
+                      [&](int64_t t0, int64_t t1, T* work) { run_backward<T>(isa, a, t0, t1, work); });
     reduce_key_side<T>(a, dk.data_ptr<T>(), dv.data_ptr<T>());
     dc = sum_leading<T>(dc_ws, B).view({H, L, P});
     ds = sum_leading<T>(ds_ws, B).view({H, L, P});
