@@ -65,7 +65,8 @@ METHOD_NOTES = {
     "baselines": (
         "reference: the plain-PyTorch source of truth (materialises both L x L maps). "
         "compile(reference): torch.compile of the reference with default options, compiled afresh for "
-        "each shape (torch._dynamo.reset()); compile_s is the first call's time, apart from the timings. "
+        "each shape (torch._dynamo.reset()); compile_s is the first call's time, apart from the timings "
+        "(inductor's on-disk cache can shorten it on a repeat run). "
         "sdpa: torch.nn.functional.scaled_dot_product_attention of the same q, k, v (plain attention, "
         "one map, no divergence). mha: nn.MultiheadAttention(E=H*D, H, batch_first=True) on x (B, L, E) "
         "with need_weights=False; it includes the input projection (3 E x E) and output projection, "
@@ -802,6 +803,39 @@ def format_e2e_table(records: List[dict]) -> str:
     return "\n".join(lines)
 
 
+def _geomean(xs: List[float]) -> float:
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
+
+
+def summarize(records: List[dict]) -> List[str]:
+    """Per measured label and mode: geometric means over the sweep's shapes of reference time / time
+    and time / sdpa time, and the reference's peak memory over the label's at the largest L."""
+    ok = [r for r in records if r.get("part", "attention") == "attention" and r.get("status") == "ok"]
+    lines = []
+    for label in dict.fromkeys(r["label"] for r in ok):
+        if label in ("reference", "sdpa"):
+            continue
+        for mode in ("fwd", "fwdbwd"):
+            rows = [r for r in ok if r["label"] == label and r["mode"] == mode]
+            ref_over = [r["ref_over"] for r in rows if "ref_over" in r]
+            x_sdpa = [r["x_sdpa"] for r in rows if "x_sdpa" in r]
+            if not rows or not ref_over:
+                continue
+            text = (f"{label:<19} {mode:<6} over {len(rows)} shapes: {_geomean(ref_over):5.2f}x the reference's speed "
+                    f"(range {min(ref_over):.2f}-{max(ref_over):.2f})")
+            if x_sdpa:
+                text += f", {_geomean(x_sdpa):5.2f}x SDPA's time"
+            big = max(r["L"] for r in rows)
+            mems = [(r, next((x for x in ok if x["label"] == "reference" and x["mode"] == mode
+                               and (x["dtype"], x["L"], x["D"], x["B"]) == (r["dtype"], r["L"], r["D"], r["B"])), None))
+                    for r in rows if r["L"] == big]
+            ratios = [m["peak_bytes"] / r["peak_bytes"] for r, m in mems if m and r.get("peak_bytes") and m.get("peak_bytes")]
+            if ratios:
+                text += f"; at L={big} the reference needs {_geomean(ratios):.1f}x its peak memory"
+            lines.append(text)
+    return lines
+
+
 def compile_summary(records: List[dict]) -> List[str]:
     return [f"compile(reference) {r['dtype']} L={r['L']} D={r['D']} {r['mode']}: first call {r['compile_s']:.1f} s"
             for r in records if "compile_s" in r]
@@ -827,6 +861,9 @@ def write_markdown(path: str, result: dict) -> None:
     ]
     for name, why in result["config"].get("skipped_backends", {}).items():
         lines.append(f"- not measured: {name} ({why})")
+    summary = summarize(result["attention"])
+    if summary:
+        lines += ["", "## Summary (geometric means over the sweep; ratios within this run)", "", "```"] + summary + ["```"]
     lines += ["", "## Attention (H = %d, S = %d)" % (result["config"]["heads"], result["config"]["scales"]), "",
               "```", format_attention_table(result["attention"]), "```", ""]
     comp = compile_summary(result["attention"])
@@ -1047,6 +1084,9 @@ def _run(args) -> int:
     if result["attention"]:
         print(format_attention_table(result["attention"]))
         for line in compile_summary(result["attention"]):
+            print(line)
+        print()
+        for line in summarize(result["attention"]):
             print(line)
         print()
     if result["e2e"]:
