@@ -16,6 +16,9 @@ nothing. In one call (a few minutes) it
    (B=16, H=8, L=1024, D=64, S=4) in bfloat16 and float32, with achieved GB/s (byte model in
    amad_fast.bench.METHOD_NOTES).
 
+Parity runs in a child process with AMAD_TRITON_AUTOTUNE=0 (one launch config, so each shape and
+dtype compiles once instead of once per autotune config), then again in this process with the
+autotuned configs on the shapes the timings use (their compiles are shared with the timings).
 Each part runs under try/except and the JSON + markdown under $OUT (default ./gpu_out) are
 rewritten after every part, so a failure or the time limit loses nothing already measured.
 ``--dry-run`` runs the same code on tiny CPU shapes (Triton via its interpreter) to catch errors
@@ -34,7 +37,8 @@ T0 = time.perf_counter()
 
 
 def log(msg: str) -> None:
-    print(f"[{time.perf_counter() - T0:7.1f} s] {msg}", flush=True)
+    child = "child " if "--child" in sys.argv else ""
+    print(f"[{child}{time.perf_counter() - T0:7.1f} s] {msg}", flush=True)
 
 
 def parse_args(argv=None):
@@ -47,6 +51,10 @@ def parse_args(argv=None):
     p.add_argument("--time-limit", type=float, default=420.0,
                    help="seconds; parts and shapes not started by then are skipped (default 420)")
     p.add_argument("--memory-batch", type=int, default=8, help="B of the L=4096 memory check (default 8)")
+    p.add_argument("--parity-in-process", action="store_true",
+                   help="run the whole parity sweep here, with autotuning (slow: every config compiles for "
+                        "every shape and dtype); by default it runs in a child with AMAD_TRITON_AUTOTUNE=0")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -71,6 +79,7 @@ if ARGS.dry_run:
     DEVICE = torch.device("cpu")
     PARITY_SHAPES = [(2, 2, 16, 16, 2), (1, 2, 33, 32, 3)]
     TIMING_SHAPES = [(4, 2, 32, 16, 2)]
+    TUNED_PARITY = [((2, 2, 16, 16, 2), torch.float32)]
     MEMORY_SHAPE = (1, 2, 128, 16, 2)
     TIMING = {"warmup": 1, "repeats": 3, "min_sample_s": 1e-4, "budget_s": 0.05}
 else:
@@ -80,8 +89,11 @@ else:
     # (B, H, L, D, S): the model size, a multi-block L that is no multiple of a block, a small head dim, L = 1
     PARITY_SHAPES = [(4, 8, 100, 64, 4), (2, 4, 300, 64, 4), (3, 2, 77, 32, 2), (2, 2, 1, 64, 4)]
     TIMING_SHAPES = [(256, 8, 100, 64, 4), (16, 8, 1024, 64, 4)]
+    # parity with the autotuned configs, on the autotune keys (L bucket, D, S, dtypes) the timings use anyway
+    TUNED_PARITY = [((4, 8, 100, 64, 4), torch.bfloat16), ((4, 8, 100, 64, 4), torch.float32),
+                    ((2, 8, 1024, 64, 4), torch.bfloat16), ((2, 8, 1024, 64, 4), torch.float32)]
     MEMORY_SHAPE = (ARGS.memory_batch, 8, 4096, 64, 4)
-    TIMING = {"warmup": 3, "repeats": 20, "min_sample_s": 0.005, "budget_s": 1.5}
+    TIMING = {"warmup": 3, "repeats": 15, "min_sample_s": 0.005, "budget_s": 1.0}
 
 PARITY_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 TIMING_DTYPES = [torch.bfloat16, torch.float32]
@@ -176,39 +188,76 @@ def parity_one(backend: str, shape, dtype: torch.dtype) -> list:
     return rows
 
 
+def parity_cases(backends, cases, config: str, rows: list, skipped: list) -> None:
+    """Run parity_one for every backend and (shape, dtype) in ``cases``; append rows tagged ``config``."""
+    for backend in backends:
+        for shape, dtype in cases:
+            tag = f"parity[{config}] {backend} {dname(dtype)} {shape}"
+            if time_left() < 0:
+                skipped.append({"case": tag, "reason": "time limit"})
+                continue
+            try:
+                new = parity_one(backend, shape, dtype)
+            except Exception as exc:  # noqa: BLE001
+                if isinstance(exc, RuntimeError) and "cannot run these inputs" in str(exc):
+                    skipped.append({"case": tag, "reason": bench._error_text(exc)})
+                    log(f"{tag}: skipped ({bench._error_text(exc)})")
+                    continue
+                rows.append({"backend": backend, "dtype": dname(dtype), "shape": list(shape), "quantity": "*",
+                             "config": config, "pass": False, "error": bench._error_text(exc)})
+                log(f"{tag}: ERROR {bench._error_text(exc)}")
+                traceback.print_exc()
+                continue
+            for r in new:
+                r["config"] = config
+            rows.extend(new)
+            checkpoint("parity", {"rows": rows, "skipped": skipped, "partial": True})
+            bad = [r["quantity"] for r in new if not r["pass"]]
+            worst = max(new, key=lambda r: r["err_kernel"] / r["tol"] if r["tol"] else 0.0)
+            log(f"{tag}: {'ok' if not bad else 'FAIL ' + ','.join(bad)} "
+                f"(worst {worst['quantity']}: {worst['err_kernel']:.2e} vs tol {worst['tol']:.2e})")
+
+
+def parity_in_child(backends, rows: list, skipped: list) -> None:
+    """The full parity sweep in a child process with AMAD_TRITON_AUTOTUNE=0 (one fixed Triton
+    config: one compile per specialisation instead of one per autotune config), merged here."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, os.path.abspath(__file__), "--child", "--parts", "parity", "--out", tmp,
+               "--backends", ",".join(backends), "--time-limit", str(max(30.0, min(300.0, time_left() - 60)))]
+        if ARGS.dry_run:
+            cmd.append("--dry-run")
+        env = dict(os.environ, AMAD_TRITON_AUTOTUNE="0")
+        log("parity sweep in a child with AMAD_TRITON_AUTOTUNE=0: " + " ".join(cmd[1:]))
+        try:
+            proc = subprocess.run(cmd, env=env, timeout=max(60.0, time_left()))
+            log(f"child exited with {proc.returncode}")
+        except subprocess.TimeoutExpired:
+            log("child timed out; keeping what it wrote")
+        path = os.path.join(tmp, "gpu_check.json")
+        if not os.path.exists(path):
+            skipped.append({"case": "parity[fixed] (child)", "reason": "the child wrote no results"})
+            return
+        with open(path, encoding="utf-8") as fh:
+            child = json.load(fh)
+    part = child.get("parity", {})
+    rows.extend(part.get("rows", []))
+    skipped.extend(part.get("skipped", []))
+    for name, err in child.get("errors", {}).items():
+        skipped.append({"case": f"child part {name}", "reason": err})
+
+
 def part_parity(backends) -> dict:
     rows, skipped = [], []
-    for backend in backends:
-        for shape in PARITY_SHAPES:
-            for dtype in PARITY_DTYPES:
-                tag = f"parity {backend} {dname(dtype)} {shape}"
-                if time_left() < 0:
-                    skipped.append({"case": tag, "reason": "time limit"})
-                    continue
-                try:
-                    new = parity_one(backend, shape, dtype)
-                except RuntimeError as exc:
-                    if "cannot run these inputs" in str(exc):
-                        skipped.append({"case": tag, "reason": bench._error_text(exc)})
-                        log(f"{tag}: skipped ({bench._error_text(exc)})")
-                        continue
-                    rows.append({"backend": backend, "dtype": dname(dtype), "shape": list(shape), "quantity": "*",
-                                 "pass": False, "error": bench._error_text(exc)})
-                    log(f"{tag}: ERROR {bench._error_text(exc)}")
-                    traceback.print_exc()
-                    continue
-                except Exception as exc:  # noqa: BLE001
-                    rows.append({"backend": backend, "dtype": dname(dtype), "shape": list(shape), "quantity": "*",
-                                 "pass": False, "error": bench._error_text(exc)})
-                    log(f"{tag}: ERROR {bench._error_text(exc)}")
-                    traceback.print_exc()
-                    continue
-                rows.extend(new)
-                checkpoint("parity", {"rows": rows, "skipped": skipped, "partial": True})
-                bad = [r["quantity"] for r in new if not r["pass"]]
-                worst = max(new, key=lambda r: r["err_kernel"] / r["tol"] if r["tol"] else 0.0)
-                log(f"{tag}: {'ok' if not bad else 'FAIL ' + ','.join(bad)} "
-                    f"(worst {worst['quantity']}: {worst['err_kernel']:.2e} vs tol {worst['tol']:.2e})")
+    everything = [(shape, dtype) for shape in PARITY_SHAPES for dtype in PARITY_DTYPES]
+    fixed = "fixed" if (ARGS.child or os.environ.get("AMAD_TRITON_AUTOTUNE") == "0") else "autotuned"
+    if ARGS.child or ARGS.parity_in_process:
+        parity_cases(backends, everything, fixed, rows, skipped)
+    else:
+        parity_in_child(backends, rows, skipped)
+        parity_cases(backends, TUNED_PARITY, "autotuned", rows, skipped)
     return {"rows": rows, "skipped": skipped, "pass": bool(rows) and all(r["pass"] for r in rows)}
 
 
@@ -333,13 +382,16 @@ def write_outputs(result: dict) -> None:
         lines += ["## Parity against float64 (tol = 2 x reference-in-dtype error + floor; floor = FLOOR[dtype] "
                   "(+ SUM_RTOL[dtype] x max|x| for the parameter grads))", "",
                   f"all pass: **{par.get('pass')}**", "",
-                  "| backend | dtype | shape (B,H,L,D,S) | quantity | kernel err | reference err | tol | pass |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "Triton config: `fixed` = the one launch config (child run with AMAD_TRITON_AUTOTUNE=0), "
+                  "`autotuned` = the configs autotuning picks (the ones the timings use).", "",
+                  "| backend | config | dtype | shape (B,H,L,D,S) | quantity | kernel err | reference err | tol | pass |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in par.get("rows", []):
+            pre = f"| {r['backend']} | {r.get('config', '')} | {r['dtype']} | {r['shape']} |"
             if "error" in r:
-                lines.append(f"| {r['backend']} | {r['dtype']} | {r['shape']} | * | error: {r['error']} | | | False |")
+                lines.append(f"{pre} * | error: {r['error']} | | | False |")
             else:
-                lines.append(f"| {r['backend']} | {r['dtype']} | {r['shape']} | {r['quantity']} | {r['err_kernel']:.2e} | "
+                lines.append(f"{pre} {r['quantity']} | {r['err_kernel']:.2e} | "
                              f"{r['err_reference']:.2e} | {r['tol']:.2e} | {r['pass']} |")
         lines += [f"- skipped: {s['case']}: {s['reason']}" for s in par.get("skipped", [])] + [""]
     mem = result.get("memory")
@@ -384,7 +436,7 @@ def main() -> int:
         # on CPU the fused CUDA paths cannot run: check whichever kernel backends work here, and the
         # reference against itself so every code path of the script runs at least once
         status = amad_fast.available_backends()
-        backends = [b for b in backends if status.get(b) and status[b].available] + ["reference"]
+        backends = list(dict.fromkeys([b for b in backends if status.get(b) and status[b].available] + ["reference"]))
         log(f"dry run on CPU: checking {backends}")
     runners = {"parity": lambda: part_parity(backends), "memory": lambda: part_memory(backends),
                "timing": lambda: part_timing(backends)}
