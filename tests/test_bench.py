@@ -149,3 +149,14 @@ def test_a_failing_case_becomes_a_record_not_an_exception():
     bad, good = bench.measure_group(cases, shape, "fwdbwd", {"repeats": 3, "min_sample_s": 1e-4})
     assert bad["status"] == "oom" and "out of memory" in bad["error"] and "median_s" not in bad
     assert good["status"] == "ok" and good["bytes"] == 16 and good["samples"] == 3
+
+
+def test_e2e_stand_in_runs_when_the_model_is_missing(monkeypatch):
+    """The encoder-stack fallback (used when amad_fast.model is absent) trains and scores."""
+    monkeypatch.setattr(bench, "e2e_model_kind", lambda: "encoder-stack")
+    recs = bench.run_e2e(torch.device("cpu"), batch=2, length=8, channels=3, backends=["reference"],
+                         timing={"warmup": 1, "repeats": 3, "min_sample_s": 1e-4, "budget_s": 0.01},
+                         overrides={"d_model": 16, "n_layers": 1}, log=lambda s: None)
+    assert [(r["model"], r["mode"], r["status"]) for r in recs] == [
+        ("encoder-stack", "train", "ok"), ("encoder-stack", "score", "ok")]
+    assert all(r["windows_per_s"] > 0 for r in recs)
