@@ -315,6 +315,25 @@ def _set_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# settings that may change between a run and its resumption; every other one must match
+_RESUME_FREE = ("epochs", "progress", "checkpoint_dir", "resume", "checkpoint_every", "patience")
+
+
+def _check_resumable(ck: Dict[str, Any], cfg: TrainConfig, model: AMAD) -> None:
+    """Refuse to resume from a checkpoint written with another model or training setup."""
+    saved = {k: v for k, v in ck.get("config", {}).items() if k not in _RESUME_FREE}
+    now = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUME_FREE}
+    diff = {k: (saved.get(k), now.get(k)) for k in set(saved) | set(now) if saved.get(k) != now.get(k)}
+    mc_saved = {k: v for k, v in ck.get("model_config", {}).items() if k != "backend"}
+    mc_now = {k: v for k, v in model.config.items() if k != "backend"}
+    diff.update({f"model.{k}": (mc_saved.get(k), mc_now.get(k)) for k in set(mc_saved) | set(mc_now)
+                 if mc_saved.get(k) != mc_now.get(k)})
+    if diff:
+        detail = ", ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
+        raise ValueError(f"resume: the checkpoint was written with other settings ({detail}); "
+                         "use the same settings or another checkpoint_dir")
+
+
 def _clone_state(model: nn.Module) -> Dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -386,6 +405,7 @@ def train_model(
     ckpt_path = os.path.join(cfg.checkpoint_dir, CHECKPOINT_NAME) if cfg.checkpoint_dir else None
     if cfg.resume and ckpt_path and os.path.exists(ckpt_path):
         ck = load_checkpoint(ckpt_path)
+        _check_resumable(ck, cfg, model)
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         start_epoch, start_step, global_step = ck["epoch"], ck["step"], ck["global_step"]

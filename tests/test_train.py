@@ -144,6 +144,14 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, every):
     for (name, a), b in zip(ref.state_dict().items(), m2.state_dict().values()):
         assert torch.equal(a, b), name
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
+    if every:
+        return
+    c.lr = 1e-2  # resuming with other settings is refused
+    with pytest.raises(ValueError, match="lr: checkpoint 0.001, now 0.01"):
+        train_model(tiny(torch.float32, dropout=0.1), X, c)
+    c.lr = 1e-3
+    with pytest.raises(ValueError, match="model.d_model"):
+        train_model(tiny(torch.float32, dropout=0.1, d_model=24, n_heads=2), X, c)
 
 
 def test_save_atomic_keeps_old_file_on_failure(tmp_path):

@@ -1,0 +1,111 @@
+"""Shared pieces of the experiment scripts: AMAD and baseline scores through ONE evaluation path
+(amad_fast.metrics.evaluate with the paper and train thresholds), and result-table writing."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from amad_fast import metrics  # noqa: E402
+from amad_fast.data import Standardizer  # noqa: E402
+from amad_fast.detector import AMADDetector, score_series  # noqa: E402
+
+DATA = os.environ.get("AMAD_DATA", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                                "..", "shared", "data"))
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+KEYS = ("pa_f1", "precision", "recall", "f1", "auroc", "aupr", "best_f1", "affiliation_f1")
+
+
+def evaluate_both(train_scores: np.ndarray, test_scores: np.ndarray, labels: np.ndarray, ratio: float) -> Dict[str, Any]:
+    """metrics.evaluate under the paper and the train threshold rules (r = ``ratio`` percent)."""
+    return {
+        "paper": metrics.evaluate(test_scores, labels, metrics.paper_threshold(train_scores, test_scores, ratio)),
+        "train": metrics.evaluate(test_scores, labels, metrics.train_threshold(train_scores, ratio)),
+    }
+
+
+def amad_scores(det: AMADDetector, train: np.ndarray, test: np.ndarray, score: str):
+    """(train scores, test scores, test scoring seconds) of a fitted detector under ``score``."""
+    Ztr = det.standardizer_.transform(train)
+    Zte = det.standardizer_.transform(test)
+    tr = score_series(det.model_, Ztr, score, det.temperature, det.score_batch_size)
+    t0 = time.perf_counter()
+    te = score_series(det.model_, Zte, score, det.temperature, det.score_batch_size)
+    return tr, te, time.perf_counter() - t0
+
+
+def baseline_scores(name: str, train: np.ndarray, test: np.ndarray, seed: int = 0):
+    """(train scores, test scores) of a per-time-step baseline on standardised data."""
+    st = Standardizer().fit(train, warn=False)
+    Ztr, Zte = st.transform(train), st.transform(test)
+    if name == "random":
+        rng = np.random.default_rng(seed)
+        return rng.uniform(size=len(train)), rng.uniform(size=len(test))
+    if name == "iforest":
+        from sklearn.ensemble import IsolationForest
+
+        f = IsolationForest(n_estimators=100, random_state=seed, n_jobs=1).fit(Ztr)
+        return -f.score_samples(Ztr), -f.score_samples(Zte)
+    if name == "pca":
+        from sklearn.decomposition import PCA
+
+        p = PCA(n_components=0.95, svd_solver="full", random_state=seed).fit(Ztr)
+
+        def err(Z):
+            return ((Z - p.inverse_transform(p.transform(Z))) ** 2).mean(1)
+
+        return err(Ztr), err(Zte)
+    raise ValueError(name)
+
+
+def machine() -> Dict[str, Any]:
+    import torch
+
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    return {"when": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
+            "torch": torch.__version__, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "loadavg_at_write": load}
+
+
+def write_results(name: str, payload: Dict[str, Any], markdown: str) -> None:
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, name + ".json"), "w") as fh:
+        json.dump(payload, fh, indent=2, sort_keys=True, default=float)
+        fh.write("\n")
+    with open(os.path.join(RESULTS, name + ".md"), "w") as fh:
+        fh.write(markdown)
+
+
+def table(rows: List[Dict[str, Any]], columns: List[str]) -> str:
+    def fmt(v):
+        if v is None:
+            return "n/a"
+        if isinstance(v, float):
+            return f"{v:.3f}"
+        return str(v)
+
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        out.append("| " + " | ".join(fmt(r.get(c)) for c in columns) + " |")
+    return "\n".join(out) + "\n"
+
+
+def flat_rows(method: str, result: Dict[str, Any], extra: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
+    """One table row per threshold rule."""
+    rows = []
+    for rule, m in result.items():
+        row = {"method": method, "threshold": rule, **(extra or {})}
+        row.update({k: m[k] for k in KEYS})
+        rows.append(row)
+    return rows

@@ -1,0 +1,99 @@
+"""Training throughput (windows/s) and time to score the whole SMAP test set, per available backend.
+
+Model: the CPU-sized AMAD of eval_datasets.py (C = 25, L = 100, d_model 64, 4 heads, 2 layers,
+4 scales), batch 32. Training = one optimiser step as amad_fast.train takes it (one forward, the
+Max-Min gradient routes, Adam), timed over --steps steps after 2 warm-up steps, for the exact and
+joint modes. Scoring = AMADDetector's scorer (non-overlapping windows, batch 128, no_grad) over all
+427,617 SMAP test steps, timed once. Weights are the random initialisation (timing does not depend
+on them). Triton runs only on CUDA (on CPU only its interpreter exists), so it is listed as skipped.
+
+    python experiments/throughput.py [--steps 10]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import DATA, machine, table, write_results  # noqa: E402
+
+import amad_fast  # noqa: E402
+from amad_fast.data import Standardizer, load_anomaly_transformer  # noqa: E402
+from amad_fast.detector import score_series  # noqa: E402
+from amad_fast.model import AMAD  # noqa: E402
+from amad_fast.train import compute_losses, maxmin_gradients  # noqa: E402
+
+SIZE = dict(window_size=100, d_model=64, n_heads=4, n_layers=2, num_scales=4, d_ff=128)
+
+
+def train_rate(backend: str, maxmin: str, windows: torch.Tensor, steps: int) -> float:
+    torch.manual_seed(0)
+    m = AMAD(windows.shape[-1], backend=backend, **SIZE)
+    params = list(m.parameters())
+    opt = torch.optim.Adam(params, lr=1e-3)
+    rng = np.random.default_rng(0)
+
+    def step():
+        x = windows[torch.as_tensor(rng.choice(len(windows), 32, replace=False))]
+        grads = maxmin_gradients(m, compute_losses(m, x, 0.1), maxmin, 3.0, 0.1)
+        for p, g in zip(params, grads):
+            p.grad = g
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(2):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * 32 / (time.perf_counter() - t0)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--name", default="throughput_smap_cpu")
+    args = ap.parse_args(argv)
+    ds = load_anomaly_transformer(os.path.join(DATA, "SMAP"), "SMAP")
+    st = Standardizer().fit(ds.train, warn=False)
+    Ztr, Zte = st.transform(ds.train), st.transform(ds.test)
+    windows = torch.as_tensor(Ztr).unfold(0, 100, 100).transpose(1, 2)
+    amad_fast.set_finite_checks(False)
+    rows = []
+    for name, status in amad_fast.available_backends().items():
+        row = {"backend": name}
+        if not status.available or (name == "triton" and not torch.cuda.is_available()):
+            row["note"] = "skipped: " + (status.reason or "CPU only has the Triton interpreter")
+            rows.append(row)
+            print(row, flush=True)
+            continue
+        try:
+            for mode in ("exact", "joint"):
+                row[f"train windows/s ({mode})"] = train_rate(name, mode, windows, args.steps)
+            torch.manual_seed(0)
+            m = AMAD(25, backend=name, **SIZE).eval()
+            t0 = time.perf_counter()
+            s = score_series(m, Zte, "recon_js", 50.0, 128)
+            row["score SMAP test (s)"] = time.perf_counter() - t0
+            row["score windows/s"] = int(np.ceil(len(Zte) / 100)) / row["score SMAP test (s)"]
+            assert np.isfinite(s).all()
+        except Exception as exc:  # noqa: BLE001
+            row["note"] = f"failed: {type(exc).__name__}: {exc}"[:200]
+        rows.append(row)
+        print(row, flush=True)
+    cols = ["backend", "train windows/s (exact)", "train windows/s (joint)", "score SMAP test (s)", "score windows/s", "note"]
+    md = (f"# Throughput on this machine (CPU), SMAP-sized model\n\nCommand: `python experiments/throughput.py "
+          f"--steps {args.steps}`\n\nModel {SIZE}, C = 25, batch 32; scoring covers all {len(Zte)} SMAP test steps "
+          f"({int(np.ceil(len(Zte) / 100))} windows). 2 cores shared with other jobs: indicative only "
+          "(the load average is recorded below).\n\n" + table(rows, cols) + f"\nMachine: {machine()}\n")
+    write_results(args.name, {"rows": rows, "size": SIZE, "machine": machine(), "steps": args.steps}, md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
