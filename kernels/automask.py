@@ -843,3 +843,59 @@ def fused_bytes_moved(B: int, H: int, L: int, D: int, S: int, itemsize: int, *, 
     kernels = 3 if recompute_delta else 2
     return ((3 + 2 + 5 * kernels + 3) * bhld * itemsize + (32 * kernels + 8) * bhl
             + 8 * bhl * P * 4 + params)
+
+
+# ----------------------------------------------------------------------------------------------
+# Ahead-of-time compile check (no GPU needed)
+# ----------------------------------------------------------------------------------------------
+
+
+def aot_compile(arch: int = 90, dtype: str = "fp16", head_dim: int = 64, scales: int = 2,
+                block_m: int = 32, block_n: int = 64, num_warps: int = 4) -> dict:
+    """Compile every kernel variant for an NVIDIA target (sm_``arch``) through ptxas, without a GPU.
+
+    Catches what the interpreter cannot (tl.dot shape/dtype rules, constexpr and loop-carried
+    types, register spills). Needs a process where Triton is *not* interpreted. Returns
+    {variant: resource usage}, e.g. "REG:96 STACK:0 SHARED:0 LOCAL:0" from cuobjdump when Triton
+    ships it (LOCAL > 0 means spills), else the cubin size.
+    """
+    if INTERPRETED:
+        raise RuntimeError("aot_compile: Triton was imported with TRITON_INTERPRET=1; run it in a fresh process")
+    from triton.backends.compiler import GPUTarget
+
+    target = GPUTarget("cuda", arch, 32)
+    ptr = {n: f"*{dtype}" for n in ("Q", "K", "V", "OUT", "OUT_L", "OUT_G", "DOM", "DOG", "DQ", "DK", "DV")}
+    ptr.update({n: "*fp32" for n in ("FREQS", "WEIGHTS", "LAM", "KL_L", "KL_G", "DELTA_L", "DELTA_G",
+                                     "DKL_L", "DKL_G", "DC", "DS")})
+    ptr.update({"LSE_L": "*fp64", "LSE_G": "*fp64"})
+    shape = dict(HEAD_DIM=head_dim, P=head_dim // 2, PB=max(16, head_dim // 2), S=scales,
+                 BLOCK_M=block_m, BLOCK_N=block_n)
+    variants = {f"fwd single={sb} kl={kl}": (_fwd_kernel, dict(NEED_KL=kl, STORE_BRANCHES=True, SINGLE_BLOCK=sb))
+                for sb in (True, False) for kl in (True, False)}
+    for name, fn in (("delta", _bwd_delta_kernel), ("dkdv", _bwd_dkdv_kernel), ("dq", _bwd_dq_kernel)):
+        for kl in (True, False):
+            variants[f"{name} kl={kl}"] = (fn, dict(HAS_KL=kl))
+    out = {}
+    for name, (fn, extra) in variants.items():
+        consts = {**shape, **extra}
+        sig = {a: "constexpr" if a in consts else ptr.get(a, "fp32" if a == "scale" else "i32") for a in fn.arg_names}
+        kernel = triton.compile(triton.compiler.ASTSource(fn, sig, constexprs=consts), target=target,
+                                options={"num_warps": num_warps, "num_stages": 2})
+        out[name] = _resource_usage(kernel.asm["cubin"])
+    return out
+
+
+def _resource_usage(cubin: bytes) -> str:
+    import re
+    import subprocess
+    import tempfile
+
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    if not os.path.exists(tool):
+        return f"cubin {len(cubin)} bytes"
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        text = subprocess.run([tool, "-res-usage", f.name], capture_output=True, text=True).stdout
+    m = re.search(r"REG:\d+ STACK:\d+ SHARED:\d+ LOCAL:\d+", text)
+    return m.group(0) if m else f"cubin {len(cubin)} bytes"
