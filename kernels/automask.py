@@ -427,7 +427,7 @@ def _bwd_dkdv_kernel(
     wt = WEIGHTS + h * S
     q_base = Q + b * sqb + h * sqh
 
-    k1, k2, km1, km2, ck, sk = _rotated(K + b * skb + h * skh, skl, skd, offs_n, n_mask, offs_p, p_mask,
+    k1, k2, km1, km2, _c, _s = _rotated(K + b * skb + h * skh, skl, skd, offs_n, n_mask, offs_p, p_mask,
                                         fr, wt, P, S)
     v = _load_rows(V + b * svb + h * svh, svl, svd, offs_n, n_mask, offs_d)
 
@@ -457,6 +457,7 @@ def _bwd_dkdv_kernel(
         dk1 += _dot(dg_t, q1, DT)
         dk2 += _dot(dg_t, q2, DT)
 
+    ck, sk = _modulation(offs_n, offs_p, p_mask, fr, wt, P, S)  # recomputed: not held through the loop
     g1, g2, dc, ds = _unrotate(k1, k2, dkm1, dkm2, dk1, dk2, ck, sk, scale)
     krow = bh * L + offs_n
     _store_halves(DK + bh * L * HEAD_DIM, HEAD_DIM, offs_n, n_mask, offs_p, p_mask, g1, g2, P)
@@ -494,7 +495,7 @@ def _bwd_dq_kernel(
     v_base = V + b * svb + h * svh
     row = bh * L + offs_m
 
-    q1, q2, qm1, qm2, cq, sq = _rotated(Q + b * sqb + h * sqh, sql, sqd, offs_m, m_mask, offs_p, p_mask,
+    q1, q2, qm1, qm2, _c, _s = _rotated(Q + b * sqb + h * sqh, sql, sqd, offs_m, m_mask, offs_p, p_mask,
                                         fr, wt, P, S)
     o_off = row[:, None] * HEAD_DIM + offs_d[None, :]
     dom = tl.load(DOM + o_off, mask=m_mask[:, None], other=0.0)
@@ -517,6 +518,7 @@ def _bwd_dq_kernel(
         dq1 += _dot(dg, k1, DT)
         dq2 += _dot(dg, k2, DT)
 
+    cq, sq = _modulation(offs_m, offs_p, p_mask, fr, wt, P, S)  # recomputed: not held through the loop
     g1, g2, dc, ds = _unrotate(q1, q2, dqm1, dqm2, dq1, dq2, cq, sq, scale)
     _store_halves(DQ + bh * L * HEAD_DIM, HEAD_DIM, offs_m, m_mask, offs_p, p_mask, g1, g2, P)
     cs_off = row[:, None] * P + offs_p[None, :]
@@ -851,13 +853,14 @@ def fused_bytes_moved(B: int, H: int, L: int, D: int, S: int, itemsize: int, *, 
 
 
 def aot_compile(arch: int = 90, dtype: str = "fp16", head_dim: int = 64, scales: int = 2,
-                block_m: int = 32, block_n: int = 64, num_warps: int = 4) -> dict:
+                block_m: int = 32, block_n: int = 64, num_warps: int = 4, only: Optional[str] = None) -> dict:
     """Compile every kernel variant for an NVIDIA target (sm_``arch``) through ptxas, without a GPU.
 
     Catches what the interpreter cannot (tl.dot shape/dtype rules, constexpr and loop-carried
     types, register spills). Needs a process where Triton is *not* interpreted. Returns
     {variant: resource usage}, e.g. "REG:96 STACK:0 SHARED:0 LOCAL:0" from cuobjdump when Triton
-    ships it (LOCAL > 0 means spills), else the cubin size.
+    ships it (STACK > 32 or so means register spills), else the cubin size. ``only`` keeps the
+    variants whose name starts with it ("fwd", "dq", "dkdv", "delta").
     """
     if INTERPRETED:
         raise RuntimeError("aot_compile: Triton was imported with TRITON_INTERPRET=1; run it in a fresh process")
@@ -877,6 +880,8 @@ def aot_compile(arch: int = 90, dtype: str = "fp16", head_dim: int = 64, scales:
             variants[f"{name} kl={kl}"] = (fn, dict(HAS_KL=kl))
     out = {}
     for name, (fn, extra) in variants.items():
+        if only is not None and not name.startswith(only):
+            continue
         consts = {**shape, **extra}
         sig = {a: "constexpr" if a in consts else ptr.get(a, "fp32" if a == "scale" else "i32") for a in fn.arg_names}
         kernel = triton.compile(triton.compiler.ASTSource(fn, sig, constexprs=consts), target=target,
