@@ -1017,8 +1017,6 @@ def run(args) -> int:
 def _run(args) -> int:
     cfg = resolve_config(args)
     device = cfg["device"]
-    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") is None and not torch.cuda.is_available():
-        os.environ["TRITON_INTERPRET"] = "1"  # so a Triton backend can at least import (it is not timed on CPU)
     if args.threads:
         torch.set_num_threads(args.threads)
     backends, skipped = benchmark_backends(device)
