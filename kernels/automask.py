@@ -427,7 +427,7 @@ def _bwd_dkdv_kernel(
     wt = WEIGHTS + h * S
     q_base = Q + b * sqb + h * sqh
 
-    k1, k2, km1, km2, _c, _s = _rotated(K + b * skb + h * skh, skl, skd, offs_n, n_mask, offs_p, p_mask,
+    k1, k2, km1, km2, _ck, _sk = _rotated(K + b * skb + h * skh, skl, skd, offs_n, n_mask, offs_p, p_mask,
                                         fr, wt, P, S)
     v = _load_rows(V + b * svb + h * svh, svl, svd, offs_n, n_mask, offs_d)
 

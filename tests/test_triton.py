@@ -322,7 +322,7 @@ def test_kernels_compile_for_hopper_without_a_gpu():
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     code = ("from amad_fast.kernels.automask import aot_compile\n"
             "for dt in ('fp32', 'bf16'):\n"
-            "    r = aot_compile(90, dt, head_dim=16, scales=2, block_m=16, block_n=32)\n"
+            "    r = aot_compile(90, dt, head_dim=16, scales=2, block_m=16, block_n=32)  # M != N: catches shape-changing loop-carried names\n"
             "    print(dt, r)\n")
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
