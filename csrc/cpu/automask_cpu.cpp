@@ -12,6 +12,10 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
+
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -89,6 +93,20 @@ void run_backward(Isa isa, const cpu::BwdArgs<T>& a, int64_t t0, int64_t t1, T* 
   cpu::backward_default<T>(a, t0, t1, w);
 }
 
+// Flush-to-zero and denormals-are-zero while a worker runs the kernels (restored after): products
+// of small gradients and probabilities otherwise land in the denormal range, where x86 arithmetic
+// is many times slower. Values below 1e-38 (float) / 1e-308 (double) become 0.
+class FlushDenormals {
+ public:
+#if defined(__x86_64__) || defined(__i386__)
+  FlushDenormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | 0x8040); }
+  ~FlushDenormals() { _mm_setcsr(saved_); }
+
+ private:
+  unsigned saved_;
+#endif
+};
+
 // Runs fn(t0, t1, work) over [0, ntasks) in chunks handed out first come, first served: a thread
 // that the OS preempts (a shared, loaded machine) does not hold the others at the closing barrier.
 // Every task writes only its own outputs, so results do not depend on who ran what.
@@ -97,6 +115,7 @@ void parallel_tasks(int64_t ntasks, int64_t chunk, int64_t work_size, const Fn& 
   std::atomic<int64_t> next{0};
   const int64_t workers = std::min<int64_t>(at::get_num_threads(), (ntasks + chunk - 1) / chunk);
   at::parallel_for(0, std::max<int64_t>(workers, 1), 1, [&](int64_t, int64_t) {
+    const FlushDenormals ftz;
     std::vector<T> work(work_size);
     for (int64_t t0; (t0 = next.fetch_add(chunk)) < ntasks;) fn(t0, std::min(t0 + chunk, ntasks), work.data());
   });
@@ -124,43 +143,24 @@ Tensor grad_or_undefined(const c10::optional<Tensor>& g, at::ScalarType dtype) {
   return g->to(dtype).contiguous();
 }
 
-// Key side of the backward, one (b, h) per task: sum the per-split partial dk̃, dk, dv in split
-// order, un-rotate dk̃ at each key's position and add the key-side dc, ds (spec §1.2 chain rule).
+// Key side of the backward when row blocks were split (nsplit > 1), one (b, h) per task: sum
+// the per-split partial dk̃, dk, dv in split order, then finish as a single task would.
 template <typename T>
-void reduce_key_side(const cpu::BwdArgs<T>& a, T* dk, T* dv) {
-  const int64_t L = a.L, D = a.D, P = D / 2, ns = a.nsplit;
-  parallel_tasks<T>(a.B * a.H, 1, 3 * D, [&](int64_t bh0, int64_t bh1, T* work) {
-    T *rot = work, *plain = work + D, *kv = work + 2 * D;
+void reduce_key_side(const cpu::BwdArgs<T>& a) {
+  const int64_t L = a.L, D = a.D, ns = a.nsplit, LD = L * D;
+  parallel_tasks<T>(a.B * a.H, 1, 4 * LD, [&](int64_t bh0, int64_t bh1, T* work) {
+    T *rot = work, *plain = work + LD, *dv = work + 2 * LD, *k = work + 3 * LD;
     for (int64_t bh = bh0; bh < bh1; ++bh) {
-      const int64_t b = bh / a.H, h = bh % a.H;
-      for (int64_t j = 0; j < L; ++j) {
-        T* dkj = dk + (bh * L + j) * D;
-        T* dvj = dv + (bh * L + j) * D;
-        for (int64_t d = 0; d < D; ++d) {
-          T sr = 0, sg = 0, sv = 0;
-          for (int64_t s = 0; s < ns; ++s) {
-            const int64_t o = ((bh * ns + s) * L + j) * D + d;
-            sr += a.dkr_ws[o];
-            sg += a.dkg_ws[o];
-            sv += a.dv_ws[o];
-          }
-          rot[d] = sr;
-          plain[d] = sg;
-          dvj[d] = sv;
-          kv[d] = a.k[b * a.sk[0] + h * a.sk[1] + j * a.sk[2] + d * a.sk[3]];
+      const int64_t base = bh * ns * LD;
+      for (int64_t x = 0; x < LD; ++x) rot[x] = plain[x] = dv[x] = T(0);
+      for (int64_t s = 0; s < ns; ++s)
+        for (int64_t x = 0; x < LD; ++x) {
+          rot[x] += a.dkr_ws[base + s * LD + x];
+          plain[x] += a.dkg_ws[base + s * LD + x];
+          dv[x] += a.dv_ws[base + s * LD + x];
         }
-        const T* c = a.cos + (h * L + j) * P;
-        const T* s = a.sin + (h * L + j) * P;
-        T* dcr = a.dc + (bh * L + j) * P;
-        T* dsr = a.ds + (bh * L + j) * P;
-        for (int64_t p = 0; p < P; ++p) {
-          const T g1 = rot[p], g2 = rot[p + P];
-          dkj[p] = plain[p] + g1 * c[p] + g2 * s[p];
-          dkj[p + P] = plain[p + P] - g1 * s[p] + g2 * c[p];
-          dcr[p] += g1 * kv[p] + g2 * kv[p + P];
-          dsr[p] += g2 * kv[p] - g1 * kv[p + P];
-        }
-      }
+      cpu::load_rows<T>(a.k, a.sk, bh / a.H, bh % a.H, 0, L, D, L, nullptr, nullptr, T(1), k, nullptr);
+      cpu::finish_keys(a, bh, rot, plain, dv, k);
     }
   });
 }
@@ -264,8 +264,10 @@ BackwardResult automask_backward_cpu(const c10::optional<Tensor>& grad_out,
   nsplit = (nblk + bps - 1) / bps;
   auto opts = qa.options();
   auto dq = at::empty({B, H, L, D}, opts), dk = at::empty({B, H, L, D}, opts), dv = at::empty({B, H, L, D}, opts);
-  auto dkr_ws = at::empty({B * H * nsplit, L, D}, opts), dkg_ws = at::empty({B * H * nsplit, L, D}, opts),
-       dv_ws = at::empty({B * H * nsplit, L, D}, opts);
+  // per-split key-side partials, only when row blocks are split
+  const int64_t ws_rows = nsplit > 1 ? B * H * nsplit : 0;
+  auto dkr_ws = at::empty({ws_rows, L, D}, opts), dkg_ws = at::empty({ws_rows, L, D}, opts),
+       dv_ws = at::empty({ws_rows, L, D}, opts);
   auto dc_ws = at::empty({B, H, L, P}, opts), ds_ws = at::empty({B, H, L, P}, opts);
   auto dmix_ws = at::empty({B, H, nsplit}, opts);
   Tensor dc, ds, dmix_raw;
@@ -294,6 +296,8 @@ BackwardResult automask_backward_cpu(const c10::optional<Tensor>& grad_out,
     a.g_kl_local = ptr_or_null<T>(g_kl);
     a.g_kl_global = ptr_or_null<T>(g_kg);
     a.dq = dq.data_ptr<T>();
+    a.dk = dk.data_ptr<T>();
+    a.dv = dv.data_ptr<T>();
     a.dkr_ws = dkr_ws.data_ptr<T>();
     a.dkg_ws = dkg_ws.data_ptr<T>();
     a.dv_ws = dv_ws.data_ptr<T>();
@@ -304,7 +308,7 @@ BackwardResult automask_backward_cpu(const c10::optional<Tensor>& grad_out,
     a.scale = static_cast<T>(scale);
     parallel_tasks<T>(B * H * nsplit, 1, cpu::backward_work_size<T>(L, D, R),
                       [&](int64_t t0, int64_t t1, T* work) { run_backward<T>(isa, a, t0, t1, work); });
-    reduce_key_side<T>(a, dk.data_ptr<T>(), dv.data_ptr<T>());
+    if (nsplit > 1) reduce_key_side<T>(a);
     dc = sum_leading<T>(dc_ws, B).view({H, L, P});
     ds = sum_leading<T>(ds_ws, B).view({H, L, P});
     dmix_raw = sum_leading<T>(dmix_ws.permute({0, 2, 1}).contiguous(), B * nsplit);  // (H,)

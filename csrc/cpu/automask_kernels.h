@@ -151,98 +151,137 @@ constexpr int64_t kLanes = VB / sizeof(T);
 constexpr int64_t kPad = 16;
 inline int64_t padded(int64_t L) { return (L + kPad - 1) / kPad * kPad; }
 
-// C rows [r0, r0+RB) (+)= A (·×K) · BT (K×N, row stride N); N a multiple of the lane count.
-template <typename T, int64_t VB, bool Acc, int64_t RB>
+// Each tile holds RB result rows × NVEC vectors in registers: per step it loads NVEC vectors and
+// RB broadcasts for RB·NVEC FMAs (with NVEC = 2 the FMAs, not the loads, set the pace).
+// RB: 8 rows with 32 vector registers (AVX-512), 4 with 16 (AVX2, SSE).
+template <int64_t VB>
+constexpr int64_t kRows = VB == 64 ? 8 : 4;
+
+// C rows [r0, r0+RB), columns [j0, j0+NVEC·NV) (+)= A (·×K) · BT (K×N, row stride N).
+template <typename T, int64_t NV, bool Acc, int64_t RB, int64_t NVEC>
 AMAD_AI void rowsT_tile(T* __restrict__ C, int64_t ldc, const T* __restrict__ A, const T* __restrict__ BT, int64_t r0,
-                        int64_t K, int64_t N) {
-  constexpr int64_t NV = kLanes<T, VB>;
+                        int64_t j0, int64_t K, int64_t N) {
   using V = typename Vec<T, NV>::type;
-  for (int64_t j0 = 0; j0 < N; j0 += NV) {
-    V acc[RB];
-    for (int64_t i = 0; i < RB; ++i) acc[i] = Acc ? vload<T, NV>(C + (r0 + i) * ldc + j0) : V{};
-    for (int64_t d = 0; d < K; ++d) {
-      const V b = vload<T, NV>(BT + d * N + j0);
-      for (int64_t i = 0; i < RB; ++i) acc[i] += A[(r0 + i) * K + d] * b;
+  V acc[RB][NVEC];
+  for (int64_t i = 0; i < RB; ++i)
+    for (int64_t c = 0; c < NVEC; ++c) acc[i][c] = Acc ? vload<T, NV>(C + (r0 + i) * ldc + j0 + c * NV) : V{};
+  for (int64_t d = 0; d < K; ++d) {
+    V b[NVEC];
+    for (int64_t c = 0; c < NVEC; ++c) b[c] = vload<T, NV>(BT + d * N + j0 + c * NV);
+    for (int64_t i = 0; i < RB; ++i) {
+      const T x = A[(r0 + i) * K + d];
+      for (int64_t c = 0; c < NVEC; ++c) acc[i][c] += x * b[c];
     }
-    for (int64_t i = 0; i < RB; ++i) vstore<T, NV>(C + (r0 + i) * ldc + j0, acc[i]);
   }
+  for (int64_t i = 0; i < RB; ++i)
+    for (int64_t c = 0; c < NVEC; ++c) vstore<T, NV>(C + (r0 + i) * ldc + j0 + c * NV, acc[i][c]);
 }
-// C (R×N, row stride ldc) (+)= A (R×K) · BT (K×N): score rows from transposed, padded keys.
+template <typename T, int64_t NV, bool Acc, int64_t RB>
+AMAD_AI void rowsT_block(T* C, int64_t ldc, const T* A, const T* BT, int64_t r0, int64_t K, int64_t N) {
+  int64_t j0 = 0;
+  for (; j0 + 2 * NV <= N; j0 += 2 * NV) rowsT_tile<T, NV, Acc, RB, 2>(C, ldc, A, BT, r0, j0, K, N);
+  for (; j0 < N; j0 += NV) rowsT_tile<T, NV, Acc, RB, 1>(C, ldc, A, BT, r0, j0, K, N);
+}
+// C (R×N, row stride ldc) (+)= A (R×K) · BT (K×N): score rows from transposed keys, N a multiple
+// of the lane count (padded).
 template <typename T, int64_t VB, bool Acc = false>
 AMAD_AI void gemm_rowsT(T* C, int64_t ldc, const T* A, const T* BT, int64_t R, int64_t K, int64_t N) {
+  constexpr int64_t NV = kLanes<T, VB>, RB = kRows<VB>;
   int64_t r = 0;
-  for (; r + 8 <= R; r += 8) rowsT_tile<T, VB, Acc, 8>(C, ldc, A, BT, r, K, N);
-  for (; r < R; ++r) rowsT_tile<T, VB, Acc, 1>(C, ldc, A, BT, r, K, N);
+  for (; r + RB <= R; r += RB) rowsT_block<T, NV, Acc, RB>(C, ldc, A, BT, r, K, N);
+  for (; r < R; ++r) rowsT_block<T, NV, Acc, 1>(C, ldc, A, BT, r, K, N);
 }
 
-// C rows [r0, r0+RB) = P (·×N, row stride ldp) · X (N×K); K a multiple of NV.
-template <typename T, int64_t NV, int64_t RB>
+// C rows [r0, r0+RB), columns [d0, d0+NVEC·NV) = P (·×N, row stride ldp) · X (N×K).
+template <typename T, int64_t NV, int64_t RB, int64_t NVEC>
 AMAD_AI void rows_tile(T* __restrict__ C, const T* __restrict__ P, int64_t ldp, const T* __restrict__ X, int64_t r0,
-                       int64_t N, int64_t K) {
+                       int64_t d0, int64_t N, int64_t K) {
   using V = typename Vec<T, NV>::type;
-  for (int64_t d0 = 0; d0 < K; d0 += NV) {
-    V acc[RB];
-    for (int64_t i = 0; i < RB; ++i) acc[i] = V{};
-    for (int64_t j = 0; j < N; ++j) {
-      const V x = vload<T, NV>(X + j * K + d0);
-      for (int64_t i = 0; i < RB; ++i) acc[i] += P[(r0 + i) * ldp + j] * x;
+  V acc[RB][NVEC];
+  for (int64_t i = 0; i < RB; ++i)
+    for (int64_t c = 0; c < NVEC; ++c) acc[i][c] = V{};
+  for (int64_t j = 0; j < N; ++j) {
+    V x[NVEC];
+    for (int64_t c = 0; c < NVEC; ++c) x[c] = vload<T, NV>(X + j * K + d0 + c * NV);
+    for (int64_t i = 0; i < RB; ++i) {
+      const T p = P[(r0 + i) * ldp + j];
+      for (int64_t c = 0; c < NVEC; ++c) acc[i][c] += p * x[c];
     }
-    for (int64_t i = 0; i < RB; ++i) vstore<T, NV>(C + (r0 + i) * K + d0, acc[i]);
   }
+  for (int64_t i = 0; i < RB; ++i)
+    for (int64_t c = 0; c < NVEC; ++c) vstore<T, NV>(C + (r0 + i) * K + d0 + c * NV, acc[i][c]);
+}
+template <typename T, int64_t NV, int64_t RB>
+AMAD_AI void rows_block(T* C, const T* P, int64_t ldp, const T* X, int64_t r0, int64_t N, int64_t K) {
+  int64_t d0 = 0;
+  for (; d0 + 2 * NV <= K; d0 += 2 * NV) rows_tile<T, NV, RB, 2>(C, P, ldp, X, r0, d0, N, K);
+  for (; d0 < K; d0 += NV) rows_tile<T, NV, RB, 1>(C, P, ldp, X, r0, d0, N, K);
 }
 
-// Y rows [j0, j0+JB) += Pᵀ · X, P (R×·, row stride ldp), X (R×K): key-side sums over the
-// block's rows in order; K a multiple of NV.
-template <typename T, int64_t NV, int64_t JB>
+// Y rows [j0, j0+JB), columns [d0, d0+NVEC·NV) += Pᵀ · X, P (R×·, row stride ldp), X (R×K): the
+// key-side sums over the block's rows, in order.
+template <typename T, int64_t NV, int64_t JB, int64_t NVEC>
 AMAD_AI void tn_tile(T* __restrict__ Y, const T* __restrict__ P, int64_t ldp, const T* __restrict__ X, int64_t j0,
-                     int64_t R, int64_t K) {
+                     int64_t d0, int64_t R, int64_t K) {
   using V = typename Vec<T, NV>::type;
-  for (int64_t d0 = 0; d0 < K; d0 += NV) {
-    V acc[JB];
-    for (int64_t i = 0; i < JB; ++i) acc[i] = vload<T, NV>(Y + (j0 + i) * K + d0);
-    for (int64_t r = 0; r < R; ++r) {
-      const V x = vload<T, NV>(X + r * K + d0);
-      for (int64_t i = 0; i < JB; ++i) acc[i] += P[r * ldp + j0 + i] * x;
+  V acc[JB][NVEC];
+  for (int64_t i = 0; i < JB; ++i)
+    for (int64_t c = 0; c < NVEC; ++c) acc[i][c] = vload<T, NV>(Y + (j0 + i) * K + d0 + c * NV);
+  for (int64_t r = 0; r < R; ++r) {
+    V x[NVEC];
+    for (int64_t c = 0; c < NVEC; ++c) x[c] = vload<T, NV>(X + r * K + d0 + c * NV);
+    for (int64_t i = 0; i < JB; ++i) {
+      const T p = P[r * ldp + j0 + i];
+      for (int64_t c = 0; c < NVEC; ++c) acc[i][c] += p * x[c];
     }
-    for (int64_t i = 0; i < JB; ++i) vstore<T, NV>(Y + (j0 + i) * K + d0, acc[i]);
   }
+  for (int64_t i = 0; i < JB; ++i)
+    for (int64_t c = 0; c < NVEC; ++c) vstore<T, NV>(Y + (j0 + i) * K + d0 + c * NV, acc[i][c]);
+}
+template <typename T, int64_t NV, int64_t JB>
+AMAD_AI void tn_block(T* Y, const T* P, int64_t ldp, const T* X, int64_t j0, int64_t R, int64_t K) {
+  int64_t d0 = 0;
+  for (; d0 + 2 * NV <= K; d0 += 2 * NV) tn_tile<T, NV, JB, 2>(Y, P, ldp, X, j0, d0, R, K);
+  for (; d0 < K; d0 += NV) tn_tile<T, NV, JB, 1>(Y, P, ldp, X, j0, d0, R, K);
 }
 
-// Lane count for a head dim K (even): the widest of 64 bytes, 8, 4, 2 elements dividing K.
+// Lane count for a head dim K (even): the widest of a register, 8, 4, 2 elements dividing K.
 #define AMAD_BY_LANES(K, T, CALL)           \
   do {                                      \
     if ((K) % kLanes<T, VB> == 0) {         \
       constexpr int64_t NV = kLanes<T, VB>; \
-      CALL;                               \
-    } else if ((K) % 8 == 0) {            \
-      constexpr int64_t NV = 8;           \
-      CALL;                               \
-    } else if ((K) % 4 == 0) {            \
-      constexpr int64_t NV = 4;           \
-      CALL;                               \
-    } else {                              \
-      constexpr int64_t NV = 2;           \
-      CALL;                               \
-    }                                     \
+      CALL;                                 \
+    } else if ((K) % 8 == 0) {              \
+      constexpr int64_t NV = 8;             \
+      CALL;                                 \
+    } else if ((K) % 4 == 0) {              \
+      constexpr int64_t NV = 4;             \
+      CALL;                                 \
+    } else {                                \
+      constexpr int64_t NV = 2;             \
+      CALL;                                 \
+    }                                       \
   } while (0)
 
 // C (R×K) = P (R×N, row stride ldp) · X (N×K).
 template <typename T, int64_t VB>
 AMAD_AI void gemm_rows(T* C, const T* P, int64_t ldp, const T* X, int64_t R, int64_t N, int64_t K) {
+  constexpr int64_t RB = kRows<VB>;
   AMAD_BY_LANES(K, T, ({
                   int64_t r = 0;
-                  for (; r + 8 <= R; r += 8) rows_tile<T, NV, 8>(C, P, ldp, X, r, N, K);
-                  for (; r < R; ++r) rows_tile<T, NV, 1>(C, P, ldp, X, r, N, K);
+                  for (; r + RB <= R; r += RB) rows_block<T, NV, RB>(C, P, ldp, X, r, N, K);
+                  for (; r < R; ++r) rows_block<T, NV, 1>(C, P, ldp, X, r, N, K);
                 }));
 }
 
 // Y (N×K) += Pᵀ · X with P (R×N, row stride ldp), X (R×K).
 template <typename T, int64_t VB>
 AMAD_AI void gemm_tn_acc(T* Y, const T* P, int64_t ldp, const T* X, int64_t R, int64_t N, int64_t K) {
+  constexpr int64_t JB = kRows<VB>;
   AMAD_BY_LANES(K, T, ({
                   int64_t j = 0;
-                  for (; j + 8 <= N; j += 8) tn_tile<T, NV, 8>(Y, P, ldp, X, j, R, K);
-                  for (; j < N; ++j) tn_tile<T, NV, 1>(Y, P, ldp, X, j, R, K);
+                  for (; j + JB <= N; j += JB) tn_block<T, NV, JB>(Y, P, ldp, X, j, R, K);
+                  for (; j < N; ++j) tn_block<T, NV, 1>(Y, P, ldp, X, j, R, K);
                 }));
 }
 
@@ -261,7 +300,8 @@ struct FwdArgs {
 };
 
 // Inputs of one backward call. Gradients may be null (zero). dq (B, H, L, D) is written; the key
-// side goes to per-split workspaces dkr/dkg/dv_ws (B·H·nsplit, L, D) summed later in a fixed order;
+// side: with nsplit == 1 each task finishes its (b, h) and writes dk, dv (B, H, L, D) itself; else
+// it goes to per-split workspaces dkr/dkg/dv_ws (B·H·nsplit, L, D), summed later in a fixed order;
 // dc, ds (B, H, L, P) get the q-side modulation gradients; dmix_ws (B·H·nsplit) the dmix partials.
 template <typename T>
 struct BwdArgs {
@@ -270,7 +310,7 @@ struct BwdArgs {
   const T *cos, *sin, *lam;
   const T *out_local, *out_global, *kl_local, *kl_global, *lse_local, *lse_global;  // contiguous
   const T *g_out, *g_out_local, *g_out_global, *g_kl_local, *g_kl_global;         // contiguous or null
-  T *dq, *dkr_ws, *dkg_ws, *dv_ws, *dc, *ds, *dmix_ws;
+  T *dq, *dk, *dv, *dkr_ws, *dkg_ws, *dv_ws, *dc, *ds, *dmix_ws;
   int64_t B, H, L, D, R, nblk, nsplit, blocks_per_split;
   T scale;
 };
@@ -323,6 +363,32 @@ void fill_key_cache(const KeyCache<T>& kc, const T* k, const int64_t* sk, const 
   transpose_pad(kc.kT_rot, kc.k_rot, L, D, Lp);
   transpose_pad(kc.kT, kc.k_plain, L, D, Lp);
   if (need_vT) transpose_pad(kc.vT, kc.v_rows, L, D, Lp);
+}
+
+// Key side of one (b, h) from its summed dk̃ (dkr), dk (dkg) and dv (dvs), all L×D: un-rotate dk̃
+// at each key's own position into dk, copy dv, add the key-side dc, ds (spec §1.2 chain rule).
+template <typename T>
+AMAD_AI void finish_keys(const BwdArgs<T>& a, int64_t bh, const T* dkr, const T* dkg, const T* dvs, const T* kplain) {
+  const int64_t L = a.L, D = a.D, P = D / 2, h = bh % a.H;
+  for (int64_t j = 0; j < L; ++j) {
+    const T* c = a.cos + (h * L + j) * P;
+    const T* s = a.sin + (h * L + j) * P;
+    const T* gr = dkr + j * D;
+    const T* gg = dkg + j * D;
+    const T* kr = kplain + j * D;
+    T* dk = a.dk + (bh * L + j) * D;
+    T* dv = a.dv + (bh * L + j) * D;
+    T* dcr = a.dc + (bh * L + j) * P;
+    T* dsr = a.ds + (bh * L + j) * P;
+    for (int64_t p = 0; p < P; ++p) {
+      const T g1 = gr[p], g2 = gr[p + P];
+      dk[p] = gg[p] + g1 * c[p] + g2 * s[p];
+      dk[p + P] = gg[p + P] - g1 * s[p] + g2 * c[p];
+      dcr[p] += g1 * kr[p] + g2 * kr[p + P];
+      dsr[p] += g2 * kr[p] - g1 * kr[p + P];
+    }
+    for (int64_t d = 0; d < D; ++d) dv[d] = dvs[j * D + d];
+  }
 }
 
 // Softmax statistics of n score rows (L entries, row stride ld): E gets exp(x − max), lse[r] the
@@ -438,9 +504,10 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
       fill_key_cache(kc, a.k, a.sk, a.v, a.sv, b, h, L, D, a.cos, a.sin, true);
       cached = bh;
     }
-    T* dkr = a.dkr_ws + t * L * D;
-    T* dkg = a.dkg_ws + t * L * D;
-    T* dv = a.dv_ws + t * L * D;
+    const bool own = a.nsplit == 1;  // this task holds all of (b, h): finish its keys itself
+    T* dkr = own ? stat + 4 * R : a.dkr_ws + t * L * D;
+    T* dkg = own ? dkr + L * D : a.dkg_ws + t * L * D;
+    T* dv = own ? dkg + L * D : a.dv_ws + t * L * D;
     for (int64_t x = 0; x < L * D; ++x) dkr[x] = dkg[x] = dv[x] = T(0);
     const T lam = a.lam[h];
     T dmix = 0;
@@ -540,12 +607,13 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
       }
     }
     a.dmix_ws[t] = dmix;
+    if (own) finish_keys(a, bh, dkr, dkg, dv, kc.k_plain);
   }
 }
 
 template <typename T>
 constexpr int64_t backward_work_size(int64_t L, int64_t D, int64_t R) {
-  return 3 * padded(L) * D + 3 * L * D + 6 * R * D + 4 * R * padded(L) + 4 * R;
+  return 3 * padded(L) * D + 6 * L * D + 6 * R * D + 4 * R * padded(L) + 4 * R;
 }
 
 // Entry points, one per instruction set. The always-inline bodies above take on each entry's
