@@ -543,9 +543,11 @@ def _configs(backward: bool) -> List[triton.Config]:
         shapes = [(16, 16), (16, 32), (16, 128), (32, 32), (32, 64), (32, 128), (64, 32), (64, 64), (64, 128),
                   (128, 64), (128, 128)]
     # One pipeline depth: each config compiles on first use of an (L bucket, D, S) key, and deeper
-    # pipelines only pay off for long L. The list is a starting point to refine on the GPU.
+    # pipelines only pay off for long L. 8 warps from 32x64 up: compiled for sm_90 (aot_compile,
+    # bf16, D = 64, S = 4), 4 warps spill there (fwd 32x64: 208 B, dkdv 32x64: 376 B) while 8 warps
+    # do not (fwd 64x64: 203 regs, dkdv 32x64: 232 regs). A starting point to refine on the GPU.
     return [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=8 if bm * bn >= 64 * 128 else 4, num_stages=2)
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=4 if bm * bn <= 32 * 32 else 8, num_stages=2)
         for bm, bn in shapes
     ]
 
