@@ -18,8 +18,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <exception>
+#include <memory>
+#include <mutex>
 #include <cstdlib>
+#include <cmath>
 #include <cstring>
+#include <tuple>
 #include <string>
 #include <vector>
 
@@ -107,18 +113,46 @@ class FlushDenormals {
 #endif
 };
 
-// Runs fn(t0, t1, work) over [0, ntasks) in chunks handed out first come, first served: a thread
-// that the OS preempts (a shared, loaded machine) does not hold the others at the closing barrier.
-// Every task writes only its own outputs, so results do not depend on who ran what.
+// Runs fn(t0, t1, work) over [0, ntasks) in chunks claimed first come, first served by the
+// calling thread and up to at::get_num_threads() − 1 helpers from ATen's inter-op pool. The
+// caller waits only for chunks that were claimed: a helper the OS has not yet scheduled (a loaded,
+// shared machine) finds nothing left and never holds the caller, unlike an OpenMP region's closing
+// barrier. Every task writes only its own outputs, so results do not depend on who ran what.
 template <typename T, typename Fn>
 void parallel_tasks(int64_t ntasks, int64_t chunk, int64_t work_size, const Fn& fn) {
-  std::atomic<int64_t> next{0};
-  const int64_t workers = std::min<int64_t>(at::get_num_threads(), (ntasks + chunk - 1) / chunk);
-  at::parallel_for(0, std::max<int64_t>(workers, 1), 1, [&](int64_t, int64_t) {
+  struct State {
+    std::atomic<int64_t> next{0}, done{0};
+    std::mutex mutex;
+    std::condition_variable all_done;
+    std::exception_ptr error;
+  };
+  const int64_t nchunks = (ntasks + chunk - 1) / chunk;
+  auto state = std::make_shared<State>();
+  // `fn` is only touched after a successful claim, and the caller returns only once every claimed
+  // chunk is done, so a late helper never sees it dangling.
+  auto run = [state, &fn, ntasks, chunk, nchunks, work_size] {
     const FlushDenormals ftz;
-    std::vector<T> work(work_size);
-    for (int64_t t0; (t0 = next.fetch_add(chunk)) < ntasks;) fn(t0, std::min(t0 + chunk, ntasks), work.data());
-  });
+    std::vector<T> work;
+    for (int64_t t0; (t0 = state->next.fetch_add(chunk)) < ntasks;) {
+      if (work.empty()) work.resize(work_size);
+      try {
+        fn(t0, std::min(t0 + chunk, ntasks), work.data());
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(state->mutex);
+        if (!state->error) state->error = std::current_exception();
+      }
+      if (state->done.fetch_add(1) + 1 == nchunks) {
+        std::lock_guard<std::mutex> lock(state->mutex);
+        state->all_done.notify_all();
+      }
+    }
+  };
+  const int64_t helpers = at::in_parallel_region() ? 0 : std::min<int64_t>(at::get_num_threads() - 1, nchunks - 1);
+  for (int64_t i = 0; i < helpers; ++i) at::launch(run);
+  run();
+  std::unique_lock<std::mutex> lock(state->mutex);
+  state->all_done.wait(lock, [&] { return state->done.load() == nchunks; });
+  if (state->error) std::rethrow_exception(state->error);
 }
 
 // Query rows per task: the block's score rows (R×L per map) stay within ~64 KiB of float32.
@@ -165,6 +199,68 @@ void reduce_key_side(const cpu::BwdArgs<T>& a) {
   });
 }
 
+// The modulation of spec §1.1 on the CPU without a chain of ATen ops (each of which would be a
+// parallel region of its own): for every (h, s, p) the unit rotation by θ is stepped position by
+// position in float64, re-seeded with exact cos/sin every kReseed positions (error ~1e-15).
+constexpr int64_t kReseed = 32;
+
+// Calls fn(h, s, p, i, cos θi, sin θi) for every head, scale, pair and position, in that order.
+template <typename Fn>
+void for_each_angle(const Tensor& freqs, int64_t L, const Fn& fn) {
+  auto f = freqs.to(at::kDouble).contiguous();
+  const double* th = f.data_ptr<double>();
+  const int64_t H = f.size(0), S = f.size(1), P = f.size(2);
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t p = 0; p < P; ++p) {
+        const double t = th[(h * S + s) * P + p], c1 = std::cos(t), s1 = std::sin(t);
+        double c = 1, sn = 0;
+        for (int64_t i = 0; i < L; ++i) {
+          if (i % kReseed == 0) c = std::cos(t * static_cast<double>(i)), sn = std::sin(t * static_cast<double>(i));
+          fn(h, s, p, i, c, sn);
+          const double cn = c * c1 - sn * s1;
+          sn = sn * c1 + c * s1;
+          c = cn;
+        }
+      }
+}
+
+// c, s tables (H, L, P) in the compute dtype.
+std::tuple<Tensor, Tensor> cpu_modulation_tables(const Tensor& freqs, const Tensor& weights, int64_t L,
+                                                 at::ScalarType dtype) {
+  const int64_t H = freqs.size(0), S = freqs.size(1), P = freqs.size(2);
+  auto w = weights.to(at::kDouble).contiguous();
+  const double* wp = w.data_ptr<double>();
+  auto cd = at::zeros({H, L, P}, freqs.options().dtype(at::kDouble)), sd = at::zeros_like(cd);
+  double *c = cd.data_ptr<double>(), *sv = sd.data_ptr<double>();
+  for_each_angle(freqs, L, [&](int64_t h, int64_t s, int64_t p, int64_t i, double cs, double sn) {
+    c[(h * L + i) * P + p] += wp[h * S + s] * cs;
+    sv[(h * L + i) * P + p] += wp[h * S + s] * sn;
+  });
+  return {cd.to(dtype), sd.to(dtype)};
+}
+
+// Chain rule from dc, ds (H, L, P) to dfreqs (H, S, P) and dweights (H, S), in float64, returned
+// in the parameters' dtypes.
+template <typename T>
+std::tuple<Tensor, Tensor> cpu_modulation_backward(const Tensor& dc, const Tensor& ds, const Tensor& freqs,
+                                                   const Tensor& weights) {
+  const int64_t H = freqs.size(0), S = freqs.size(1), P = freqs.size(2), L = dc.size(1);
+  auto w = weights.to(at::kDouble).contiguous();
+  const double* wp = w.data_ptr<double>();
+  const T* gc = dc.data_ptr<T>();
+  const T* gs = ds.data_ptr<T>();
+  auto dfreqs = at::zeros({H, S, P}, freqs.options().dtype(at::kDouble));
+  auto dweights = at::zeros({H, S}, freqs.options().dtype(at::kDouble));
+  double *df = dfreqs.data_ptr<double>(), *dw = dweights.data_ptr<double>();
+  for_each_angle(freqs, L, [&](int64_t h, int64_t s, int64_t p, int64_t i, double cs, double sn) {
+    const double a = gc[(h * L + i) * P + p], b = gs[(h * L + i) * P + p];
+    df[(h * S + s) * P + p] += wp[h * S + s] * static_cast<double>(i) * (cs * b - sn * a);
+    dw[h * S + s] += cs * a + sn * b;
+  });
+  return {dfreqs.to(freqs.scalar_type()), dweights.to(weights.scalar_type())};
+}
+
 // Σ over the leading dimension of a contiguous (n, m) buffer, in order (thread-count independent).
 template <typename T>
 Tensor sum_leading(const Tensor& x, int64_t n) {
@@ -186,7 +282,7 @@ ForwardResult automask_forward_cpu(const Tensor& q, const Tensor& k, const Tenso
   const auto acc = compute_dtype(q);
   const int64_t B = q.size(0), H = q.size(1), L = q.size(2), D = q.size(3);
   auto qa = q.to(acc), ka = k.to(acc), va = v.to(acc);  // no copy for float32/float64
-  auto [cos, sin] = modulation_tables(freqs, weights, L, acc);
+  auto [cos, sin] = cpu_modulation_tables(freqs, weights, L, acc);
   auto lam = mix.to(acc).sigmoid().contiguous();
   auto opts = qa.options();
   auto out = at::empty({B, H, L, D}, opts), out_local = at::empty({B, H, L, D}, opts),
@@ -245,7 +341,7 @@ BackwardResult automask_backward_cpu(const c10::optional<Tensor>& grad_out,
   const auto acc = compute_dtype(q);
   const int64_t B = q.size(0), H = q.size(1), L = q.size(2), D = q.size(3), P = D / 2;
   auto qa = q.to(acc), ka = k.to(acc), va = v.to(acc);
-  auto [cos, sin] = modulation_tables(freqs, weights, L, acc);
+  auto [cos, sin] = cpu_modulation_tables(freqs, weights, L, acc);
   auto lam = mix.to(acc).sigmoid().contiguous();
   auto ol = out_local.to(acc).contiguous(), og = out_global.to(acc).contiguous();
   auto ll = lse_local.contiguous(), lg = lse_global.contiguous();
@@ -270,7 +366,7 @@ BackwardResult automask_backward_cpu(const c10::optional<Tensor>& grad_out,
        dv_ws = at::empty({ws_rows, L, D}, opts);
   auto dc_ws = at::empty({B, H, L, P}, opts), ds_ws = at::empty({B, H, L, P}, opts);
   auto dmix_ws = at::empty({B, H, nsplit}, opts);
-  Tensor dc, ds, dmix_raw;
+  Tensor dc, ds, dmix_raw, dfreqs, dweights;
   const Isa isa = active_isa();
   AT_DISPATCH_FLOATING_TYPES(acc, "automask_backward_cpu", [&] {
     using T = scalar_t;
@@ -312,8 +408,8 @@ BackwardResult automask_backward_cpu(const c10::optional<Tensor>& grad_out,
     dc = sum_leading<T>(dc_ws, B).view({H, L, P});
     ds = sum_leading<T>(ds_ws, B).view({H, L, P});
     dmix_raw = sum_leading<T>(dmix_ws.permute({0, 2, 1}).contiguous(), B * nsplit);  // (H,)
+    std::tie(dfreqs, dweights) = cpu_modulation_backward<T>(dc, ds, freqs, weights);
   });
-  auto [dfreqs, dweights] = modulation_backward(dc, ds, freqs, weights);
   auto dmix = (dmix_raw * lam * (1 - lam)).to(mix.scalar_type());
   const auto dt = q.scalar_type();
   return {dq.to(dt), dk.to(dt), dv.to(dt), dfreqs, dweights, dmix};
