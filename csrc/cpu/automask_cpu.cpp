@@ -282,7 +282,8 @@ ForwardResult automask_forward_cpu(const Tensor& q, const Tensor& k, const Tenso
   const auto acc = compute_dtype(q);
   const int64_t B = q.size(0), H = q.size(1), L = q.size(2), D = q.size(3);
   auto qa = q.to(acc), ka = k.to(acc), va = v.to(acc);  // no copy for float32/float64
-  auto [cos, sin] = cpu_modulation_tables(freqs, weights, L, acc);
+  Tensor cos, sin;  // not a structured binding: lambdas below capture them (C++17)
+  std::tie(cos, sin) = cpu_modulation_tables(freqs, weights, L, acc);
   auto lam = mix.to(acc).sigmoid().contiguous();
   auto opts = qa.options();
   auto out = at::empty({B, H, L, D}, opts), out_local = at::empty({B, H, L, D}, opts),
@@ -341,7 +342,8 @@ BackwardResult automask_backward_cpu(const c10::optional<Tensor>& grad_out,
   const auto acc = compute_dtype(q);
   const int64_t B = q.size(0), H = q.size(1), L = q.size(2), D = q.size(3), P = D / 2;
   auto qa = q.to(acc), ka = k.to(acc), va = v.to(acc);
-  auto [cos, sin] = cpu_modulation_tables(freqs, weights, L, acc);
+  Tensor cos, sin;  // not a structured binding: lambdas below capture them (C++17)
+  std::tie(cos, sin) = cpu_modulation_tables(freqs, weights, L, acc);
   auto lam = mix.to(acc).sigmoid().contiguous();
   auto ol = out_local.to(acc).contiguous(), og = out_global.to(acc).contiguous();
   auto ll = lse_local.contiguous(), lg = lse_global.contiguous();

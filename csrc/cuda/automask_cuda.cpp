@@ -9,6 +9,8 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <tuple>
+
 #include "../automask.h"
 #include "automask_cuda.h"
 
@@ -49,7 +51,8 @@ ForwardResult automask_forward_cuda(const Tensor& q, const Tensor& k, const Tens
   const auto acc = compute_dtype(q);
   const int64_t B = q.size(0), H = q.size(1), L = q.size(2), D = q.size(3);
   auto qa = contiguous_as(q, acc), ka = contiguous_as(k, acc), va = contiguous_as(v, acc);
-  auto [cos, sin] = modulation_tables(freqs, weights, L, acc);
+  Tensor cos, sin;  // not a structured binding: the lambda below captures them (C++17)
+  std::tie(cos, sin) = modulation_tables(freqs, weights, L, acc);
   auto lam = mix.to(acc).sigmoid().contiguous();
   auto opts = qa.options();
   auto out = at::empty({B, H, L, D}, opts), out_local = at::empty({B, H, L, D}, opts),
@@ -91,7 +94,8 @@ BackwardResult automask_backward_cuda(const c10::optional<Tensor>& grad_out,
   const auto acc = compute_dtype(q);
   const int64_t B = q.size(0), H = q.size(1), L = q.size(2), D = q.size(3), P = D / 2;
   auto qa = contiguous_as(q, acc), ka = contiguous_as(k, acc), va = contiguous_as(v, acc);
-  auto [cos, sin] = modulation_tables(freqs, weights, L, acc);
+  Tensor cos, sin;  // not a structured binding: the lambda below captures them (C++17)
+  std::tie(cos, sin) = modulation_tables(freqs, weights, L, acc);
   auto lam = mix.to(acc).sigmoid().contiguous();
   auto ol = contiguous_as(out_local, acc), og = contiguous_as(out_global, acc);
   auto ll = lse_local.contiguous(), lg = lse_global.contiguous();
