@@ -325,14 +325,19 @@ struct KeyCache {
 // Load rows [i0, i0+n) of x (b, h) into rows (n×D, plain) and, if rot != null, rotated by the
 // modulation at each row's own position (spec §1.2); both multiplied by mul.
 template <typename T>
-AMAD_AI void load_rows(const T* x, const int64_t* st, int64_t b, int64_t h, int64_t i0, int64_t n, int64_t D,
-                       int64_t L, const T* cos, const T* sin, T mul, T* plain, T* rot) {
+AMAD_AI void load_rows(const T* __restrict__ x, const int64_t* st, int64_t b, int64_t h, int64_t i0, int64_t n,
+                       int64_t D, int64_t L, const T* __restrict__ cos, const T* __restrict__ sin, T mul,
+                       T* __restrict__ plain, T* __restrict__ rot) {
   const int64_t P = D / 2;
   const T* base = x + b * st[0] + h * st[1];
   for (int64_t r = 0; r < n; ++r) {
     const T* row = base + (i0 + r) * st[2];
     T* pr = plain + r * D;
-    for (int64_t d = 0; d < D; ++d) pr[d] = row[d * st[3]] * mul;
+    if (st[3] == 1) {  // contiguous rows: a loop the compiler vectorises
+      for (int64_t d = 0; d < D; ++d) pr[d] = row[d] * mul;
+    } else {
+      for (int64_t d = 0; d < D; ++d) pr[d] = row[d * st[3]] * mul;
+    }
     if (rot) {
       const T* c = cos + (h * L + i0 + r) * P;
       const T* s = sin + (h * L + i0 + r) * P;
