@@ -90,14 +90,16 @@ AMAD_AI double vlog1p_unit(double e) {
   return std::log1p(e);
 }
 
-// log M − (the two log-probabilities' max): the anchor log M = logaddexp(a, g) − log 2 = max(a, g) +
-// log1p(exp(−|a − g|)) − log 2, finite wherever a and g are (spec §1.5).
+// The divergence gaps g^M = log P^M − log M and g^G = log P^G − log M, from d = log P^M − log P^G
+// alone: with log M = logaddexp(log P^M, log P^G) − log 2 (spec §1.5),
+//   g^M = min(0, d) − log1p(exp(−|d|)) + log 2,   g^G = min(0, −d) − log1p(exp(−|d|)) + log 2.
+// Finite wherever the scores are, and free of the cancellation of subtracting two log-sum-exps.
 template <typename T, bool F>
-AMAD_AI T log_anchor(T a, T g) {
-  const T d = a - g;
-  const T mx = d > 0 ? a : g;
+AMAD_AI void kl_gaps(T d, T& gM, T& gG) {
   const T nd = d > 0 ? -d : d;
-  return mx + vlog1p_unit<F>(vexp<F>(nd)) - T(0.693147180559945309417232121458176568);
+  const T l = T(0.693147180559945309417232121458176568) - vlog1p_unit<F>(vexp<F>(nd));
+  gM = (d > 0 ? T(0) : d) + l;
+  gG = (d > 0 ? -d : T(0)) + l;
 }
 
 template <typename T>
@@ -448,12 +450,12 @@ AMAD_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* work)
         T* sg = SG + r * Lp;
         const T* ea = EA + r * Lp;
         const T* eg = EG + r * Lp;
-        const T la = lseA[r], lg = lseG[r], ia = invA[r], ig = invG[r];
+        const T dl = lseA[r] - lseG[r], ia = invA[r], ig = invG[r];
         for (int64_t j = 0; j < L; ++j) {
-          const T lpa = sa[j] - la, lpg = sg[j] - lg;  // log P^M, log P^G
-          const T lm = log_anchor<T, F>(lpa, lpg);
-          sa[j] = ea[j] * ia * (lpa - lm);
-          sg[j] = eg[j] * ig * (lpg - lm);
+          T gM, gG;
+          kl_gaps<T, F>((sa[j] - sg[j]) - dl, gM, gG);  // d = log P^M − log P^G
+          sa[j] = ea[j] * ia * gM;
+          sg[j] = eg[j] * ig * gG;
         }
         a.kl_local[row0 + r] = row_sum(sa, L);
         a.kl_global[row0 + r] = row_sum(sg, L);
@@ -553,13 +555,14 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
         if (kl_grad) {
           // fold dkl·g into the score buffers before they turn into dP: x ← dkl·(log P − log M)
           const T ka = gkA[r], kg = gkG[r];
+          const T dl = la - lg;
           for (int64_t j = 0; j < L; ++j) {
-            const T lpa = xa[j] - la, lpg = xg[j] - lg;
-            const T lm = log_anchor<T, F>(lpa, lpg);
-            pa[j] = vexp<F>(lpa);
-            pg[j] = vexp<F>(lpg);
-            xa[j] = ka * (lpa - lm);
-            xg[j] = kg * (lpg - lm);
+            T gM, gG;
+            kl_gaps<T, F>((xa[j] - xg[j]) - dl, gM, gG);
+            pa[j] = vexp<F>(xa[j] - la);
+            pg[j] = vexp<F>(xg[j] - lg);
+            xa[j] = ka * gM;
+            xg[j] = kg * gG;
           }
         } else {
           for (int64_t j = 0; j < L; ++j) {

@@ -38,11 +38,13 @@ __device__ __forceinline__ T rotated(const T* x, const T* c, const T* s, int d, 
   return d < P ? x[d] * c[d] - x[d + P] * s[d] : x[d - P] * s[d - P] + x[d] * c[d - P];
 }
 
-// log M = logaddexp(a, g) − log 2 for log-probabilities a, g: finite wherever they are.
+// The divergence gaps g^M = log P^M − log M, g^G = log P^G − log M from d = log P^M − log P^G
+// (log M = logaddexp − log 2): min(0, ±d) − log1p(exp(−|d|)) + log 2, finite, no cancellation.
 template <typename T>
-__device__ __forceinline__ T log_anchor(T a, T g) {
-  const T mx = a > g ? a : g, mn = a > g ? g : a;
-  return mx + Num<T>::log1p(Num<T>::exp(mn - mx)) - T(0.69314718055994530942);
+__device__ __forceinline__ void kl_gaps(T d, T& gM, T& gG) {
+  const T l = T(0.69314718055994530942) - Num<T>::log1p(Num<T>::exp(d > 0 ? -d : d));
+  gM = (d > 0 ? T(0) : d) + l;
+  gG = (d > 0 ? -d : T(0)) + l;
 }
 
 // Both scores of query (rotated qr, plain qg, both already × scale; shared) against key row kj
@@ -162,9 +164,10 @@ __global__ void __launch_bounds__(kThreads)
       pa = Num<T>::exp(la);
       pg = Num<T>::exp(lg);
       if (kl_local) {
-        const T lm = log_anchor(la, lg);
-        klA += pa * (la - lm);
-        klG += pg * (lg - lm);
+        T gM, gG;
+        kl_gaps((a - g) - (lseA - lseG), gM, gG);
+        klA += pa * gM;
+        klG += pg * gG;
       }
     }
     __syncthreads();  // the previous tile's probabilities are no longer read
@@ -216,9 +219,10 @@ __device__ __forceinline__ void score_grads(T a, T g, T lseA, T lseG, T dpa, T d
   pa = Num<T>::exp(la);
   pg = Num<T>::exp(lg);
   if (kl_grad) {
-    const T lm = log_anchor(la, lg);
-    dpa += gkA * (la - lm);
-    dpg += gkG * (lg - lm);
+    T gM, gG;
+    kl_gaps((a - g) - (lseA - lseG), gM, gG);
+    dpa += gkA * gM;
+    dpg += gkG * gG;
   }
   dA = pa * (dpa - delA);
   dG = pg * (dpg - delG);
