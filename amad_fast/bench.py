@@ -1005,6 +1005,20 @@ def resolve_config(args) -> dict:
     }
 
 
+def _command_line() -> str:
+    """How this run was started, e.g. ``python -m amad_fast.bench --quick`` or ``amad-fast bench --quick``."""
+    if not sys.argv:
+        return "?"
+    prog = sys.argv[0] or "python"
+    if prog.endswith(os.path.join("amad_fast", "bench.py")):
+        prog = "python -m amad_fast.bench"
+    elif prog.endswith(".py"):
+        prog = "python " + os.path.relpath(prog)
+    else:
+        prog = os.path.basename(prog)
+    return " ".join([prog] + sys.argv[1:])
+
+
 def run(args) -> int:
     """Run the benchmark described by parsed ``args``; print the tables; write the files."""
     threads_before = torch.get_num_threads()
@@ -1034,7 +1048,7 @@ def _run(args) -> int:
     result = {
         "schema": SCHEMA,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([os.path.basename(sys.argv[0] or "python")] + sys.argv[1:]) if sys.argv else "?",
+        "command": _command_line(),
         "machine": info,
         "config": {
             "device": str(device), "quick": cfg["quick"], "parts": cfg["parts"], "lengths": cfg["lengths"],
