@@ -39,21 +39,22 @@ def make_inputs(B, H, L, D, S, seed=0, score_scale=1.0):
     return [q, k, v, freqs, weights, mix]
 
 
-def run(backend, inputs, dtype=None, param_dtype=None, seed=1, need_kl_grad=True):
-    """Outputs and the six gradients under fixed random cotangents on all five outputs."""
+def run(backend, inputs, dtype=None, param_dtype=None, seed=1, need_kl_grad=True, device="cpu"):
+    """Outputs and the six gradients (on the CPU) under fixed random cotangents on all five outputs."""
     dtype = dtype or inputs[0].dtype
     param_dtype = param_dtype or dtype
-    xs = [x.detach().to(dtype if i < 3 else param_dtype).requires_grad_() for i, x in enumerate(inputs)]
+    xs = [x.detach().to(device, dtype if i < 3 else param_dtype).requires_grad_() for i, x in enumerate(inputs)]
     r = automask_attention(*xs, need_divergence=True, need_branches=True, backend=backend)
     g = torch.Generator().manual_seed(seed)
     loss = 0
     for name, t in zip(FIELDS, r):
         if name.startswith("kl") and not need_kl_grad:
             continue
-        loss = loss + (t.double() * torch.randn(t.shape, generator=g, dtype=torch.float64)).sum()
+        cot = torch.randn(t.shape, generator=g, dtype=torch.float64).to(device)
+        loss = loss + (t.double() * cot).sum()
     loss.backward()
-    res = {name: t.detach() for name, t in zip(FIELDS, r)}
-    res.update({name: x.grad for name, x in zip(GRADS, xs)})
+    res = {name: t.detach().cpu() for name, t in zip(FIELDS, r)}
+    res.update({name: x.grad.cpu() for name, x in zip(GRADS, xs)})
     return res
 
 
@@ -268,3 +269,31 @@ def test_unsupported_inputs_are_named():
     q = torch.empty(1, 1, 2, 2, device="meta")
     assert "device" in backend.unsupported_reason(q, torch.empty(1, 1, 1), None)
     assert backend.unsupported_reason(torch.empty(1, 1, 2, 2), torch.empty(1, 1, 1), None) is None
+
+
+_CUDA_KERNELS = torch.cuda.is_available() and "cuda" in amad_fast._extension.build_info()
+needs_cuda_kernels = pytest.mark.skipif(not _CUDA_KERNELS, reason="needs a GPU and an extension built with CUDA")
+
+
+@needs_cuda_kernels
+@pytest.mark.parametrize("shape", [(2, 3, 37, 16, 4), (1, 2, 300, 64, 8), (1, 1, 1000, 128, 1), (2, 2, 130, 6, 2)],
+                         ids=lambda s: "B{}H{}L{}D{}S{}".format(*s))
+def test_cuda_float64_parity(shape):
+    inputs = make_inputs(*shape)
+    ref, gpu = run("reference", inputs), run("cpp", inputs, device="cuda")
+    errs = {name: rel_err(gpu[name], ref[name]) for name in FIELDS + GRADS}
+    assert max(errs.values()) <= 1e-9, errs
+
+
+@needs_cuda_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+def test_cuda_low_precision_within_twice_reference_error(dtype):
+    inputs = make_inputs(2, 2, 100, 32, 4)
+    exact = run("reference", inputs)
+    ref = run("reference", inputs, dtype, torch.float32, device="cuda")
+    gpu = run("cpp", inputs, dtype, torch.float32, device="cuda")
+    floor = 4 * torch.finfo(dtype).eps
+    for name in FIELDS + GRADS:
+        scale = NATURAL_SCALE.get(name, 0.0)
+        err_ref, err_gpu = rel_err(ref[name], exact[name], scale), rel_err(gpu[name], exact[name], scale)
+        assert err_gpu <= 2 * err_ref + floor, f"{name}: cuda {err_gpu:.2e} vs reference {err_ref:.2e}"
