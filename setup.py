@@ -56,7 +56,7 @@ def extension_modules():
     kwargs = {"extra_compile_args": {"cxx": cxx}, "extra_link_args": ["-fopenmp"] if "-fopenmp" in cxx else []}
     if with_cuda:
         sources += _sources("csrc/cuda/*.cpp") + _sources("csrc/cuda/*.cu")
-        kwargs["extra_compile_args"]["nvcc"] = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"]
+        kwargs["extra_compile_args"]["nvcc"] = ["-O3", "-std=c++17", "-lineinfo"]
         kwargs["define_macros"] = [("AMAD_FAST_WITH_CUDA", None)]
         ext = CUDAExtension("amad_fast._C", sources, **kwargs)
     else:

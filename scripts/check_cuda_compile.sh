@@ -39,7 +39,7 @@ for arch in 80 90; do
   for src in "${sources[@]}"; do
     obj="$tmp/$(basename "$src" .cu).sm_${arch}.o"
     # same language level and optimisation as setup.py; warnings are errors, host side too
-    if "$NVCC" -c "$src" -o "$obj" -std=c++17 -O3 --use_fast_math -lineinfo -Icsrc \
+    if "$NVCC" -c "$src" -o "$obj" -std=c++17 -O3 -lineinfo -Icsrc \
         -gencode "arch=compute_${arch},code=sm_${arch}" \
         -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror; then
       echo "ok   sm_${arch}  $src"
