@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -118,8 +118,6 @@ def write_scores_csv(path: str, scores: np.ndarray, threshold: Optional[float] =
 
 def read_scores_csv(path: str):
     """(scores, threshold or None, labels or None) from a CSV written by ``amad-fast score``."""
-    from .data import load_csv
-
     with open(path, newline="") as fh:
         header = [h.strip().lower() for h in next(csv.reader(fh))]
     if "score" not in header:

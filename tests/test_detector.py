@@ -1,7 +1,5 @@
 """AMADDetector: fit/score/predict on synthetic anomalies, the spec §4 score, thresholds,
 save/load round trip and bad input."""
-import warnings
-
 import numpy as np
 import pytest
 import torch

@@ -105,7 +105,7 @@ def test_training_lowers_loss_and_is_reproducible():
         assert torch.equal(a, b)
 
 
-def test_early_stopping_restores_best(monkeypatch):
+def test_early_stopping_restores_best():
     X = series()
     m = tiny(torch.float32)
     # lr so large the validation loss cannot keep improving: patience must end training
@@ -124,10 +124,7 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, every):
     X = series()
     ref = tiny(torch.float32, dropout=0.1)
     train_model(ref, X, cfg(epochs=3))
-    steps_per_epoch = None
-
     def killer(info):
-        nonlocal steps_per_epoch
         if info["epoch"] == 1 and info["step"] == 4:
             raise Kill()
 
