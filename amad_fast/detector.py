@@ -278,6 +278,10 @@ class AMADDetector:
         params = dict(state["params"])
         if device is not None:
             params["device"] = device
+        elif str(params.get("device", "cpu")).startswith("cuda") and not torch.cuda.is_available():
+            warnings.warn(f"load: the detector was fitted on {params['device']!r} but CUDA is not available; "
+                          "loading it on the CPU", RuntimeWarning, stacklevel=2)
+            params["device"] = "cpu"
         if backend is not None:
             params["backend"] = backend
         known = set(cls._param_names())

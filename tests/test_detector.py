@@ -93,6 +93,12 @@ def test_save_load_round_trip(fitted, data, tmp_path):
     np.testing.assert_array_equal(loaded.decision_function(data.test), fitted.decision_function(data.test))
     np.testing.assert_array_equal(loaded.predict(data.test), fitted.predict(data.test))
     assert loaded.get_params() == fitted.get_params()
+    state["params"]["device"] = "cuda"  # fitted on a GPU machine, loaded on one without CUDA
+    torch.save(state, tmp_path / "gpu.pt")
+    if not torch.cuda.is_available():
+        with pytest.warns(RuntimeWarning, match="CUDA is not available"):
+            moved = AMADDetector.load(tmp_path / "gpu.pt")
+        assert moved.device == "cpu"
     torch.save({"x": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="format"):
         AMADDetector.load(tmp_path / "other.pt")
