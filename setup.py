@@ -77,7 +77,7 @@ setup(
     # kernels/ (Triton sources) installs as amad_fast.kernels
     packages=["amad_fast", "amad_fast.backends", "amad_fast.kernels"],
     package_dir={"amad_fast.kernels": "kernels"},
-    install_requires=["torch>=2.3", "numpy>=1.22", "tqdm>=4.60", "matplotlib>=3.5"],
+    install_requires=["torch>=2.4", "numpy>=1.22", "tqdm>=4.60", "matplotlib>=3.5"],
     extras_require={
         "triton": ["triton>=3.2"],
         "test": ["pytest>=7", "hypothesis>=6", "pytest-benchmark>=4", "scikit-learn>=1.1"],
