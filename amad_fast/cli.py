@@ -40,6 +40,8 @@ DETECTOR_HELP: Dict[str, str] = {
     "val_fraction": "fraction at the END of the training series held out for early stopping",
     "patience": "epochs without validation improvement before stopping",
     "score": "anomaly score: recon_js (softmax(-T*js) x squared error) or recon (squared error)",
+    "error_norm": "per-channel error weighting: channel (divide by the validation-split error) or none (spec mean)",
+    "smooth": "centred moving average of the scores over this many steps (1 = off)",
     "threshold": "threshold rule: paper (percentile of train+test scores), train (train scores only), pot",
     "anomaly_ratio": "anomaly ratio r in percent for the percentile thresholds (SMAP/MSL 1, SMD 0.5, SWaT 0.1)",
     "temperature": "temperature T of the recon_js score",
@@ -67,7 +69,7 @@ def _detector_defaults() -> Dict[str, Any]:
 
 def _add_detector_options(p: argparse.ArgumentParser, overrides: Optional[Dict[str, Any]] = None) -> None:
     g = p.add_argument_group("detector and training options")
-    choices = {"maxmin": ("exact", "joint", "off"), "score": ("recon_js", "recon"),
+    choices = {"maxmin": ("exact", "joint", "off"), "score": ("recon_js", "recon"), "error_norm": ("channel", "none"),
                "threshold": ("paper", "train", "pot"), "backend": ("auto", "reference", "triton", "cpp"),
                "nan_policy": ("interpolate", "raise")}
     for name, default in _detector_defaults().items():

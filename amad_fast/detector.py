@@ -8,6 +8,17 @@ scored from a window aligned to the series end), and per time step t
 
 with js̄_t the Jensen–Shannon divergence at row t averaged over blocks and heads, T = ``temperature``.
 Higher means more anomalous.
+
+Two scoring options beyond the spec (``AMADDetector(error_norm=..., smooth=...)``):
+
+* ``error_norm="channel"`` (default) divides channel c's squared error by its mean squared error
+  on the validation split of the training series (floored at ``ERROR_SCALE_FLOOR``) before the
+  mean over channels, so channels the model reconstructs badly even on normal data (e.g. rare
+  binary command channels whose z-scores are huge) do not drown the others. ``"none"`` is the
+  spec's plain mean. Chosen on omi-1 (development entity, 2 seeds): see
+  experiments/results/scoring_omi1.md.
+* ``smooth=w`` replaces each step's score by the centred mean over w steps (default 1 = off; a
+  prior on anomaly duration, NOT the default: see the same table).
 """
 from __future__ import annotations
 
@@ -15,7 +26,7 @@ import inspect
 import math
 import os
 import warnings
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -25,10 +36,14 @@ from .data import Standardizer, check_series, window_starts
 from .model import AMAD
 from .train import TrainConfig, save_atomic, train_model
 
-__all__ = ["AMADDetector", "score_series", "SCORES", "THRESHOLDS"]
+__all__ = ["AMADDetector", "score_series", "step_terms", "combine_terms", "channel_error_scale", "smooth_scores",
+           "SCORES",
+           "THRESHOLDS", "ERROR_NORMS"]
 
 SCORES = ("recon_js", "recon")
 THRESHOLDS = ("paper", "train", "pot")
+ERROR_NORMS = ("none", "channel")
+ERROR_SCALE_FLOOR = 1e-3
 FORMAT = "amad_fast.detector/1"
 
 
@@ -42,17 +57,17 @@ def _resolve_device(device: Any) -> torch.device:
 
 
 @torch.no_grad()
-def score_series(model: AMAD, series: np.ndarray, score: str = "recon_js", temperature: float = 50.0,
-                 batch_size: int = 128) -> np.ndarray:
-    """Anomaly score per time step of a standardised series (T, C) (spec §4), float64 (T,).
+def step_terms(model: AMAD, series: np.ndarray, temperature: float = 50.0,
+               batch_size: int = 128) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-step ingredients of every score of a standardised series (T, C), spec §4.
 
-    Windows start at 0, L, 2L, …; when T is not a multiple of L a last window aligned to the end
-    scores only the steps no earlier window covered. Batched, under ``torch.no_grad``, in eval mode.
+    Returns ``(err, weight)``: ``err`` (T, C) float64 the squared reconstruction error per channel,
+    ``weight`` (T,) float64 the softmax over the step's window positions of (−T·js̄_t). Windows
+    start at 0, L, 2L, …; when T is not a multiple of L a last window aligned to the end fills only
+    the steps no earlier window covered. Batched, under ``torch.no_grad``, in eval mode.
     """
-    if score not in SCORES:
-        raise ValueError(f"score: expected one of {SCORES}, got {score!r}")
     L = model.window_size
-    T = series.shape[0]
+    T, C = series.shape
     if T < L:
         raise ValueError(f"X: expected at least window_size={L} time steps to score, got {T}")
     param = next(model.parameters())
@@ -60,24 +75,69 @@ def score_series(model: AMAD, series: np.ndarray, score: str = "recon_js", tempe
     model.eval()
     data = torch.as_tensor(series, dtype=param.dtype, device=param.device)
     starts = window_starts(T, L, L, cover_tail=True)
-    out = np.empty(T, dtype=np.float64)
+    err = np.empty((T, C), dtype=np.float64)
+    weight = np.empty(T, dtype=np.float64)
     covered = 0
     for i in range(0, len(starts), batch_size):
         chunk = starts[i : i + batch_size]
         idx = torch.as_tensor(chunk, device=data.device)[:, None] + torch.arange(L, device=data.device)
         x = data[idx]  # (B, L, C)
         res = model(x, need_branches=False)
-        s = ((x - res.recon) ** 2).mean(-1)  # (B, L)
-        if score == "recon_js":
-            js = res.js.mean(dim=(0, 2))  # mean over blocks and heads → (B, L)
-            s = torch.softmax(-float(temperature) * js, dim=-1) * s
-        s = s.double().cpu().numpy()
-        for start, row in zip(chunk.tolist(), s):
+        e = ((x - res.recon) ** 2).double().cpu().numpy()  # (B, L, C)
+        js = res.js.mean(dim=(0, 2))  # mean over blocks and heads → (B, L)
+        w = torch.softmax(-float(temperature) * js, dim=-1).double().cpu().numpy()
+        for j, start in enumerate(chunk.tolist()):
             first = max(covered - start, 0)  # the tail window fills only uncovered steps
-            out[start + first : start + L] = row[first:]
+            err[start + first : start + L] = e[j, first:]
+            weight[start + first : start + L] = w[j, first:]
             covered = start + L
     model.train(was_training)
-    return out
+    return err, weight
+
+
+def combine_terms(err: np.ndarray, weight: np.ndarray, score: str = "recon_js",
+                  channel_scale: Optional[np.ndarray] = None) -> np.ndarray:
+    """Score per step from :func:`step_terms` output: mean over channels of err / channel_scale
+    (``channel_scale`` None = 1, the spec's plain mean), times ``weight`` for ``"recon_js"``."""
+    if score not in SCORES:
+        raise ValueError(f"score: expected one of {SCORES}, got {score!r}")
+    e = err if channel_scale is None else err / np.asarray(channel_scale, dtype=np.float64)
+    s = e.mean(axis=1)
+    return s * weight if score == "recon_js" else s
+
+
+def channel_error_scale(err: np.ndarray, floor: float = ERROR_SCALE_FLOOR) -> np.ndarray:
+    """Per-channel typical squared error (mean over steps), floored at ``floor`` so that channels
+    the model reconstructs (near-)perfectly on held-out data do not get an unbounded weight."""
+    return np.maximum(np.asarray(err, dtype=np.float64).mean(axis=0), float(floor))
+
+
+def smooth_scores(scores: np.ndarray, width: int) -> np.ndarray:
+    """Centred moving average of length ``width`` (odd widths are symmetric); near the ends the mean
+    is over the neighbours that exist, so the ends are not pulled towards zero. width 1 = identity."""
+    s = np.asarray(scores, dtype=np.float64)
+    if width <= 1:
+        return s
+    c = np.concatenate(([0.0], np.cumsum(s)))
+    i = np.arange(len(s))
+    lo = np.clip(i - (width - 1) // 2, 0, len(s))
+    hi = np.clip(i + width // 2 + 1, 0, len(s))
+    return (c[hi] - c[lo]) / (hi - lo)
+
+
+def score_series(model: AMAD, series: np.ndarray, score: str = "recon_js", temperature: float = 50.0,
+                 batch_size: int = 128, channel_scale: Optional[np.ndarray] = None,
+                 smooth: int = 1) -> np.ndarray:
+    """Anomaly score per time step of a standardised series (T, C) (spec §4), float64 (T,).
+
+    ``channel_scale`` (C,) divides each channel's squared error before the mean over channels
+    (``error_norm="channel"`` of :class:`AMADDetector`); None keeps the spec's plain mean.
+    ``smooth`` > 1 replaces each step's score by the centred mean over ``smooth`` steps.
+    """
+    if score not in SCORES:
+        raise ValueError(f"score: expected one of {SCORES}, got {score!r}")
+    err, weight = step_terms(model, series, temperature, batch_size)
+    return smooth_scores(combine_terms(err, weight, score, channel_scale), smooth)
 
 
 class AMADDetector:
@@ -122,6 +182,8 @@ class AMADDetector:
         val_fraction: float = 0.2,
         patience: int = 3,
         score: str = "recon_js",
+        error_norm: str = "channel",
+        smooth: int = 1,
         threshold: str = "paper",
         anomaly_ratio: float = 1.0,
         temperature: float = 50.0,
@@ -165,6 +227,10 @@ class AMADDetector:
     def _check_params(self) -> None:
         if self.score not in SCORES:
             raise ValueError(f"score: expected one of {SCORES}, got {self.score!r}")
+        if self.error_norm not in ERROR_NORMS:
+            raise ValueError(f"error_norm: expected one of {ERROR_NORMS}, got {self.error_norm!r}")
+        if isinstance(self.smooth, bool) or not isinstance(self.smooth, (int, np.integer)) or self.smooth < 1:
+            raise ValueError(f"smooth: expected an integer >= 1 (1 = no smoothing), got {self.smooth!r}")
         if self.threshold not in THRESHOLDS:
             raise ValueError(f"threshold: expected one of {THRESHOLDS}, got {self.threshold!r}")
         if not 0.0 < float(self.anomaly_ratio) < 100.0:
@@ -207,9 +273,30 @@ class AMADDetector:
         self.model_ = model
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
-        self.train_scores_ = score_series(model, Z, self.score, self.temperature, self.score_batch_size)
+        err, weight = step_terms(model, Z, self.temperature, self.score_batch_size)
+        self.error_scale_ = self._error_scale(err)
+        self.train_scores_ = self._combine(err, weight)
         self.threshold_ = self._fixed_threshold()
         return self
+
+    def _error_scale(self, train_err: np.ndarray) -> Optional[np.ndarray]:
+        """Per-channel squared-error scale for ``error_norm="channel"``: mean over the validation
+        split (the last ``val_fraction`` of the training series, never trained on, so it measures
+        the error the model makes on unseen normal data), or over all of it when there is no split."""
+        if self.error_norm == "none":
+            return None
+        n_val = int(round(train_err.shape[0] * float(self.val_fraction)))
+        part = train_err[-n_val:] if n_val >= self.window_size else train_err
+        return channel_error_scale(part)
+
+    def _combine(self, err: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        scale = None
+        if self.error_norm == "channel":
+            scale = getattr(self, "error_scale_", None)
+            if scale is None:
+                raise RuntimeError("error_norm='channel' needs the error scale measured at fit time; "
+                                   "this detector was fitted with error_norm='none': refit it")
+        return smooth_scores(combine_terms(err, weight, self.score, scale), int(self.smooth))
 
     def _fixed_threshold(self) -> Optional[float]:
         if self.threshold == "train":
@@ -232,7 +319,7 @@ class AMADDetector:
     def decision_function(self, X: Any) -> np.ndarray:
         """Anomaly score per time step of X (T, C), float64 (T,); higher = more anomalous."""
         Z = self._standardise(X)
-        return score_series(self.model_, Z, self.score, self.temperature, self.score_batch_size)
+        return self._combine(*step_terms(self.model_, Z, self.temperature, self.score_batch_size))
 
     def threshold_for(self, scores: Any) -> float:
         """The decision threshold for these test scores (fixed for "train"/"pot"; "paper" uses them)."""
@@ -263,6 +350,7 @@ class AMADDetector:
             "n_channels": self.n_channels_,
             "train_scores": torch.from_numpy(np.asarray(self.train_scores_, dtype=np.float64)),
             "threshold": self.threshold_,
+            "error_scale": None if self.error_scale_ is None else torch.from_numpy(self.error_scale_),
             "history": self.history_,
             "best_epoch": self.best_epoch_,
         }
@@ -276,6 +364,7 @@ class AMADDetector:
             got = state.get("format") if isinstance(state, dict) else type(state).__name__
             raise ValueError(f"path: expected a detector file of format {FORMAT!r}, got {got!r}")
         params = dict(state["params"])
+        params.setdefault("error_norm", "none")  # files written before the option scored the spec's way
         if device is not None:
             params["device"] = device
         elif str(params.get("device", "cpu")).startswith("cuda") and not torch.cuda.is_available():
@@ -298,6 +387,10 @@ class AMADDetector:
         det.n_channels_ = int(state["n_channels"])
         det.train_scores_ = state["train_scores"].numpy()
         det.threshold_ = state["threshold"]
+        scale = state.get("error_scale")
+        det.error_scale_ = None if scale is None else scale.numpy()
+        if det.error_norm == "channel" and det.error_scale_ is None:
+            raise ValueError("path: the file asks for error_norm='channel' but stores no error scale")
         det.history_ = state["history"]
         det.best_epoch_ = state["best_epoch"]
         return det

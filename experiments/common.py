@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from amad_fast import metrics  # noqa: E402
 from amad_fast.data import Standardizer  # noqa: E402
-from amad_fast.detector import AMADDetector, score_series  # noqa: E402
+from amad_fast.detector import AMADDetector, combine_terms, smooth_scores, step_terms  # noqa: E402
 
 DATA = os.environ.get("AMAD_DATA", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                                 "..", "shared", "data"))
@@ -32,14 +32,32 @@ def evaluate_both(train_scores: np.ndarray, test_scores: np.ndarray, labels: np.
     }
 
 
-def amad_scores(det: AMADDetector, train: np.ndarray, test: np.ndarray, score: str):
-    """(train scores, test scores, test scoring seconds) of a fitted detector under ``score``."""
+def amad_terms(det: AMADDetector, train: np.ndarray, test: np.ndarray):
+    """step_terms (per-channel squared error, js softmax weight) of train and test for a fitted
+    detector, computed once so every scoring variant comes from the same forward passes; also the
+    seconds the test forward took."""
     Ztr = det.standardizer_.transform(train)
     Zte = det.standardizer_.transform(test)
-    tr = score_series(det.model_, Ztr, score, det.temperature, det.score_batch_size)
+    tr = step_terms(det.model_, Ztr, det.temperature, det.score_batch_size)
     t0 = time.perf_counter()
-    te = score_series(det.model_, Zte, score, det.temperature, det.score_batch_size)
+    te = step_terms(det.model_, Zte, det.temperature, det.score_batch_size)
     return tr, te, time.perf_counter() - t0
+
+
+def amad_variant(det: AMADDetector, terms, score: str, error_norm: str, smooth: int = 1) -> np.ndarray:
+    """Scores of one (score, error_norm, smooth) variant from ``terms`` = (err, weight); the channel
+    scale is the detector's own (measured on the validation split at fit time)."""
+    if error_norm == "channel" and det.error_scale_ is None:
+        raise ValueError("error_norm='channel' needs a detector fitted with error_norm='channel'")
+    scale = det.error_scale_ if error_norm == "channel" else None
+    return smooth_scores(combine_terms(terms[0], terms[1], score, scale), smooth)
+
+
+def amad_scores(det: AMADDetector, train: np.ndarray, test: np.ndarray, score: str, error_norm: str = "channel",
+                smooth: int = 1):
+    """(train scores, test scores, test forward seconds) of a fitted detector under one variant."""
+    tr, te, secs = amad_terms(det, train, test)
+    return amad_variant(det, tr, score, error_norm, smooth), amad_variant(det, te, score, error_norm, smooth), secs
 
 
 def baseline_scores(name: str, train: np.ndarray, test: np.ndarray, seed: int = 0):

@@ -6,7 +6,8 @@ import torch
 
 from amad_fast import metrics
 from amad_fast.data import make_synthetic
-from amad_fast.detector import AMADDetector, score_series
+from amad_fast.detector import (ERROR_SCALE_FLOOR, AMADDetector, channel_error_scale, combine_terms, score_series,
+                                smooth_scores, step_terms)
 
 SMALL = dict(window_size=16, d_model=16, n_heads=2, n_layers=2, num_scales=2, d_ff=32, epochs=3,
              train_stride=4, batch_size=16, lr=1e-3, progress=False, backend="reference", seed=0)
@@ -31,21 +32,76 @@ def test_training_lowers_loss_and_ranks_anomalies(fitted, data):
     assert auc > 0.7, auc
 
 
-def test_score_matches_spec_formula(fitted, data):
-    Z = fitted.standardizer_.transform(data.test[:16])
-    x = torch.as_tensor(Z)[None]
+def _window_terms(fitted, X):
+    """Per-channel squared error (L, C) and spec js̄ (L,) of one window, straight from the model."""
+    x = torch.as_tensor(fitted.standardizer_.transform(X))[None]
     with torch.no_grad():
         out = fitted.model_(x, need_branches=False)
-    err = ((x - out.recon) ** 2).mean(-1)[0]
-    js = 0.5 * (out.kl_local + out.kl_global).mean(dim=(0, 2))[0]
+    return ((x - out.recon) ** 2)[0], 0.5 * (out.kl_local + out.kl_global).mean(dim=(0, 2))[0]
+
+
+def test_score_matches_spec_formula(fitted, data):
+    err_c, js = _window_terms(fitted, data.test[:16])
+    err = err_c.mean(-1)
     want = torch.softmax(-50.0 * js, dim=0) * err
-    got = fitted.decision_function(data.test[:16])
-    np.testing.assert_allclose(got, want.double().numpy(), rtol=1e-5, atol=1e-9)
-    fitted.score = "recon"
+    fitted.error_norm = "none"  # the spec's plain mean over channels
     try:
+        np.testing.assert_allclose(fitted.decision_function(data.test[:16]), want.double().numpy(), rtol=1e-5, atol=1e-9)
+        fitted.score = "recon"
         np.testing.assert_allclose(fitted.decision_function(data.test[:16]), err.double().numpy(), rtol=1e-5)
     finally:
-        fitted.score = "recon_js"
+        fitted.score, fitted.error_norm = "recon_js", "channel"
+
+
+def test_channel_error_norm_divides_by_validation_error(fitted, data):
+    # the scale is the mean squared error per channel on the validation split (last 20 % of train)
+    Z = fitted.standardizer_.transform(data.train)
+    err, _ = step_terms(fitted.model_, Z)
+    val = err[-int(round(len(Z) * fitted.val_fraction)):]
+    np.testing.assert_allclose(fitted.error_scale_, np.maximum(val.mean(0), ERROR_SCALE_FLOOR), rtol=1e-12)
+    err_c, js = _window_terms(fitted, data.test[:16])
+    scale = torch.as_tensor(fitted.error_scale_)
+    want = torch.softmax(-50.0 * js.double(), dim=0) * (err_c.double() / scale).mean(-1)
+    got = fitted.decision_function(data.test[:16])
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-9)
+    # a channel with a tiny validation error is floored, not divided by ~0
+    assert (channel_error_scale(np.zeros((5, 2))) == ERROR_SCALE_FLOOR).all()
+
+
+def test_channel_error_norm_rebalances_a_dominant_channel():
+    # channel 0 is reconstructed with error ~100x the others on normal data: with the plain mean it
+    # drowns an anomaly on channel 1; divided by each channel's normal error, the anomaly wins
+    rng = np.random.default_rng(0)
+    err = np.abs(rng.normal(size=(400, 2))) * np.array([100.0, 1.0])
+    err[200:210, 1] += 20.0
+    labels = np.zeros(400, dtype=np.int8)
+    labels[200:210] = 1
+    w = np.ones(400)
+    plain = combine_terms(err, w, "recon")
+    normed = combine_terms(err, w, "recon", channel_error_scale(err[:150]))
+    assert metrics.auroc(normed, labels) > 0.99 > 0.9 > metrics.auroc(plain, labels)
+
+
+def test_smooth_scores():
+    s = np.array([0.0, 0.0, 3.0, 0.0, 0.0])
+    np.testing.assert_allclose(smooth_scores(s, 1), s)
+    np.testing.assert_allclose(smooth_scores(s, 3), [0.0, 1.0, 1.0, 1.0, 0.0])
+    np.testing.assert_allclose(smooth_scores(np.ones(6), 4), np.ones(6))  # ends are not pulled down
+
+
+def test_smooth_option_smooths_decision_function(fitted, data):
+    raw = fitted.decision_function(data.test[:64])
+    fitted.smooth = 5
+    try:
+        np.testing.assert_allclose(fitted.decision_function(data.test[:64]), smooth_scores(raw, 5), rtol=1e-12)
+    finally:
+        fitted.smooth = 1
+
+
+@pytest.mark.parametrize("bad", [dict(error_norm="l2"), dict(smooth=0), dict(smooth=2.5), dict(smooth=True)])
+def test_bad_scoring_options_named(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        AMADDetector(**bad)
 
 
 def test_nonoverlapping_windows_and_tail(fitted, data):
