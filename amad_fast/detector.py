@@ -158,6 +158,8 @@ class AMADDetector:
     (experiments/results/ablation_omi1.md, ablation_synthetic.md): exact, k=1, mu=0.1, lr=1e-3,
     recon_js. Rule: the settings within 0.01 of the best mean AUROC on omi-1 (the development
     entity; two seeds, whose spread is ~0.06), tie broken by AUROC on the synthetic benchmark.
+    ``error_norm="channel"`` (per-channel error divided by its validation-split mean; "none" = spec
+    §4's plain mean) and ``smooth=1`` were chosen on omi-1 too (experiments/results/scoring_omi1.md).
     ``anomaly_ratio`` is in percent. ``backend`` goes to every AutoMaskAttention. ``progress``
     shows a tqdm bar when stderr is a terminal. ``save``/``load`` round-trip exactly.
     """
