@@ -10,7 +10,17 @@ try:
 
     from . import _C  # noqa: F401
 except ImportError as exc:  # built with AMAD_FAST_SKIP_EXTENSION=1, or run from an unbuilt tree
-    _LOAD_ERROR = f"the C++ extension amad_fast._C is not built ({exc})"
+    import os
+
+    _here = os.path.dirname(os.path.abspath(__file__))
+    if os.path.exists(os.path.join(_here, os.pardir, "setup.py")):
+        _LOAD_ERROR = (
+            f"the C++ extension amad_fast._C is not built in the source tree {os.path.dirname(_here)} "
+            "that Python imported amad_fast from (build it there with `python setup.py build_ext --inplace`, "
+            "or run from another folder / with PYTHONSAFEPATH=1 to use the installed package)"
+        )
+    else:
+        _LOAD_ERROR = f"the C++ extension amad_fast._C could not be loaded ({exc})"
 
 
 def extension_error() -> Optional[str]:

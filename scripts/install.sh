@@ -14,4 +14,4 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
 fi
 "$PY" -m pip install "triton>=3.2" setuptools wheel
 "$PY" -m pip install --no-build-isolation ".${extras:+[$extras]}"
-"$PY" -c "import amad_fast; print('amad_fast', amad_fast.__version__); [print(' ', s) for s in amad_fast.available_backends().values()]"
+PYTHONSAFEPATH=1 "$PY" -c "import amad_fast; print('amad_fast', amad_fast.__version__); [print(' ', s) for s in amad_fast.available_backends().values()]"
