@@ -138,9 +138,11 @@ class AutoMaskAttention(nn.Module):
         The returned :class:`AutoMaskResult` always carries ``kl_local``/``kl_global`` (B, H, L)
         and, with ``need_branches``, ``out_local``/``out_global`` (B, H, L, D).
         """
-        return self._attend(x, x if key is None else key, x if value is None else value, True, need_branches)
+        y, res, _ = self._attend(x, x if key is None else key, x if value is None else value, True, need_branches)
+        return y, res
 
     def _attend(self, query, key, value, need_divergence, need_branches):
+        """Output after out_proj, the backend's AutoMaskResult, and the projected (q, k) heads."""
         q_in, unbatched = self._batched("query", query)
         k_in, _ = self._batched("key", key)
         v_in, _ = self._batched("value", value)
@@ -166,7 +168,7 @@ class AutoMaskAttention(nn.Module):
             y = y.squeeze(0)
         elif not self.batch_first:
             y = y.transpose(0, 1)
-        return y, res
+        return y, res, (q, k)
 
     def forward(
         self,
@@ -192,15 +194,13 @@ class AutoMaskAttention(nn.Module):
         if is_causal:
             raise ValueError("is_causal: AutoMaskAttention attends over whole windows; expected False, got True")
         keep = self.keep_terms
-        y, res = self._attend(query, key, value, keep, keep)
+        y, res, (q, k) = self._attend(query, key, value, keep, keep)
         self.last_terms = res if keep else None
         if not need_weights:
             return y, None
-        q_in, unbatched = self._batched("query", query)
-        k_in, _ = self._batched("key", key)
-        weights = mixed_attention_weights(self._heads(q_in, 0), self._heads(k_in, 1), self.freqs, self.weights, self.mix)
+        weights = mixed_attention_weights(q, k, self.freqs, self.weights, self.mix)
         if average_attn_weights:
             weights = weights.mean(1)
-        if unbatched:
+        if query.dim() == 2:  # unbatched input
             weights = weights.squeeze(0)
         return y, weights

@@ -59,6 +59,9 @@ def test_sequence_first_and_unbatched_inputs():
     torch.testing.assert_close(out, out_bf.transpose(0, 1))
     single, _ = attn(x[:, 0], x[:, 0], x[:, 0], need_weights=False)
     torch.testing.assert_close(single, out[:, 0])
+    single, w = attn(x[:, 0], x[:, 0], x[:, 0])
+    assert w.shape == (5, 5)
+    torch.testing.assert_close(w.sum(-1), torch.ones(5, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("training", [True, False])
