@@ -94,6 +94,14 @@ def _add_data_root(p: argparse.ArgumentParser) -> None:
                    help="directory to look up bare data-set names in (also $AMAD_DATA)")
 
 
+def _add_scoring_overrides(p: argparse.ArgumentParser, max_steps_help: str) -> None:
+    """Options shared by the subcommands that run a saved detector: step limit, device, backend, data root."""
+    p.add_argument("--max-steps", type=int, default=None, metavar="N", help=max_steps_help)
+    p.add_argument("--device", default=None, help="override the stored device")
+    p.add_argument("--backend", default=None, help="override the stored attention backend")
+    _add_data_root(p)
+
+
 def _limit(arr, n: Optional[int]):
     return arr if n is None or arr is None else arr[:n]
 
@@ -410,10 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", choices=("test", "train"), default="test", help="which part of a data set to score")
     s.add_argument("--no-labels", dest="with_labels", action="store_false",
                    help="leave the label column out even when the data has labels")
-    s.add_argument("--max-steps", type=int, default=None, metavar="N", help="score only the first N steps")
-    s.add_argument("--device", default=None, help="override the stored device")
-    s.add_argument("--backend", default=None, help="override the stored attention backend")
-    _add_data_root(s)
+    _add_scoring_overrides(s, "score only the first N steps")
     s.set_defaults(func=cmd_score)
 
     e = sub.add_parser("evaluate", help="metrics JSON and a PNG plot from scores+labels or detector+data",
@@ -429,10 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="percent, for a scores CSV without a threshold column: percentile 100-r of its scores")
     e.add_argument("--out", "-o", default="metrics.json", help="metrics JSON to write")
     e.add_argument("--plot", default=None, help="PNG to write (default: beside --out; '' for none)")
-    e.add_argument("--max-steps", type=int, default=None, metavar="N", help="evaluate only the first N test steps")
-    e.add_argument("--device", default=None, help="override the stored device")
-    e.add_argument("--backend", default=None, help="override the stored attention backend")
-    _add_data_root(e)
+    _add_scoring_overrides(e, "evaluate only the first N test steps")
     e.set_defaults(func=cmd_evaluate)
 
     d = sub.add_parser("demo", help="train a small detector on built-in synthetic data and report (about a minute)",
