@@ -113,6 +113,33 @@ class FlushDenormals {
 #endif
 };
 
+// Per-thread scratch reused across calls: a fresh buffer each call would be mapped and zeroed
+// by the kernel again (page faults were ~10% of a small backward's time). Buffers up to
+// kKeepBytes stay with the thread; larger ones (long windows) are released when the call ends.
+constexpr size_t kKeepBytes = size_t(4) << 20;
+
+template <typename T>
+class ThreadWorkspace {
+ public:
+  T* get(int64_t n) {
+    if (buf().size() < static_cast<size_t>(n)) {
+      buf().clear();
+      buf().shrink_to_fit();
+      buf().resize(n);
+    }
+    return buf().data();
+  }
+  ~ThreadWorkspace() {
+    if (buf().size() * sizeof(T) > kKeepBytes) std::vector<T>().swap(buf());
+  }
+
+ private:
+  static std::vector<T>& buf() {
+    static thread_local std::vector<T> b;
+    return b;
+  }
+};
+
 // Runs fn(t0, t1, work) over [0, ntasks) in chunks claimed first come, first served by the
 // calling thread and up to at::get_num_threads() − 1 helpers from ATen's inter-op pool. The
 // caller waits only for chunks that were claimed: a helper the OS has not yet scheduled (a loaded,
@@ -132,11 +159,10 @@ void parallel_tasks(int64_t ntasks, int64_t chunk, int64_t work_size, const Fn& 
   // chunk is done, so a late helper never sees it dangling.
   auto run = [state, &fn, ntasks, chunk, nchunks, work_size] {
     const FlushDenormals ftz;
-    std::vector<T> work;
+    ThreadWorkspace<T> work;
     for (int64_t t0; (t0 = state->next.fetch_add(chunk)) < ntasks;) {
-      if (work.empty()) work.resize(work_size);
       try {
-        fn(t0, std::min(t0 + chunk, ntasks), work.data());
+        fn(t0, std::min(t0 + chunk, ntasks), work.get(work_size));
       } catch (...) {
         std::lock_guard<std::mutex> lock(state->mutex);
         if (!state->error) state->error = std::current_exception();
@@ -350,8 +376,6 @@ BackwardResult automask_backward_cpu(const c10::optional<Tensor>& grad_out,
   auto g_out = grad_or_undefined(grad_out, acc), g_ol = grad_or_undefined(grad_out_local, acc),
        g_og = grad_or_undefined(grad_out_global, acc), g_kl = grad_or_undefined(grad_kl_local, acc),
        g_kg = grad_or_undefined(grad_kl_global, acc);
-  auto kll = g_kl.defined() || g_kg.defined() ? kl_local.to(acc).contiguous() : Tensor();
-  auto klg = g_kl.defined() || g_kg.defined() ? kl_global.to(acc).contiguous() : Tensor();
 
   const int64_t R = block_rows(L), nblk = (L + R - 1) / R;
   // Row blocks of one (b, h) split into nsplit chunks when B·H alone gives too few tasks; the
@@ -384,8 +408,6 @@ BackwardResult automask_backward_cpu(const c10::optional<Tensor>& grad_out,
     a.lam = lam.data_ptr<T>();
     a.out_local = ol.data_ptr<T>();
     a.out_global = og.data_ptr<T>();
-    a.kl_local = ptr_or_null<T>(kll);
-    a.kl_global = ptr_or_null<T>(klg);
     a.lse_local = ll.data_ptr<T>();
     a.lse_global = lg.data_ptr<T>();
     a.g_out = ptr_or_null<T>(g_out);

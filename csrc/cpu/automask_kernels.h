@@ -69,11 +69,13 @@ AMAD_AI double vexp(double x) {
   return std::exp(x);
 }
 
-// log(1 + e) for e in [0, 1], vectorisable: 2·atanh(z), z = e/(2+e) in [0, 1/3], odd series to z^15
-// (truncation < 1e-9, relative accuracy kept for small e).
+// log(1 + lo/hi) for 0 ≤ lo ≤ hi, and 0 when hi = 0; vectorisable: 2·atanh(z) with
+// z = lo/(2·hi + lo) in [0, 1/3], odd series to z^15 (truncation < 1e-9, relative accuracy kept
+// for small ratios).
 template <bool F>
-AMAD_AI float vlog1p_unit(float e) {
-  const float z = e / (2.0f + e);
+AMAD_AI float vlog1p_ratio(float lo, float hi) {
+  const bool pos = hi > 0.0f;
+  const float z = (pos ? lo : 0.0f) / (pos ? 2.0f * hi + lo : 1.0f);
   const float z2 = z * z;
   float p = 1.0f / 15;
   p = madd<F>(p, z2, 1.0f / 13);
@@ -86,45 +88,82 @@ AMAD_AI float vlog1p_unit(float e) {
   return 2.0f * z * p;
 }
 template <bool F>
-AMAD_AI double vlog1p_unit(double e) {
-  return std::log1p(e);
+AMAD_AI double vlog1p_ratio(double lo, double hi) {
+  return hi > 0 ? std::log1p(lo / hi) : 0.0;
 }
 
-// The divergence gaps g^M = log P^M − log M and g^G = log P^G − log M, from d = log P^M − log P^G
-// alone: with log M = logaddexp(log P^M, log P^G) − log 2 (spec §1.5),
-//   g^M = min(0, d) − log1p(exp(−|d|)) + log 2,   g^G = min(0, −d) − log1p(exp(−|d|)) + log 2.
-// Finite wherever the scores are, and free of the cancellation of subtracting two log-sum-exps.
+// The divergence gaps g^M = log P^M − log M and g^G = log P^G − log M of one entry, from
+// d = log P^M − log P^G (exact, from the scores) and the two probabilities pa, pg: with
+// log M = logaddexp(log P^M, log P^G) − log 2 (spec §1.5),
+//   g^M = min(0, d) − log1p(exp(−|d|)) + log 2,   g^G = min(0, −d) − log1p(exp(−|d|)) + log 2,
+// where exp(−|d|) = min(pa, pg)/max(pa, pg): the kernels hold both probabilities already, so no
+// third exponential. Free of the cancellation of subtracting two log-sum-exps, and finite
+// wherever the scores are; where a probability underflows (below ~1e-38 in float32) the ratio
+// is off, but the gap is only ever used multiplied by that probability.
 template <typename T, bool F>
-AMAD_AI void kl_gaps(T d, T& gM, T& gG) {
-  const T nd = d > 0 ? -d : d;
-  const T l = T(0.693147180559945309417232121458176568) - vlog1p_unit<F>(vexp<F>(nd));
+AMAD_AI void kl_gaps(T d, T pa, T pg, T& gM, T& gG) {
+  const T lo = pa < pg ? pa : pg, hi = pa < pg ? pg : pa;
+  const T l = T(0.693147180559945309417232121458176568) - vlog1p_ratio<F>(lo, hi);
   gM = (d > 0 ? T(0) : d) + l;
   gG = (d > 0 ? -d : T(0)) + l;
 }
 
-template <typename T>
-AMAD_AI T row_sum(const T* x, int64_t n) {
-  T acc[W] = {};
-  int64_t j = 0;
-  for (; j + W <= n; j += W)
-    for (int64_t l = 0; l < W; ++l) acc[l] += x[j + l];
-  for (int64_t l = 0; j + l < n; ++l) acc[l] += x[j + l];
-  T s = 0;
-  for (int64_t l = 0; l < W; ++l) s += acc[l];
-  return s;
-}
+// Row buffers (score, probability and gradient rows) are padded to a multiple of W columns, and
+// the per-entry loops below run over whole W-wide chunks, masking the columns at or past L where
+// it matters: a scalar tail would cost as much as all the vector chunks (at L = 100, 4 scalar
+// columns with a transcendental each against 6 vectors of 16).
+constexpr int64_t kPad = W;
+inline int64_t padded(int64_t L) { return (L + kPad - 1) / kPad * kPad; }
 
+// max over the first L entries of a padded row x.
 template <typename T>
-AMAD_AI T row_max(const T* x, int64_t n) {
+AMAD_AI T row_max(const T* __restrict__ x, int64_t L) {
   T acc[W];
   for (int64_t l = 0; l < W; ++l) acc[l] = x[0];
-  int64_t j = 0;
-  for (; j + W <= n; j += W)
-    for (int64_t l = 0; l < W; ++l) acc[l] = x[j + l] > acc[l] ? x[j + l] : acc[l];
-  for (int64_t l = 0; j + l < n; ++l) acc[l] = x[j + l] > acc[l] ? x[j + l] : acc[l];
+  for (int64_t j = 0; j < L; j += W)
+    for (int64_t l = 0; l < W; ++l) acc[l] = j + l < L && x[j + l] > acc[l] ? x[j + l] : acc[l];
   T m = acc[0];
   for (int64_t l = 1; l < W; ++l) m = acc[l] > m ? acc[l] : m;
   return m;
+}
+
+// Σ of W lane partial sums as a pairwise tree: log2(W) dependent steps instead of W − 1.
+template <typename T>
+AMAD_AI T lanes_sum(const T* acc) {
+  T t[W];
+  for (int64_t l = 0; l < W; ++l) t[l] = acc[l];
+  for (int64_t w = W / 2; w >= 1; w /= 2)
+    for (int64_t l = 0; l < w; ++l) t[l] += t[l + w];
+  return t[0];
+}
+
+// Σ_d x_d·(y_d − z_d) in W fixed lanes (vectorised; the order depends on n alone).
+template <typename T, bool F>
+AMAD_AI T dot_diff(const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ z, int64_t n) {
+  T acc[W] = {};
+  int64_t d = 0;
+  for (; d + W <= n; d += W)
+    for (int64_t l = 0; l < W; ++l) acc[l] = madd<F>(x[d + l], y[d + l] - z[d + l], acc[l]);
+  for (int64_t l = 0; d + l < n; ++l) acc[l] = madd<F>(x[d + l], y[d + l] - z[d + l], acc[l]);
+  return lanes_sum(acc);
+}
+
+// dS = P ∘ (X − δ) for n rows (row stride ld) in place of P, with δ_i = Σ_j P_ij·X_ij (X: dP plus
+// the divergences' part, so δ = dO·O + dkl·kl). δ comes from the rows themselves rather than
+// from dO·O: with a single key (P = 1) X − δ is then exactly 0, as in the reference. All rows' δ
+// first, so that their reductions overlap; delta: n scratch values. Padding: P = 0 stays 0.
+template <typename T, bool F>
+AMAD_AI void softmax_backward_rows(T* __restrict__ P, const T* __restrict__ X, int64_t n, int64_t L, int64_t ld,
+                                   T* __restrict__ delta) {
+  for (int64_t r = 0; r < n; ++r) {
+    T acc[W] = {};
+    for (int64_t j = 0; j < L; j += W)
+      for (int64_t l = 0; l < W; ++l) acc[l] = madd<F>(P[r * ld + j + l], X[r * ld + j + l], acc[l]);
+    delta[r] = lanes_sum(acc);
+  }
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t j = 0; j < L; j += W)
+      for (int64_t l = 0; l < W; ++l) P[r * ld + j + l] *= X[r * ld + j + l] - delta[r];
 }
 
 
@@ -147,11 +186,9 @@ AMAD_AI void vstore(T* p, const typename Vec<T, N>::type& v) {
 
 // Lanes of a VB-byte vector (VB: the entry point's register width, 64 for AVX-512, 32 for AVX2,
 // 16 for the baseline; wider generic vectors would be split badly); score rows are padded to a
-// multiple of kPad columns.
+// multiple of kPad columns, which the lane counts divide.
 template <typename T, int64_t VB>
 constexpr int64_t kLanes = VB / sizeof(T);
-constexpr int64_t kPad = 16;
-inline int64_t padded(int64_t L) { return (L + kPad - 1) / kPad * kPad; }
 
 // Each tile holds RB result rows × NVEC vectors in registers: per step it loads NVEC vectors and
 // RB broadcasts for RB·NVEC FMAs (with NVEC = 2 the FMAs, not the loads, set the pace).
@@ -310,7 +347,7 @@ struct BwdArgs {
   const T *q, *k, *v;
   int64_t sq[4], sk[4], sv[4];
   const T *cos, *sin, *lam;
-  const T *out_local, *out_global, *kl_local, *kl_global, *lse_local, *lse_global;  // contiguous
+  const T *out_local, *out_global, *lse_local, *lse_global;  // contiguous
   const T *g_out, *g_out_local, *g_out_global, *g_kl_local, *g_kl_global;         // contiguous or null
   T *dq, *dk, *dv, *dkr_ws, *dkg_ws, *dv_ws, *dc, *ds, *dmix_ws;
   int64_t B, H, L, D, R, nblk, nsplit, blocks_per_split;
@@ -323,6 +360,35 @@ template <typename T>
 struct KeyCache {
   T *kT_rot, *kT, *k_rot, *k_plain, *v_rows, *vT;
 };
+
+// The rotation of spec §1.2 on one row, split in halves x = (x1, x2): y = R(c, s)·x. Each loop
+// over pairs lives in a function of its own so its restrict parameters let it vectorise (GCC
+// ignores restrict on block-scope pointers and gives up on the many runtime alias checks).
+template <typename T>
+AMAD_AI void rotate_row(const T* __restrict__ x1, const T* __restrict__ x2, const T* __restrict__ c,
+                        const T* __restrict__ s, T* __restrict__ y1, T* __restrict__ y2, int64_t P) {
+  for (int64_t p = 0; p < P; ++p) {
+    y1[p] = x1[p] * c[p] - x2[p] * s[p];
+    y2[p] = x1[p] * s[p] + x2[p] * c[p];
+  }
+}
+
+// Its chain rule: given the gradient g of the rotated row and b of the unrotated one (the plain
+// map's), y = scale·(b + R(c, s)ᵀ·g); and the modulation gradients of the row x that was rotated,
+// dc = g1·x1 + g2·x2, ds = g2·x1 − g1·x2, added to dc, ds when Acc, else stored.
+template <typename T, bool Acc>
+AMAD_AI void rotate_row_backward(const T* __restrict__ g1, const T* __restrict__ g2, const T* __restrict__ b1,
+                                 const T* __restrict__ b2, const T* __restrict__ x1, const T* __restrict__ x2,
+                                 const T* __restrict__ c, const T* __restrict__ s, T scale, T* __restrict__ y1,
+                                 T* __restrict__ y2, T* __restrict__ dc, T* __restrict__ ds, int64_t P) {
+  for (int64_t p = 0; p < P; ++p) {
+    y1[p] = scale * (b1[p] + g1[p] * c[p] + g2[p] * s[p]);
+    y2[p] = scale * (b2[p] - g1[p] * s[p] + g2[p] * c[p]);
+    const T vc = g1[p] * x1[p] + g2[p] * x2[p], vs = g2[p] * x1[p] - g1[p] * x2[p];
+    dc[p] = Acc ? dc[p] + vc : vc;
+    ds[p] = Acc ? ds[p] + vs : vs;
+  }
+}
 
 // Load rows [i0, i0+n) of x (b, h) into rows (n×D, plain) and, if rot != null, rotated by the
 // modulation at each row's own position (spec §1.2); both multiplied by mul.
@@ -341,28 +407,23 @@ AMAD_AI void load_rows(const T* __restrict__ x, const int64_t* st, int64_t b, in
       for (int64_t d = 0; d < D; ++d) pr[d] = row[d * st[3]] * mul;
     }
     if (rot) {
-      const T* c = cos + (h * L + i0 + r) * P;
-      const T* s = sin + (h * L + i0 + r) * P;
-      T* rr = rot + r * D;
-      for (int64_t p = 0; p < P; ++p) {
-        rr[p] = pr[p] * c[p] - pr[p + P] * s[p];
-        rr[p + P] = pr[p] * s[p] + pr[p + P] * c[p];
-      }
+      const int64_t m = (h * L + i0 + r) * P;
+      rotate_row(pr, pr + P, cos + m, sin + m, rot + r * D, rot + r * D + P, P);
     }
   }
 }
 
 // dst (cols×ld) = srcᵀ, src (rows×cols); columns [rows, ld) of dst are zero padding.
 template <typename T>
-AMAD_AI void transpose_pad(T* dst, const T* src, int64_t rows, int64_t cols, int64_t ld) {
-  for (int64_t c = 0; c < cols; ++c)
+AMAD_AI void transpose_pad(T* __restrict__ dst, const T* __restrict__ src, int64_t rows, int64_t cols, int64_t ld) {
+  for (int64_t c = 0; c < cols; ++c) {  // contiguous stores, strided (gathered) loads
+    for (int64_t r = 0; r < rows; ++r) dst[c * ld + r] = src[r * cols + c];
     for (int64_t r = rows; r < ld; ++r) dst[c * ld + r] = T(0);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) dst[c * ld + r] = src[r * cols + c];
+  }
 }
 
 template <typename T>
-void fill_key_cache(const KeyCache<T>& kc, const T* k, const int64_t* sk, const T* v, const int64_t* sv, int64_t b,
+AMAD_AI void fill_key_cache(const KeyCache<T>& kc, const T* k, const int64_t* sk, const T* v, const int64_t* sv, int64_t b,
                     int64_t h, int64_t L, int64_t D, const T* cos, const T* sin, bool need_vT) {
   load_rows(k, sk, b, h, 0, L, D, L, cos, sin, T(1), kc.k_plain, kc.k_rot);
   load_rows<T>(v, sv, b, h, 0, L, D, L, nullptr, nullptr, T(1), kc.v_rows, nullptr);
@@ -378,39 +439,45 @@ template <typename T>
 AMAD_AI void finish_keys(const BwdArgs<T>& a, int64_t bh, const T* dkr, const T* dkg, const T* dvs, const T* kplain) {
   const int64_t L = a.L, D = a.D, P = D / 2, h = bh % a.H;
   for (int64_t j = 0; j < L; ++j) {
-    const T* c = a.cos + (h * L + j) * P;
-    const T* s = a.sin + (h * L + j) * P;
-    const T* gr = dkr + j * D;
-    const T* gg = dkg + j * D;
-    const T* kr = kplain + j * D;
-    T* dk = a.dk + (bh * L + j) * D;
-    T* dv = a.dv + (bh * L + j) * D;
-    T* dcr = a.dc + (bh * L + j) * P;
-    T* dsr = a.ds + (bh * L + j) * P;
-    for (int64_t p = 0; p < P; ++p) {
-      const T g1 = gr[p], g2 = gr[p + P];
-      dk[p] = gg[p] + g1 * c[p] + g2 * s[p];
-      dk[p + P] = gg[p + P] - g1 * s[p] + g2 * c[p];
-      dcr[p] += g1 * kr[p] + g2 * kr[p + P];
-      dsr[p] += g2 * kr[p] - g1 * kr[p + P];
-    }
-    for (int64_t d = 0; d < D; ++d) dv[d] = dvs[j * D + d];
+    const int64_t m = (h * L + j) * P, o = (bh * L + j) * D, g = j * D;
+    rotate_row_backward<T, true>(dkr + g, dkr + g + P, dkg + g, dkg + g + P, kplain + g, kplain + g + P, a.cos + m,
+                                 a.sin + m, T(1), a.dk + o, a.dk + o + P, a.dc + (bh * L + j) * P,
+                                 a.ds + (bh * L + j) * P, P);
+    std::memcpy(a.dv + o, dvs + g, D * sizeof(T));
   }
 }
 
-// Softmax statistics of n score rows (L entries, row stride ld): E gets exp(x − max), lse[r] the
-// log-sum-exp and inv[r] 1/sum.
+// Both maps' softmax of one query row, and its two kl terms (spec §1.3, §1.5): ea, eg get
+// exp(score − row max) (0 in the padding); lse/inv the log-sum-exps and 1/sums; kl the two
+// divergences when asked (kl == nullptr: skipped), as Σ_j p_j·gap_j in a second pass, with
+// neither the probabilities nor the per-entry kl contributions stored. Sums run in W fixed lanes.
 template <typename T, bool F>
-AMAD_AI void softmax_rows(const T* S, T* E, int64_t n, int64_t L, int64_t ld, T* lse, T* inv) {
-  for (int64_t r = 0; r < n; ++r) {
-    const T* x = S + r * ld;
-    T* e = E + r * ld;
-    const T m = row_max(x, L);
-    for (int64_t j = 0; j < L; ++j) e[j] = vexp<F>(x[j] - m);
-    const T s = row_sum(e, L);
-    lse[r] = m + std::log(s);
-    inv[r] = T(1) / s;
-  }
+AMAD_AI void softmax_kl_row(const T* __restrict__ sa, const T* __restrict__ sg, T* __restrict__ ea,
+                            T* __restrict__ eg, int64_t L, T* lse, T* inv, T* kl) {
+  const T mA = row_max(sa, L), mG = row_max(sg, L);
+  T accA[W] = {}, accG[W] = {};
+  for (int64_t j = 0; j < L; j += W)
+    for (int64_t l = 0; l < W; ++l) {
+      const bool in = j + l < L;
+      const T a = vexp<F>(sa[j + l] - mA), g = vexp<F>(sg[j + l] - mG);
+      accA[l] += (ea[j + l] = in ? a : T(0));
+      accG[l] += (eg[j + l] = in ? g : T(0));
+    }
+  const T sA = lanes_sum(accA), sG = lanes_sum(accG);
+  lse[0] = mA + std::log(sA), lse[1] = mG + std::log(sG);
+  inv[0] = T(1) / sA, inv[1] = T(1) / sG;
+  if (!kl) return;
+  const T dl = lse[0] - lse[1], ia = inv[0], ig = inv[1];
+  T kA[W] = {}, kG[W] = {};
+  for (int64_t j = 0; j < L; j += W)  // padding: p = 0 and a finite gap, nothing added
+    for (int64_t l = 0; l < W; ++l) {
+      const T pa = ea[j + l] * ia, pg = eg[j + l] * ig;
+      T gM, gG;
+      kl_gaps<T, F>((sa[j + l] - sg[j + l]) - dl, pa, pg, gM, gG);  // d = log P^M − log P^G
+      kA[l] = madd<F>(pa, gM, kA[l]);
+      kG[l] = madd<F>(pg, gG, kG[l]);
+    }
+  kl[0] = lanes_sum(kA), kl[1] = lanes_sum(kG);
 }
 
 // Forward for tasks [t0, t1) (spec §1.3–1.5).
@@ -421,7 +488,7 @@ AMAD_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* work)
                  nullptr};
   T* qg = work + 2 * Lp * D + 3 * L * D;  // R×D plain q · scale
   T* qr = qg + R * D;                      // R×D rotated q · scale
-  T* SA = qr + R * D;                      // R×Lp local scores, then kl terms
+  T* SA = qr + R * D;                      // R×Lp local scores
   T* SG = SA + R * Lp;
   T* EA = SG + R * Lp;  // exp(score − max)
   T* EG = EA + R * Lp;
@@ -441,36 +508,27 @@ AMAD_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* work)
     load_rows(a.q, a.sq, b, h, i0, n, D, L, a.cos, a.sin, a.scale, qg, qr);
     gemm_rowsT<T, VB>(SA, Lp, qr, kc.kT_rot, n, D, Lp);
     gemm_rowsT<T, VB>(SG, Lp, qg, kc.kT, n, D, Lp);
-    softmax_rows<T, F>(SA, EA, n, L, Lp, lseA, invA);
-    softmax_rows<T, F>(SG, EG, n, L, Lp, lseG, invG);
     const int64_t row0 = bh * L + i0;  // index of the block's first row in (B, H, L)
-    if (a.need_divergence) {
-      for (int64_t r = 0; r < n; ++r) {
-        T* sa = SA + r * Lp;
-        T* sg = SG + r * Lp;
-        const T* ea = EA + r * Lp;
-        const T* eg = EG + r * Lp;
-        const T dl = lseA[r] - lseG[r], ia = invA[r], ig = invG[r];
-        for (int64_t j = 0; j < L; ++j) {
-          T gM, gG;
-          kl_gaps<T, F>((sa[j] - sg[j]) - dl, gM, gG);  // d = log P^M − log P^G
-          sa[j] = ea[j] * ia * gM;
-          sg[j] = eg[j] * ig * gG;
-        }
-        a.kl_local[row0 + r] = row_sum(sa, L);
-        a.kl_global[row0 + r] = row_sum(sg, L);
-      }
+    for (int64_t r = 0; r < n; ++r) {
+      T lse[2], inv[2], kl[2];
+      softmax_kl_row<T, F>(SA + r * Lp, SG + r * Lp, EA + r * Lp, EG + r * Lp, L, lse, inv,
+                           a.need_divergence ? kl : nullptr);
+      lseA[r] = lse[0], lseG[r] = lse[1], invA[r] = inv[0], invG[r] = inv[1];
+      if (a.need_divergence) a.kl_local[row0 + r] = kl[0], a.kl_global[row0 + r] = kl[1];
     }
     gemm_rows<T, VB>(oM, EA, Lp, kc.v_rows, n, L, D);
     gemm_rows<T, VB>(oG, EG, Lp, kc.v_rows, n, L, D);
     const T lam = a.lam[h];
     for (int64_t r = 0; r < n; ++r) {
       const int64_t o = (row0 + r) * D;
+      const T *__restrict__ m_in = oM + r * D, *__restrict__ g_in = oG + r * D;
+      T *__restrict__ m_out = a.out_local + o, *__restrict__ g_out = a.out_global + o, *__restrict__ out = a.out + o;
+      const T ia = invA[r], ig = invG[r];
       for (int64_t d = 0; d < D; ++d) {
-        const T m = oM[r * D + d] * invA[r], g = oG[r * D + d] * invG[r];
-        a.out_local[o + d] = m;
-        a.out_global[o + d] = g;
-        a.out[o + d] = lam * m + (T(1) - lam) * g;
+        const T m = m_in[d] * ia, g = g_in[d] * ig;
+        m_out[d] = m;
+        g_out[d] = g;
+        out[d] = lam * m + (T(1) - lam) * g;
       }
       a.lse_local[row0 + r] = lseA[r];
       a.lse_global[row0 + r] = lseG[r];
@@ -481,6 +539,27 @@ AMAD_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* work)
 template <typename T>
 constexpr int64_t forward_work_size(int64_t L, int64_t D, int64_t R) {
   return 2 * padded(L) * D + 3 * L * D + 4 * R * D + 4 * R * padded(L) + 4 * R;
+}
+
+// One query row of the backward: pa, pg get P^M, P^G from the saved log-sum-exps la, lg (0 in the
+// padding); with KL the score rows xa, xg then take dkl·(log P − log M) (ka, kg: the rows' kl
+// gradients), the part of dP that the divergences add; without, 0.
+template <typename T, bool F, bool KL>
+AMAD_AI void probs_and_gaps_row(T* __restrict__ xa, T* __restrict__ xg, T* __restrict__ pa, T* __restrict__ pg,
+                                int64_t L, T la, T lg, T ka, T kg) {
+  const T dl = la - lg;
+  for (int64_t j = 0; j < L; j += W)
+    for (int64_t l = 0; l < W; ++l) {
+      const bool in = j + l < L;
+      const T ea = vexp<F>(xa[j + l] - la), eg = vexp<F>(xg[j + l] - lg);
+      T gM = 0, gG = 0;
+      const T a = in ? ea : T(0), g = in ? eg : T(0);
+      if constexpr (KL) kl_gaps<T, F>((xa[j + l] - xg[j + l]) - dl, a, g, gM, gG);
+      pa[j + l] = a;
+      pg[j + l] = g;
+      xa[j + l] = ka * gM;
+      xg[j + l] = kg * gG;
+    }
 }
 
 // Backward for tasks [t0, t1): task t covers (b, h) = t / nsplit and the blocks of split t % nsplit.
@@ -500,8 +579,9 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
   T* PG = PA + R * Lp;
   T* XA = PG + R * Lp;  // scores, then dP
   T* XG = XA + R * Lp;
-  T* stat = XG + R * Lp;  // deltaA, deltaG, gklA, gklG
-  T *delA = stat, *delG = stat + R, *gkA = stat + 2 * R, *gkG = stat + 3 * R;
+  T* gkA = XG + R * Lp;  // the rows' kl gradients (R each), δ scratch (R)
+  T* gkG = gkA + R;
+  T* delta = gkG + R;
   const bool kl_grad = a.g_kl_local || a.g_kl_global;
   int64_t cached = -1;
   for (int64_t t = t0; t < t1; ++t) {
@@ -512,7 +592,7 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
       cached = bh;
     }
     const bool own = a.nsplit == 1;  // this task holds all of (b, h): finish its keys itself
-    T* dkr = own ? stat + 4 * R : a.dkr_ws + t * L * D;
+    T* dkr = own ? delta + R : a.dkr_ws + t * L * D;
     T* dkg = own ? dkr + L * D : a.dkg_ws + t * L * D;
     T* dv = own ? dkg + L * D : a.dv_ws + t * L * D;
     for (int64_t x = 0; x < L * D; ++x) dkr[x] = dkg[x] = dv[x] = T(0);
@@ -524,54 +604,38 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
       const int64_t n = (L - i0) < R ? (L - i0) : R;
       const int64_t row0 = bh * L + i0;
       load_rows(a.q, a.sq, b, h, i0, n, D, L, a.cos, a.sin, a.scale, qg, qr);
-      // upstream gradients of the two branch outputs, and δ_i = dO_i·O_i + dkl_i·kl_i
+      // upstream gradients of the two branch outputs, dO^M = λ·dO + dO_local, dO^G likewise, and
+      // the mixing weight's Σ dO·(O^M − O^G)
       for (int64_t r = 0; r < n; ++r) {
         const int64_t o = (row0 + r) * D;
-        T dA = 0, dG = 0, mx = 0;
-        for (int64_t d = 0; d < D; ++d) {
-          const T go = a.g_out ? a.g_out[o + d] : T(0);
-          const T m = lam * go + (a.g_out_local ? a.g_out_local[o + d] : T(0));
-          const T g = (T(1) - lam) * go + (a.g_out_global ? a.g_out_global[o + d] : T(0));
-          dOM[r * D + d] = m;
-          dOG[r * D + d] = g;
-          dA += m * a.out_local[o + d];
-          dG += g * a.out_global[o + d];
-          mx += go * (a.out_local[o + d] - a.out_global[o + d]);
+        T *__restrict__ m = dOM + r * D, *__restrict__ g = dOG + r * D;
+        if (a.g_out) {
+          const T* __restrict__ go = a.g_out + o;
+          for (int64_t d = 0; d < D; ++d) m[d] = lam * go[d], g[d] = (T(1) - lam) * go[d];
+          dmix += dot_diff<T, F>(go, a.out_local + o, a.out_global + o, D);
+        } else {
+          for (int64_t d = 0; d < D; ++d) m[d] = g[d] = T(0);
         }
-        dmix += mx;
+        if (a.g_out_local) {
+          const T* __restrict__ x = a.g_out_local + o;
+          for (int64_t d = 0; d < D; ++d) m[d] += x[d];
+        }
+        if (a.g_out_global) {
+          const T* __restrict__ x = a.g_out_global + o;
+          for (int64_t d = 0; d < D; ++d) g[d] += x[d];
+        }
         gkA[r] = a.g_kl_local ? a.g_kl_local[row0 + r] : T(0);
         gkG[r] = a.g_kl_global ? a.g_kl_global[row0 + r] : T(0);
-        delA[r] = dA + (a.g_kl_local ? gkA[r] * a.kl_local[row0 + r] : T(0));
-        delG[r] = dG + (a.g_kl_global ? gkG[r] * a.kl_global[row0 + r] : T(0));
       }
       gemm_rowsT<T, VB>(XA, Lp, qr, kc.kT_rot, n, D, Lp);
       gemm_rowsT<T, VB>(XG, Lp, qg, kc.kT, n, D, Lp);
       for (int64_t r = 0; r < n; ++r) {
         const T la = a.lse_local[row0 + r], lg = a.lse_global[row0 + r];
-        T* xa = XA + r * Lp;
-        T* xg = XG + r * Lp;
-        T* pa = PA + r * Lp;
-        T* pg = PG + r * Lp;
-        if (kl_grad) {
-          // fold dkl·g into the score buffers before they turn into dP: x ← dkl·(log P − log M)
-          const T ka = gkA[r], kg = gkG[r];
-          const T dl = la - lg;
-          for (int64_t j = 0; j < L; ++j) {
-            T gM, gG;
-            kl_gaps<T, F>((xa[j] - xg[j]) - dl, gM, gG);
-            pa[j] = vexp<F>(xa[j] - la);
-            pg[j] = vexp<F>(xg[j] - lg);
-            xa[j] = ka * gM;
-            xg[j] = kg * gG;
-          }
-        } else {
-          for (int64_t j = 0; j < L; ++j) {
-            pa[j] = vexp<F>(xa[j] - la);
-            pg[j] = vexp<F>(xg[j] - lg);
-            xa[j] = T(0);
-            xg[j] = T(0);
-          }
-        }
+        T *xa = XA + r * Lp, *xg = XG + r * Lp;
+        if (kl_grad)
+          probs_and_gaps_row<T, F, true>(xa, xg, PA + r * Lp, PG + r * Lp, L, la, lg, gkA[r], gkG[r]);
+        else
+          probs_and_gaps_row<T, F, false>(xa, xg, PA + r * Lp, PG + r * Lp, L, la, lg, T(0), T(0));
       }
       // X += dO · vᵀ (dP), then dS = P ∘ (X − δ)
       gemm_rowsT<T, VB, true>(XA, Lp, dOM, kc.vT, n, D, Lp);
@@ -579,39 +643,20 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
       // dv += P^Mᵀ dO^M + P^Gᵀ dO^G (before P turns into dS)
       gemm_tn_acc<T, VB>(dv, PA, Lp, dOM, n, L, D);
       gemm_tn_acc<T, VB>(dv, PG, Lp, dOG, n, L, D);
-      for (int64_t r = 0; r < n; ++r) {
-        T* pa = PA + r * Lp;
-        T* pg = PG + r * Lp;
-        const T* xa = XA + r * Lp;
-        const T* xg = XG + r * Lp;
-        const T da = delA[r], dg = delG[r];
-        for (int64_t j = 0; j < L; ++j) {
-          pa[j] = pa[j] * (xa[j] - da);
-          pg[j] = pg[j] * (xg[j] - dg);
-        }
-      }
+      softmax_backward_rows<T, F>(PA, XA, n, L, Lp, delta);
+      softmax_backward_rows<T, F>(PG, XG, n, L, Lp, delta);
       // dq̃ = scale·dS^M k̃, dq = scale·dS^G k (scale applied below); dk̃ += dS^Mᵀ (scale·q̃) etc.
       gemm_rows<T, VB>(dqr, PA, Lp, kc.k_rot, n, L, D);
       gemm_rows<T, VB>(dqg, PG, Lp, kc.k_plain, n, L, D);
       gemm_tn_acc<T, VB>(dkr, PA, Lp, qr, n, L, D);
       gemm_tn_acc<T, VB>(dkg, PG, Lp, qg, n, L, D);
-      // un-rotate dq̃ at the row's own position; q-side modulation gradients (spec, brief)
-      const T sc = a.scale, inv_sc = T(1) / a.scale;
+      // un-rotate dq̃ at the row's own position, dq = scale·(dq_plain + Rᵀ dq̃); the q-side dc, ds
+      // (qg holds scale·q, the x that dq̃'s row was rotated from, up to that same scale)
       for (int64_t r = 0; r < n; ++r) {
-        const T* c = a.cos + (h * L + i0 + r) * P;
-        const T* s = a.sin + (h * L + i0 + r) * P;
-        const T* gq = dqr + r * D;
-        const T* q = qg + r * D;  // scale·q
-        T* out = a.dq + (row0 + r) * D;
-        T* dcr = a.dc + (row0 + r) * P;
-        T* dsr = a.ds + (row0 + r) * P;
-        for (int64_t p = 0; p < P; ++p) {
-          const T g1 = gq[p] * sc, g2 = gq[p + P] * sc;
-          out[p] = dqg[r * D + p] * sc + g1 * c[p] + g2 * s[p];
-          out[p + P] = dqg[r * D + p + P] * sc - g1 * s[p] + g2 * c[p];
-          dcr[p] = (g1 * q[p] + g2 * q[p + P]) * inv_sc;
-          dsr[p] = (g2 * q[p] - g1 * q[p + P]) * inv_sc;
-        }
+        const int64_t m = (h * L + i0 + r) * P, o = (row0 + r) * D, g = r * D;
+        rotate_row_backward<T, false>(dqr + g, dqr + g + P, dqg + g, dqg + g + P, qg + g, qg + g + P, a.cos + m,
+                                      a.sin + m, a.scale, a.dq + o, a.dq + o + P, a.dc + (row0 + r) * P,
+                                      a.ds + (row0 + r) * P, P);
       }
     }
     a.dmix_ws[t] = dmix;
@@ -621,7 +666,7 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
 
 template <typename T>
 constexpr int64_t backward_work_size(int64_t L, int64_t D, int64_t R) {
-  return 3 * padded(L) * D + 6 * L * D + 6 * R * D + 4 * R * padded(L) + 4 * R;
+  return 3 * padded(L) * D + 6 * L * D + 6 * R * D + 4 * R * padded(L) + 3 * R;
 }
 
 // Entry points, one per instruction set. The always-inline bodies above take on each entry's
