@@ -434,7 +434,8 @@ AMAD_AI void fill_key_cache(const KeyCache<T>& kc, const T* k, const int64_t* sk
 }
 
 // Key side of one (b, h) from its summed dk̃ (dkr), dk (dkg) and dv (dvs), all L×D: un-rotate dk̃
-// at each key's own position into dk, copy dv, add the key-side dc, ds (spec §1.2 chain rule).
+// at each key's own position into dk, copy dv (unless dvs is already the output's), add the
+// key-side dc, ds (spec §1.2 chain rule).
 template <typename T>
 AMAD_AI void finish_keys(const BwdArgs<T>& a, int64_t bh, const T* dkr, const T* dkg, const T* dvs, const T* kplain) {
   const int64_t L = a.L, D = a.D, P = D / 2, h = bh % a.H;
@@ -443,7 +444,7 @@ AMAD_AI void finish_keys(const BwdArgs<T>& a, int64_t bh, const T* dkr, const T*
     rotate_row_backward<T, true>(dkr + g, dkr + g + P, dkg + g, dkg + g + P, kplain + g, kplain + g + P, a.cos + m,
                                  a.sin + m, T(1), a.dk + o, a.dk + o + P, a.dc + (bh * L + j) * P,
                                  a.ds + (bh * L + j) * P, P);
-    std::memcpy(a.dv + o, dvs + g, D * sizeof(T));
+    if (dvs != a.dv + bh * L * D) std::memcpy(a.dv + o, dvs + g, D * sizeof(T));
   }
 }
 
@@ -594,7 +595,7 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
     const bool own = a.nsplit == 1;  // this task holds all of (b, h): finish its keys itself
     T* dkr = own ? delta + R : a.dkr_ws + t * L * D;
     T* dkg = own ? dkr + L * D : a.dkg_ws + t * L * D;
-    T* dv = own ? dkg + L * D : a.dv_ws + t * L * D;
+    T* dv = own ? a.dv + bh * L * D : a.dv_ws + t * L * D;  // dv needs no finishing: straight to the output
     for (int64_t x = 0; x < L * D; ++x) dkr[x] = dkg[x] = dv[x] = T(0);
     const T lam = a.lam[h];
     T dmix = 0;
@@ -666,7 +667,7 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
 
 template <typename T>
 constexpr int64_t backward_work_size(int64_t L, int64_t D, int64_t R) {
-  return 3 * padded(L) * D + 6 * L * D + 6 * R * D + 4 * R * padded(L) + 3 * R;
+  return 3 * padded(L) * D + 5 * L * D + 6 * R * D + 4 * R * padded(L) + 3 * R;
 }
 
 // Entry points, one per instruction set. The always-inline bodies above take on each entry's
