@@ -5,8 +5,11 @@
    (target ≤ 3× its time);
 3. peak memory of forward+backward at L = 2048: cpp vs reference (target ≤ 1/8).
 
-Timings interleave the candidates and keep the fastest of N repeats (the machine may be shared;
-the minimum is the least disturbed run). Memory: each backend runs in a fresh subprocess; the
+Timings interleave the candidates over N repeats and report the minimum (the least disturbed
+run) and the median (the typical step), with both ratios, and the minor page faults per call.
+The two can differ a lot: the reference allocates its L×L maps afresh each step, and the page
+faults of mapping that memory in (thousands per step) make its times spread widely, with the
+minimum a best case it rarely repeats. Memory: each backend runs in a fresh subprocess; the
 kernel's peak resident-set growth is VmHWM − VmRSS around one forward+backward, after resetting
 VmHWM through /proc/self/clear_refs (Linux); inputs and a warm-up call come before the reset.
 
@@ -21,6 +24,8 @@ import argparse
 import json
 import os
 import platform
+import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -64,18 +69,30 @@ def sdpa(inputs):
         torch.nn.functional.scaled_dot_product_attention(inputs[0], inputs[1], inputs[2])
 
 
-def best_of(fns, repeats):
-    """Fastest wall time (ms) of each callable, calls interleaved round-robin."""
+def timed(fns, repeats):
+    """Wall times (ms) of each callable, calls interleaved round-robin: min and median, and the
+    minor page faults per call (fresh memory the kernel maps in: part of a step's cost)."""
     for fn in fns.values():
         fn()
         fn()
-    best = {name: float("inf") for name in fns}
+    times = {name: [] for name in fns}
+    faults = {name: 0 for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t0 = time.perf_counter()
             fn()
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return {name: round(b * 1e3, 3) for name, b in best.items()}
+            times[name].append(time.perf_counter() - t0)
+            faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+    return {
+        "min": {name: round(min(t) * 1e3, 3) for name, t in times.items()},
+        "median": {name: round(statistics.median(t) * 1e3, 3) for name, t in times.items()},
+        "page_faults_per_call": {name: round(f / repeats, 1) for name, f in faults.items()},
+    }
+
+
+def ratios(t, num, den):
+    return {stat: round(t[stat][num] / t[stat][den], 2) for stat in ("min", "median")}
 
 
 def _status_kib(field):
@@ -143,10 +160,10 @@ def main():
     timings = {}
     for n in threads:
         torch.set_num_threads(n)
-        train = best_of(
+        train = timed(
             {"reference": lambda: fwd_bwd("reference", inputs), "cpp": lambda: fwd_bwd("cpp", inputs)}, args.repeats
         )
-        fwd = best_of(
+        fwd = timed(
             {
                 "sdpa": lambda: sdpa(inputs),
                 "cpp": lambda: forward_only("cpp", inputs, False),
@@ -157,10 +174,10 @@ def main():
         )
         timings[f"{n}_threads"] = {
             "forward_backward_ms": train,
-            "forward_backward_speedup_vs_reference": round(train["reference"] / train["cpp"], 2),
+            "forward_backward_speedup_vs_reference": ratios(train, "reference", "cpp"),
             "forward_ms": fwd,
-            "forward_cpp_over_sdpa": round(fwd["cpp"] / fwd["sdpa"], 2),
-            "forward_cpp_with_divergence_over_sdpa": round(fwd["cpp_with_divergence"] / fwd["sdpa"], 2),
+            "forward_cpp_over_sdpa": ratios(fwd, "cpp", "sdpa"),
+            "forward_cpp_with_divergence_over_sdpa": ratios(fwd, "cpp_with_divergence", "sdpa"),
         }
     torch.set_num_threads(default_threads)
     mem_shape = dict(B=1, H=8, L=args.memory_length, D=32, S=4)
@@ -176,7 +193,8 @@ def main():
             "load_average_at_start": load_start,
             "load_average_at_end": os.getloadavg(),
         },
-        "method": "min of interleaved repeats (ms); memory = VmHWM - VmRSS growth in a fresh process (MiB)",
+        "method": "min and median of interleaved repeats (ms), ratios of each; memory = VmHWM - VmRSS growth "
+        "in a fresh process (MiB)",
         "shape": shape,
         "dtype": "float32",
         "targets": {
