@@ -358,6 +358,8 @@ BackwardResult automask_backward_cpu(const c10::optional<Tensor>& grad_out,
   auto g_out = grad_or_undefined(grad_out, acc), g_ol = grad_or_undefined(grad_out_local, acc),
        g_og = grad_or_undefined(grad_out_global, acc), g_kl = grad_or_undefined(grad_kl_local, acc),
        g_kg = grad_or_undefined(grad_kl_global, acc);
+  auto kll = g_kl.defined() || g_kg.defined() ? kl_local.to(acc).contiguous() : Tensor();
+  auto klg = g_kl.defined() || g_kg.defined() ? kl_global.to(acc).contiguous() : Tensor();
 
   const int64_t R = block_rows(L), nblk = (L + R - 1) / R;
   // Row blocks of one (b, h) split into nsplit chunks when B·H alone gives too few tasks; the
@@ -390,6 +392,8 @@ BackwardResult automask_backward_cpu(const c10::optional<Tensor>& grad_out,
     a.lam = lam.data_ptr<T>();
     a.out_local = ol.data_ptr<T>();
     a.out_global = og.data_ptr<T>();
+    a.kl_local = ptr_or_null<T>(kll);
+    a.kl_global = ptr_or_null<T>(klg);
     a.lse_local = ll.data_ptr<T>();
     a.lse_global = lg.data_ptr<T>();
     a.g_out = ptr_or_null<T>(g_out);

@@ -69,13 +69,11 @@ AMAD_AI double vexp(double x) {
   return std::exp(x);
 }
 
-// log(1 + lo/hi) for 0 ≤ lo ≤ hi, and 0 when hi = 0; vectorisable: 2·atanh(z) with
-// z = lo/(2·hi + lo) in [0, 1/3], odd series to z^15 (truncation < 1e-9, relative accuracy kept
-// for small ratios).
+// log(1 + e) for e in [0, 1], vectorisable: 2·atanh(z), z = e/(2+e) in [0, 1/3], odd series to z^15
+// (truncation < 1e-9, relative accuracy kept for small e).
 template <bool F>
-AMAD_AI float vlog1p_ratio(float lo, float hi) {
-  const bool pos = hi > 0.0f;
-  const float z = (pos ? lo : 0.0f) / (pos ? 2.0f * hi + lo : 1.0f);
+AMAD_AI float vlog1p_unit(float e) {
+  const float z = e / (2.0f + e);
   const float z2 = z * z;
   float p = 1.0f / 15;
   p = madd<F>(p, z2, 1.0f / 13);
@@ -88,22 +86,21 @@ AMAD_AI float vlog1p_ratio(float lo, float hi) {
   return 2.0f * z * p;
 }
 template <bool F>
-AMAD_AI double vlog1p_ratio(double lo, double hi) {
-  return hi > 0 ? std::log1p(lo / hi) : 0.0;
+AMAD_AI double vlog1p_unit(double e) {
+  return std::log1p(e);
 }
 
-// The divergence gaps g^M = log P^M − log M and g^G = log P^G − log M of one entry, from
-// d = log P^M − log P^G (exact, from the scores) and the two probabilities pa, pg: with
-// log M = logaddexp(log P^M, log P^G) − log 2 (spec §1.5),
-//   g^M = min(0, d) − log1p(exp(−|d|)) + log 2,   g^G = min(0, −d) − log1p(exp(−|d|)) + log 2,
-// where exp(−|d|) = min(pa, pg)/max(pa, pg): the kernels hold both probabilities already, so no
-// third exponential. Free of the cancellation of subtracting two log-sum-exps, and finite
-// wherever the scores are; where a probability underflows (below ~1e-38 in float32) the ratio
-// is off, but the gap is only ever used multiplied by that probability.
+// The divergence gaps g^M = log P^M − log M and g^G = log P^G − log M, from d = log P^M − log P^G
+// alone: with log M = logaddexp(log P^M, log P^G) − log 2 (spec §1.5),
+//   g^M = min(0, d) − log1p(exp(−|d|)) + log 2,   g^G = min(0, −d) − log1p(exp(−|d|)) + log 2.
+// Finite wherever the scores are, and free of the cancellation of subtracting two log-sum-exps.
+// (Taking exp(−|d|) as min(P^M, P^G)/max(P^M, P^G) saves an exponential but was tried and lost up
+// to 2× in float32 accuracy of the kl terms at large scores: the probabilities carry the rounding
+// of score − lse, d is formed from the score difference directly.)
 template <typename T, bool F>
-AMAD_AI void kl_gaps(T d, T pa, T pg, T& gM, T& gG) {
-  const T lo = pa < pg ? pa : pg, hi = pa < pg ? pg : pa;
-  const T l = T(0.693147180559945309417232121458176568) - vlog1p_ratio<F>(lo, hi);
+AMAD_AI void kl_gaps(T d, T& gM, T& gG) {
+  const T nd = d > 0 ? -d : d;
+  const T l = T(0.693147180559945309417232121458176568) - vlog1p_unit<F>(vexp<F>(nd));
   gM = (d > 0 ? T(0) : d) + l;
   gG = (d > 0 ? -d : T(0)) + l;
 }
@@ -137,30 +134,12 @@ AMAD_AI T lanes_sum(const T* acc) {
   return t[0];
 }
 
-// Σ_d x_d·(y_d − z_d) in W fixed lanes (vectorised; the order depends on n alone).
-template <typename T, bool F>
-AMAD_AI T dot_diff(const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ z, int64_t n) {
-  T acc[W] = {};
-  int64_t d = 0;
-  for (; d + W <= n; d += W)
-    for (int64_t l = 0; l < W; ++l) acc[l] = madd<F>(x[d + l], y[d + l] - z[d + l], acc[l]);
-  for (int64_t l = 0; d + l < n; ++l) acc[l] = madd<F>(x[d + l], y[d + l] - z[d + l], acc[l]);
-  return lanes_sum(acc);
-}
 
-// dS = P ∘ (X − δ) for n rows (row stride ld) in place of P, with δ_i = Σ_j P_ij·X_ij (X: dP plus
-// the divergences' part, so δ = dO·O + dkl·kl). δ comes from the rows themselves rather than
-// from dO·O: with a single key (P = 1) X − δ is then exactly 0, as in the reference. All rows' δ
-// first, so that their reductions overlap; delta: n scratch values. Padding: P = 0 stays 0.
-template <typename T, bool F>
+// dS = P ∘ (X − δ) for n rows (row stride ld) in place of P (X: dP plus the divergences' part).
+// Padding: P = 0 stays 0.
+template <typename T>
 AMAD_AI void softmax_backward_rows(T* __restrict__ P, const T* __restrict__ X, int64_t n, int64_t L, int64_t ld,
-                                   T* __restrict__ delta) {
-  for (int64_t r = 0; r < n; ++r) {
-    T acc[W] = {};
-    for (int64_t j = 0; j < L; j += W)
-      for (int64_t l = 0; l < W; ++l) acc[l] = madd<F>(P[r * ld + j + l], X[r * ld + j + l], acc[l]);
-    delta[r] = lanes_sum(acc);
-  }
+                                   const T* __restrict__ delta) {
   for (int64_t r = 0; r < n; ++r)
     for (int64_t j = 0; j < L; j += W)
       for (int64_t l = 0; l < W; ++l) P[r * ld + j + l] *= X[r * ld + j + l] - delta[r];
@@ -347,7 +326,7 @@ struct BwdArgs {
   const T *q, *k, *v;
   int64_t sq[4], sk[4], sv[4];
   const T *cos, *sin, *lam;
-  const T *out_local, *out_global, *lse_local, *lse_global;  // contiguous
+  const T *out_local, *out_global, *kl_local, *kl_global, *lse_local, *lse_global;  // contiguous
   const T *g_out, *g_out_local, *g_out_global, *g_kl_local, *g_kl_global;         // contiguous or null
   T *dq, *dk, *dv, *dkr_ws, *dkg_ws, *dv_ws, *dc, *ds, *dmix_ws;
   int64_t B, H, L, D, R, nblk, nsplit, blocks_per_split;
@@ -474,7 +453,7 @@ AMAD_AI void softmax_kl_row(const T* __restrict__ sa, const T* __restrict__ sg, 
     for (int64_t l = 0; l < W; ++l) {
       const T pa = ea[j + l] * ia, pg = eg[j + l] * ig;
       T gM, gG;
-      kl_gaps<T, F>((sa[j + l] - sg[j + l]) - dl, pa, pg, gM, gG);  // d = log P^M − log P^G
+      kl_gaps<T, F>((sa[j + l] - sg[j + l]) - dl, gM, gG);  // d = log P^M − log P^G
       kA[l] = madd<F>(pa, gM, kA[l]);
       kG[l] = madd<F>(pg, gG, kG[l]);
     }
@@ -554,10 +533,9 @@ AMAD_AI void probs_and_gaps_row(T* __restrict__ xa, T* __restrict__ xg, T* __res
       const bool in = j + l < L;
       const T ea = vexp<F>(xa[j + l] - la), eg = vexp<F>(xg[j + l] - lg);
       T gM = 0, gG = 0;
-      const T a = in ? ea : T(0), g = in ? eg : T(0);
-      if constexpr (KL) kl_gaps<T, F>((xa[j + l] - xg[j + l]) - dl, a, g, gM, gG);
-      pa[j + l] = a;
-      pg[j + l] = g;
+      if constexpr (KL) kl_gaps<T, F>((xa[j + l] - xg[j + l]) - dl, gM, gG);
+      pa[j + l] = in ? ea : T(0);
+      pg[j + l] = in ? eg : T(0);
       xa[j + l] = ka * gM;
       xg[j + l] = kg * gG;
     }
@@ -580,9 +558,8 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
   T* PG = PA + R * Lp;
   T* XA = PG + R * Lp;  // scores, then dP
   T* XG = XA + R * Lp;
-  T* gkA = XG + R * Lp;  // the rows' kl gradients (R each), δ scratch (R)
-  T* gkG = gkA + R;
-  T* delta = gkG + R;
+  T* delA = XG + R * Lp;  // per row: δ of each map, kl gradients (R each)
+  T *delG = delA + R, *gkA = delA + 2 * R, *gkG = delA + 3 * R;
   const bool kl_grad = a.g_kl_local || a.g_kl_global;
   int64_t cached = -1;
   for (int64_t t = t0; t < t1; ++t) {
@@ -593,7 +570,7 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
       cached = bh;
     }
     const bool own = a.nsplit == 1;  // this task holds all of (b, h): finish its keys itself
-    T* dkr = own ? delta + R : a.dkr_ws + t * L * D;
+    T* dkr = own ? gkG + R : a.dkr_ws + t * L * D;
     T* dkg = own ? dkr + L * D : a.dkg_ws + t * L * D;
     T* dv = own ? a.dv + bh * L * D : a.dv_ws + t * L * D;  // dv needs no finishing: straight to the output
     for (int64_t x = 0; x < L * D; ++x) dkr[x] = dkg[x] = dv[x] = T(0);
@@ -613,7 +590,6 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
         if (a.g_out) {
           const T* __restrict__ go = a.g_out + o;
           for (int64_t d = 0; d < D; ++d) m[d] = lam * go[d], g[d] = (T(1) - lam) * go[d];
-          dmix += dot_diff<T, F>(go, a.out_local + o, a.out_global + o, D);
         } else {
           for (int64_t d = 0; d < D; ++d) m[d] = g[d] = T(0);
         }
@@ -625,8 +601,32 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
           const T* __restrict__ x = a.g_out_global + o;
           for (int64_t d = 0; d < D; ++d) g[d] += x[d];
         }
-        gkA[r] = a.g_kl_local ? a.g_kl_local[row0 + r] : T(0);
-        gkG[r] = a.g_kl_global ? a.g_kl_global[row0 + r] : T(0);
+      }
+      // δ_i = dO_i·O_i + dkl_i·kl_i (FlashAttention-2 style; δ = Σ_j P_ij·X_ij from the score rows
+      // was tried and lost up to 6× in float32 gradient accuracy), and the mixing weight's
+      // Σ dO·(O^M − O^G). Each dot runs in index order with fused multiply-adds, so δ rounds
+      // exactly like dP = dO·v does in the GEMM and a one-key row (O = v) gets exactly zero score
+      // gradients, as in the reference; kRi rows at a time, so their dependency chains overlap.
+      constexpr int64_t kRi = 8;
+      for (int64_t r0 = 0; r0 < n; r0 += kRi) {
+        const int64_t nr = n - r0 < kRi ? n - r0 : kRi;
+        T sA[kRi] = {}, sG[kRi] = {}, sX[kRi] = {};
+        for (int64_t d = 0; d < D; ++d)
+          for (int64_t i = 0; i < nr; ++i) {
+            const int64_t o = (row0 + r0 + i) * D + d, w = (r0 + i) * D + d;
+            const T ol = a.out_local[o], og = a.out_global[o];
+            sA[i] = madd<F>(dOM[w], ol, sA[i]);
+            sG[i] = madd<F>(dOG[w], og, sG[i]);
+            if (a.g_out) sX[i] = madd<F>(a.g_out[o], ol - og, sX[i]);
+          }
+        for (int64_t i = 0; i < nr; ++i) {
+          const int64_t r = r0 + i;
+          dmix += sX[i];
+          gkA[r] = a.g_kl_local ? a.g_kl_local[row0 + r] : T(0);
+          gkG[r] = a.g_kl_global ? a.g_kl_global[row0 + r] : T(0);
+          delA[r] = sA[i] + (a.g_kl_local ? gkA[r] * a.kl_local[row0 + r] : T(0));
+          delG[r] = sG[i] + (a.g_kl_global ? gkG[r] * a.kl_global[row0 + r] : T(0));
+        }
       }
       gemm_rowsT<T, VB>(XA, Lp, qr, kc.kT_rot, n, D, Lp);
       gemm_rowsT<T, VB>(XG, Lp, qg, kc.kT, n, D, Lp);
@@ -644,8 +644,8 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
       // dv += P^Mᵀ dO^M + P^Gᵀ dO^G (before P turns into dS)
       gemm_tn_acc<T, VB>(dv, PA, Lp, dOM, n, L, D);
       gemm_tn_acc<T, VB>(dv, PG, Lp, dOG, n, L, D);
-      softmax_backward_rows<T, F>(PA, XA, n, L, Lp, delta);
-      softmax_backward_rows<T, F>(PG, XG, n, L, Lp, delta);
+      softmax_backward_rows<T>(PA, XA, n, L, Lp, delA);
+      softmax_backward_rows<T>(PG, XG, n, L, Lp, delG);
       // dq̃ = scale·dS^M k̃, dq = scale·dS^G k (scale applied below); dk̃ += dS^Mᵀ (scale·q̃) etc.
       gemm_rows<T, VB>(dqr, PA, Lp, kc.k_rot, n, L, D);
       gemm_rows<T, VB>(dqg, PG, Lp, kc.k_plain, n, L, D);
@@ -667,7 +667,7 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
 
 template <typename T>
 constexpr int64_t backward_work_size(int64_t L, int64_t D, int64_t R) {
-  return 3 * padded(L) * D + 5 * L * D + 6 * R * D + 4 * R * padded(L) + 3 * R;
+  return 3 * padded(L) * D + 5 * L * D + 6 * R * D + 4 * R * padded(L) + 4 * R;
 }
 
 // Entry points, one per instruction set. The always-inline bodies above take on each entry's
