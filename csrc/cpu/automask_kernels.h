@@ -94,9 +94,9 @@ AMAD_AI double vlog1p_unit(double e) {
 // alone: with log M = logaddexp(log P^M, log P^G) − log 2 (spec §1.5),
 //   g^M = min(0, d) − log1p(exp(−|d|)) + log 2,   g^G = min(0, −d) − log1p(exp(−|d|)) + log 2.
 // Finite wherever the scores are, and free of the cancellation of subtracting two log-sum-exps.
-// (Taking exp(−|d|) as min(P^M, P^G)/max(P^M, P^G) saves an exponential but was tried and lost up
-// to 2× in float32 accuracy of the kl terms at large scores: the probabilities carry the rounding
-// of score − lse, d is formed from the score difference directly.)
+// (Taking exp(−|d|) as min(P^M, P^G)/max(P^M, P^G) saves an exponential, but was tried and doubled
+// the float32 error of the kl terms at large scores: the probabilities carry the rounding of
+// score − lse, while d comes from the score difference directly.)
 template <typename T, bool F>
 AMAD_AI void kl_gaps(T d, T& gM, T& gG) {
   const T nd = d > 0 ? -d : d;
@@ -133,7 +133,6 @@ AMAD_AI T lanes_sum(const T* acc) {
     for (int64_t l = 0; l < w; ++l) t[l] += t[l + w];
   return t[0];
 }
-
 
 // dS = P ∘ (X − δ) for n rows (row stride ld) in place of P (X: dP plus the divergences' part).
 // Padding: P = 0 stays 0.
@@ -582,8 +581,7 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
       const int64_t n = (L - i0) < R ? (L - i0) : R;
       const int64_t row0 = bh * L + i0;
       load_rows(a.q, a.sq, b, h, i0, n, D, L, a.cos, a.sin, a.scale, qg, qr);
-      // upstream gradients of the two branch outputs, dO^M = λ·dO + dO_local, dO^G likewise, and
-      // the mixing weight's Σ dO·(O^M − O^G)
+      // upstream gradients of the two branch outputs, dO^M = λ·dO + dO_local, dO^G likewise
       for (int64_t r = 0; r < n; ++r) {
         const int64_t o = (row0 + r) * D;
         T *__restrict__ m = dOM + r * D, *__restrict__ g = dOG + r * D;
