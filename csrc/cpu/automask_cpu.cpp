@@ -215,19 +215,19 @@ void for_each_angle(const Tensor& freqs, int64_t L, const Fn& fn) {
   const double* th = f.data_ptr<double>();
   const int64_t H = f.size(0), S = f.size(1), P = f.size(2);
   at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
-  for (int64_t h = h0; h < h1; ++h)
-    for (int64_t s = 0; s < S; ++s)
-      for (int64_t p = 0; p < P; ++p) {
-        const double t = th[(h * S + s) * P + p], c1 = std::cos(t), s1 = std::sin(t);
-        double c = 1, sn = 0;
-        for (int64_t i = 0; i < L; ++i) {
-          if (i % kReseed == 0) c = std::cos(t * static_cast<double>(i)), sn = std::sin(t * static_cast<double>(i));
-          fn(h, s, p, i, c, sn);
-          const double cn = c * c1 - sn * s1;
-          sn = sn * c1 + c * s1;
-          c = cn;
+    for (int64_t h = h0; h < h1; ++h)
+      for (int64_t s = 0; s < S; ++s)
+        for (int64_t p = 0; p < P; ++p) {
+          const double t = th[(h * S + s) * P + p], c1 = std::cos(t), s1 = std::sin(t);
+          double c = 1, sn = 0;
+          for (int64_t i = 0; i < L; ++i) {
+            if (i % kReseed == 0) c = std::cos(t * static_cast<double>(i)), sn = std::sin(t * static_cast<double>(i));
+            fn(h, s, p, i, c, sn);
+            const double cn = c * c1 - sn * s1;
+            sn = sn * c1 + c * s1;
+            c = cn;
+          }
         }
-      }
   });
 }
 
