@@ -25,10 +25,8 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
 
@@ -36,6 +34,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import amad_fast  # noqa: E402
+from amad_fast.bench import time_interleaved  # noqa: E402
 from amad_fast.reference import default_freqs  # noqa: E402
 
 
@@ -69,25 +68,27 @@ def sdpa(inputs):
         torch.nn.functional.scaled_dot_product_attention(inputs[0], inputs[1], inputs[2])
 
 
+def page_faults_per_call(fn, calls=5):
+    """Minor page faults per call: fresh memory the kernel maps in, part of a step's cost."""
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(calls):
+        fn()
+    return round((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / calls, 1)
+
+
 def timed(fns, repeats):
-    """Wall times (ms) of each callable, calls interleaved round-robin: min and median, and the
-    minor page faults per call (fresh memory the kernel maps in: part of a step's cost)."""
-    for fn in fns.values():
-        fn()
-        fn()
-    times = {name: [] for name in fns}
-    faults = {name: 0 for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-            faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+    """Min and median wall time (ms) of one call of each callable, calls interleaved round-robin
+    (amad_fast.bench.time_interleaved, one call per sample, exactly `repeats` rounds), and the
+    page faults per call."""
+    stats, errors = time_interleaved(
+        fns, torch.device("cpu"), warmup=2, repeats=repeats, min_sample_s=0.0, budget_s=float("inf")
+    )
+    if errors:
+        raise next(iter(errors.values()))
     return {
-        "min": {name: round(min(t) * 1e3, 3) for name, t in times.items()},
-        "median": {name: round(statistics.median(t) * 1e3, 3) for name, t in times.items()},
-        "page_faults_per_call": {name: round(f / repeats, 1) for name, f in faults.items()},
+        "min": {name: round(s["min_s"] * 1e3, 3) for name, s in stats.items()},
+        "median": {name: round(s["median_s"] * 1e3, 3) for name, s in stats.items()},
+        "page_faults_per_call": {name: page_faults_per_call(fn) for name, fn in fns.items()},
     }
 
 
