@@ -42,6 +42,8 @@ DETECTOR_HELP: Dict[str, str] = {
     "score": "anomaly score: recon_js (softmax(-T*js) x squared error) or recon (squared error)",
     "error_norm": "per-channel error weighting: channel (divide by the validation-split error) or none (spec mean)",
     "smooth": "centred moving average of the scores over this many steps (1 = off)",
+    "score_stride": "step between scoring windows; each step's score is the mean over the windows covering it "
+                    "(default: window_size // 10; window_size = the paper's non-overlapping windows)",
     "threshold": "threshold rule: paper (percentile of train+test scores), train (train scores only), pot",
     "anomaly_ratio": "anomaly ratio r in percent for the percentile thresholds (SMAP/MSL 1, SMD 0.5, SWaT 0.1)",
     "temperature": "temperature T of the recon_js score",

@@ -1,7 +1,6 @@
 """``AMADDetector``: the scikit-learn/PyOD-style front end (fit, decision_function, predict, save, load).
 
-Scores follow spec §4: non-overlapping windows of length L (the tail that does not fill a window is
-scored from a window aligned to the series end), and per time step t
+Scores follow spec §4 per window of length L: per time step t
 
     recon_js: softmax over the window's positions of (−T·js̄_t) × mean over channels (x_t − x̂_t)²
     recon:    mean over channels (x_t − x̂_t)²
@@ -9,8 +8,14 @@ scored from a window aligned to the series end), and per time step t
 with js̄_t the Jensen–Shannon divergence at row t averaged over blocks and heads, T = ``temperature``.
 Higher means more anomalous.
 
-Two scoring options beyond the spec (``AMADDetector(error_norm=..., smooth=...)``):
+Three scoring options beyond the spec (``AMADDetector(score_stride=..., error_norm=..., smooth=...)``):
 
+* ``score_stride=s`` scores windows starting every s steps and gives each step the mean of the
+  squared errors and of the js weights of the windows covering it. ``s = L`` is spec §4's
+  protocol (non-overlapping windows, the tail scored from a window aligned to the series end);
+  the default, L // 10, averages out where in its window a step happens to fall (errors and js
+  depend on the position). Chosen on omi-1 and the synthetic benchmark, 3 seeds each: see
+  experiments/results/score_stride_*.md.
 * ``error_norm="channel"`` (default) divides channel c's squared error by its mean squared error
   on the validation split of the training series (floored at ``ERROR_SCALE_FLOOR``) before the
   mean over channels, so channels the model reconstructs badly even on normal data (e.g. rare
@@ -58,41 +63,49 @@ def _resolve_device(device: Any) -> torch.device:
 
 @torch.no_grad()
 def step_terms(model: AMAD, series: np.ndarray, temperature: float = 50.0,
-               batch_size: int = 128) -> Tuple[np.ndarray, np.ndarray]:
+               batch_size: int = 128, stride: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Per-step ingredients of every score of a standardised series (T, C), spec §4.
 
     Returns ``(err, weight)``: ``err`` (T, C) float64 the squared reconstruction error per channel,
     ``weight`` (T,) float64 the softmax over the step's window positions of (−T·js̄_t). Windows
-    start at 0, L, 2L, …; when T is not a multiple of L a last window aligned to the end fills only
-    the steps no earlier window covered. Batched, under ``torch.no_grad``, in eval mode.
+    start at 0, ``stride``, 2·``stride``, … (``stride`` None = L, spec §4's non-overlapping
+    windows); a step covered by several windows gets the mean of their values. When the regular
+    windows leave the last steps uncovered, a window aligned to the series end scores only those.
+    Batched, under ``torch.no_grad``, in eval mode.
     """
     L = model.window_size
     T, C = series.shape
     if T < L:
         raise ValueError(f"X: expected at least window_size={L} time steps to score, got {T}")
+    stride = L if stride is None else int(stride)
+    if not 1 <= stride <= L:
+        raise ValueError(f"stride: expected an integer in [1, window_size={L}], got {stride}")
     param = next(model.parameters())
     was_training = model.training
     model.eval()
     data = torch.as_tensor(series, dtype=param.dtype, device=param.device)
-    starts = window_starts(T, L, L, cover_tail=True)
-    err = np.empty((T, C), dtype=np.float64)
-    weight = np.empty(T, dtype=np.float64)
-    covered = 0
+    starts = window_starts(T, L, stride, cover_tail=True)
+    n_regular = (T - L) // stride + 1  # starts[n_regular:] is the end-aligned tail window, if any
+    regular_end = (n_regular - 1) * stride + L  # steps [0, regular_end) are covered by regular windows
+    err = torch.zeros(T, C, dtype=torch.float64, device=data.device)
+    weight = torch.zeros(T, dtype=torch.float64, device=data.device)
+    count = torch.zeros(T, dtype=torch.float64, device=data.device)
+    offsets = torch.arange(L, device=data.device)
     for i in range(0, len(starts), batch_size):
-        chunk = starts[i : i + batch_size]
-        idx = torch.as_tensor(chunk, device=data.device)[:, None] + torch.arange(L, device=data.device)
+        idx = torch.as_tensor(starts[i : i + batch_size], device=data.device)[:, None] + offsets  # (B, L)
         x = data[idx]  # (B, L, C)
         res = model(x, need_branches=False)
-        e = ((x - res.recon) ** 2).double().cpu().numpy()  # (B, L, C)
+        e = (x - res.recon).double() ** 2
         js = res.js.mean(dim=(0, 2))  # mean over blocks and heads → (B, L)
-        w = torch.softmax(-float(temperature) * js, dim=-1).double().cpu().numpy()
-        for j, start in enumerate(chunk.tolist()):
-            first = max(covered - start, 0)  # the tail window fills only uncovered steps
-            err[start + first : start + L] = e[j, first:]
-            weight[start + first : start + L] = w[j, first:]
-            covered = start + L
+        w = torch.softmax(-float(temperature) * js, dim=-1).double()
+        is_tail = torch.arange(i, i + idx.shape[0], device=data.device)[:, None] >= n_regular
+        keep = (~is_tail | (idx >= regular_end)).reshape(-1).double()  # the tail adds uncovered steps only
+        flat = idx.reshape(-1)
+        err.index_add_(0, flat, e.reshape(-1, C) * keep[:, None])
+        weight.index_add_(0, flat, w.reshape(-1) * keep)
+        count.index_add_(0, flat, keep)
     model.train(was_training)
-    return err, weight
+    return (err / count[:, None]).cpu().numpy(), (weight / count).cpu().numpy()
 
 
 def combine_terms(err: np.ndarray, weight: np.ndarray, score: str = "recon_js",
@@ -159,7 +172,10 @@ class AMADDetector:
     recon_js. Rule: the settings within 0.01 of the best mean AUROC on omi-1 (the development
     entity; two seeds, whose spread is ~0.06), tie broken by AUROC on the synthetic benchmark.
     ``error_norm="channel"`` (per-channel error divided by its validation-split mean; "none" = spec
-    §4's plain mean) and ``smooth=1`` were chosen on omi-1 too (experiments/results/scoring_omi1.md).
+    §4's plain mean) and ``smooth=1`` were chosen on omi-1 too (experiments/results/scoring_omi1.md);
+    ``score_stride=None`` (windows every window_size // 10 steps, each step's terms averaged over
+    the windows covering it; window_size = spec §4's non-overlapping windows) on omi-1 and the
+    synthetic benchmark (experiments/results/score_stride_*.md).
     ``anomaly_ratio`` is in percent. ``backend`` goes to every AutoMaskAttention. ``progress``
     shows a tqdm bar when stderr is a terminal. ``save``/``load`` round-trip exactly.
     """
@@ -186,6 +202,7 @@ class AMADDetector:
         score: str = "recon_js",
         error_norm: str = "channel",
         smooth: int = 1,
+        score_stride: Optional[int] = None,
         threshold: str = "paper",
         anomaly_ratio: float = 1.0,
         temperature: float = 50.0,
@@ -233,6 +250,11 @@ class AMADDetector:
             raise ValueError(f"error_norm: expected one of {ERROR_NORMS}, got {self.error_norm!r}")
         if isinstance(self.smooth, bool) or not isinstance(self.smooth, (int, np.integer)) or self.smooth < 1:
             raise ValueError(f"smooth: expected an integer >= 1 (1 = no smoothing), got {self.smooth!r}")
+        stride = self.score_stride
+        if stride is not None and (isinstance(stride, bool) or not isinstance(stride, (int, np.integer))
+                                   or not 1 <= stride <= self.window_size):
+            raise ValueError(f"score_stride: expected None or an integer in [1, window_size={self.window_size}] "
+                             f"(window_size = the paper's non-overlapping windows), got {stride!r}")
         if self.threshold not in THRESHOLDS:
             raise ValueError(f"threshold: expected one of {THRESHOLDS}, got {self.threshold!r}")
         if not 0.0 < float(self.anomaly_ratio) < 100.0:
@@ -256,6 +278,13 @@ class AMADDetector:
             backend=self.backend,
         )
 
+    def resolved_score_stride(self) -> int:
+        """The stride between scoring windows in use: ``score_stride``, or window_size // 10 when None."""
+        return int(self.score_stride) if self.score_stride is not None else max(1, self.window_size // 10)
+
+    def _step_terms(self, Z: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        return step_terms(self.model_, Z, self.temperature, self.score_batch_size, self.resolved_score_stride())
+
     # -- fit / score / predict --------------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> "AMADDetector":
         """Train on X (T, C) (numpy array or tensor); ``y`` is ignored (unsupervised)."""
@@ -275,7 +304,7 @@ class AMADDetector:
         self.model_ = model
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
-        err, weight = step_terms(model, Z, self.temperature, self.score_batch_size)
+        err, weight = self._step_terms(Z)
         self.error_scale_ = self._error_scale(err)
         self.train_scores_ = self._combine(err, weight)
         self.threshold_ = self._fixed_threshold()
@@ -321,7 +350,7 @@ class AMADDetector:
     def decision_function(self, X: Any) -> np.ndarray:
         """Anomaly score per time step of X (T, C), float64 (T,); higher = more anomalous."""
         Z = self._standardise(X)
-        return self._combine(*step_terms(self.model_, Z, self.temperature, self.score_batch_size))
+        return self._combine(*self._step_terms(Z))
 
     def threshold_for(self, scores: Any) -> float:
         """The decision threshold for these test scores (fixed for "train"/"pot"; "paper" uses them)."""
@@ -366,7 +395,8 @@ class AMADDetector:
             got = state.get("format") if isinstance(state, dict) else type(state).__name__
             raise ValueError(f"path: expected a detector file of format {FORMAT!r}, got {got!r}")
         params = dict(state["params"])
-        params.setdefault("error_norm", "none")  # files written before the option scored the spec's way
+        params.setdefault("error_norm", "none")  # files written before these options scored the spec's way:
+        params.setdefault("score_stride", params.get("window_size", 100))  # non-overlapping windows
         if device is not None:
             params["device"] = device
         elif str(params.get("device", "cpu")).startswith("cuda") and not torch.cuda.is_available():

@@ -48,7 +48,8 @@ def main(argv=None) -> int:
     ap.add_argument("--train-stride", type=int, default=SIZE["train_stride"])
     args = ap.parse_args(argv)
     ds = load_omi(os.path.join(DATA, "omi-1"), "omi-1") if args.data is None else load_dataset(args.data)
-    SIZE.update(window_size=args.window_size, train_stride=args.train_stride)
+    SIZE.update(window_size=args.window_size, train_stride=args.train_stride,
+                score_stride=args.window_size)  # non-overlapping windows: the protocol of the committed tables
     runs = []
     for cname, cfg in CONFIGS:
         if args.only and not any(o in cname for o in args.only):

@@ -32,15 +32,16 @@ def evaluate_both(train_scores: np.ndarray, test_scores: np.ndarray, labels: np.
     }
 
 
-def amad_terms(det: AMADDetector, train: np.ndarray, test: np.ndarray):
+def amad_terms(det: AMADDetector, train: np.ndarray, test: np.ndarray, stride: Optional[int] = None):
     """step_terms (per-channel squared error, js softmax weight) of train and test for a fitted
     detector, computed once so every scoring variant comes from the same forward passes; also the
-    seconds the test forward took."""
+    seconds the test forward took. ``stride`` between scoring windows: None = the detector's own."""
+    stride = det.resolved_score_stride() if stride is None else stride
     Ztr = det.standardizer_.transform(train)
     Zte = det.standardizer_.transform(test)
-    tr = step_terms(det.model_, Ztr, det.temperature, det.score_batch_size)
+    tr = step_terms(det.model_, Ztr, det.temperature, det.score_batch_size, stride)
     t0 = time.perf_counter()
-    te = step_terms(det.model_, Zte, det.temperature, det.score_batch_size)
+    te = step_terms(det.model_, Zte, det.temperature, det.score_batch_size, stride)
     return tr, te, time.perf_counter() - t0
 
 

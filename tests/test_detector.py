@@ -56,7 +56,7 @@ def test_score_matches_spec_formula(fitted, data):
 def test_channel_error_norm_divides_by_validation_error(fitted, data):
     # the scale is the mean squared error per channel on the validation split (last 20 % of train)
     Z = fitted.standardizer_.transform(data.train)
-    err, _ = step_terms(fitted.model_, Z)
+    err, _ = step_terms(fitted.model_, Z, stride=fitted.resolved_score_stride())
     val = err[-int(round(len(Z) * fitted.val_fraction)):]
     np.testing.assert_allclose(fitted.error_scale_, np.maximum(val.mean(0), ERROR_SCALE_FLOOR), rtol=1e-12)
     err_c, js = _window_terms(fitted, data.test[:16])
@@ -98,21 +98,58 @@ def test_smooth_option_smooths_decision_function(fitted, data):
         fitted.smooth = 1
 
 
-@pytest.mark.parametrize("bad", [dict(error_norm="l2"), dict(smooth=0), dict(smooth=2.5), dict(smooth=True)])
+@pytest.mark.parametrize("bad", [dict(error_norm="l2"), dict(smooth=0), dict(smooth=2.5), dict(smooth=True),
+                                 dict(score_stride=0), dict(score_stride=101), dict(score_stride=2.5),
+                                 dict(score_stride=True)])
 def test_bad_scoring_options_named(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         AMADDetector(**bad)
 
 
 def test_nonoverlapping_windows_and_tail(fitted, data):
-    X = data.test[:16 * 5 + 7]
-    full = fitted.decision_function(X)
-    head = fitted.decision_function(X[: 16 * 5])
-    # windows do not see each other (only float round-off from a different batch shape)
-    np.testing.assert_allclose(full[: 16 * 5], head, rtol=1e-5, atol=1e-10)
-    tail = fitted.decision_function(X[-16:])  # the tail comes from the window aligned to the end
-    np.testing.assert_allclose(full[-7:], tail[-7:], rtol=1e-5, atol=1e-10)
-    assert not np.allclose(full[-16:-7], tail[:-7], rtol=1e-3)  # ...and only the uncovered steps
+    fitted.score_stride = 16  # = window_size: spec §4's protocol
+    try:
+        X = data.test[:16 * 5 + 7]
+        full = fitted.decision_function(X)
+        head = fitted.decision_function(X[: 16 * 5])
+        # windows do not see each other (only float round-off from a different batch shape)
+        np.testing.assert_allclose(full[: 16 * 5], head, rtol=1e-5, atol=1e-10)
+        tail = fitted.decision_function(X[-16:])  # the tail comes from the window aligned to the end
+        np.testing.assert_allclose(full[-7:], tail[-7:], rtol=1e-5, atol=1e-10)
+        assert not np.allclose(full[-16:-7], tail[:-7], rtol=1e-3)  # ...and only the uncovered steps
+    finally:
+        fitted.score_stride = None
+
+
+@pytest.mark.parametrize("stride", [1, 5])
+def test_overlapping_windows_average_the_windows_covering_each_step(fitted, data, stride):
+    X = data.test[:16 * 3 + 4]  # 52 steps: regular windows at 0, s, 2s, ... and (s = 5) an end-aligned tail
+    T = len(X)
+    regular = list(range(0, T - 16 + 1, stride))
+    covered = regular[-1] + 16
+    err_sum, w_sum, n = np.zeros((T, 4)), np.zeros(T), np.zeros(T)
+    for start in regular + ([T - 16] if covered < T else []):
+        err_c, js = _window_terms(fitted, X[start : start + 16])
+        w = torch.softmax(-50.0 * js.double(), dim=0).numpy()
+        for j in range(16):
+            t = start + j
+            if start in regular or t >= covered:  # the tail window scores only the uncovered steps
+                err_sum[t] += err_c[j].double().numpy()
+                w_sum[t] += w[j]
+                n[t] += 1
+    assert (stride == 5) == (covered < T)
+    want = (err_sum / n[:, None] / fitted.error_scale_).mean(1) * (w_sum / n)
+    fitted.score_stride = stride
+    try:
+        np.testing.assert_allclose(fitted.decision_function(X), want, rtol=1e-5, atol=1e-9)
+    finally:
+        fitted.score_stride = None
+
+
+def test_default_score_stride_is_a_tenth_of_the_window():
+    assert AMADDetector(window_size=100).resolved_score_stride() == 10
+    assert AMADDetector(window_size=5).resolved_score_stride() == 1
+    assert AMADDetector(window_size=100, score_stride=100).resolved_score_stride() == 100
 
 
 def test_score_series_batching_is_invariant(fitted, data):
@@ -155,6 +192,10 @@ def test_save_load_round_trip(fitted, data, tmp_path):
         with pytest.warns(RuntimeWarning, match="CUDA is not available"):
             moved = AMADDetector.load(tmp_path / "gpu.pt")
         assert moved.device == "cpu"
+    state["params"]["device"] = "cpu"
+    del state["params"]["score_stride"]  # written before the option: scored with non-overlapping windows
+    torch.save(state, tmp_path / "old.pt")
+    assert AMADDetector.load(tmp_path / "old.pt").resolved_score_stride() == fitted.window_size
     torch.save({"x": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="format"):
         AMADDetector.load(tmp_path / "other.pt")
