@@ -140,16 +140,17 @@ def smooth_scores(scores: np.ndarray, width: int) -> np.ndarray:
 
 def score_series(model: AMAD, series: np.ndarray, score: str = "recon_js", temperature: float = 50.0,
                  batch_size: int = 128, channel_scale: Optional[np.ndarray] = None,
-                 smooth: int = 1) -> np.ndarray:
+                 smooth: int = 1, stride: Optional[int] = None) -> np.ndarray:
     """Anomaly score per time step of a standardised series (T, C) (spec §4), float64 (T,).
 
     ``channel_scale`` (C,) divides each channel's squared error before the mean over channels
     (``error_norm="channel"`` of :class:`AMADDetector`); None keeps the spec's plain mean.
     ``smooth`` > 1 replaces each step's score by the centred mean over ``smooth`` steps.
+    ``stride`` between scoring windows as in :func:`step_terms` (None = L, non-overlapping).
     """
     if score not in SCORES:
         raise ValueError(f"score: expected one of {SCORES}, got {score!r}")
-    err, weight = step_terms(model, series, temperature, batch_size)
+    err, weight = step_terms(model, series, temperature, batch_size, stride)
     return smooth_scores(combine_terms(err, weight, score, channel_scale), smooth)
 
 

@@ -46,10 +46,13 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="data set spec for load_dataset (default: omi-1)")
     ap.add_argument("--window-size", type=int, default=SIZE["window_size"])
     ap.add_argument("--train-stride", type=int, default=SIZE["train_stride"])
+    ap.add_argument("--score-stride", type=int, default=None,
+                    help="stride between scoring windows (default: the window size, the non-overlapping "
+                         "protocol of the first committed tables; the shipped detector uses window_size // 10)")
     args = ap.parse_args(argv)
     ds = load_omi(os.path.join(DATA, "omi-1"), "omi-1") if args.data is None else load_dataset(args.data)
     SIZE.update(window_size=args.window_size, train_stride=args.train_stride,
-                score_stride=args.window_size)  # non-overlapping windows: the protocol of the committed tables
+                score_stride=args.score_stride or args.window_size)
     runs = []
     for cname, cfg in CONFIGS:
         if args.only and not any(o in cname for o in args.only):
