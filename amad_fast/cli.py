@@ -37,7 +37,9 @@ DETECTOR_HELP: Dict[str, str] = {
     "epochs": "maximum training epochs (early stopping may end sooner)",
     "batch_size": "training windows per optimiser step (the global batch under torchrun)",
     "train_stride": "step between the starts of training windows",
-    "val_fraction": "fraction at the END of the training series held out for early stopping",
+    "val_fraction": "fraction of the training series held out for early stopping and the error_norm scale",
+    "val_split": "where the held-out fraction sits: tail (the end of the series) or blocks (the end of each "
+                 "of many blocks of ~2*window_size/val_fraction steps, so concatenated entities all train)",
     "patience": "epochs without validation improvement before stopping",
     "score": "anomaly score: recon_js (softmax(-T*js) x squared error) or recon (squared error)",
     "error_norm": "per-channel error weighting: channel (divide by the validation-split error) or none (spec mean)",
@@ -71,7 +73,7 @@ def _detector_defaults() -> Dict[str, Any]:
 
 def _add_detector_options(p: argparse.ArgumentParser, overrides: Optional[Dict[str, Any]] = None) -> None:
     g = p.add_argument_group("detector and training options")
-    choices = {"maxmin": ("exact", "joint", "off"), "score": ("recon_js", "recon"), "error_norm": ("channel", "none"),
+    choices = {"maxmin": ("exact", "joint", "off"), "score": ("recon_js", "recon"), "error_norm": ("channel", "none"), "val_split": ("tail", "blocks"),
                "threshold": ("paper", "train", "pot"), "backend": ("auto", "reference", "triton", "cpp"),
                "nan_policy": ("interpolate", "raise")}
     for name, default in _detector_defaults().items():

@@ -30,6 +30,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import sys
 import warnings
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -39,7 +40,7 @@ import torch
 from . import metrics
 from .data import Standardizer, check_series, window_starts
 from .model import AMAD
-from .train import TrainConfig, save_atomic, train_model
+from .train import TrainConfig, save_atomic, train_model, validation_segments
 
 __all__ = ["AMADDetector", "score_series", "step_terms", "combine_terms", "channel_error_scale", "smooth_scores",
            "SCORES",
@@ -62,8 +63,8 @@ def _resolve_device(device: Any) -> torch.device:
 
 
 @torch.no_grad()
-def step_terms(model: AMAD, series: np.ndarray, temperature: float = 50.0,
-               batch_size: int = 128, stride: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+def step_terms(model: AMAD, series: np.ndarray, temperature: float = 50.0, batch_size: int = 128,
+               stride: Optional[int] = None, progress: bool = False) -> Tuple[np.ndarray, np.ndarray]:
     """Per-step ingredients of every score of a standardised series (T, C), spec §4.
 
     Returns ``(err, weight)``: ``err`` (T, C) float64 the squared reconstruction error per channel,
@@ -71,7 +72,7 @@ def step_terms(model: AMAD, series: np.ndarray, temperature: float = 50.0,
     start at 0, ``stride``, 2·``stride``, … (``stride`` None = L, spec §4's non-overlapping
     windows); a step covered by several windows gets the mean of their values. When the regular
     windows leave the last steps uncovered, a window aligned to the series end scores only those.
-    Batched, under ``torch.no_grad``, in eval mode.
+    Batched, under ``torch.no_grad``, in eval mode; ``progress`` shows a bar when stderr is a terminal.
     """
     L = model.window_size
     T, C = series.shape
@@ -91,6 +92,10 @@ def step_terms(model: AMAD, series: np.ndarray, temperature: float = 50.0,
     weight = torch.zeros(T, dtype=torch.float64, device=data.device)
     count = torch.zeros(T, dtype=torch.float64, device=data.device)
     offsets = torch.arange(L, device=data.device)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(starts), desc="scoring windows", unit="win", leave=False, dynamic_ncols=True,
+               disable=not (progress and sys.stderr.isatty()))
     for i in range(0, len(starts), batch_size):
         idx = torch.as_tensor(starts[i : i + batch_size], device=data.device)[:, None] + offsets  # (B, L)
         x = data[idx]  # (B, L, C)
@@ -104,6 +109,8 @@ def step_terms(model: AMAD, series: np.ndarray, temperature: float = 50.0,
         err.index_add_(0, flat, e.reshape(-1, C) * keep[:, None])
         weight.index_add_(0, flat, w.reshape(-1) * keep)
         count.index_add_(0, flat, keep)
+        bar.update(idx.shape[0])
+    bar.close()
     model.train(was_training)
     return (err / count[:, None]).cpu().numpy(), (weight / count).cpu().numpy()
 
@@ -199,6 +206,7 @@ class AMADDetector:
         batch_size: int = 32,
         train_stride: int = 1,
         val_fraction: float = 0.2,
+        val_split: str = "tail",
         patience: int = 3,
         score: str = "recon_js",
         error_norm: str = "channel",
@@ -268,6 +276,7 @@ class AMADDetector:
         return TrainConfig(
             epochs=self.epochs, batch_size=self.batch_size, train_stride=self.train_stride, lr=self.lr,
             k=self.k, mu=self.mu, tau=self.tau, maxmin=self.maxmin, val_fraction=self.val_fraction,
+            val_split=self.val_split,
             patience=self.patience, seed=self.seed, progress=self.progress,
             checkpoint_dir=self.checkpoint_dir, resume=self.resume,
         )
@@ -284,7 +293,8 @@ class AMADDetector:
         return int(self.score_stride) if self.score_stride is not None else max(1, self.window_size // 10)
 
     def _step_terms(self, Z: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        return step_terms(self.model_, Z, self.temperature, self.score_batch_size, self.resolved_score_stride())
+        return step_terms(self.model_, Z, self.temperature, self.score_batch_size, self.resolved_score_stride(),
+                          progress=self.progress)
 
     # -- fit / score / predict --------------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> "AMADDetector":
@@ -313,12 +323,12 @@ class AMADDetector:
 
     def _error_scale(self, train_err: np.ndarray) -> Optional[np.ndarray]:
         """Per-channel squared-error scale for ``error_norm="channel"``: mean over the validation
-        split (the last ``val_fraction`` of the training series, never trained on, so it measures
-        the error the model makes on unseen normal data), or over all of it when there is no split."""
+        split of the training series (never trained on, so it measures the error the model makes on
+        unseen normal data; see ``val_split``), or over all of it when there is no split."""
         if self.error_norm == "none":
             return None
-        n_val = int(round(train_err.shape[0] * float(self.val_fraction)))
-        part = train_err[-n_val:] if n_val >= self.window_size else train_err
+        _, val = validation_segments(train_err.shape[0], self.window_size, float(self.val_fraction), self.val_split)
+        part = np.concatenate([train_err[a:b] for a, b in val]) if val else train_err
         return channel_error_scale(part)
 
     def _combine(self, err: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -398,6 +408,7 @@ class AMADDetector:
         params = dict(state["params"])
         params.setdefault("error_norm", "none")  # files written before these options scored the spec's way:
         params.setdefault("score_stride", params.get("window_size", 100))  # non-overlapping windows
+        params.setdefault("val_split", "tail")
         if device is not None:
             params["device"] = device
         elif str(params.get("device", "cpu")).startswith("cuda") and not torch.cuda.is_available():

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -44,7 +44,9 @@ __all__ = [
     "train_model",
     "save_atomic",
     "load_checkpoint",
-    "window_tensor",
+    "validation_segments",
+    "VAL_SPLITS",
+    "SegmentWindows",
     "init_distributed_from_env",
 ]
 
@@ -56,7 +58,8 @@ CHECKPOINT_NAME = "last.pt"
 class TrainConfig:
     """Training knobs (spec §3). ``epochs`` is a maximum: early stopping on the validation
     reconstruction loss (``patience`` epochs without improvement) may end sooner. The validation
-    split is the last ``val_fraction`` of the training series (never test data).
+    split (never test data) is the last ``val_fraction`` of the training series, or with
+    ``val_split="blocks"`` the last ``val_fraction`` of each of many blocks (``validation_segments``).
 
     Defaults maxmin="exact", k=1, mu=0.1, lr=1e-3 come from the committed ablations
     (experiments/results/ablation_omi1.md on omi-1, ablation_synthetic.md on the synthetic
@@ -73,6 +76,7 @@ class TrainConfig:
     tau: float = 0.1
     maxmin: str = "exact"
     val_fraction: float = 0.2
+    val_split: str = "tail"  # or "blocks": see validation_segments
     patience: int = 3
     seed: int = 0
     progress: bool = True
@@ -90,6 +94,8 @@ class TrainConfig:
                 raise ValueError(f"{name}: expected a positive int, got {v!r}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction: expected a fraction in [0, 1), got {self.val_fraction}")
+        if self.val_split not in VAL_SPLITS:
+            raise ValueError(f"val_split: expected one of {VAL_SPLITS}, got {self.val_split!r}")
         if not (self.lr > 0 and self.tau > 0):
             raise ValueError(f"lr, tau: expected positive values, got lr={self.lr}, tau={self.tau}")
         if self.k < 0 or self.mu < 0:
@@ -247,25 +253,54 @@ def _assign_and_reduce(params: List[nn.Parameter], grads: List[Tensor], scalars:
 
 # -- data ------------------------------------------------------------------------------------
 
-def window_tensor(series: Tensor, window: int, stride: int) -> Tensor:
-    """(N, L, C) strided view of the windows of ``series`` (T, C) starting at 0, stride, ..."""
-    if series.shape[0] < window:
-        raise ValueError(f"series: expected at least window_size={window} time steps, got {series.shape[0]}")
-    return series.unfold(0, window, stride).transpose(1, 2)
+VAL_SPLITS = ("tail", "blocks")
 
 
-def _split_train_val(series: Tensor, window: int, val_fraction: float):
-    """Training part and validation part (the END of the series; None if shorter than a window)."""
-    T = series.shape[0]
-    n_val = int(round(T * val_fraction))
-    if n_val < window:
-        return series, None
-    if T - n_val < window:
+def validation_segments(T: int, window: int, val_fraction: float,
+                        layout: str = "tail") -> Tuple[List[Tuple[int, int]], List[Tuple[int, int]]]:
+    """(training segments, validation segments) of a training series of T steps, as [start, end).
+
+    ``"tail"``: the validation split is the last ``val_fraction`` of the series. ``"blocks"``: the
+    series is cut into T // (2·window / val_fraction) equal blocks and the last ``val_fraction`` of
+    EACH block (about 2·window steps) is held out, so that a series made of several concatenated
+    entities (the Anomaly-Transformer layout of SMAP, MSL, SMD) still trains on every entity; with
+    one block it is ``"tail"``. No validation segment when a piece would be shorter than a window.
+    """
+    if layout not in VAL_SPLITS:
+        raise ValueError(f"val_split: expected one of {VAL_SPLITS}, got {layout!r}")
+    n_blocks = 1
+    if layout == "blocks" and val_fraction > 0:
+        n_blocks = max(1, T // max(1, int(round(2 * window / val_fraction))))
+    edges = [int(round(i * T / n_blocks)) for i in range(n_blocks + 1)]
+    n_val = [int(round((b - a) * val_fraction)) for a, b in zip(edges[:-1], edges[1:])]
+    if min(n_val) < window:
+        return [(0, T)], []
+    train = [(a, b - v) for a, b, v in zip(edges[:-1], edges[1:], n_val)]
+    if min(b - a for a, b in train) < window:
         raise ValueError(
             f"series: {T} steps leave fewer than window_size={window} for training after the "
             f"validation split (val_fraction={val_fraction}); lower val_fraction or give more data"
         )
-    return series[: T - n_val], series[T - n_val :]
+    return train, [(b - v, b) for a, b, v in zip(edges[:-1], edges[1:], n_val)]
+
+
+class SegmentWindows:
+    """The windows of length ``window`` every ``stride`` steps inside each [start, end) segment of
+    ``series`` (T, C); indexing with a batch of window numbers gathers just that batch (N, L, C)."""
+
+    def __init__(self, series: Tensor, segments: Sequence[Tuple[int, int]], window: int, stride: int) -> None:
+        starts = [np.arange(a, b - window + 1, stride) for a, b in segments if b - a >= window]
+        self.series = series
+        self.starts = torch.as_tensor(np.concatenate(starts) if starts else np.zeros(0, np.int64),
+                                      dtype=torch.long, device=series.device)
+        self.offsets = torch.arange(window, device=series.device)
+
+    def __len__(self) -> int:
+        return int(self.starts.shape[0])
+
+    def __getitem__(self, idx: Any) -> Tensor:
+        idx = torch.as_tensor(idx, dtype=torch.long, device=self.starts.device)
+        return self.series[self.starts[idx][:, None] + self.offsets]
 
 
 def _epoch_batches(n: int, cfg: TrainConfig, epoch: int, world: int) -> List[np.ndarray]:
@@ -327,7 +362,8 @@ _RESUME_FREE = ("epochs", "progress", "checkpoint_dir", "resume", "checkpoint_ev
 
 def _check_resumable(ck: Dict[str, Any], cfg: TrainConfig, model: AMAD) -> None:
     """Refuse to resume from a checkpoint written with another model or training setup."""
-    saved = {k: v for k, v in ck.get("config", {}).items() if k not in _RESUME_FREE}
+    saved = {"val_split": "tail"}  # checkpoints written before the option held out the tail
+    saved.update({k: v for k, v in ck.get("config", {}).items() if k not in _RESUME_FREE})
     now = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUME_FREE}
     diff = {k: (saved.get(k), now.get(k)) for k in set(saved) | set(now) if saved.get(k) != now.get(k)}
     mc_saved = {k: v for k, v in ck.get("model_config", {}).items() if k != "backend"}
@@ -347,13 +383,13 @@ def _clone_state(model: nn.Module) -> Dict[str, Tensor]:
 # -- the loop ---------------------------------------------------------------------------------
 
 @torch.no_grad()
-def _validation_loss(model: AMAD, windows: Tensor, batch_size: int) -> float:
+def _validation_loss(model: AMAD, windows: "SegmentWindows", batch_size: int) -> float:
     """Mean reconstruction error over the validation windows (sharded over ranks, then summed)."""
     world, rank = _dist()
     was_training = model.training
     model.eval()
-    idx = np.array_split(np.arange(windows.shape[0]), world)[rank]
-    total = torch.zeros(2, dtype=torch.float64, device=windows.device)
+    idx = np.array_split(np.arange(len(windows)), world)[rank]
+    total = torch.zeros(2, dtype=torch.float64, device=windows.series.device)
     for i in range(0, len(idx), batch_size):
         x = windows[idx[i : i + batch_size]]
         out = model(x, need_branches=False)
@@ -394,10 +430,10 @@ def train_model(
     if series_t.dim() != 2 or series_t.shape[1] != model.n_channels:
         raise ValueError(f"series: expected (T, C={model.n_channels}), got shape {tuple(series_t.shape)}")
     L = model.window_size
-    train_part, val_part = _split_train_val(series_t, L, cfg.val_fraction)
-    train_windows = window_tensor(train_part, L, cfg.train_stride)
-    val_windows = None if val_part is None else window_tensor(val_part, L, cfg.train_stride)
-    n_windows = train_windows.shape[0]
+    train_segments, val_segments = validation_segments(series_t.shape[0], L, cfg.val_fraction, cfg.val_split)
+    train_windows = SegmentWindows(series_t, train_segments, L, cfg.train_stride)
+    val_windows = SegmentWindows(series_t, val_segments, L, cfg.train_stride) if val_segments else None
+    n_windows = len(train_windows)
 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)

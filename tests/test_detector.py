@@ -8,6 +8,7 @@ from amad_fast import metrics
 from amad_fast.data import make_synthetic
 from amad_fast.detector import (ERROR_SCALE_FLOOR, AMADDetector, channel_error_scale, combine_terms, score_series,
                                 smooth_scores, step_terms)
+from amad_fast.train import validation_segments
 
 SMALL = dict(window_size=16, d_model=16, n_heads=2, n_layers=2, num_scales=2, d_ff=32, epochs=3,
              train_stride=4, batch_size=16, lr=1e-3, progress=False, backend="reference", seed=0)
@@ -68,6 +69,16 @@ def test_channel_error_norm_divides_by_validation_error(fitted, data):
     assert (channel_error_scale(np.zeros((5, 2))) == ERROR_SCALE_FLOOR).all()
 
 
+def test_channel_error_scale_follows_the_blocks_validation_split(data):
+    det = AMADDetector(**dict(SMALL, epochs=1, val_split="blocks")).fit(data.train)
+    Z = det.standardizer_.transform(data.train)
+    err, _ = step_terms(det.model_, Z, stride=det.resolved_score_stride())
+    _, val = validation_segments(len(Z), 16, 0.2, "blocks")
+    assert len(val) > 1
+    held_out = np.concatenate([err[a:b] for a, b in val])
+    np.testing.assert_allclose(det.error_scale_, np.maximum(held_out.mean(0), ERROR_SCALE_FLOOR), rtol=1e-12)
+
+
 def test_channel_error_norm_rebalances_a_dominant_channel():
     # channel 0 is reconstructed with error ~100x the others on normal data: with the plain mean it
     # drowns an anomaly on channel 1; divided by each channel's normal error, the anomaly wins
@@ -100,7 +111,7 @@ def test_smooth_option_smooths_decision_function(fitted, data):
 
 @pytest.mark.parametrize("bad", [dict(error_norm="l2"), dict(smooth=0), dict(smooth=2.5), dict(smooth=True),
                                  dict(score_stride=0), dict(score_stride=101), dict(score_stride=2.5),
-                                 dict(score_stride=True)])
+                                 dict(score_stride=True), dict(val_split="middle")])
 def test_bad_scoring_options_named(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         AMADDetector(**bad)

@@ -8,7 +8,8 @@ import torch
 
 from amad_fast.model import AMAD
 from amad_fast.train import (
-    TrainConfig, compute_losses, contrastive_loss, load_checkpoint, maxmin_gradients, save_atomic, train_model,
+    SegmentWindows, TrainConfig, compute_losses, contrastive_loss, load_checkpoint, maxmin_gradients, save_atomic,
+    train_model, validation_segments,
 )
 
 K, MU, TAU = 3.0, 0.1, 0.1
@@ -151,6 +152,37 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, every):
         train_model(tiny(torch.float32, dropout=0.1, d_model=24, n_heads=2), X, c)
 
 
+def test_validation_segments_tail_and_blocks():
+    assert validation_segments(1000, 16, 0.2, "tail") == ([(0, 800)], [(800, 1000)])
+    train, val = validation_segments(1000, 16, 0.2, "blocks")
+    assert len(val) == 1000 // 160  # blocks of 2 * window / val_fraction steps
+    pieces = sorted(train + val)
+    assert pieces[0][0] == 0 and pieces[-1][1] == 1000
+    assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))  # disjoint, and together the whole series
+    assert all(b - a >= 16 for a, b in val) and abs(sum(b - a for a, b in val) - 200) <= len(val)
+    assert all(t[1] == v[0] for t, v in zip(train, val))  # each block ends with its validation piece
+    # a series too short for two blocks is split like "tail"; pieces shorter than a window: no split
+    assert validation_segments(250, 16, 0.2, "blocks") == validation_segments(250, 16, 0.2, "tail")
+    assert validation_segments(60, 16, 0.2, "blocks") == ([(0, 60)], [])
+    with pytest.raises(ValueError, match="val_split"):
+        validation_segments(1000, 16, 0.2, "middle")
+
+
+def test_blocks_split_never_trains_on_validation_steps():
+    X = torch.as_tensor(series(T=700))
+    train, val = validation_segments(700, 16, 0.2, "blocks")
+    assert len(val) == 4
+    windows = SegmentWindows(X, train, 16, 3)
+    held_out = torch.zeros(700, dtype=torch.bool)
+    for a, b in val:
+        held_out[a:b] = True
+    steps = windows.starts[:, None] + windows.offsets
+    assert not held_out[steps].any()
+    assert torch.equal(windows[[0, 5]], X[steps[[0, 5]]])
+    r = train_model(tiny(torch.float32), X.float().numpy(), cfg(epochs=2, val_split="blocks"))
+    assert all(np.isfinite(h["val_rec"]) for h in r.history)
+
+
 def test_save_atomic_keeps_old_file_on_failure(tmp_path):
     path = str(tmp_path / "x.pt")
     save_atomic({"a": 1}, path)
@@ -169,6 +201,8 @@ def test_bad_config_and_series():
     m = tiny(torch.float32)
     with pytest.raises(ValueError, match="maxmin"):
         train_model(m, series(), cfg(maxmin="max"))
+    with pytest.raises(ValueError, match="val_split"):
+        train_model(m, series(), cfg(val_split="middle"))
     with pytest.raises(ValueError, match="series"):
         train_model(m, series(T=10), cfg())
     with pytest.raises(ValueError, match="series: expected"):
