@@ -194,22 +194,23 @@ def check_series(X: Any, name: str = "X", expected_channels: Optional[int] = Non
 
 def check_labels(labels: Any, name: str = "labels", length: Optional[int] = None,
                  length_of: str = "the series") -> np.ndarray:
-    """Validate 0/1 labels (bool, integer, or float that is exactly 0/1); return a (T,) int8 array."""
+    """Validate 0/1 labels or predictions (bool, integer, or float that is exactly 0/1; a (T, 1)
+    column is flattened); return a (T,) int8 array. Also the check behind amad_fast.metrics."""
     y = _to_numpy(labels, name)
     if y.ndim == 2 and 1 in y.shape:
         y = y.reshape(-1)
     if y.ndim != 1:
-        raise ValueError(f"{name}: expected a 1-D array of 0/1 labels, got shape {tuple(y.shape)}")
+        raise ValueError(f"{name}: expected a 1-D array of 0/1 values, got shape {tuple(y.shape)}")
     if y.dtype.kind not in "biuf":
-        raise TypeError(f"{name}: expected numeric 0/1 labels, got dtype {y.dtype}")
+        raise TypeError(f"{name}: expected numeric 0/1 values, got dtype {y.dtype}")
     if length is not None and y.shape[0] != int(length):
         raise ValueError(f"{name}: expected length {int(length)} (the length of {length_of}), got {y.shape[0]}")
     if y.dtype.kind == "f" and not np.isfinite(y).all():
-        raise ValueError(f"{name}: expected 0/1 labels, got {int((~np.isfinite(y)).sum())} non-finite value(s)")
+        raise ValueError(f"{name}: expected 0/1 values, got {int((~np.isfinite(y)).sum())} non-finite value(s)")
     bad = (y != 0) & (y != 1)
     if bad.any():
         vals = np.unique(y[bad])[:5]
-        raise ValueError(f"{name}: expected labels in {{0, 1}}, got other values such as {vals.tolist()}")
+        raise ValueError(f"{name}: expected values in {{0, 1}}, got others such as {vals.tolist()}")
     return y.astype(np.int8)
 
 

@@ -14,6 +14,8 @@ from typing import Any, Dict, NamedTuple, Tuple
 
 import numpy as np
 
+from .data import check_labels
+
 __all__ = [
     "PRF",
     "BestF1",
@@ -53,15 +55,7 @@ class BestF1(NamedTuple):
 # Input checks
 # ----------------------------------------------------------------------------------------------
 def _binary(x: Any, name: str) -> np.ndarray:
-    a = np.asarray(x)
-    if a.ndim != 1:
-        raise ValueError(f"{name}: expected a 1-D array of 0/1 values, got shape {a.shape}")
-    if a.dtype.kind not in "biuf":
-        raise TypeError(f"{name}: expected numeric 0/1 values, got dtype {a.dtype}")
-    bad = (a != 0) & (a != 1)
-    if bad.any():
-        raise ValueError(f"{name}: expected values in {{0, 1}}, got others such as {np.unique(a[bad])[:5].tolist()}")
-    return a.astype(bool)
+    return check_labels(x, name).astype(bool)
 
 
 def _scores(x: Any, name: str) -> np.ndarray:

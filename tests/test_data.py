@@ -149,7 +149,7 @@ def test_anomaly_transformer_layout_checks(tmp_path):
     d = load_anomaly_transformer(tmp_path)
     assert d.name == "X" and d.test_labels is None and d.train.dtype == np.float32
     np.save(tmp_path / "X_test_label.npy", np.array([0, 1, 1, 0, 0, 2]))
-    with pytest.raises(ValueError, match=r"X test labels: expected labels in \{0, 1\}.*2"):
+    with pytest.raises(ValueError, match=r"X test labels: expected values in \{0, 1\}.*2"):
         load_anomaly_transformer(tmp_path, "X")
     np.save(tmp_path / "X_test_label.npy", np.array([0, 1, 1]))
     with pytest.raises(ValueError, match="expected length 6.*got 3"):
@@ -300,7 +300,7 @@ def test_check_series_nan_policy():
 
 def test_check_labels():
     np.testing.assert_array_equal(check_labels([0.0, 1.0, True]), [0, 1, 1])
-    with pytest.raises(ValueError, match=r"labels: expected labels in \{0, 1\}.*0.5"):
+    with pytest.raises(ValueError, match=r"labels: expected values in \{0, 1\}.*0.5"):
         check_labels([0, 0.5])
     with pytest.raises(ValueError, match="expected length 3"):
         check_labels([0, 1], length=3)
