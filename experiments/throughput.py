@@ -1,7 +1,7 @@
 """Training throughput (windows/s) and time to score the whole SMAP test set, per available backend.
 
-Model: the CPU-sized AMAD of eval_datasets.py (C = 25, L = 100, d_model 64, 4 heads, 2 layers,
-4 scales), batch 32. Training = one optimiser step as amad_fast.train takes it (one forward, the
+Model: the CPU-sized AMAD of the evaluations (C = 25, L = 100, d_model 32, 4 heads, 6 layers,
+4 scales; chosen in model_size.md; --d-model 64 --n-layers 2 is the earlier one), batch 32. Training = one optimiser step as amad_fast.train takes it (one forward, the
 Max-Min gradient routes, Adam), timed over --steps steps after 2 warm-up steps, for the exact and
 joint modes. Scoring = AMADDetector's scorer (batch 128, no_grad) over all 427,617 SMAP test steps,
 timed once with the default windows every L // 10 = 10 steps and once with spec §4's
@@ -29,7 +29,7 @@ from amad_fast.detector import score_series  # noqa: E402
 from amad_fast.model import AMAD  # noqa: E402
 from amad_fast.train import compute_losses, maxmin_gradients  # noqa: E402
 
-SIZE = dict(window_size=100, d_model=64, n_heads=4, n_layers=2, num_scales=4, d_ff=128)
+SIZE = dict(window_size=100, d_model=32, n_heads=4, n_layers=6, num_scales=4, d_ff=64)  # model_size.md's choice
 
 
 def train_rate(backend: str, maxmin: str, windows: torch.Tensor, steps: int) -> float:
@@ -59,7 +59,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--name", default="throughput_smap_cpu")
+    ap.add_argument("--d-model", type=int, default=SIZE["d_model"])
+    ap.add_argument("--n-layers", type=int, default=SIZE["n_layers"])
     args = ap.parse_args(argv)
+    SIZE.update(d_model=args.d_model, d_ff=2 * args.d_model, n_layers=args.n_layers)
     ds = load_anomaly_transformer(os.path.join(DATA, "SMAP"), "SMAP")
     st = Standardizer().fit(ds.train, warn=False)
     Ztr, Zte = st.transform(ds.train), st.transform(ds.test)
@@ -91,8 +94,9 @@ def main(argv=None) -> int:
         print(row, flush=True)
     cols = ["backend", "train windows/s (exact)", "train windows/s (joint)", "score SMAP test (s)",
             "score SMAP test, stride L (s)", "score windows/s", "note"]
-    md = (f"# Throughput on this machine (CPU), SMAP-sized model\n\nCommand: `python experiments/throughput.py "
-          f"--steps {args.steps}`\n\nModel {SIZE}, C = 25, batch 32; scoring covers all {len(Zte)} SMAP test steps "
+    cmd = "python experiments/throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    md = (f"# Throughput on this machine (CPU), SMAP-sized model\n\nCommand: `{cmd}`\n\n"
+          f"Model {SIZE}, C = 25, batch 32; scoring covers all {len(Zte)} SMAP test steps "
           f"(the default stride L // 10 runs ~10x the {int(np.ceil(len(Zte) / 100))} windows of stride L; "
           "`score windows/s` is measured at stride L). 2 cores shared with other jobs: indicative only "
           "(the load average is recorded below).\n\n" + table(rows, cols) + f"\nMachine: {machine()}\n")
