@@ -73,9 +73,9 @@ def _detector_defaults() -> Dict[str, Any]:
 
 def _add_detector_options(p: argparse.ArgumentParser, overrides: Optional[Dict[str, Any]] = None) -> None:
     g = p.add_argument_group("detector and training options")
-    choices = {"maxmin": ("exact", "joint", "off"), "score": ("recon_js", "recon"), "error_norm": ("channel", "none"), "val_split": ("tail", "blocks"),
-               "threshold": ("paper", "train", "pot"), "backend": ("auto", "reference", "triton", "cpp"),
-               "nan_policy": ("interpolate", "raise")}
+    choices = {"maxmin": ("exact", "joint", "off"), "score": ("recon_js", "recon"), "error_norm": ("channel", "none"),
+               "val_split": ("tail", "blocks"), "threshold": ("paper", "train", "pot"),
+               "backend": ("auto", "reference", "triton", "cpp"), "nan_policy": ("interpolate", "raise")}
     for name, default in _detector_defaults().items():
         default = (overrides or {}).get(name, default)
         flag = "--" + name.replace("_", "-")

@@ -165,7 +165,8 @@ class AMADDetector:
     """Unsupervised multivariate anomaly detector (AMAD, spec §2–§4).
 
     ``fit(X)`` standardises X (T, C) with its own statistics, trains on windows taken every
-    ``train_stride`` steps (last ``val_fraction`` of X held out for early stopping) and scores the
+    ``train_stride`` steps (``val_fraction`` of X held out for early stopping, at its end or, with
+    ``val_split="blocks"``, at the end of each of many blocks) and scores the
     training series for the thresholds. ``decision_function(X)`` gives one score per time step
     (higher = more anomalous); ``predict(X)`` 0/1 by the threshold rule:
 

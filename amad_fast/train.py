@@ -430,6 +430,8 @@ def train_model(
     if series_t.dim() != 2 or series_t.shape[1] != model.n_channels:
         raise ValueError(f"series: expected (T, C={model.n_channels}), got shape {tuple(series_t.shape)}")
     L = model.window_size
+    if series_t.shape[0] < L:
+        raise ValueError(f"series: expected at least window_size={L} time steps, got {series_t.shape[0]}")
     train_segments, val_segments = validation_segments(series_t.shape[0], L, cfg.val_fraction, cfg.val_split)
     train_windows = SegmentWindows(series_t, train_segments, L, cfg.train_stride)
     val_windows = SegmentWindows(series_t, val_segments, L, cfg.train_stride) if val_segments else None

@@ -206,7 +206,7 @@ def test_bad_config_and_series():
         train_model(m, series(), cfg(maxmin="max"))
     with pytest.raises(ValueError, match="val_split"):
         train_model(m, series(), cfg(val_split="middle"))
-    with pytest.raises(ValueError, match="series"):
+    with pytest.raises(ValueError, match="series: expected at least window_size=16 time steps, got 10"):
         train_model(m, series(T=10), cfg())
     with pytest.raises(ValueError, match="series: expected"):
         train_model(m, series(C=4), cfg())
