@@ -37,6 +37,7 @@ CONFIGS = {  # name -> (d_model, n_layers[, n_heads]); n_heads 4 unless given, n
 }
 EXTRA = {  # not part of the choice; run with --extra
     "d128 l3 h8 (AMADDetector default)": (128, 3, 8),
+    "d32 l8 (one step past the chosen corner)": (32, 8),
 }
 
 
