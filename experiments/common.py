@@ -15,13 +15,54 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from amad_fast import metrics  # noqa: E402
-from amad_fast.data import Standardizer  # noqa: E402
+from amad_fast.data import SeriesSplit, Standardizer, load_dataset, make_synthetic  # noqa: E402
 from amad_fast.detector import AMADDetector, combine_terms, smooth_scores, step_terms  # noqa: E402
 
 DATA = os.environ.get("AMAD_DATA", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                                 "..", "shared", "data"))
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 KEYS = ("pa_f1", "precision", "recall", "f1", "auroc", "aupr", "best_f1", "affiliation_f1")
+FREE_KEYS = ("auroc", "aupr", "best_f1")
+
+
+def free_metrics(scores: np.ndarray, labels: np.ndarray) -> Dict[str, float]:
+    """The threshold-free point-wise metrics (AUROC, AUPR, best F1 over thresholds)."""
+    return {"auroc": metrics.auroc(scores, labels), "aupr": metrics.aupr(scores, labels),
+            "best_f1": metrics.best_f1(scores, labels).f1}
+
+
+def seed_summary(row: Dict[str, Any], per_seed: List[Dict[str, Any]], keys=FREE_KEYS,
+                 spread: str = "per seed") -> Dict[str, Any]:
+    """``row`` plus, for each key, the mean over seeds and beside it either every seed's value
+    (``spread="per seed"``) or the standard deviation over seeds (``spread="sd"``)."""
+    for k in keys:
+        vals = [m[k] for m in per_seed]
+        row[k] = float(np.mean(vals))
+        if spread == "sd":
+            row[k + " sd"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
+        else:
+            row[k + " per seed"] = " / ".join(f"{v:.3f}" for v in vals)
+    return row
+
+
+def synthetic_entities(k: int, seed: int = 100) -> SeriesSplit:
+    """K concatenated synthetic entities (seeds seed .. seed + K − 1), Anomaly-Transformer layout:
+    each entity its own periods, mixing and offsets; trains and tests concatenated in the same order."""
+    parts = [make_synthetic(length=1000, channels=6, seed=seed + i, train_length=1500) for i in range(k)]
+    return SeriesSplit(train=np.concatenate([p.train for p in parts]), test=np.concatenate([p.test for p in parts]),
+                       test_labels=np.concatenate([p.test_labels for p in parts]), name=f"synthetic x{k} entities")
+
+
+def dev_benchmarks(entities: int = 8):
+    """The development benchmarks as (name, data, window/training settings): omi-1, the built-in
+    synthetic benchmark and ``entities`` concatenated synthetic entities. SMAP is never one."""
+    return [
+        ("omi-1", load_dataset(os.path.join(DATA, "omi-1")), dict(window_size=100, train_stride=5, epochs=3)),
+        ("synthetic", load_dataset("synthetic:length=4000,channels=6,seed=0,train_length=6000"),
+         dict(window_size=50, train_stride=10, epochs=4)),
+        (f"synthetic x{entities} entities", synthetic_entities(entities),
+         dict(window_size=50, train_stride=10, epochs=4)),
+    ]
 
 
 def evaluate_both(train_scores: np.ndarray, test_scores: np.ndarray, labels: np.ndarray, ratio: float) -> Dict[str, Any]:

@@ -1,5 +1,5 @@
 """Width and depth of the CPU-sized model, on development data only: omi-1, the built-in synthetic
-benchmark and 8 concatenated synthetic entities (see val_split.py), shipped training and scoring
+benchmark and 8 concatenated synthetic entities (common.synthetic_entities), shipped training and scoring
 defaults otherwise, several seeds. Rule, fixed before running: the configuration with the best
 mean omi-1 AUROC; configurations within 0.01 of it are tied and the tie goes to the best mean
 AUROC over the two synthetic benchmarks. SMAP is not used to choose. The grid was extended once
@@ -14,16 +14,10 @@ import os
 import sys
 import time
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import DATA, AMADDetector, machine, table, write_results  # noqa: E402
-from val_split import SIZE, synthetic_entities  # noqa: E402
-
-from amad_fast import metrics  # noqa: E402
-from amad_fast.data import load_dataset  # noqa: E402
-
-KEYS = ("auroc", "aupr", "best_f1")
+from common import (FREE_KEYS, AMADDetector, dev_benchmarks, free_metrics, machine, seed_summary,  # noqa: E402
+                    table, write_results)
+from val_split import SIZE  # noqa: E402
 CONFIGS = {  # name -> (d_model, n_layers[, n_heads]); n_heads 4 unless given, num_scales 4, d_ff = 2 d_model
     "d64 l2 (experiments so far)": (64, 2),
     "d64 l3": (64, 3),
@@ -48,12 +42,7 @@ def main(argv=None) -> int:
     ap.add_argument("--extra", action="store_true", help="run only the EXTRA configurations (no choice made)")
     args = ap.parse_args(argv)
     configs = EXTRA if args.extra else CONFIGS
-    benches = [
-        ("omi-1", load_dataset(os.path.join(DATA, "omi-1")), dict(window_size=100, train_stride=5, epochs=3)),
-        ("synthetic", load_dataset("synthetic:length=4000,channels=6,seed=0,train_length=6000"),
-         dict(window_size=50, train_stride=10, epochs=4)),
-        ("synthetic x8 entities", synthetic_entities(8), dict(window_size=50, train_stride=10, epochs=4)),
-    ]
+    benches = dev_benchmarks(8)
     rows, runs = [], []
     for cname, (d, layers, *heads) in configs.items():
         size = dict(SIZE, d_model=d, d_ff=2 * d, n_layers=layers, n_heads=heads[0] if heads else SIZE["n_heads"])
@@ -63,18 +52,13 @@ def main(argv=None) -> int:
                 t0 = time.perf_counter()
                 det = AMADDetector(**size, **extra, seed=seed).fit(ds.train)
                 s = det.decision_function(ds.test)
-                m = {"auroc": metrics.auroc(s, ds.test_labels), "aupr": metrics.aupr(s, ds.test_labels),
-                     "best_f1": metrics.best_f1(s, ds.test_labels).f1, "seconds": time.perf_counter() - t0}
+                m = {**free_metrics(s, ds.test_labels), "seconds": time.perf_counter() - t0}
                 ms.append(m)
                 runs.append({"config": cname, "data": bname, "seed": seed, **m})
-            row = {"config": cname, "data": bname, "seeds": len(ms)}
-            for k in KEYS:
-                vals = [m[k] for m in ms]
-                row[k] = float(np.mean(vals))
-                row[k + " sd"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
+            row = seed_summary({"config": cname, "data": bname, "seeds": len(ms)}, ms, spread="sd")
             rows.append(row)
             print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
-    cols = ["config", "data", "seeds", *(x for k in KEYS for x in (k, k + " sd"))]
+    cols = ["config", "data", "seeds", *(x for k in FREE_KEYS for x in (k, k + " sd"))]
     cmd = "python experiments/model_size.py " + " ".join(sys.argv[1:] if argv is None else argv)
     md = (f"# Model width and depth (development data)\n\nCommand: `{cmd}`\n\n"
           f"AMAD with {SIZE} except d_model, d_ff = 2·d_model, n_layers (and n_heads) as named; omi-1: L = 100, "

@@ -14,15 +14,11 @@ import os
 import sys
 import time
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import DATA, AMADDetector, amad_terms, amad_variant, machine, table, write_results  # noqa: E402
+from common import (DATA, FREE_KEYS, AMADDetector, amad_terms, amad_variant, free_metrics, machine,  # noqa: E402
+                    seed_summary, table, write_results)
 
-from amad_fast import metrics  # noqa: E402
 from amad_fast.data import load_dataset  # noqa: E402
-
-KEYS = ("auroc", "aupr", "best_f1")
 
 
 def main(argv=None) -> int:
@@ -52,20 +48,15 @@ def main(argv=None) -> int:
             _, te, secs = amad_terms(det, ds.train, ds.test, stride=s)
             for score in ("recon_js", "recon"):
                 v = amad_variant(det, te, score, "channel")
-                m = {"auroc": metrics.auroc(v, ds.test_labels), "aupr": metrics.aupr(v, ds.test_labels),
-                     "best_f1": metrics.best_f1(v, ds.test_labels).f1, "test_forward_s": secs}
+                m = {**free_metrics(v, ds.test_labels), "test_forward_s": secs}
                 per.setdefault((score, s), []).append(m)
         print(f"seed {seed} done", flush=True)
     rows = []
     for (score, s), ms in sorted(per.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
-        row = {"score": score, "score_stride": s, "windows per step": round(L / s, 1), "seeds": len(ms)}
-        for k in KEYS:
-            vals = [m[k] for m in ms]
-            row[k] = float(np.mean(vals))
-            row[k + " per seed"] = " / ".join(f"{v:.3f}" for v in vals)
-        rows.append(row)
+        rows.append(seed_summary({"score": score, "score_stride": s, "windows per step": round(L / s, 1),
+                                  "seeds": len(ms)}, ms))
     payload["rows"] = rows
-    cols = ["score", "score_stride", "windows per step", "seeds", *KEYS, *(k + " per seed" for k in KEYS)]
+    cols = ["score", "score_stride", "windows per step", "seeds", *FREE_KEYS, *(k + " per seed" for k in FREE_KEYS)]
     name = args.name or f"score_stride_{args.dataset.replace('-', '')}"
     cmd = "python experiments/score_stride.py " + " ".join(sys.argv[1:] if argv is None else argv)
     md = (f"# Stride between scoring windows on {args.dataset}\n\nCommand: `{cmd}`\n\n"

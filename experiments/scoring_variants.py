@@ -14,21 +14,13 @@ import os
 import sys
 import time
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (DATA, AMADDetector, amad_terms, amad_variant, baseline_scores, machine,  # noqa: E402
-                    smooth_scores, table, write_results)
+from common import (DATA, AMADDetector, amad_terms, amad_variant, baseline_scores, free_metrics,  # noqa: E402
+                    machine, seed_summary, smooth_scores, table, write_results)
 
-from amad_fast import metrics  # noqa: E402
 from amad_fast.data import load_dataset  # noqa: E402
 
 WIDTHS = (1, 11, 25, 51, 100)
-
-
-def free_metrics(scores, labels):
-    return {"auroc": metrics.auroc(scores, labels), "aupr": metrics.aupr(scores, labels),
-            "best_f1": metrics.best_f1(scores, labels).f1}
 
 
 def main(argv=None) -> int:
@@ -66,12 +58,8 @@ def main(argv=None) -> int:
             per[({"iforest": "IsolationForest", "pca": "PCA recon"}[b], "-", "-", w)] = [free_metrics(smooth_scores(te_b, w), y)]
     rows = []
     for (method, score, norm, w), ms in per.items():
-        row = {"method": method, "score": score, "error_norm": norm, "smooth": w, "seeds": len(ms)}
-        for k in ("auroc", "aupr", "best_f1"):
-            vals = [m[k] for m in ms]
-            row[k] = float(np.mean(vals))
-            row[k + " per seed"] = " / ".join(f"{v:.3f}" for v in vals)
-        rows.append(row)
+        rows.append(seed_summary({"method": method, "score": score, "error_norm": norm, "smooth": w,
+                                  "seeds": len(ms)}, ms))
     payload["rows"] = rows
     cols = ["method", "score", "error_norm", "smooth", "seeds", "auroc", "aupr", "best_f1",
             "auroc per seed", "aupr per seed", "best_f1 per seed"]

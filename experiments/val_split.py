@@ -21,21 +21,11 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import DATA, AMADDetector, machine, table, write_results  # noqa: E402
+from common import (FREE_KEYS, AMADDetector, dev_benchmarks, free_metrics, machine, seed_summary,  # noqa: E402
+                    table, write_results)
 
-from amad_fast import metrics  # noqa: E402
-from amad_fast.data import SeriesSplit, load_dataset, make_synthetic  # noqa: E402
-
-KEYS = ("auroc", "aupr", "best_f1")
 SIZE = dict(d_model=64, n_heads=4, n_layers=2, num_scales=4, d_ff=128, batch_size=32, lr=1e-3,
             maxmin="exact", k=1.0, mu=0.1, progress=False, backend="auto")
-
-
-def synthetic_entities(k: int, seed: int = 100) -> SeriesSplit:
-    """K concatenated synthetic entities (seeds seed .. seed + K − 1), Anomaly-Transformer layout."""
-    parts = [make_synthetic(length=1000, channels=6, seed=seed + i, train_length=1500) for i in range(k)]
-    return SeriesSplit(train=np.concatenate([p.train for p in parts]), test=np.concatenate([p.test for p in parts]),
-                       test_labels=np.concatenate([p.test_labels for p in parts]), name=f"synthetic x{k} entities")
 
 
 def main(argv=None) -> int:
@@ -44,15 +34,8 @@ def main(argv=None) -> int:
     ap.add_argument("--entities", type=int, default=8)
     ap.add_argument("--name", default="val_split")
     args = ap.parse_args(argv)
-    benches = [
-        ("omi-1", load_dataset(os.path.join(DATA, "omi-1")), dict(window_size=100, train_stride=5, epochs=3)),
-        ("synthetic", load_dataset("synthetic:length=4000,channels=6,seed=0,train_length=6000"),
-         dict(window_size=50, train_stride=10, epochs=4)),
-        (f"synthetic x{args.entities} entities", synthetic_entities(args.entities),
-         dict(window_size=50, train_stride=10, epochs=4)),
-    ]
     rows, runs = [], []
-    for bname, ds, size in benches:
+    for bname, ds, size in dev_benchmarks(args.entities):
         for split in ("tail", "blocks"):
             ms = []
             for seed in args.seeds:
@@ -60,20 +43,13 @@ def main(argv=None) -> int:
                 det = AMADDetector(**SIZE, **size, val_split=split, seed=seed).fit(ds.train)
                 fit_s = time.perf_counter() - t0
                 s = det.decision_function(ds.test)
-                m = {"auroc": metrics.auroc(s, ds.test_labels), "aupr": metrics.aupr(s, ds.test_labels),
-                     "best_f1": metrics.best_f1(s, ds.test_labels).f1, "fit_seconds": fit_s,
-                     "epochs_run": len(det.history_), "best_epoch": det.best_epoch_,
+                m = {**free_metrics(s, ds.test_labels), "fit_seconds": fit_s, "epochs_run": len(det.history_), "best_epoch": det.best_epoch_,
                      "val_rec": min(h.get("val_rec", np.inf) for h in det.history_)}
                 ms.append(m)
                 runs.append({"data": bname, "val_split": split, "seed": seed, **m})
                 print(bname, split, seed, {k: round(v, 3) for k, v in m.items()}, flush=True)
-            row = {"data": bname, "val_split": split, "seeds": len(ms)}
-            for k in KEYS:
-                vals = [m[k] for m in ms]
-                row[k] = float(np.mean(vals))
-                row[k + " per seed"] = " / ".join(f"{v:.3f}" for v in vals)
-            rows.append(row)
-    cols = ["data", "val_split", "seeds", *KEYS, *(k + " per seed" for k in KEYS)]
+            rows.append(seed_summary({"data": bname, "val_split": split, "seeds": len(ms)}, ms))
+    cols = ["data", "val_split", "seeds", *FREE_KEYS, *(k + " per seed" for k in FREE_KEYS)]
     cmd = "python experiments/val_split.py " + " ".join(sys.argv[1:] if argv is None else argv)
     md = (f"# Validation split: tail vs blocks (development data)\n\nCommand: `{cmd}`\n\n"
           f"CPU-sized AMAD ({SIZE}; omi-1: L = 100, train_stride 5, 3 epochs; synthetic benchmarks: L = 50, "
