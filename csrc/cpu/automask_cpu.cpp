@@ -169,6 +169,23 @@ void copy_strides(int64_t* dst, const Tensor& t) {
   for (int d = 0; d < 4; ++d) dst[d] = t.stride(d);
 }
 
+// Fills the part both argument structs share; q, k, v, cos, sin, lam already in the compute dtype T.
+template <typename T>
+void fill_call_inputs(cpu::CallInputs<T>& a, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& cos,
+                      const Tensor& sin, const Tensor& lam, int64_t R, int64_t nblk, double scale) {
+  a.q = q.data_ptr<T>();
+  a.k = k.data_ptr<T>();
+  a.v = v.data_ptr<T>();
+  copy_strides(a.sq, q);
+  copy_strides(a.sk, k);
+  copy_strides(a.sv, v);
+  a.cos = cos.data_ptr<T>();
+  a.sin = sin.data_ptr<T>();
+  a.lam = lam.data_ptr<T>();
+  a.B = q.size(0), a.H = q.size(1), a.L = q.size(2), a.D = q.size(3), a.R = R, a.nblk = nblk;
+  a.scale = static_cast<T>(scale);
+}
+
 template <typename T>
 const T* ptr_or_null(const Tensor& t) {
   return t.defined() ? t.data_ptr<T>() : nullptr;
@@ -304,15 +321,7 @@ ForwardResult automask_forward_cpu(const Tensor& q, const Tensor& k, const Tenso
   AT_DISPATCH_FLOATING_TYPES(acc, "automask_forward_cpu", [&] {
     using T = scalar_t;
     cpu::FwdArgs<T> a{};
-    a.q = qa.data_ptr<T>();
-    a.k = ka.data_ptr<T>();
-    a.v = va.data_ptr<T>();
-    copy_strides(a.sq, qa);
-    copy_strides(a.sk, ka);
-    copy_strides(a.sv, va);
-    a.cos = cos.data_ptr<T>();
-    a.sin = sin.data_ptr<T>();
-    a.lam = lam.data_ptr<T>();
+    fill_call_inputs<T>(a, qa, ka, va, cos, sin, lam, R, nblk, scale);
     a.out = out.data_ptr<T>();
     a.out_local = out_local.data_ptr<T>();
     a.out_global = out_global.data_ptr<T>();
@@ -320,8 +329,6 @@ ForwardResult automask_forward_cpu(const Tensor& q, const Tensor& k, const Tenso
     a.kl_global = need_divergence ? kl_global.data_ptr<T>() : nullptr;
     a.lse_local = lse_local.data_ptr<T>();
     a.lse_global = lse_global.data_ptr<T>();
-    a.B = B, a.H = H, a.L = L, a.D = D, a.R = R, a.nblk = nblk;
-    a.scale = static_cast<T>(scale);
     a.need_divergence = need_divergence;
     parallel_tasks<T>(B * H * nblk, nblk, cpu::forward_work_size<T>(L, D, R),
                       [&](int64_t t0, int64_t t1, T* work) { run_forward<T>(isa, a, t0, t1, work); });
@@ -381,15 +388,7 @@ BackwardResult automask_backward_cpu(const c10::optional<Tensor>& grad_out,
   AT_DISPATCH_FLOATING_TYPES(acc, "automask_backward_cpu", [&] {
     using T = scalar_t;
     cpu::BwdArgs<T> a{};
-    a.q = qa.data_ptr<T>();
-    a.k = ka.data_ptr<T>();
-    a.v = va.data_ptr<T>();
-    copy_strides(a.sq, qa);
-    copy_strides(a.sk, ka);
-    copy_strides(a.sv, va);
-    a.cos = cos.data_ptr<T>();
-    a.sin = sin.data_ptr<T>();
-    a.lam = lam.data_ptr<T>();
+    fill_call_inputs<T>(a, qa, ka, va, cos, sin, lam, R, nblk, scale);
     a.out_local = ol.data_ptr<T>();
     a.out_global = og.data_ptr<T>();
     a.kl_local = ptr_or_null<T>(kll);
@@ -410,8 +409,7 @@ BackwardResult automask_backward_cpu(const c10::optional<Tensor>& grad_out,
     a.dc = dc_ws.data_ptr<T>();
     a.ds = ds_ws.data_ptr<T>();
     a.dmix_ws = dmix_ws.data_ptr<T>();
-    a.B = B, a.H = H, a.L = L, a.D = D, a.R = R, a.nblk = nblk, a.nsplit = nsplit, a.blocks_per_split = bps;
-    a.scale = static_cast<T>(scale);
+    a.nsplit = nsplit, a.blocks_per_split = bps;
     parallel_tasks<T>(B * H * nsplit, 1, cpu::backward_work_size<T>(L, D, R),
                       [&](int64_t t0, int64_t t1, T* work) { run_backward<T>(isa, a, t0, t1, work); });
     if (nsplit > 1) reduce_key_side<T>(a);

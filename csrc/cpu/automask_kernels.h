@@ -302,34 +302,35 @@ AMAD_AI void gemm_tn_acc(T* Y, const T* P, int64_t ldp, const T* X, int64_t R, i
                 }));
 }
 
-// Inputs of one forward call: q, k, v (B, H, L, D) with any strides; cos, sin (H, L, P) and lam (H)
-// contiguous; outputs contiguous (B, H, L, D) or (B, H, L). Work units: task t covers (b, h) =
-// t / nblk and rows [(t % nblk)·R, +R).
+// What the forward and the backward both read: q, k, v (B, H, L, D) with any strides; cos, sin
+// (H, L, P) and lam (H) contiguous; the shapes, R query rows per row block, nblk row blocks.
 template <typename T>
-struct FwdArgs {
+struct CallInputs {
   const T *q, *k, *v;
   int64_t sq[4], sk[4], sv[4];
   const T *cos, *sin, *lam;
-  T *out, *out_local, *out_global, *kl_local, *kl_global, *lse_local, *lse_global;
   int64_t B, H, L, D, R, nblk;
   T scale;
+};
+
+// One forward call: outputs contiguous (B, H, L, D) or (B, H, L). Work units: task t covers
+// (b, h) = t / nblk and rows [(t % nblk)·R, +R).
+template <typename T>
+struct FwdArgs : CallInputs<T> {
+  T *out, *out_local, *out_global, *kl_local, *kl_global, *lse_local, *lse_global;
   bool need_divergence;
 };
 
-// Inputs of one backward call. Gradients may be null (zero). dq (B, H, L, D) is written; the key
+// One backward call. Gradients may be null (zero). dq (B, H, L, D) is written; the key
 // side: with nsplit == 1 each task finishes its (b, h) and writes dk, dv (B, H, L, D) itself; else
 // it goes to per-split workspaces dkr/dkg/dv_ws (B·H·nsplit, L, D), summed later in a fixed order;
 // dc, ds (B, H, L, P) get the q-side modulation gradients; dmix_ws (B·H·nsplit) the dmix partials.
 template <typename T>
-struct BwdArgs {
-  const T *q, *k, *v;
-  int64_t sq[4], sk[4], sv[4];
-  const T *cos, *sin, *lam;
+struct BwdArgs : CallInputs<T> {
   const T *out_local, *out_global, *kl_local, *kl_global, *lse_local, *lse_global;  // contiguous
   const T *g_out, *g_out_local, *g_out_global, *g_kl_local, *g_kl_global;         // contiguous or null
   T *dq, *dk, *dv, *dkr_ws, *dkg_ws, *dv_ws, *dc, *ds, *dmix_ws;
-  int64_t B, H, L, D, R, nblk, nsplit, blocks_per_split;
-  T scale;
+  int64_t nsplit, blocks_per_split;
 };
 
 // Per-thread scratch for a (b, h): rotated and plain keys, transposed (D×Lp, zero-padded to
