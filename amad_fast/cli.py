@@ -278,7 +278,6 @@ def cmd_score(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from . import metrics
     from .data import check_labels
 
     if (args.scores is None) == (args.detector is None):

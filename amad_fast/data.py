@@ -860,7 +860,6 @@ def make_synthetic(length: int = 20000, channels: int = 8, anomaly_ratio: float 
     # pattern kinds first: long events are the hard ones to fit
     order = [k for k in kinds if k not in ("point", "contextual")] + [k for k in kinds if k in ("point", "contextual")]
     for kind in order:
-        used = 0
         placed, tries = 0, 0
         while placed < n_events:
             tries += 1

@@ -2,7 +2,6 @@
 AutoMask attention (spec §1) through :func:`amad_fast.automask_attention`."""
 from __future__ import annotations
 
-import math
 from typing import Optional, Tuple
 
 import torch

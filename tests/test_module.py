@@ -5,7 +5,6 @@ import pytest
 import torch
 from torch import nn
 
-import amad_fast
 from amad_fast import AutoMaskAttention
 from amad_fast.reference import automask_attention_reference
 
