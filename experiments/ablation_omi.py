@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (DATA, AMADDetector, amad_scores, evaluate_both, machine, table,  # noqa: E402
+from common import (command_line, DATA, AMADDetector, amad_scores, evaluate_both, machine, table,  # noqa: E402
                     write_results)
 
 from amad_fast.data import load_dataset, load_omi  # noqa: E402
@@ -98,7 +98,7 @@ def write_partial(args, runs, ds_percent) -> None:
         rows.append(row)
     cols = ["config", "score", "seeds", "auroc", "aupr", "best_f1", "f1 (paper)", "f1 (train)", "pa_f1 (paper)",
             "pa_f1 (train)", "affiliation_f1 (paper)", "affiliation_f1 (train)", "val_rec", "fit s"]
-    cmd = "python experiments/ablation_omi.py " + " ".join(sys.argv[1:])
+    cmd = command_line(__file__, argv)
     where = "omi-1 (development entity)" if args.data is None else args.data
     md = (f"# Ablation on {where}\n\nCommand: `{cmd}`\n\n"
           f"Model (CPU-sized, not the paper's): {SIZE}, epochs ≤ {args.epochs} (early stopping on the last 20 % "

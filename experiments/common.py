@@ -138,6 +138,13 @@ def machine() -> Dict[str, Any]:
             "loadavg_at_write": load}
 
 
+def command_line(script: str, argv: Optional[List[str]] = None) -> str:
+    """The command that reproduces a result table: ``python experiments/<script> <args>`` (``argv``
+    None = this process's arguments), written at the top of every table."""
+    args = sys.argv[1:] if argv is None else argv
+    return f"python experiments/{os.path.basename(script)} " + " ".join(args)
+
+
 def write_results(name: str, payload: Dict[str, Any], markdown: str) -> None:
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, name + ".json"), "w") as fh:

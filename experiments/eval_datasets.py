@@ -18,7 +18,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (DATA, AMADDetector, amad_terms, amad_variant, baseline_scores, evaluate_both,  # noqa: E402
+from common import (command_line, DATA, AMADDetector, amad_terms, amad_variant, baseline_scores, evaluate_both,  # noqa: E402
                     flat_rows, machine, smooth_scores, table, write_results)
 
 import amad_fast  # noqa: E402
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
                 rows += flat_rows(f"{label} (smooth {L})", res)
     cols = ["method", "threshold", "pa_f1", "precision", "recall", "f1", "auroc", "aupr", "best_f1", "affiliation_f1"]
     name = args.name or f"eval_{args.dataset}"
-    cmd = "python experiments/eval_datasets.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    cmd = command_line(__file__, argv)
     hist = "; ".join(f"epoch {h['epoch']}: rec {h['rec']:.4f}, val {h.get('val_rec', float('nan')):.4f}, "
                      f"{h['windows_per_s']:.0f} windows/s" for h in det.history_)
     size = "paper-sized" if args.paper else "CPU-sized"

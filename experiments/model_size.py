@@ -15,7 +15,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (FREE_KEYS, AMADDetector, dev_benchmarks, free_metrics, machine, seed_summary,  # noqa: E402
+from common import (command_line, FREE_KEYS, AMADDetector, dev_benchmarks, free_metrics, machine, seed_summary,  # noqa: E402
                     table, write_results)
 from val_split import SIZE  # noqa: E402
 CONFIGS = {  # name -> (d_model, n_layers[, n_heads]); n_heads 4 unless given, num_scales 4, d_ff = 2 d_model
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
             rows.append(row)
             print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
     cols = ["config", "data", "seeds", *(x for k in FREE_KEYS for x in (k, k + " sd"))]
-    cmd = "python experiments/model_size.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    cmd = command_line(__file__, argv)
     md = (f"# Model width and depth (development data)\n\nCommand: `{cmd}`\n\n"
           f"AMAD with {SIZE} except d_model, d_ff = 2·d_model, n_layers (and n_heads) as named; omi-1: L = 100, "
           "train_stride 5, 3 epochs; synthetic benchmarks: L = 50, train_stride 10, 4 epochs; shipped "

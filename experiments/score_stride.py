@@ -15,7 +15,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (DATA, FREE_KEYS, AMADDetector, amad_terms, amad_variant, free_metrics, machine,  # noqa: E402
+from common import (command_line, DATA, FREE_KEYS, AMADDetector, amad_terms, amad_variant, free_metrics, machine,  # noqa: E402
                     seed_summary, table, write_results)
 
 from amad_fast.data import load_dataset  # noqa: E402
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     payload["rows"] = rows
     cols = ["score", "score_stride", "windows per step", "seeds", *FREE_KEYS, *(k + " per seed" for k in FREE_KEYS)]
     name = args.name or f"score_stride_{args.dataset.replace('-', '')}"
-    cmd = "python experiments/score_stride.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    cmd = command_line(__file__, argv)
     md = (f"# Stride between scoring windows on {args.dataset}\n\nCommand: `{cmd}`\n\n"
           f"Data: {ds!r}. One CPU-sized AMAD per seed ({params}); the test series is re-scored by the SAME "
           f"model with windows every `score_stride` steps; a step's per-channel squared errors and js "

@@ -15,7 +15,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (DATA, AMADDetector, amad_terms, amad_variant, baseline_scores, free_metrics,  # noqa: E402
+from common import (command_line, DATA, AMADDetector, amad_terms, amad_variant, baseline_scores, free_metrics,  # noqa: E402
                     machine, seed_summary, smooth_scores, table, write_results)
 
 from amad_fast.data import load_dataset  # noqa: E402
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     cols = ["method", "score", "error_norm", "smooth", "seeds", "auroc", "aupr", "best_f1",
             "auroc per seed", "aupr per seed", "best_f1 per seed"]
     name = args.name or f"scoring_{args.dataset.replace('-', '')}"
-    cmd = "python experiments/scoring_variants.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    cmd = command_line(__file__, argv)
     md = (f"# Scoring variants on {args.dataset}\n\nCommand: `{cmd}`\n\n"
           f"Data: {ds!r}. One CPU-sized AMAD per seed ({params}); every variant re-scores the SAME "
           "forward passes (per-channel squared error and the js softmax weight). `error_norm=channel` divides "

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import DATA, machine, table, write_results  # noqa: E402
+from common import command_line, DATA, machine, table, write_results  # noqa: E402
 
 import amad_fast  # noqa: E402
 from amad_fast.data import Standardizer, load_anomaly_transformer  # noqa: E402
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
         print(row, flush=True)
     cols = ["backend", "train windows/s (exact)", "train windows/s (joint)", "score SMAP test (s)",
             "score SMAP test, stride L (s)", "score windows/s", "note"]
-    cmd = "python experiments/throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    cmd = command_line(__file__, argv)
     md = (f"# Throughput on this machine (CPU), SMAP-sized model\n\nCommand: `{cmd}`\n\n"
           f"Model {SIZE}, C = 25, batch 32; scoring covers all {len(Zte)} SMAP test steps "
           f"(the default stride L // 10 runs ~10x the {int(np.ceil(len(Zte) / 100))} windows of stride L; "

@@ -12,7 +12,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import DATA, AMADDetector, amad_terms, amad_variant, machine, table, write_results  # noqa: E402
+from common import command_line, DATA, AMADDetector, amad_terms, amad_variant, machine, table, write_results  # noqa: E402
 
 from amad_fast import metrics  # noqa: E402
 from amad_fast.data import load_dataset  # noqa: E402
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
                     print(rows[-1], flush=True)
     cols = ["train_stride", "epochs", "seed", "score", "error_norm", "val_rec", "auroc", "aupr", "best_f1", "fit s"]
     name = args.name or f"budget_{args.dataset.replace('-', '')}"
-    cmd = "python experiments/training_budget.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    cmd = command_line(__file__, argv)
     md = (f"# Training budget on {args.dataset}\n\nCommand: `{cmd}`\n\nData: {ds!r}. Model: {base}; "
           "`val_rec` = reconstruction loss on the validation split after the last epoch. Threshold-free "
           "point-wise metrics on the labelled test part.\n\n" + table(rows, cols) + f"\nMachine: {machine()}\n")

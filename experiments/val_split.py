@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (FREE_KEYS, AMADDetector, dev_benchmarks, free_metrics, machine, seed_summary,  # noqa: E402
+from common import (command_line, FREE_KEYS, AMADDetector, dev_benchmarks, free_metrics, machine, seed_summary,  # noqa: E402
                     table, write_results)
 
 SIZE = dict(d_model=64, n_heads=4, n_layers=2, num_scales=4, d_ff=128, batch_size=32, lr=1e-3,
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
                 print(bname, split, seed, {k: round(v, 3) for k, v in m.items()}, flush=True)
             rows.append(seed_summary({"data": bname, "val_split": split, "seeds": len(ms)}, ms))
     cols = ["data", "val_split", "seeds", *FREE_KEYS, *(k + " per seed" for k in FREE_KEYS)]
-    cmd = "python experiments/val_split.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    cmd = command_line(__file__, argv)
     md = (f"# Validation split: tail vs blocks (development data)\n\nCommand: `{cmd}`\n\n"
           f"CPU-sized AMAD ({SIZE}; omi-1: L = 100, train_stride 5, 3 epochs; synthetic benchmarks: L = 50, "
           "train_stride 10, 4 epochs), shipped scoring (recon_js, error_norm channel, score_stride L // 10). "
