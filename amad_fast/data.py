@@ -22,7 +22,7 @@ import os
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -43,6 +43,9 @@ __all__ = [
     "load_csv",
     "load_omi",
     "load_dataset",
+    "list_entities",
+    "iter_entities",
+    "read_entity_table",
     "make_synthetic",
     "ANOMALY_KINDS",
 ]
@@ -681,62 +684,276 @@ def _parse_kwargs(text: str) -> Dict[str, Any]:
     return out
 
 
-def load_dataset(spec: PathLike, data_root: Optional[PathLike] = None, **kwargs: Any) -> SeriesSplit:
-    """Load a data set from a short spec (what the CLI passes).
+def load_dataset(spec: PathLike, data_root: Optional[PathLike] = None, entity: Optional[str] = None,
+                 **kwargs: Any) -> SeriesSplit:
+    """Load a data set, or one entity of it, from a short spec (what the CLI passes).
 
     * ``"synthetic"`` or ``"synthetic:length=20000,channels=8,seed=0,kinds=point+trend"``:
-      :func:`make_synthetic` (extra ``kwargs`` go to it too).
+      :func:`make_synthetic` (extra ``kwargs`` go to it too); ``entities=K`` in the spec makes K
+      entities ``synthetic-0`` … (seeds seed … seed + K − 1), each its own series.
     * a directory holding ``NAME_train.npy`` (Anomaly-Transformer layout), ``NAME_train.csv`` +
       ``NAME_test.csv`` (omi style), ``train.csv`` + ``test.csv`` + ``test_label.csv`` (PSM),
       ``train/`` + ``test/`` + ``test_label/`` (SMD; pass ``machine=``), or a SWaT CSV pair;
     * a file ``…/NAME_train.npy`` or ``…/NAME_train.csv`` (the directory and NAME are taken from it);
     * a bare name such as ``"SMAP"``, looked up as a directory under ``data_root`` and then under each
       entry of the ``AMAD_DATA`` environment variable (``os.pathsep``-separated).
-    ``kwargs`` are passed to the chosen loader.
+
+    ``entity`` picks one entity of a multi-entity data set (see :func:`list_entities`): its own
+    train, test and labels. Without it a multi-entity set in the Anomaly-Transformer layout loads
+    concatenated, as published papers evaluate it. ``kwargs`` are passed to the chosen loader.
     """
+    source = _locate(spec, data_root)
+    if entity is None:
+        return source.load_all(**kwargs)
+    return source.load_entity(str(entity), **kwargs)
+
+
+def list_entities(spec: PathLike, data_root: Optional[PathLike] = None) -> List[str]:
+    """Names of the entities of a data set, in their natural order.
+
+    Entities are the independent series a multi-entity data set is made of, each to be trained,
+    scored and evaluated on its own: the rows of ``NAME_entities.csv`` beside an
+    Anomaly-Transformer ``NAME_train.npy`` (columns ``entity,train_start,train_end,test_start,
+    test_end``, half-open row ranges; SMAP ships one), SMD's ``machine-*.txt`` files, the
+    ``NAME_train.csv``/``NAME_test.csv`` pairs of a folder of per-entity CSVs, or the K series of
+    ``synthetic:entities=K``. A data set without such structure is one entity: its own name.
+    """
+    return _locate(spec, data_root).entity_names()
+
+
+def iter_entities(spec: PathLike, data_root: Optional[PathLike] = None,
+                  entities: Optional[Sequence[str]] = None, **kwargs: Any) -> Iterator[SeriesSplit]:
+    """Yield each entity of a data set as its own :class:`SeriesSplit` (``entities`` restricts
+    and orders them; unknown names are refused before anything loads). Shared arrays (the
+    concatenated ``.npy`` files) are read once, not once per entity."""
+    source = _locate(spec, data_root)
+    names = source.entity_names()
+    if entities is not None:
+        wanted = [str(e) for e in entities]
+        for e in wanted:
+            source.check_entity(e, names)
+        names = wanted
+    return source.iter_entities(names, **kwargs)
+
+
+ENTITY_TABLE_SUFFIX = "_entities.csv"
+_ENTITY_COLUMNS = ("entity", "train_start", "train_end", "test_start", "test_end")
+
+
+class _EntityRows(NamedTuple):
+    name: str
+    train: Tuple[int, int]
+    test: Tuple[int, int]
+
+
+def read_entity_table(path: PathLike, n_train: int, n_test: int) -> List[_EntityRows]:
+    """Parse and check an entity table (``NAME_entities.csv``) against the arrays it indexes.
+
+    Every row needs an entity name (unique) and half-open ranges ``0 <= start < end <= n`` of the
+    training (``n_train`` rows) and test (``n_test`` rows) arrays; other columns are ignored.
+    Errors name the file, the line and the column.
+    """
+    path = os.fspath(path)
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        raise ValueError(f"{path}: expected an entity table with header {','.join(_ENTITY_COLUMNS)}, got an empty file")
+    header = [h.strip().lower() for h in rows[0]]
+    missing = [c for c in _ENTITY_COLUMNS if c not in header]
+    if missing:
+        raise ValueError(f"{path}: expected the columns {list(_ENTITY_COLUMNS)} in its header (line 1), "
+                         f"missing {missing}; got {rows[0]}")
+    col = {c: header.index(c) for c in _ENTITY_COLUMNS}
+    out: List[_EntityRows] = []
+    seen: Dict[str, int] = {}
+    for line, r in enumerate(rows[1:], start=2):
+        if not any(t.strip() for t in r):
+            continue
+        if len(r) < len(header):
+            raise ValueError(f"{path}, line {line}: expected {len(header)} fields, got {len(r)}")
+        name = r[col["entity"]].strip()
+        if not name:
+            raise ValueError(f"{path}, line {line}, column 'entity': expected a name, got an empty field")
+        if name in seen:
+            raise ValueError(f"{path}, line {line}, column 'entity': {name!r} already named on line {seen[name]}")
+        seen[name] = line
+        bounds = {}
+        for c in _ENTITY_COLUMNS[1:]:
+            tok = r[col[c]].strip()
+            try:
+                bounds[c] = int(tok)
+            except ValueError:
+                raise ValueError(f"{path}, line {line}, column {c!r}: expected an integer row index, got {tok!r}") from None
+        for part, n in (("train", n_train), ("test", n_test)):
+            a, b = bounds[f"{part}_start"], bounds[f"{part}_end"]
+            if not 0 <= a < b <= n:
+                raise ValueError(f"{path}, line {line}: expected 0 <= {part}_start < {part}_end <= {n} "
+                                 f"(the rows of the {part} array), got {part}_start={a}, {part}_end={b}")
+        out.append(_EntityRows(name, (bounds["train_start"], bounds["train_end"]),
+                               (bounds["test_start"], bounds["test_end"])))
+    if not out:
+        raise ValueError(f"{path}: expected at least one entity row after the header, got none")
+    return out
+
+
+class _Source:
+    """A located data set: what its entities are and how to load all of it or one of them."""
+
+    def __init__(self, kind: str, where: str, name: Optional[str] = None, params: Optional[Dict[str, Any]] = None):
+        self.kind, self.where, self.name, self.params = kind, where, name, dict(params or {})
+
+    # -- entity names ------------------------------------------------------------------------
+    def entity_names(self) -> List[str]:
+        if self.kind == "synthetic":
+            k = self.params.get("entities")
+            base = self.params.get("name", "synthetic")
+            return [base] if k is None else [f"{base}-{i}" for i in range(_positive_int(k, "entities"))]
+        if self.kind == "npy":
+            if self.name is None:
+                raise ValueError(f"spec: {self.where!r} holds several NAME_train.npy files; give the file "
+                                 f"NAME_train.npy itself to say which")
+            if self._table_path() is None:
+                return [self.name]
+            return [r.name for r in self._entity_table()]
+        if self.kind == "smd":
+            names = sorted((os.path.basename(p)[:-4] for p in glob.glob(os.path.join(self.where, "train", "*.txt"))),
+                           key=_natural_key)
+            if not names:
+                raise FileNotFoundError(f"spec: expected SMD text files in {os.path.join(self.where, 'train')!r}, found none")
+            return names
+        if self.kind == "csv_pairs":
+            return self._csv_names()
+        return [self.load_all().name]
+
+    def check_entity(self, entity: str, names: Optional[List[str]] = None) -> None:
+        names = self.entity_names() if names is None else names
+        if entity not in names:
+            shown = ", ".join(names[:12]) + (f", … ({len(names)} in all)" if len(names) > 12 else "")
+            raise ValueError(f"entity: expected one of the entities of {self.where!r} ({shown}), got {entity!r}")
+
+    # -- loading -----------------------------------------------------------------------------
+    def load_all(self, **kwargs: Any) -> SeriesSplit:
+        if self.kind == "synthetic":
+            params = {k: v for k, v in self.params.items() if k != "entities"}
+            params.update(kwargs)
+            if self.params.get("entities") is not None:
+                raise ValueError("entity: a synthetic spec with entities=K has no single series; pass entity= "
+                                 "or iterate over the entities")
+            return make_synthetic(**params)
+        if self.kind == "npy":
+            return load_anomaly_transformer(self.where, name=kwargs.pop("name", self.name), **kwargs)
+        if self.kind == "smd":
+            return load_smd(self.where, **kwargs)
+        if self.kind == "psm":
+            return load_psm(self.where, **kwargs)
+        if self.kind == "swat":
+            return load_swat(self.where, **kwargs)
+        if self.kind == "csv_pairs":
+            names = self._csv_names()
+            base = os.path.basename(os.path.normpath(self.where))
+            name = kwargs.pop("name", self.name or (base if base in names else (names[0] if len(names) == 1 else None)))
+            if name is None:
+                raise ValueError(f"spec: {self.where!r} holds several NAME_train.csv files {names}; pass entity= "
+                                 f"(or name=), or iterate over its entities")
+            return load_omi(self.where, name=name, **kwargs)
+        raise AssertionError(self.kind)  # pragma: no cover
+
+    def load_entity(self, entity: str, **kwargs: Any) -> SeriesSplit:
+        return next(self.iter_entities([entity], **kwargs))
+
+    def iter_entities(self, names: Sequence[str], **kwargs: Any) -> Iterator[SeriesSplit]:
+        all_names = self.entity_names()
+        for e in names:
+            self.check_entity(e, all_names)
+        if self.kind == "synthetic":
+            if self.params.get("entities") is None:
+                yield self.load_all(**kwargs)
+                return
+            params = {k: v for k, v in self.params.items() if k != "entities"}
+            params.update(kwargs)
+            seed = int(params.pop("seed", 0))
+            for e in names:
+                i = all_names.index(e)
+                yield make_synthetic(**{**params, "seed": seed + i, "name": e})
+            return
+        if self.kind == "npy" and self._table_path() is not None:
+            table = {r.name: r for r in self._entity_table()}
+            whole = self.load_all(**kwargs)
+            for e in names:
+                r = table[e]
+                (a, b), (c, d) = r.train, r.test
+                yield SeriesSplit(train=whole.train[a:b], test=whole.test[c:d],
+                                  test_labels=None if whole.test_labels is None else whole.test_labels[c:d],
+                                  name=f"{whole.name}/{e}", channel_names=whole.channel_names,
+                                  info={**whole.info, "entity": e, "train_rows": [a, b], "test_rows": [c, d]})
+            return
+        if self.kind == "smd":
+            if "machine" in kwargs:
+                raise ValueError("machine: pass entity= (an SMD machine) or machine=, not both")
+            for e in names:
+                yield load_smd(self.where, machine=e, **kwargs)
+            return
+        if self.kind == "csv_pairs":
+            for e in names:
+                yield load_omi(self.where, name=e, **kwargs)
+            return
+        for _ in names:  # a single-entity data set
+            yield self.load_all(**kwargs)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _table_path(self) -> Optional[str]:
+        p = os.path.join(self.where, f"{self.name}{ENTITY_TABLE_SUFFIX}")
+        return p if os.path.isfile(p) else None
+
+    def _entity_table(self) -> List[_EntityRows]:
+        """The checked entity table; the arrays' row counts come from their headers (memory-mapped)."""
+        n = [np.load(_require_file(os.path.join(self.where, f"{self.name}_{part}.npy"), part), mmap_mode="r").shape[0]
+             for part in ("train", "test")]
+        return read_entity_table(self._table_path(), n[0], n[1])
+
+    def _csv_names(self) -> List[str]:
+        csvs = sorted(glob.glob(os.path.join(self.where, "*_train.csv")), key=_natural_key)
+        return [os.path.basename(p)[: -len("_train.csv")] for p in csvs]
+
+
+def _locate(spec: PathLike, data_root: Optional[PathLike]) -> _Source:
+    """Find what a spec names (see :func:`load_dataset`) without loading its arrays."""
     s = os.fspath(spec)
     if s == "synthetic" or s.startswith("synthetic:"):
-        params = _parse_kwargs(s.split(":", 1)[1]) if ":" in s else {}
-        params.update(kwargs)
-        return make_synthetic(**params)
+        return _Source("synthetic", s, params=_parse_kwargs(s.split(":", 1)[1]) if ":" in s else {})
     if os.path.isfile(s):
         d, base = os.path.split(os.path.abspath(s))
-        for suffix, loader in (("_train.npy", load_anomaly_transformer), ("_train.csv", load_omi)):
+        for suffix, kind in (("_train.npy", "npy"), ("_train.csv", "csv_pairs")):
             if base.endswith(suffix):
-                return loader(d, name=base[: -len(suffix)], **kwargs)
+                return _Source(kind, d, name=base[: -len(suffix)])
         raise ValueError(f"spec: expected a NAME_train.npy or NAME_train.csv file, got {s!r}")
     if os.path.isdir(s):
-        return _load_dir(s, **kwargs)
+        return _locate_dir(s)
     roots = [os.fspath(data_root)] if data_root is not None else []
     roots += [r for r in os.environ.get("AMAD_DATA", "").split(os.pathsep) if r]
     for r in roots:
         cand = os.path.join(r, s)
         if os.path.isdir(cand):
-            return _load_dir(cand, **kwargs)
+            return _locate_dir(cand)
     raise FileNotFoundError(f"spec: expected 'synthetic[:k=v,...]', a data directory or file, or a name under "
                             f"data_root / $AMAD_DATA; got {s!r} (searched {roots or 'no roots'})")
 
 
-def _load_dir(d: str, **kwargs: Any) -> SeriesSplit:
+def _locate_dir(d: str) -> _Source:
     base = os.path.basename(os.path.normpath(d))
     npy = sorted(glob.glob(os.path.join(d, "*_train.npy")))
     if npy:
         names = [os.path.basename(p)[: -len("_train.npy")] for p in npy]
-        name = kwargs.pop("name", base if base in names else None)
-        return load_anomaly_transformer(d, name=name, **kwargs)
+        # several NAME_train.npy and none named like the folder: load_all asks for name=
+        return _Source("npy", d, name=base if base in names else (names[0] if len(names) == 1 else None))
     if all(os.path.isdir(os.path.join(d, sub)) for sub in ("train", "test", "test_label")):
-        return load_smd(d, **kwargs)
+        return _Source("smd", d)
     if all(os.path.isfile(os.path.join(d, f)) for f in ("train.csv", "test.csv", "test_label.csv")):
-        return load_psm(d, **kwargs)
+        return _Source("psm", d)
     if any(os.path.isfile(os.path.join(d, a)) for a, _, _, _ in _SWAT_LAYOUTS):
-        return load_swat(d, **kwargs)
-    csvs = sorted(glob.glob(os.path.join(d, "*_train.csv")))
-    if csvs:
-        names = [os.path.basename(p)[: -len("_train.csv")] for p in csvs]
-        name = kwargs.pop("name", base if base in names else (names[0] if len(names) == 1 else None))
-        if name is None:
-            raise ValueError(f"spec: {d!r} holds several NAME_train.csv files {names}; pass name=")
-        return load_omi(d, name=name, **kwargs)
+        return _Source("swat", d)
+    if glob.glob(os.path.join(d, "*_train.csv")):
+        return _Source("csv_pairs", d)
     raise ValueError(f"spec: expected a known layout in {d!r} (NAME_train.npy, NAME_train.csv, PSM, SMD or "
                      f"SWaT files), found none")
 

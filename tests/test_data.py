@@ -13,6 +13,8 @@ from amad_fast.data import (
     Standardizer,
     check_labels,
     check_series,
+    iter_entities,
+    list_entities,
     load_anomaly_transformer,
     load_csv,
     load_dataset,
@@ -101,6 +103,103 @@ def test_smd_layout(tmp_path):
     assert load_dataset(tmp_path, machine="machine-1-2").test.shape == (4, 3)
     with pytest.raises(FileNotFoundError, match="machine-9-9"):
         load_smd(tmp_path, "machine-9-9")
+
+
+# ---------------------------------------------------------------------------------------------
+# Entities: each its own train, test and labels
+# ---------------------------------------------------------------------------------------------
+def test_smap_entities(shared_data):
+    root = shared_data / "SMAP"
+    if not (root / "SMAP_entities.csv").is_file():
+        pytest.skip(f"SMAP_entities.csv not found under {root}")
+    names = list_entities(root)
+    assert len(names) == 53 and names[:3] == ["P-1", "S-1", "E-1"] and names[-1] == "F-3"
+    whole = load_anomaly_transformer(root)
+    a5 = load_dataset(root, entity="A-5")  # rows 125023:125728 and 376992:381685 in the table
+    assert a5.name == "SMAP/A-5" and a5.train.shape == (705, 25) and a5.test.shape == (4693, 25)
+    np.testing.assert_array_equal(a5.train, whole.train[125023:125728])
+    np.testing.assert_array_equal(a5.test_labels, whole.test_labels[376992:381685])
+    assert int(a5.test_labels.sum()) == 51  # anomalous_steps column
+    # the entities tile the concatenated arrays in order
+    parts = list(iter_entities(root))
+    assert sum(p.train.shape[0] for p in parts) == whole.train.shape[0]
+    np.testing.assert_array_equal(np.concatenate([p.test_labels for p in parts]), whole.test_labels)
+
+
+def _entity_npy_fixture(root, table):
+    rng = np.random.default_rng(3)
+    np.save(root / "X_train.npy", rng.normal(size=(10, 2)).astype(np.float32))
+    np.save(root / "X_test.npy", rng.normal(size=(12, 2)).astype(np.float32))
+    np.save(root / "X_test_label.npy", (np.arange(12) % 5 == 0).astype(np.float32))
+    _write(root / "X_entities.csv", table)
+
+
+def test_entity_table_fixture(tmp_path):
+    _entity_npy_fixture(tmp_path, "entity,train_start,train_end,test_start,test_end,extra\n"
+                                  "b,0,4,0,5,x\na,4,10,5,12,y\n")
+    assert list_entities(tmp_path) == ["b", "a"]  # table order, not sorted
+    a = load_dataset(tmp_path, entity="a")
+    whole = load_dataset(tmp_path)  # without entity=: the concatenated set, as papers use it
+    assert whole.train.shape == (10, 2) and a.name == "X/a"
+    np.testing.assert_array_equal(a.train, whole.train[4:10])
+    np.testing.assert_array_equal(a.test, whole.test[5:12])
+    np.testing.assert_array_equal(a.test_labels, whole.test_labels[5:12])
+    assert [e.name for e in iter_entities(tmp_path, entities=["a", "b"])] == ["X/a", "X/b"]
+    with pytest.raises(ValueError, match=r"entity: expected one of the entities .*\(b, a\), got 'c'"):
+        load_dataset(tmp_path, entity="c")
+    with pytest.raises(ValueError, match="got 'c'"):
+        iter_entities(tmp_path, entities=["a", "c"])  # refused before anything loads
+
+
+@pytest.mark.parametrize("table, message", [
+    ("entity,train_start,train_end,test_start\na,0,4,0\n", r"missing \['test_end'\]"),
+    ("entity,train_start,train_end,test_start,test_end\na,0,4,0,5\nb,4,x,5,12\n", r"line 3, column 'train_end'.*'x'"),
+    ("entity,train_start,train_end,test_start,test_end\na,0,4,0,5\na,4,10,5,12\n", r"line 3.*already named on line 2"),
+    ("entity,train_start,train_end,test_start,test_end\na,0,4,0,13\n", r"line 2: expected 0 <= test_start < test_end <= 12"),
+    ("entity,train_start,train_end,test_start,test_end\na,4,4,0,5\n", r"line 2: expected 0 <= train_start < train_end"),
+    ("entity,train_start,train_end,test_start,test_end\n", "at least one entity row"),
+])
+def test_entity_table_errors_name_file_line_and_column(tmp_path, table, message):
+    _entity_npy_fixture(tmp_path, table)
+    with pytest.raises(ValueError, match=message) as info:
+        list(iter_entities(tmp_path))
+    assert "X_entities.csv" in str(info.value)
+
+
+def test_smd_machines_are_entities(tmp_path):
+    _smd_fixture(tmp_path)
+    assert list_entities(tmp_path) == ["machine-1-2", "machine-1-10"]
+    one = load_dataset(tmp_path, entity="machine-1-10")
+    np.testing.assert_array_equal(one.test, load_smd(tmp_path, "machine-1-10").test)
+    assert [e.test.shape for e in iter_entities(tmp_path)] == [(4, 3), (6, 3)]
+    with pytest.raises(ValueError, match="got 'machine-9-9'"):
+        load_dataset(tmp_path, entity="machine-9-9")
+
+
+def test_folder_of_entity_csvs(tmp_path):
+    for name, shift in (("srv-2", 0.0), ("srv-10", 5.0)):
+        _write(tmp_path / f"{name}_train.csv", "t,a,b,label\n" + "".join(f"{i},{i + shift},{2 * i},0\n" for i in range(6)))
+        _write(tmp_path / f"{name}_test.csv", "t,a,b,label\n" + "".join(f"{i},{i + shift},{i},{int(i == 2)}\n" for i in range(4)))
+    assert list_entities(tmp_path) == ["srv-2", "srv-10"]
+    e = load_dataset(tmp_path, entity="srv-10")
+    assert e.name == "srv-10" and e.train[0, 0] == 5.0
+    np.testing.assert_array_equal(e.test_labels, [0, 0, 1, 0])
+    with pytest.raises(ValueError, match="several NAME_train.csv"):
+        load_dataset(tmp_path)
+
+
+def test_single_entity_sets_and_synthetic_entities(tmp_path):
+    assert list_entities("synthetic:length=500,train_length=300") == ["synthetic"]
+    names = list_entities("synthetic:entities=3,length=500,train_length=300,seed=7")
+    assert names == ["synthetic-0", "synthetic-1", "synthetic-2"]
+    e1 = load_dataset("synthetic:entities=3,length=500,train_length=300,seed=7", entity="synthetic-1")
+    np.testing.assert_array_equal(e1.test, make_synthetic(length=500, train_length=300, seed=8).test)
+    assert e1.name == "synthetic-1"
+    with pytest.raises(ValueError, match="entities=K has no single series"):
+        load_dataset("synthetic:entities=3,length=500")
+    np.save(tmp_path / "Y_train.npy", np.ones((4, 2), np.float32))
+    np.save(tmp_path / "Y_test.npy", np.ones((3, 2), np.float32))
+    assert list_entities(tmp_path) == ["Y"] and load_dataset(tmp_path, entity="Y").test.shape == (3, 2)
 
 
 def test_psm_layout_with_missing_values(tmp_path):
