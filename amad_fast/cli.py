@@ -43,6 +43,7 @@ DETECTOR_HELP: Dict[str, str] = {
     "patience": "epochs without validation improvement before stopping",
     "score": "anomaly score: recon_js (softmax(-T*js) x squared error) or recon (squared error)",
     "error_norm": "per-channel error weighting: channel (divide by the validation-split error) or none (spec mean)",
+    "binary_scaling": "input scaling of two-valued (on/off) channels: unit (0/1) or zscore like the others",
     "smooth": "centred moving average of the scores over this many steps (1 = off)",
     "score_stride": "step between scoring windows; each step's score is the mean over the windows covering it "
                     "(default: window_size // 10; window_size = the paper's non-overlapping windows)",
@@ -73,7 +74,7 @@ def _detector_defaults() -> Dict[str, Any]:
 
 def _add_detector_options(p: argparse.ArgumentParser, overrides: Optional[Dict[str, Any]] = None) -> None:
     g = p.add_argument_group("detector and training options")
-    choices = {"maxmin": ("exact", "joint", "off"), "score": ("recon_js", "recon"), "error_norm": ("channel", "none"),
+    choices = {"maxmin": ("exact", "joint", "off"), "score": ("recon_js", "recon"), "error_norm": ("channel", "none"), "binary_scaling": ("unit", "zscore"),
                "val_split": ("tail", "blocks"), "threshold": ("paper", "train", "pot"),
                "backend": ("auto", "reference", "triton", "cpp"), "nan_policy": ("interpolate", "raise")}
     for name, default in _detector_defaults().items():
@@ -350,6 +351,50 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _parse_param(text: str):
+    """'METHOD.KEY=VALUE' → (method, key, value), the value read as int, float, bool, None or text."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ValueError(f"--param: expected METHOD.KEY=VALUE (e.g. amad.epochs=3), got {text!r}")
+    lhs, raw = text.split("=", 1)
+    method, key = lhs.split(".", 1)
+    low = raw.strip().lower()
+    value: Any = {"true": True, "false": False, "none": None}.get(low, raw)
+    if value is raw:
+        for conv in (int, float):
+            try:
+                value = conv(raw)
+                break
+            except ValueError:
+                continue
+    return method.strip(), key.strip().replace("-", "_"), value
+
+
+def cmd_benchmark(args) -> int:
+    from .detection_benchmark import parse_methods, run_benchmark, write_reports
+
+    methods = parse_methods(args.methods)
+    params: Dict[str, Dict[str, Any]] = {}
+    for text in args.param or []:
+        method, key, value = _parse_param(text)
+        if method not in methods:
+            raise ValueError(f"--param {text!r}: expected a parameter of one of the chosen methods {methods}, "
+                             f"got method {method!r}")
+        params.setdefault(method, {})[key] = value
+    entities = [e.strip() for e in args.entities.split(",") if e.strip()] if args.entities else None
+    result = run_benchmark(args.data, methods, out_dir=args.out, entities=entities, params=params, seed=args.seed,
+                           workers=args.workers, resume=args.resume, data_root=args.data_root)
+    paths = write_reports(result, args.out)
+    agg = result.aggregates
+    print(f"{len(result.records)} entities in {result.info['seconds']:.0f} s; mean over entities:")
+    print("  " + f"{'method':<10}" + "".join(f"{k:>9}" for k in ("VUS-PR", "AUPR", "AUROC", "VUS-ROC", "best F1")))
+    for m in methods:
+        a = agg["methods"][m]
+        print("  " + f"{m:<10}" + "".join(f"{'n/a' if a[k]['mean'] is None else format(a[k]['mean'], '.3f'):>9}"
+                                          for k in ("vus_pr", "aupr", "auroc", "vus_roc", "best_f1")))
+    print(f"wrote {', '.join(paths)}")
+    return 0
+
+
 def cmd_env(args) -> int:
     import platform
 
@@ -447,6 +492,28 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data", default=DEMO_DATA, help="data set to run the demo on")
     _add_detector_options(d, overrides=DEMO_SIZES)
     d.set_defaults(func=cmd_demo)
+
+    m = sub.add_parser("benchmark", help="every method on every entity of a data set: per-entity and aggregate "
+                                         "threshold-free metrics",
+                       description="Fit, score and evaluate each method on each entity of DATA on its own (a "
+                                   "multi-entity set such as SMAP with its SMAP_entities.csv, SMD machines, a folder "
+                                   "of NAME_train.csv/NAME_test.csv pairs, synthetic:entities=K; any other data set "
+                                   "is one entity). Metrics: VUS-PR, AUPR, AUROC, VUS-ROC, best F1. Writes OUT/"
+                                   "benchmark.md, .json, .png and one JSON per finished entity under OUT/entities/; "
+                                   "running again with the same OUT skips what is already done.")
+    m.add_argument("data", help="data set (see 'amad-fast --help')")
+    m.add_argument("--methods", default="amad,l2,pca,knn,iforest,random",
+                   help="comma-separated methods among amad, random, l2, maxz, pca, knn, iforest (default: %(default)s)")
+    m.add_argument("--out", "-o", required=True, help="output folder (reports and per-entity results)")
+    m.add_argument("--entities", default=None, help="comma-separated entity names (default: all)")
+    m.add_argument("--param", action="append", metavar="METHOD.KEY=VALUE",
+                   help="a constructor parameter of one method, e.g. amad.epochs=3 or knn.n_neighbors=5 (repeatable)")
+    m.add_argument("--workers", type=int, default=1, help="entities run in this many processes (default: %(default)s)")
+    m.add_argument("--seed", type=int, default=0, help="seed given to every method (default: %(default)s)")
+    m.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="recompute entities already stored in OUT instead of keeping them")
+    _add_data_root(m)
+    m.set_defaults(func=cmd_benchmark)
 
     v = sub.add_parser("env", help="versions, device, backends and extension build info")
     v.set_defaults(func=cmd_env)
