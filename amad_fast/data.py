@@ -33,6 +33,7 @@ __all__ = [
     "check_series",
     "check_labels",
     "Standardizer",
+    "BINARY_SCALINGS",
     "window_starts",
     "sliding_windows",
     "windows_to_series",
@@ -217,19 +218,32 @@ def check_labels(labels: Any, name: str = "labels", length: Optional[int] = None
     return y.astype(np.int8)
 
 
+BINARY_SCALINGS = ("zscore", "unit")
+
+
 class Standardizer:
     """Per-channel z-scoring with statistics of the training series (spec §2).
 
     Channels whose training standard deviation is (numerically) zero keep std = 1, so they are only
     centred; their indices are in ``constant_channels`` and reported with a warning at fit time.
+    ``binary="unit"`` maps each channel that takes exactly two values in the training series
+    (on/off flags, such as SMAP's and MSL's command channels) to {0, 1} (lower value → 0) instead of
+    z-scoring it: z-scoring a flag that is rarely on multiplies it by 1/std, so one flip reads as
+    a deviation of tens of standard deviations and drowns the continuous channels; on the unit
+    scale a flip is a change of 1, about one standard deviation of a z-scored channel. Their
+    indices are in ``binary_channels``. It stays an affine map (x − mean) / std per channel.
     Serialisable with :meth:`to_dict` / :meth:`from_dict` (plain floats, JSON-safe).
     """
 
-    def __init__(self, eps: float = 1e-8):
+    def __init__(self, eps: float = 1e-8, binary: str = "zscore"):
+        if binary not in BINARY_SCALINGS:
+            raise ValueError(f"binary: expected one of {BINARY_SCALINGS}, got {binary!r}")
         self.eps = float(eps)
+        self.binary = binary
         self.mean: Optional[np.ndarray] = None
         self.std: Optional[np.ndarray] = None
         self.constant_channels: List[int] = []
+        self.binary_channels: List[int] = []
 
     @property
     def fitted(self) -> bool:
@@ -246,8 +260,16 @@ class Standardizer:
         std = A.std(axis=0)
         const = std <= self.eps * np.maximum(1.0, np.abs(mean))
         std = np.where(const, 1.0, std)
+        binary: List[int] = []
+        if self.binary == "unit":
+            lo, hi = A.min(axis=0), A.max(axis=0)
+            for c in np.flatnonzero(~const):
+                if np.all((A[:, c] == lo[c]) | (A[:, c] == hi[c])):
+                    mean[c], std[c] = lo[c], hi[c] - lo[c]
+                    binary.append(int(c))
         self.mean, self.std = mean, std
         self.constant_channels = [int(c) for c in np.flatnonzero(const)]
+        self.binary_channels = binary
         if warn and self.constant_channels:
             warnings.warn(f"{name}: {len(self.constant_channels)} constant channel(s) {self.constant_channels} "
                           f"are only centred (std set to 1)", RuntimeWarning, stacklevel=2)
@@ -273,20 +295,22 @@ class Standardizer:
     def to_dict(self) -> Dict[str, Any]:
         self._require_fitted()
         return {"mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std],
-                "constant_channels": list(self.constant_channels), "eps": self.eps}
+                "constant_channels": list(self.constant_channels), "eps": self.eps,
+                "binary": self.binary, "binary_channels": list(self.binary_channels)}
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "Standardizer":
         for key in ("mean", "std"):
             if key not in d:
                 raise KeyError(f"Standardizer.from_dict: expected key {key!r}, got keys {sorted(d)}")
-        s = cls(eps=d.get("eps", 1e-8))
+        s = cls(eps=d.get("eps", 1e-8), binary=d.get("binary", "zscore"))  # older files: z-scores only
         s.mean = np.asarray(d["mean"], dtype=np.float64)
         s.std = np.asarray(d["std"], dtype=np.float64)
         if s.mean.ndim != 1 or s.mean.shape != s.std.shape or not (s.std > 0).all():
             raise ValueError(f"Standardizer.from_dict: expected equal-length mean/std with std > 0, got "
                              f"{s.mean.shape} and {s.std.shape}")
         s.constant_channels = [int(c) for c in d.get("constant_channels", [])]
+        s.binary_channels = [int(c) for c in d.get("binary_channels", [])]
         return s
 
 
@@ -862,9 +886,15 @@ class _Source:
         return next(self.iter_entities([entity], **kwargs))
 
     def iter_entities(self, names: Sequence[str], **kwargs: Any) -> Iterator[SeriesSplit]:
+        """The entities ``names`` in that order, each with ``info["entity"]`` set to its name."""
         all_names = self.entity_names()
         for e in names:
             self.check_entity(e, all_names)
+        for e, split in zip(names, self._load_entities(names, all_names, **kwargs)):
+            split.info["entity"] = e
+            yield split
+
+    def _load_entities(self, names: Sequence[str], all_names: List[str], **kwargs: Any) -> Iterator[SeriesSplit]:
         if self.kind == "synthetic":
             if self.params.get("entities") is None:
                 yield self.load_all(**kwargs)

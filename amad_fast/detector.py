@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from . import metrics
-from .data import Standardizer, check_series, window_starts
+from .data import BINARY_SCALINGS, Standardizer, check_series, window_starts
 from .model import AMAD
 from .train import TrainConfig, save_atomic, train_model, validation_segments
 
@@ -211,6 +211,7 @@ class AMADDetector:
         patience: int = 3,
         score: str = "recon_js",
         error_norm: str = "channel",
+        binary_scaling: str = "zscore",
         smooth: int = 1,
         score_stride: Optional[int] = None,
         threshold: str = "paper",
@@ -258,6 +259,8 @@ class AMADDetector:
             raise ValueError(f"score: expected one of {SCORES}, got {self.score!r}")
         if self.error_norm not in ERROR_NORMS:
             raise ValueError(f"error_norm: expected one of {ERROR_NORMS}, got {self.error_norm!r}")
+        if self.binary_scaling not in BINARY_SCALINGS:
+            raise ValueError(f"binary_scaling: expected one of {BINARY_SCALINGS}, got {self.binary_scaling!r}")
         if isinstance(self.smooth, bool) or not isinstance(self.smooth, (int, np.integer)) or self.smooth < 1:
             raise ValueError(f"smooth: expected an integer >= 1 (1 = no smoothing), got {self.smooth!r}")
         stride = self.score_stride
@@ -304,7 +307,7 @@ class AMADDetector:
         A = check_series(X, "X", nan_policy=self.nan_policy)
         if A.shape[0] < self.window_size:
             raise ValueError(f"X: expected at least window_size={self.window_size} time steps, got {A.shape[0]}")
-        self.standardizer_ = Standardizer().fit(A, name="X")
+        self.standardizer_ = Standardizer(binary=self.binary_scaling).fit(A, name="X")
         Z = self.standardizer_.transform(A, name="X", nan_policy=self.nan_policy)
         device = _resolve_device(self.device)
         torch.manual_seed(self.seed)
@@ -330,7 +333,9 @@ class AMADDetector:
             return None
         _, val = validation_segments(train_err.shape[0], self.window_size, float(self.val_fraction), self.val_split)
         part = np.concatenate([train_err[a:b] for a, b in val]) if val else train_err
-        return channel_error_scale(part)
+        scale = channel_error_scale(part)
+        scale[self.standardizer_.binary_channels] = 1.0  # unit-scaled flags: an error of 1 is one flip
+        return scale
 
     def _combine(self, err: np.ndarray, weight: np.ndarray) -> np.ndarray:
         scale = None
@@ -410,6 +415,7 @@ class AMADDetector:
         params.setdefault("error_norm", "none")  # files written before these options scored the spec's way:
         params.setdefault("score_stride", params.get("window_size", 100))  # non-overlapping windows
         params.setdefault("val_split", "tail")
+        params.setdefault("binary_scaling", "zscore")
         if device is not None:
             params["device"] = device
         elif str(params.get("device", "cpu")).startswith("cuda") and not torch.cuda.is_available():
