@@ -76,18 +76,16 @@ does not reproduce the stored training scores, e.g. under another scikit-learn v
 """
 from __future__ import annotations
 
-import inspect
 import os
 import warnings
-from typing import Any, Dict, List, Optional, Type
+from typing import Any, Dict, Optional, Type
 
 import numpy as np
 import torch
 
-from . import metrics
 from .data import Standardizer, check_series
 from .detector import FORMAT as AMAD_FORMAT
-from .detector import THRESHOLDS
+from .estimator import DetectorBase
 from .train import save_atomic
 
 __all__ = [
@@ -264,7 +262,7 @@ def _sklearn_version() -> Optional[str]:
 # ----------------------------------------------------------------------------------------------
 # The shared detector
 # ----------------------------------------------------------------------------------------------
-class PointScoreDetector:
+class PointScoreDetector(DetectorBase):
     """Base of the baselines: standardise, score each time step, threshold; save/load.
 
     Subclasses set ``method`` and implement ``_fit_scorer(Z)`` (fit on the standardised training
@@ -296,49 +294,8 @@ class PointScoreDetector:
         self._check_params()
         self.standardizer_: Optional[Standardizer] = None
 
-    # -- sklearn-style parameter access -------------------------------------------------------
-    @classmethod
-    def _param_names(cls) -> List[str]:
-        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-
-    def get_params(self, deep: bool = True) -> Dict[str, Any]:
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params: Any) -> "PointScoreDetector":
-        """Set parameters (validated; nothing is changed when one is invalid). On a fitted detector
-        a new ``threshold``/``anomaly_ratio`` refreshes ``threshold_`` at once; after changing a
-        method parameter or ``seed``, refit (the fitted model and training scores are not redone)."""
-        valid = self._param_names()
-        for name, value in params.items():
-            if name not in valid:
-                raise ValueError(f"set_params: unknown parameter {name!r}; expected one of {valid}")
-        old = self.get_params()
-        for name, value in params.items():
-            setattr(self, name, value)
-        try:
-            self._check_params()
-        except ValueError:
-            for name, value in old.items():
-                setattr(self, name, value)
-            raise
-        if self.fitted:
-            self.threshold_ = self._fixed_threshold()
-        return self
-
-    def __repr__(self) -> str:
-        defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}
-        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if defaults.get(k) != v]
-        return f"{type(self).__name__}({', '.join(changed)})"
-
     def _check_params(self) -> None:
-        if self.threshold not in THRESHOLDS:
-            raise ValueError(f"threshold: expected one of {THRESHOLDS}, got {self.threshold!r}")
-        try:
-            ratio = float(self.anomaly_ratio)
-        except (TypeError, ValueError):
-            ratio = float("nan")
-        if isinstance(self.anomaly_ratio, bool) or not 0.0 < ratio < 100.0:
-            raise ValueError(f"anomaly_ratio: expected a percentage in (0, 100), got {self.anomaly_ratio!r}")
+        self._check_threshold_params()
         _check_int(self.seed, "seed", 0)
         if self.nan_policy not in ("interpolate", "raise"):
             raise ValueError(f"nan_policy: expected 'interpolate' or 'raise', got {self.nan_policy!r}")
@@ -360,11 +317,6 @@ class PointScoreDetector:
     @property
     def fitted(self) -> bool:
         return self.standardizer_ is not None
-
-    def _require_fitted(self) -> None:
-        if not self.fitted:
-            name = type(self).__name__
-            raise RuntimeError(f"{name}: not fitted yet; call fit(X) or {name}.load(path) first")
 
     def _z(self, A: np.ndarray) -> np.ndarray:
         """z-scores with the Standardizer's training statistics, kept in float64 (its transform
@@ -390,29 +342,6 @@ class PointScoreDetector:
         self._require_fitted()
         A = check_series(X, "X", expected_channels=self.n_channels_, nan_policy=self.nan_policy)
         return np.asarray(self._score(self._z(A)), dtype=np.float64)
-
-    def _fixed_threshold(self) -> Optional[float]:
-        if self.threshold == "train":
-            return metrics.train_threshold(self.train_scores_, self.anomaly_ratio)
-        if self.threshold == "pot":
-            return metrics.pot_threshold(self.train_scores_)
-        return None  # "paper" needs the scores being judged
-
-    def threshold_for(self, scores: Any) -> float:
-        """The decision threshold for these test scores (fixed for "train"/"pot"; "paper" uses them)."""
-        self._require_fitted()
-        if self.threshold == "paper":
-            return metrics.paper_threshold(self.train_scores_, scores, self.anomaly_ratio)
-        return float(self.threshold_)
-
-    def predict(self, X: Any) -> np.ndarray:
-        """0/1 (int8) per time step: score > threshold (see :meth:`threshold_for`)."""
-        scores = self.decision_function(X)
-        self.last_threshold_ = self.threshold_for(scores)
-        return metrics.predict(scores, self.last_threshold_)
-
-    def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
-        return self.fit(X).predict(X)
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: Any) -> None:

@@ -74,9 +74,15 @@ def _detector_defaults() -> Dict[str, Any]:
 
 def _add_detector_options(p: argparse.ArgumentParser, overrides: Optional[Dict[str, Any]] = None) -> None:
     g = p.add_argument_group("detector and training options")
-    choices = {"maxmin": ("exact", "joint", "off"), "score": ("recon_js", "recon"), "error_norm": ("channel", "none"), "binary_scaling": ("unit", "zscore"),
-               "val_split": ("tail", "blocks"), "threshold": ("paper", "train", "pot"),
-               "backend": ("auto", "reference", "triton", "cpp"), "nan_policy": ("interpolate", "raise")}
+    from .data import BINARY_SCALINGS
+    from .detector import ERROR_NORMS, SCORES
+    from .dispatch import BACKENDS
+    from .estimator import THRESHOLDS
+    from .train import MAXMIN_MODES, VAL_SPLITS
+
+    choices = {"maxmin": MAXMIN_MODES, "score": SCORES, "error_norm": ERROR_NORMS, "binary_scaling": BINARY_SCALINGS,
+               "val_split": VAL_SPLITS, "threshold": THRESHOLDS, "backend": ("auto", *BACKENDS),
+               "nan_policy": ("interpolate", "raise")}
     for name, default in _detector_defaults().items():
         default = (overrides or {}).get(name, default)
         flag = "--" + name.replace("_", "-")

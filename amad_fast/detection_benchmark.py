@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import json
-import math
 import multiprocessing
 import os
 import re
@@ -40,7 +39,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 

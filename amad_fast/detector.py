@@ -27,18 +27,17 @@ Three scoring options beyond the spec (``AMADDetector(score_stride=..., error_no
 """
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import sys
 import warnings
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 import torch
 
-from . import metrics
 from .data import BINARY_SCALINGS, Standardizer, check_series, window_starts
+from .estimator import THRESHOLDS, DetectorBase
 from .model import AMAD
 from .train import TrainConfig, save_atomic, train_model, validation_segments
 
@@ -47,7 +46,6 @@ __all__ = ["AMADDetector", "score_series", "step_terms", "combine_terms", "chann
            "THRESHOLDS", "ERROR_NORMS"]
 
 SCORES = ("recon_js", "recon")
-THRESHOLDS = ("paper", "train", "pot")
 ERROR_NORMS = ("none", "channel")
 ERROR_SCALE_FLOOR = 1e-3
 FORMAT = "amad_fast.detector/1"
@@ -161,7 +159,7 @@ def score_series(model: AMAD, series: np.ndarray, score: str = "recon_js", tempe
     return smooth_scores(combine_terms(err, weight, score, channel_scale), smooth)
 
 
-class AMADDetector:
+class AMADDetector(DetectorBase):
     """Unsupervised multivariate anomaly detector (AMAD, spec §2–§4).
 
     ``fit(X)`` standardises X (T, C) with its own statistics, trains on windows taken every
@@ -212,7 +210,7 @@ class AMADDetector:
         score: str = "recon_js",
         error_norm: str = "channel",
         binary_scaling: str = "zscore",
-        smooth: int = 1,
+        smooth: Optional[int] = 1,
         score_stride: Optional[int] = None,
         threshold: str = "paper",
         anomaly_ratio: float = 1.0,
@@ -232,27 +230,9 @@ class AMADDetector:
         self._check_params()
         self.model_: Optional[AMAD] = None
 
-    # -- sklearn-style parameter access -------------------------------------------------------
-    @classmethod
-    def _param_names(cls) -> List[str]:
-        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-
-    def get_params(self, deep: bool = True) -> Dict[str, Any]:
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params: Any) -> "AMADDetector":
-        valid = self._param_names()
-        for name, value in params.items():
-            if name not in valid:
-                raise ValueError(f"set_params: unknown parameter {name!r}; expected one of {valid}")
-            setattr(self, name, value)
-        self._check_params()
-        return self
-
-    def __repr__(self) -> str:
-        defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}
-        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if defaults.get(k) != v]
-        return f"AMADDetector({', '.join(changed)})"
+    @property
+    def fitted(self) -> bool:
+        return self.model_ is not None
 
     def _check_params(self) -> None:
         if self.score not in SCORES:
@@ -261,17 +241,16 @@ class AMADDetector:
             raise ValueError(f"error_norm: expected one of {ERROR_NORMS}, got {self.error_norm!r}")
         if self.binary_scaling not in BINARY_SCALINGS:
             raise ValueError(f"binary_scaling: expected one of {BINARY_SCALINGS}, got {self.binary_scaling!r}")
-        if isinstance(self.smooth, bool) or not isinstance(self.smooth, (int, np.integer)) or self.smooth < 1:
-            raise ValueError(f"smooth: expected an integer >= 1 (1 = no smoothing), got {self.smooth!r}")
+        if self.smooth is not None and (isinstance(self.smooth, bool) or not isinstance(self.smooth, (int, np.integer))
+                                        or self.smooth < 1):
+            raise ValueError(f"smooth: expected None (= window_size) or an integer >= 1 (1 = no smoothing), "
+                             f"got {self.smooth!r}")
         stride = self.score_stride
         if stride is not None and (isinstance(stride, bool) or not isinstance(stride, (int, np.integer))
                                    or not 1 <= stride <= self.window_size):
             raise ValueError(f"score_stride: expected None or an integer in [1, window_size={self.window_size}] "
                              f"(window_size = the paper's non-overlapping windows), got {stride!r}")
-        if self.threshold not in THRESHOLDS:
-            raise ValueError(f"threshold: expected one of {THRESHOLDS}, got {self.threshold!r}")
-        if not 0.0 < float(self.anomaly_ratio) < 100.0:
-            raise ValueError(f"anomaly_ratio: expected a percentage in (0, 100), got {self.anomaly_ratio!r}")
+        self._check_threshold_params()
         if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature: expected a finite positive number, got {self.temperature!r}")
         self._train_config().validate()
@@ -295,6 +274,10 @@ class AMADDetector:
     def resolved_score_stride(self) -> int:
         """The stride between scoring windows in use: ``score_stride``, or window_size // 10 when None."""
         return int(self.score_stride) if self.score_stride is not None else max(1, self.window_size // 10)
+
+    def resolved_smooth(self) -> int:
+        """The width of the centred moving average of the scores: ``smooth``, or window_size when None."""
+        return int(self.smooth) if self.smooth is not None else int(self.window_size)
 
     def _step_terms(self, Z: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         return step_terms(self.model_, Z, self.temperature, self.score_batch_size, self.resolved_score_stride(),
@@ -338,24 +321,31 @@ class AMADDetector:
         return scale
 
     def _combine(self, err: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        return self.scores_from_terms(err, weight)
+
+    def score_terms(self, X: Any) -> Tuple[np.ndarray, np.ndarray]:
+        """The model's per-step ingredients of X's scores, ``(err (T, C), weight (T,))`` as
+        :func:`step_terms` computes them on X standardised with the training statistics, at this
+        detector's ``score_stride``. ``scores_from_terms(*score_terms(X))`` equals
+        ``decision_function(X)``; several scoring variants can share one set of forward passes."""
+        return self._step_terms(self._standardise(X))
+
+    def scores_from_terms(self, err: np.ndarray, weight: np.ndarray, score: Optional[str] = None,
+                          smooth: Optional[int] = None, error_norm: Optional[str] = None) -> np.ndarray:
+        """Scores from :meth:`score_terms` output under this detector's ``score``, ``smooth`` and
+        ``error_norm``, or the ones given here (``smooth`` 1 = per step)."""
+        score = self.score if score is None else score
+        error_norm = self.error_norm if error_norm is None else error_norm
+        width = self.resolved_smooth() if smooth is None else int(smooth)
+        if error_norm not in ERROR_NORMS:
+            raise ValueError(f"error_norm: expected one of {ERROR_NORMS}, got {error_norm!r}")
         scale = None
-        if self.error_norm == "channel":
+        if error_norm == "channel":
             scale = getattr(self, "error_scale_", None)
             if scale is None:
                 raise RuntimeError("error_norm='channel' needs the error scale measured at fit time; "
                                    "this detector was fitted with error_norm='none': refit it")
-        return smooth_scores(combine_terms(err, weight, self.score, scale), int(self.smooth))
-
-    def _fixed_threshold(self) -> Optional[float]:
-        if self.threshold == "train":
-            return metrics.train_threshold(self.train_scores_, self.anomaly_ratio)
-        if self.threshold == "pot":
-            return metrics.pot_threshold(self.train_scores_)
-        return None  # "paper" needs the scores being judged
-
-    def _require_fitted(self) -> None:
-        if self.model_ is None:
-            raise RuntimeError("AMADDetector: not fitted yet; call fit(X) or AMADDetector.load(path) first")
+        return smooth_scores(combine_terms(err, weight, score, scale), width)
 
     def _standardise(self, X: Any) -> np.ndarray:
         self._require_fitted()
@@ -368,22 +358,6 @@ class AMADDetector:
         """Anomaly score per time step of X (T, C), float64 (T,); higher = more anomalous."""
         Z = self._standardise(X)
         return self._combine(*self._step_terms(Z))
-
-    def threshold_for(self, scores: Any) -> float:
-        """The decision threshold for these test scores (fixed for "train"/"pot"; "paper" uses them)."""
-        self._require_fitted()
-        if self.threshold == "paper":
-            return metrics.paper_threshold(self.train_scores_, scores, self.anomaly_ratio)
-        return float(self.threshold_)
-
-    def predict(self, X: Any) -> np.ndarray:
-        """0/1 (int8) per time step: score > threshold (see the class docstring for "paper")."""
-        scores = self.decision_function(X)
-        self.last_threshold_ = self.threshold_for(scores)
-        return metrics.predict(scores, self.last_threshold_)
-
-    def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
-        return self.fit(X).predict(X)
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: str) -> None:

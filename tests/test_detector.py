@@ -11,7 +11,8 @@ from amad_fast.detector import (ERROR_SCALE_FLOOR, AMADDetector, channel_error_s
 from amad_fast.train import validation_segments
 
 SMALL = dict(window_size=16, d_model=16, n_heads=2, n_layers=2, num_scales=2, d_ff=32, epochs=3,
-             train_stride=4, batch_size=16, lr=1e-3, progress=False, backend="reference", seed=0)
+             train_stride=4, batch_size=16, lr=1e-3, progress=False, backend="reference", seed=0,
+             smooth=1)  # per-step scores: the spec formulas below are checked unsmoothed
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +106,9 @@ def test_smooth_option_smooths_decision_function(fitted, data):
     fitted.smooth = 5
     try:
         np.testing.assert_allclose(fitted.decision_function(data.test[:64]), smooth_scores(raw, 5), rtol=1e-12)
+        fitted.smooth = None  # one window length
+        assert fitted.resolved_smooth() == 16
+        np.testing.assert_allclose(fitted.decision_function(data.test[:64]), smooth_scores(raw, 16), rtol=1e-12)
     finally:
         fitted.smooth = 1
 
@@ -251,3 +255,15 @@ def test_constant_channel_is_handled(data):
     with pytest.warns(RuntimeWarning, match="constant"):
         det = AMADDetector(**dict(SMALL, epochs=1)).fit(X)
     assert np.isfinite(det.decision_function(data.test[:100])).all()
+
+
+def test_score_terms_share_forward_passes_between_variants(fitted, data):
+    X = data.test[:200]
+    err, w = fitted.score_terms(X)
+    np.testing.assert_array_equal(fitted.scores_from_terms(err, w), fitted.decision_function(X))
+    want = smooth_scores(combine_terms(err, w, "recon", fitted.error_scale_), 7)
+    np.testing.assert_array_equal(fitted.scores_from_terms(err, w, score="recon", smooth=7), want)
+    plain = smooth_scores(combine_terms(err, w, "recon_js", None), 1)
+    np.testing.assert_array_equal(fitted.scores_from_terms(err, w, error_norm="none"), plain)
+    with pytest.raises(ValueError, match="error_norm"):
+        fitted.scores_from_terms(err, w, error_norm="max")

@@ -1,0 +1,115 @@
+"""What every detector of the package shares: scikit-learn-style parameters and the threshold rules.
+
+:class:`DetectorBase` is the one place where scores become a decision threshold, for AMAD
+(:class:`amad_fast.detector.AMADDetector`) and the baselines (:mod:`amad_fast.baselines`) alike:
+
+* ``"paper"``: percentile 100 − ``anomaly_ratio`` of the stored training scores and the judged
+  scores together (Anomaly Transformer's protocol; it uses statistics of the data being judged);
+* ``"train"``: the same percentile of the training scores only (fixed at fit time);
+* ``"pot"``: peaks over threshold on the training scores (fixed at fit time).
+
+``anomaly_ratio`` is in percent. A step is flagged when its score is above the threshold.
+Subclasses keep their constructor arguments as attributes of the same names, implement
+``decision_function``, ``fitted`` and ``_check_params`` (calling :meth:`_check_threshold_params`),
+and set ``train_scores_`` and ``threshold_ = self._fixed_threshold()`` when they fit.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from . import metrics
+
+__all__ = ["DetectorBase", "THRESHOLDS"]
+
+THRESHOLDS = ("paper", "train", "pot")
+
+
+class DetectorBase:
+    """Parameters (``get_params``/``set_params``/``repr``), thresholds and ``predict`` of a detector."""
+
+    # -- parameters -------------------------------------------------------------------------------
+    @classmethod
+    def _param_names(cls) -> List[str]:
+        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+    def get_params(self, deep: bool = True) -> Dict[str, Any]:
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> "DetectorBase":
+        """Set parameters (validated; nothing changes when one is invalid). On a fitted detector a
+        new ``threshold``/``anomaly_ratio`` refreshes ``threshold_`` at once; other parameters take
+        effect at the next fit, or at once where they only change how scores are computed."""
+        valid = self._param_names()
+        for name in params:
+            if name not in valid:
+                raise ValueError(f"set_params: unknown parameter {name!r}; expected one of {valid}")
+        old = self.get_params()
+        for name, value in params.items():
+            setattr(self, name, value)
+        try:
+            self._check_params()
+        except ValueError:
+            for name, value in old.items():
+                setattr(self, name, value)
+            raise
+        if self.fitted:
+            self.threshold_ = self._fixed_threshold()
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}
+        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if defaults.get(k) != v]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def _check_params(self) -> None:  # pragma: no cover - every subclass has its own
+        self._check_threshold_params()
+
+    def _check_threshold_params(self) -> None:
+        if self.threshold not in THRESHOLDS:
+            raise ValueError(f"threshold: expected one of {THRESHOLDS}, got {self.threshold!r}")
+        try:
+            ratio = float(self.anomaly_ratio)
+        except (TypeError, ValueError):
+            ratio = float("nan")
+        if isinstance(self.anomaly_ratio, bool) or not 0.0 < ratio < 100.0:
+            raise ValueError(f"anomaly_ratio: expected a percentage in (0, 100), got {self.anomaly_ratio!r}")
+
+    # -- fitted state -----------------------------------------------------------------------------
+    @property
+    def fitted(self) -> bool:  # pragma: no cover - every subclass has its own
+        raise NotImplementedError
+
+    def _require_fitted(self) -> None:
+        if not self.fitted:
+            name = type(self).__name__
+            raise RuntimeError(f"{name}: not fitted yet; call fit(X) or {name}.load(path) first")
+
+    def decision_function(self, X: Any) -> np.ndarray:  # pragma: no cover - every subclass has its own
+        raise NotImplementedError
+
+    # -- thresholds -------------------------------------------------------------------------------
+    def _fixed_threshold(self) -> Optional[float]:
+        if self.threshold == "train":
+            return metrics.train_threshold(self.train_scores_, self.anomaly_ratio)
+        if self.threshold == "pot":
+            return metrics.pot_threshold(self.train_scores_)
+        return None  # "paper" needs the scores being judged
+
+    def threshold_for(self, scores: Any) -> float:
+        """The decision threshold for these scores (fixed for "train"/"pot"; "paper" uses them)."""
+        self._require_fitted()
+        if self.threshold == "paper":
+            return metrics.paper_threshold(self.train_scores_, scores, self.anomaly_ratio)
+        return float(self.threshold_)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """0/1 (int8) per time step: score > threshold (see :meth:`threshold_for`)."""
+        scores = self.decision_function(X)
+        self.last_threshold_ = self.threshold_for(scores)
+        return metrics.predict(scores, self.last_threshold_)
+
+    def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
+        return self.fit(X).predict(X)
