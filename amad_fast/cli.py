@@ -387,8 +387,13 @@ def cmd_benchmark(args) -> int:
                              f"got method {method!r}")
         params.setdefault(method, {})[key] = value
     entities = [e.strip() for e in args.entities.split(",") if e.strip()] if args.entities else None
+    workers = args.workers
+    if workers is None:
+        import torch
+
+        workers = 1 if torch.cuda.is_available() else max(1, min(4, os.cpu_count() or 1))
     result = run_benchmark(args.data, methods, out_dir=args.out, entities=entities, params=params, seed=args.seed,
-                           workers=args.workers, resume=args.resume, data_root=args.data_root)
+                           workers=workers, resume=args.resume, data_root=args.data_root)
     paths = write_reports(result, args.out)
     agg = result.aggregates
     print(f"{len(result.records)} entities in {result.info['seconds']:.0f} s; mean over entities:")
@@ -514,7 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--entities", default=None, help="comma-separated entity names (default: all)")
     m.add_argument("--param", action="append", metavar="METHOD.KEY=VALUE",
                    help="a constructor parameter of one method, e.g. amad.epochs=3 or knn.n_neighbors=5 (repeatable)")
-    m.add_argument("--workers", type=int, default=1, help="entities run in this many processes (default: %(default)s)")
+    m.add_argument("--workers", type=int, default=None,
+                   help="entities run in this many processes, each with its share of the CPU threads (default: "
+                        "one per CPU core, at most 4; 1 when CUDA is available)")
     m.add_argument("--seed", type=int, default=0, help="seed given to every method (default: %(default)s)")
     m.add_argument("--no-resume", dest="resume", action="store_false",
                    help="recompute entities already stored in OUT instead of keeping them")

@@ -265,7 +265,8 @@ def run_benchmark(data: str, methods: Any = ("amad", "l2", "pca", "knn", "ifores
     unknown = sorted(set(params or {}) - set(methods))
     if unknown:
         raise ValueError(f"params: expected parameters for the chosen methods {methods}, got some for {unknown}")
-    params = {m: {"seed": seed, **dict((params or {}).get(m, {}))} for m in methods}
+    defaults = {"amad": {"progress": False}}  # the entity bar is the progress; no nested training bars
+    params = {m: {"seed": seed, **defaults.get(m, {}), **dict((params or {}).get(m, {}))} for m in methods}
     names = list_entities(data, data_root)
     if entities is not None:
         wanted = [str(e) for e in entities]
