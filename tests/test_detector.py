@@ -12,7 +12,7 @@ from amad_fast.train import validation_segments
 
 SMALL = dict(window_size=16, d_model=16, n_heads=2, n_layers=2, num_scales=2, d_ff=32, epochs=3,
              train_stride=4, batch_size=16, lr=1e-3, progress=False, backend="reference", seed=0,
-             smooth=1)  # per-step scores: the spec formulas below are checked unsmoothed
+             smooth=1, score="recon_js")  # the spec's per-step score: its formulas are checked below
 
 
 @pytest.fixture(scope="module")
@@ -106,11 +106,12 @@ def test_smooth_option_smooths_decision_function(fitted, data):
     fitted.smooth = 5
     try:
         np.testing.assert_allclose(fitted.decision_function(data.test[:64]), smooth_scores(raw, 5), rtol=1e-12)
-        fitted.smooth = None  # one window length
-        assert fitted.resolved_smooth() == 16
-        np.testing.assert_allclose(fitted.decision_function(data.test[:64]), smooth_scores(raw, 16), rtol=1e-12)
+        fitted.smooth = None  # half a window
+        assert fitted.resolved_smooth() == 8
+        np.testing.assert_allclose(fitted.decision_function(data.test[:64]), smooth_scores(raw, 8), rtol=1e-12)
     finally:
         fitted.smooth = 1
+    assert AMADDetector().resolved_smooth() == 50 and AMADDetector(window_size=3).resolved_smooth() == 1
 
 
 @pytest.mark.parametrize("bad", [dict(error_norm="l2"), dict(smooth=0), dict(smooth=2.5), dict(smooth=True),
