@@ -53,6 +53,9 @@ def main(argv=None) -> int:
                          "options given explicitly override them")
     ap.add_argument("--checkpoint-dir", default=None, help="write a checkpoint each epoch here (AMADDetector)")
     ap.add_argument("--resume", action="store_true", help="continue training from --checkpoint-dir's last checkpoint")
+    ap.add_argument("--shipped", action="store_true",
+                    help="AMADDetector's own defaults for every model, training and scoring setting (the options "
+                         "above that set them are ignored; --seed, --checkpoint-dir and --resume still apply)")
     ap.add_argument("--skip-baselines", action="store_true")
     ap.add_argument("--name", default=None)
     args = ap.parse_args(argv)
@@ -66,6 +69,8 @@ def main(argv=None) -> int:
                   epochs=args.epochs, lr=args.lr, maxmin=args.maxmin, k=args.k, mu=args.mu, seed=args.seed,
                   progress=False, backend="auto", error_norm="channel", val_split=args.val_split,
                   checkpoint_dir=args.checkpoint_dir, resume=args.resume)
+    if args.shipped:
+        params = dict(seed=args.seed, progress=False, checkpoint_dir=args.checkpoint_dir, resume=args.resume)
     rows, payload = [], {"args": vars(args), "ratio": ratio, "params": params, "dataset": repr(ds),
                          "anomaly_percent": ds.anomaly_ratio_percent,
                          "backends": {k: str(v) for k, v in amad_fast.available_backends().items()}}
@@ -75,16 +80,21 @@ def main(argv=None) -> int:
     payload["fit_seconds"] = time.perf_counter() - t0
     payload["history"] = det.history_
     print(f"fit {payload['fit_seconds']:.0f}s, history {det.history_}", flush=True)
-    L = params["window_size"]
+    L = det.window_size
     stride = det.resolved_score_stride()
+    width = det.resolved_smooth()  # the shipped smoothing (1 = none) for the [default] row
     terms = {stride: amad_terms(det, ds.train, ds.test)}
     terms[L] = amad_terms(det, ds.train, ds.test, stride=L)
     payload["test_forward_seconds"] = {s: t[2] for s, t in terms.items()}
     payload["error_scale"] = [float(v) for v in det.error_scale_]
-    variants = [("recon_js", "channel", stride, 1, " [default]"), ("recon", "channel", stride, 1, ""),
+    other = "recon" if det.score == "recon_js" else "recon_js"
+    variants = [(det.score, "channel", stride, width, " [default]"), (other, "channel", stride, width, ""),
+                ("recon_js", "channel", stride, 1, ""), ("recon", "channel", stride, 1, ""),
                 ("recon_js", "channel", L, 1, ""), ("recon", "channel", L, 1, ""),
-                ("recon_js", "none", L, 1, " [spec]"), ("recon", "none", L, 1, ""),
-                ("recon_js", "channel", stride, L, "")]
+                ("recon_js", "none", L, 1, " [spec]"), ("recon", "none", L, 1, "")]
+    if width != L:
+        variants.append(("recon_js", "channel", stride, L, ""))
+    variants = list(dict.fromkeys(variants))  # without the shipped smoothing two rows coincide
     for score, norm, s, smooth, tag in variants:
         tr, te = (amad_variant(det, t, score, norm, smooth) for t in terms[s][:2])
         res = evaluate_both(tr, te, ds.test_labels, ratio)
@@ -112,22 +122,22 @@ def main(argv=None) -> int:
     cmd = command_line(__file__, argv)
     hist = "; ".join(f"epoch {h['epoch']}: rec {h['rec']:.4f}, val {h.get('val_rec', float('nan')):.4f}, "
                      f"{h['windows_per_s']:.0f} windows/s" for h in det.history_)
-    size = "paper-sized" if args.paper else "CPU-sized"
+    size = "paper-sized" if args.paper else ("shipped defaults" if args.shipped else "CPU-sized")
     md = (f"# {args.dataset}: AMAD ({size}) and baselines\n\nCommand: `{cmd}`\n\n"
           f"Data: {ds!r}; {ds.anomaly_ratio_percent:.2f} % anomalous test steps. Thresholds: r = {ratio} %.\n\n"
           + ("AMAD here has Anomaly Transformer's published configuration (`--paper`), trained on 2 CPU cores: "
              if args.paper else "AMAD here is a CPU-sized model trained briefly on 2 shared cores, NOT the paper's configuration: ")
-          + f"{params}. Training took {payload['fit_seconds']:.0f} s ({hist}).\n\n"
+          + f"{det.get_params()}. Training took {payload['fit_seconds']:.0f} s ({hist}).\n\n"
           "pa_f1 is point-adjusted (comparable with published tables, and inflated: see uniform random); "
           "precision/recall/f1 are point-wise; auroc, aupr, best_f1 (best point-wise F1 over all thresholds) "
           "are threshold-free; affiliation_f1 per Huet et al. 2022.\n\n"
-          "AMAD rows: `[default]` is the shipped scoring: windows every score_stride = L // 10 steps with each "
-          "step's terms averaged over the windows covering it (chosen on omi-1 and synthetic data, see "
-          "score_stride_*.md), and error_norm='channel' (each channel's squared error divided by its mean on the "
-          "validation split of the training series; chosen on omi-1, see scoring_omi1.md). `stride L` rows "
-          "use spec §4's non-overlapping windows; `[spec]` is spec §4's protocol and plain mean over channels. "
-          f"The `smooth {L}` row averages the score over one window length; smoothing is NOT the default "
-          "(see scoring_omi1.md for why) and is applied to the baselines too for a like-for-like view.\n\n"
+          "AMAD rows: `[default]` is this detector's scoring: windows every score_stride = L // 10 steps with "
+          "each step's terms averaged over the windows covering it (score_stride_*.md), error_norm='channel' "
+          "(each channel's squared error divided by its mean on the validation split of the training series; "
+          f"scoring_omi1.md), and a centred moving average over smooth = {width} steps (1 = none; "
+          "per_entity_*.md). `stride L` rows use spec §4's non-overlapping windows; `[spec]` is spec §4's "
+          "protocol and plain mean over channels. The baselines are per step, and also shown smoothed over "
+          f"L = {L} for a like-for-like view.\n\n"
           + table(rows, cols) +
           f"\nMachine: {machine()}\n")
     write_results(name, payload, md)
