@@ -402,10 +402,6 @@ class RandomDetector(PointScoreDetector):
 
     method = "random"
 
-    def __init__(self, threshold: str = "paper", anomaly_ratio: float = 1.0, seed: int = 0,
-                 nan_policy: str = "interpolate") -> None:
-        super().__init__(threshold, anomaly_ratio, seed, nan_policy)
-
     def _score(self, Z: np.ndarray) -> np.ndarray:
         return np.random.default_rng(int(self.seed)).uniform(size=Z.shape[0])
 
@@ -415,10 +411,6 @@ class L2NormDetector(PointScoreDetector):
 
     method = "l2"
 
-    def __init__(self, threshold: str = "paper", anomaly_ratio: float = 1.0, seed: int = 0,
-                 nan_policy: str = "interpolate") -> None:
-        super().__init__(threshold, anomaly_ratio, seed, nan_policy)
-
     def _score(self, Z: np.ndarray) -> np.ndarray:
         return np.linalg.norm(Z, axis=1)
 
@@ -427,10 +419,6 @@ class MaxAbsZDetector(PointScoreDetector):
     """Largest absolute z-score over the channels: ``max_c |z_tc|``."""
 
     method = "maxz"
-
-    def __init__(self, threshold: str = "paper", anomaly_ratio: float = 1.0, seed: int = 0,
-                 nan_policy: str = "interpolate") -> None:
-        super().__init__(threshold, anomaly_ratio, seed, nan_policy)
 
     def _score(self, Z: np.ndarray) -> np.ndarray:
         return np.abs(Z).max(axis=1)
