@@ -87,19 +87,19 @@ def entity_metrics(scores: np.ndarray, labels: np.ndarray, vus_window: int) -> D
     ``"undefined"``."""
     out: Dict[str, Any] = {}
     why: Dict[str, str] = {}
-    fns: Dict[str, Callable[[], float]] = {
-        "vus_pr": lambda: metrics.vus_pr(scores, labels, vus_window),
-        "aupr": lambda: metrics.aupr(scores, labels),
-        "auroc": lambda: metrics.auroc(scores, labels),
-        "vus_roc": lambda: metrics.vus_roc(scores, labels, vus_window),
-        "best_f1": lambda: metrics.best_f1(scores, labels).f1,
+    fns: Dict[Any, Callable[[], Any]] = {
+        ("vus_pr", "vus_roc"): lambda: metrics.vus(scores, labels, vus_window),
+        ("aupr",): lambda: (metrics.aupr(scores, labels),),
+        ("auroc",): lambda: (metrics.auroc(scores, labels),),
+        ("best_f1",): lambda: (metrics.best_f1(scores, labels).f1,),
     }
-    for k, f in fns.items():
+    for keys, f in fns.items():
         try:
-            out[k] = float(f())
+            out.update(zip(keys, map(float, f())))
         except ValueError as exc:
-            out[k] = None
-            why[k] = str(exc)
+            out.update(dict.fromkeys(keys))
+            why.update(dict.fromkeys(keys, str(exc)))
+    out = {k: out[k] for k in METRICS}
     if why:
         out["undefined"] = why
     return out

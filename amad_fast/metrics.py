@@ -38,6 +38,7 @@ __all__ = [
     "fit_gpd",
     "select_threshold",
     "ANOMALY_RATIO_PERCENT",
+    "vus",
     "vus_pr",
     "vus_roc",
     "sliding_window_length",
@@ -652,6 +653,12 @@ def vus_roc(scores: Any, labels: Any, window: int, n_thresholds: int = TSB_AD_TH
     point-wise AUROC (see :func:`auroc`).
     """
     return _vus(scores, labels, window, n_thresholds, "VUS-ROC")[1]
+
+
+def vus(scores: Any, labels: Any, window: int, n_thresholds: int = TSB_AD_THRESHOLDS) -> Tuple[float, float]:
+    """``(VUS-PR, VUS-ROC)`` from one pass over the curves (:func:`vus_pr`, :func:`vus_roc` each
+    compute both and keep one)."""
+    return _vus(scores, labels, window, n_thresholds, "VUS")
 
 
 def _next_regular(target: int) -> int:

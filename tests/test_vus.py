@@ -18,6 +18,7 @@ from amad_fast.metrics import (
     auroc,
     evaluate,
     sliding_window_length,
+    vus,
     vus_pr,
     vus_roc,
 )
@@ -305,3 +306,11 @@ def test_bad_inputs():
         sliding_window_length([])
     with pytest.raises(TypeError, match="series: expected numeric"):
         sliding_window_length(["a", "b"])
+
+
+def test_vus_gives_both_from_one_pass():
+    rng = np.random.default_rng(7)
+    y = np.zeros(400, dtype=np.int8)
+    y[100:130] = y[300:305] = 1
+    s = rng.normal(size=400) + 2.0 * y
+    assert vus(s, y, 20) == (vus_pr(s, y, 20), vus_roc(s, y, 20))
