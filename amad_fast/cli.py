@@ -188,13 +188,17 @@ def _write_json(path: str, obj: Any) -> None:
         fh.write("\n")
 
 
-def _evaluate_outputs(scores, labels, threshold, out_json, out_png, info: Dict[str, Any]) -> Dict[str, Any]:
+def _evaluate_outputs(scores, labels, threshold, out_json, out_png, info: Dict[str, Any],
+                      series: Optional[np.ndarray] = None) -> Dict[str, Any]:
+    """metrics.evaluate of the scores (VUS window by TSB-AD's rule from the series' first channel
+    when the series is known, else TSB-AD's default), written as JSON and a plot."""
     from . import metrics
 
     if labels is None:
         raise ValueError("labels: evaluate needs labels (a 'label' column, --labels, or a labelled data set)")
     result = dict(info)
-    result["metrics"] = metrics.evaluate(scores, labels, threshold)
+    window = None if series is None else metrics.sliding_window_length(np.asarray(series)[:, 0])
+    result["metrics"] = metrics.evaluate(scores, labels, threshold, vus_window=window)
     if out_json:
         _write_json(out_json, result)
     if out_png:
@@ -205,7 +209,7 @@ def _evaluate_outputs(scores, labels, threshold, out_json, out_png, info: Dict[s
 def _print_metrics(m: Dict[str, Any], stream=None) -> None:
     stream = sys.stdout if stream is None else stream
     keys = ("threshold", "pa_precision", "pa_recall", "pa_f1", "precision", "recall", "f1", "auroc", "aupr",
-            "best_f1", "affiliation_precision", "affiliation_recall", "affiliation_f1")
+            "vus_pr", "vus_roc", "best_f1", "affiliation_precision", "affiliation_recall", "affiliation_f1")
     for k in keys:
         v = m.get(k)
         print(f"  {k:<22} {'n/a' if v is None else format(v, '.4f') if k != 'threshold' else format(v, '.6g')}",
@@ -317,7 +321,8 @@ def cmd_evaluate(args) -> int:
     out_json = args.out or "metrics.json"
     out_png = args.plot if args.plot is not None else os.path.splitext(out_json)[0] + ".png"
     res = _evaluate_outputs(scores, labels, threshold, out_json, out_png or None,
-                            {**source, "threshold_rule": rule, "title": f"threshold: {rule}"})
+                            {**source, "threshold_rule": rule, "title": f"threshold: {rule}"},
+                            series=series if args.scores is None else None)
     print(f"threshold ({rule}):")
     _print_metrics(res["metrics"])
     print(f"wrote {out_json}" + (f" and {out_png}" if out_png else ""))
@@ -345,11 +350,11 @@ def cmd_demo(args) -> int:
     info = {"data": args.data, "detector": det.get_params(), "fit_seconds": fit_s, "score_seconds": score_s,
             "history": det.history_, "title": f"AMAD demo on {ds.name} ({det.threshold} threshold)"}
     res = _evaluate_outputs(scores, ds.test_labels, threshold, os.path.join(out, "metrics.json"),
-                            os.path.join(out, "scores.png"), info)
+                            os.path.join(out, "scores.png"), info, series=ds.test)
     # threshold-free and the other rule, for context
     other = metrics.paper_threshold(det.train_scores_, scores, det.anomaly_ratio) if det.threshold != "paper" \
         else metrics.train_threshold(det.train_scores_, det.anomaly_ratio)
-    res["other_threshold"] = metrics.evaluate(scores, ds.test_labels, other)
+    res["other_threshold"] = metrics.evaluate(scores, ds.test_labels, other, vus_window=res["metrics"]["vus_window"])
     _write_json(os.path.join(out, "metrics.json"), res)
     print(f"metrics ({det.threshold} threshold):")
     _print_metrics(res["metrics"])
