@@ -248,6 +248,27 @@ def time_fn(fn: Callable[[], object], device: torch.device, **timing) -> dict:
     return stats["fn"]
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Send file descriptor 2 to /dev/null for the block: the profiler's C++ side (Kineto) writes
+    ``USDT ... profiler_start`` / ``profiler_stop`` lines straight to it for every profiled call
+    (about 40 per benchmark run, among the results), and no setting of torch turns them off.
+    Python-level errors still surface: an exception leaves the block and is printed after it."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable fd 2 (e.g. closed): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def peak_memory(fn: Callable[[], object], device: torch.device) -> Tuple[Optional[int], str]:
     """Extra bytes one call of ``fn`` allocates at its peak, and the method (see METHOD_NOTES)."""
     if device.type == "cuda":
@@ -259,7 +280,7 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> Tuple[Optiona
         return int(torch.cuda.max_memory_allocated(device) - base), "cuda.max_memory_allocated"
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
     events.sort(key=lambda e: e.start_ns())
