@@ -320,8 +320,9 @@ class PointScoreDetector(DetectorBase):
 
     def _z(self, A: np.ndarray) -> np.ndarray:
         """z-scores with the Standardizer's training statistics, kept in float64 (its transform
-        rounds to the float32 the AMAD model takes; distances and PCA errors need no rounding)."""
-        return (A.astype(np.float64) - self.standardizer_.mean) / self.standardizer_.std
+        rounds to the float32 the AMAD model takes; distances and PCA errors need no rounding);
+        extreme values are clipped or refused as for AMAD (:meth:`Standardizer.zscore`)."""
+        return self.standardizer_.zscore(A, "X", self.nan_policy, np.float64)
 
     def fit(self, X: Any, y: Any = None) -> "PointScoreDetector":
         """Fit on X (T, C) (numpy array or tensor); ``y`` is ignored (unsupervised)."""
@@ -330,7 +331,7 @@ class PointScoreDetector(DetectorBase):
         self.standardizer_ = Standardizer().fit(A, name="X")
         self.n_channels_ = int(A.shape[1])
         try:
-            self.train_scores_ = np.asarray(self._fit_scorer(self._z(A)), dtype=np.float64)
+            self.train_scores_ = self._finite_scores(self._fit_scorer(self._z(A)), "the training series X")
         except BaseException:
             self.standardizer_ = None
             raise
@@ -341,7 +342,7 @@ class PointScoreDetector(DetectorBase):
         """Anomaly score per time step of X (T, C), float64 (T,); higher = more anomalous."""
         self._require_fitted()
         A = check_series(X, "X", expected_channels=self.n_channels_, nan_policy=self.nan_policy)
-        return np.asarray(self._score(self._z(A)), dtype=np.float64)
+        return self._finite_scores(self._score(self._z(A)))
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: Any) -> None:

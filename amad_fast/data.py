@@ -34,6 +34,7 @@ __all__ = [
     "check_labels",
     "Standardizer",
     "BINARY_SCALINGS",
+    "Z_LIMIT",
     "window_starts",
     "sliding_windows",
     "windows_to_series",
@@ -154,8 +155,8 @@ def _fill_nonfinite(X: np.ndarray, name: str) -> np.ndarray:
     for c in cols:
         ok = ~bad[:, c]
         X[bad[:, c], c] = np.interp(t[bad[:, c]], t[ok], X[ok, c])
-    warnings.warn(f"{name}: {int(bad.sum())} non-finite value(s) (NaN/Inf) in {len(cols)} channel(s) "
-                  f"were filled by linear interpolation", RuntimeWarning, stacklevel=3)
+    warnings.warn(f"{name}: {int(bad.sum())} non-finite value(s) (NaN, ±Inf, or beyond the float32 range) in "
+                  f"{len(cols)} channel(s) were filled by linear interpolation", RuntimeWarning, stacklevel=3)
     return X
 
 
@@ -191,7 +192,7 @@ def check_series(X: Any, name: str = "X", expected_channels: Optional[int] = Non
             bad = ~np.isfinite(A)
             t, c = np.argwhere(bad)[0]
             raise ValueError(f"{name}: expected finite values, got {int(bad.sum())} non-finite value(s) "
-                             f"(NaN/Inf), first at step {int(t)}, channel {int(c)}")
+                             f"(NaN, ±Inf, or beyond the float32 range), first at step {int(t)}, channel {int(c)}")
         A = _fill_nonfinite(A, name)
     return A
 
@@ -219,6 +220,27 @@ def check_labels(labels: Any, name: str = "labels", length: Optional[int] = None
 
 
 BINARY_SCALINGS = ("zscore", "unit")
+
+#: standardised values beyond ±Z_LIMIT (training standard deviations from the training mean) are
+#: clipped to it with a warning, or refused under nan_policy="raise" (see Standardizer.zscore)
+Z_LIMIT = 1e6
+
+
+def _limit_extremes(Z: np.ndarray, name: str, nan_policy: str) -> np.ndarray:
+    """Clip |Z| > Z_LIMIT in place (float64 Z) with a warning, or refuse under nan_policy="raise"."""
+    big = np.abs(Z) > Z_LIMIT
+    if not big.any():
+        return Z
+    t, c = (int(v) for v in np.argwhere(big)[0])
+    worst = float(np.abs(Z).max())
+    detail = (f"{int(big.sum())} value(s) lie more than {Z_LIMIT:g} training standard deviations from the "
+              f"training mean (largest |z| = {worst:.3g}; first at step {t}, channel {c})")
+    if nan_policy == "raise":
+        raise ValueError(f"{name}: expected values within {Z_LIMIT:g} training standard deviations of the training "
+                         f"mean, got {detail}; nan_policy='interpolate' clips them instead")
+    warnings.warn(f"{name}: {detail}; they are clipped to ±{Z_LIMIT:g} (still the most anomalous values) so that "
+                  f"the scores stay finite", RuntimeWarning, stacklevel=4)
+    return np.clip(Z, -Z_LIMIT, Z_LIMIT, out=Z)
 
 
 class Standardizer:
@@ -280,9 +302,23 @@ class Standardizer:
             raise RuntimeError("Standardizer: call fit(train) before transform / inverse_transform")
 
     def transform(self, X: Any, name: str = "X", nan_policy: str = "interpolate") -> np.ndarray:
+        """Standardised X as float32 (the model's input); see :meth:`zscore`."""
+        return self.zscore(X, name, nan_policy, np.float32)
+
+    def zscore(self, X: Any, name: str = "X", nan_policy: str = "interpolate", dtype: Any = np.float64) -> np.ndarray:
+        """(X − mean) / std per channel, computed in float64 and returned as ``dtype``.
+
+        X is checked by :func:`check_series` (NaN/Inf by ``nan_policy``). A finite value can still be
+        so far from the training data (1e20 in a channel of unit spread, say) that its z-score, or
+        its square inside a model, overflows float32 and turns scores into NaN: values beyond
+        ±:data:`Z_LIMIT` training standard deviations are clipped to it with a RuntimeWarning
+        (the clipped value stays by far the most anomalous of the series), or refused with a
+        ValueError under ``nan_policy="raise"``. Shared by AMAD and the baselines.
+        """
         self._require_fitted()
         A = check_series(X, name, expected_channels=self.mean.shape[0], nan_policy=nan_policy)
-        return ((A - self.mean) / self.std).astype(np.float32)
+        Z = (A.astype(np.float64) - self.mean) / self.std
+        return _limit_extremes(Z, name, nan_policy).astype(dtype, copy=False)
 
     def fit_transform(self, X: Any, name: str = "train") -> np.ndarray:
         return self.fit(X, name).transform(X, name)

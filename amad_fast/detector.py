@@ -310,7 +310,7 @@ class AMADDetector(DetectorBase):
         self.best_epoch_ = result.best_epoch
         err, weight = self._step_terms(Z)
         self.error_scale_ = self._error_scale(err)
-        self.train_scores_ = self._combine(err, weight)
+        self.train_scores_ = self._finite_scores(self._combine(err, weight), "the training series X")
         self.threshold_ = self._fixed_threshold()
         return self
 
@@ -361,9 +361,12 @@ class AMADDetector(DetectorBase):
         return self.standardizer_.transform(A, name="X", nan_policy=self.nan_policy)
 
     def decision_function(self, X: Any) -> np.ndarray:
-        """Anomaly score per time step of X (T, C), float64 (T,); higher = more anomalous."""
+        """Anomaly score per time step of X (T, C), float64 (T,); higher = more anomalous. Never
+        NaN/Inf: non-finite inputs follow ``nan_policy``, values beyond ``Z_LIMIT`` training
+        standard deviations are clipped (with a warning) or refused, and a score the model still
+        could not compute finitely is a FloatingPointError (:meth:`DetectorBase._finite_scores`)."""
         Z = self._standardise(X)
-        return self._combine(*self._step_terms(Z))
+        return self._finite_scores(self._combine(*self._step_terms(Z)))
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: str) -> None:

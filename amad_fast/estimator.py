@@ -90,6 +90,26 @@ class DetectorBase:
     def decision_function(self, X: Any) -> np.ndarray:  # pragma: no cover - every subclass has its own
         raise NotImplementedError
 
+    def _finite_scores(self, scores: Any, what: str = "X") -> np.ndarray:
+        """``scores`` as float64, or a FloatingPointError when any is NaN/Inf.
+
+        Every detector passes its scores through here (training scores at fit, judged scores in
+        ``decision_function``), so that no NaN/Inf score is ever returned or used for a threshold
+        silently. Inputs are made safe before (:func:`amad_fast.data.check_series` for NaN/Inf,
+        :meth:`amad_fast.data.Standardizer.zscore` for extreme values); a non-finite score here
+        means an overflow inside the scorer itself.
+        """
+        s = np.asarray(scores, dtype=np.float64)
+        bad = ~np.isfinite(s)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise FloatingPointError(
+                f"{type(self).__name__}: {int(bad.sum())} of {s.size} scores of {what} are NaN/Inf (first at step "
+                f"{first}): the computation overflowed although the input is finite and within the limits of "
+                f"amad_fast.data.Z_LIMIT; refusing to return them. Check the input's scale (e.g. values far "
+                f"outside the training range) or the detector (e.g. a model that diverged)")
+        return s
+
     # -- thresholds -------------------------------------------------------------------------------
     def _fixed_threshold(self) -> Optional[float]:
         if self.threshold == "train":
