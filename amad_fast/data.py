@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import os
 import re
 import warnings
@@ -43,6 +44,7 @@ __all__ = [
     "load_psm",
     "load_swat",
     "load_csv",
+    "load_npy",
     "load_omi",
     "load_dataset",
     "list_entities",
@@ -441,6 +443,29 @@ def windows_to_series(values: Any, starts: Any, length: int, reduce: str = "firs
 # ----------------------------------------------------------------------------------------------
 # File loaders
 # ----------------------------------------------------------------------------------------------
+def load_npy(path: PathLike, what: str = "array", mmap_mode: Optional[str] = None) -> np.ndarray:
+    """``np.load`` of a .npy array without pickles; a file that is not one (truncated, text, an
+    object array, empty) is a ValueError that names the path and ``what`` it should hold. A missing
+    or unreadable file keeps its OSError (whose message names the path)."""
+    p = os.fspath(path)
+    try:
+        arr = np.load(p, mmap_mode=mmap_mode, allow_pickle=False)
+    except OSError as exc:
+        if exc.filename is not None:  # the OS refused the path itself
+            raise
+        reason = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise ValueError(f"{p}: not a valid .npy array ({what}): {type(exc).__name__}: {reason}") from None
+    except Exception as exc:  # ValueError, EOFError, UnpicklingError: damage of some kind
+        reason = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise ValueError(f"{p}: not a valid .npy array ({what}): {type(exc).__name__}: {reason}") from None
+    if not isinstance(arr, np.ndarray):  # an .npz archive
+        arr.close()
+        raise ValueError(f"{p}: expected a .npy array ({what}), got a {type(arr).__name__} (an .npz archive?)")
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{p}: expected a numeric .npy array ({what}), got dtype {arr.dtype}")
+    return arr
+
+
 def _require_file(path: str, what: str) -> str:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what}: expected a file at {path!r}, found none")
@@ -476,10 +501,10 @@ def load_anomaly_transformer(root: PathLike, name: Optional[str] = None,
             raise ValueError(f"name: expected exactly one NAME_train.npy in {root!r} to infer the name, "
                              f"got {found}; pass name=")
         name = found[0]
-    train = np.load(_require_file(os.path.join(root, f"{name}_train.npy"), "train"))
-    test = np.load(_require_file(os.path.join(root, f"{name}_test.npy"), "test"))
+    train = load_npy(_require_file(os.path.join(root, f"{name}_train.npy"), "train"), f"{name} train")
+    test = load_npy(_require_file(os.path.join(root, f"{name}_test.npy"), "test"), f"{name} test")
     lp = os.path.join(root, f"{name}_test_label.npy")
-    labels = np.load(lp) if os.path.isfile(lp) else None
+    labels = load_npy(lp, f"{name} test labels") if os.path.isfile(lp) else None
     return _make_split(name, train, test, labels, nan_policy, info={"root": root, "layout": "anomaly_transformer"})
 
 
@@ -605,8 +630,10 @@ def _resolve_column(spec: Union[int, str], header: List[str], what: str) -> int:
     raise TypeError(f"{what}: expected a column name or index, got {type(spec).__name__}")
 
 
-def _parse_labels(tokens: np.ndarray, what: str, label_map: Optional[Dict[str, int]]) -> np.ndarray:
-    """0/1 labels from strings: numbers, or words via label_map (spaces and case ignored)."""
+def _parse_labels(tokens: np.ndarray, what: str, label_map: Optional[Dict[str, int]],
+                  lines: Optional[np.ndarray] = None) -> np.ndarray:
+    """0/1 labels from strings: numbers, or words via label_map (spaces and case ignored).
+    ``lines`` (the file line of each token) lets an error name the line of the first bad value."""
     toks = np.char.lower(np.char.replace(np.char.strip(np.char.strip(tokens), '"'), " ", ""))
     try:
         return check_labels(toks.astype(np.float64), what)
@@ -614,11 +641,183 @@ def _parse_labels(tokens: np.ndarray, what: str, label_map: Optional[Dict[str, i
         pass
     mapping = {k.replace(" ", "").lower(): int(v) for k, v in (label_map or _LABEL_WORDS).items()}
     uniq = np.unique(toks)
-    unknown = [u for u in uniq.tolist() if u not in mapping]
+    lut, unknown = np.zeros(uniq.shape[0], dtype=np.int8), []
+    for i, u in enumerate(uniq.tolist()):  # a word of the map, or a number that is 0 or 1
+        if u in mapping:
+            lut[i] = mapping[u]
+            continue
+        try:
+            number = float(u)
+        except ValueError:
+            number = None
+        if number in (0.0, 1.0):
+            lut[i] = int(number)
+        else:
+            unknown.append(u)
     if unknown:
-        raise ValueError(f"{what}: expected 0/1 or one of {sorted(mapping)}, got values such as {unknown[:5]}")
-    lut = np.array([mapping[u] for u in uniq.tolist()])
+        at = ""
+        if lines is not None:
+            first = int(np.flatnonzero(np.isin(toks, unknown))[0])
+            at = f" (first on line {int(lines[first])}: {str(tokens[first])!r})"
+        raise ValueError(f"{what}: expected 0/1 or one of {sorted(mapping)}, got values such as {unknown[:5]}{at}")
     return check_labels(lut[np.searchsorted(uniq, toks)], what)
+
+
+_CSV_HEAD_LINES = 64
+
+
+def _blank(row: Sequence[str]) -> bool:
+    return not row or (len(row) == 1 and not row[0].strip())
+
+
+def _csv_rows(path: str, delimiter: str, first_line: int = 1,
+              max_lines: Optional[int] = None) -> Tuple[List[List[str]], List[int]]:
+    """Non-blank rows of a delimited file from physical line ``first_line`` on, with the (1-based)
+    line each row ends on; at most ``max_lines`` physical lines are read."""
+    rows, lines = [], []
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh, delimiter=delimiter)
+        for row in reader:
+            if max_lines is not None and reader.line_num > max_lines:
+                break
+            if reader.line_num < first_line or _blank(row):
+                continue
+            rows.append(row)
+            lines.append(reader.line_num)
+    return rows, lines
+
+
+def _data_lines(path: str, delimiter: str, first_line: int, width: int, where: str, ref: int) -> np.ndarray:
+    """Physical line numbers of the non-blank data rows from ``first_line`` on, after checking that
+    each has ``width`` fields (a ValueError naming the first line that does not). Counts delimiters
+    on raw bytes (fast) when the file has no quotes; with quotes the csv module does it."""
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    if b'"' in raw or len(delimiter.encode()) != 1:
+        rows, lines = _csv_rows(path, delimiter, first_line)
+        for row, line in zip(rows, lines):
+            if len(row) != width:
+                _ragged(where, line, width, len(row), ref)
+        return np.asarray(lines, dtype=np.int64)
+    a = np.frombuffer(raw, dtype=np.uint8)
+    ends = np.flatnonzero(a == ord("\n"))
+    if raw and not raw.endswith(b"\n"):
+        ends = np.append(ends, len(raw))
+    starts = np.concatenate(([0], ends[:-1] + 1))[first_line - 1:]
+    ends = ends[first_line - 1:]
+    delims = np.flatnonzero(a == delimiter.encode()[0])
+    fields = np.searchsorted(delims, ends) - np.searchsorted(delims, starts) + 1  # per physical line
+    keep = np.ones(starts.shape[0], dtype=bool)
+    for i in np.flatnonzero(fields == 1).tolist():  # only a line without a delimiter can be blank
+        keep[i] = bool(raw[starts[i]:ends[i]].strip())
+    lines = np.arange(first_line, first_line + starts.shape[0], dtype=np.int64)
+    bad = np.flatnonzero(keep & (fields != width))
+    if bad.size:
+        _ragged(where, int(lines[bad[0]]), width, int(fields[bad[0]]), ref)
+    return lines[keep]
+
+
+def _ragged(where: str, line: int, width: int, got: int, ref: int) -> None:
+    raise ValueError(f"{where}, line {line}: expected {width} fields (as many as line {ref}, the first of the "
+                     f"table), got {got}{' (an extra field)' if got == width + 1 else ''}")
+
+
+def _fill_empty_fields(raw: bytes, delimiter: str) -> bytes:
+    """``raw`` with every empty field (between two delimiters, or at a line's start or end before
+    or after one) written as ``nan``, so that numpy's fast reader reads missing values as NaN. A
+    blank line holds no field and stays blank. (Plain byte replacements: a regex is ~50x slower.)"""
+    d = delimiter.encode()
+    for _ in range(2):  # ",,," -> ",nan,," -> ",nan,nan,"
+        raw = raw.replace(d + d, d + b"nan" + d)
+    raw = raw.replace(d + b"\r\n", d + b"nan\r\n").replace(d + b"\n", d + b"nan\n").replace(b"\n" + d, b"\nnan" + d)
+    if raw.startswith(d):
+        raw = b"nan" + raw
+    if raw.endswith(d):
+        raw += b"nan"
+    return raw
+
+
+def _loadtxt(source: Any, delimiter: str, skip: int, cols: List[int], dtype: Any) -> Optional[np.ndarray]:
+    try:
+        with warnings.catch_warnings():  # numpy notes that blank lines are not rows: they are not, here too
+            warnings.filterwarnings("ignore", message="Input line .* contained no data", category=UserWarning)
+            return np.loadtxt(source, delimiter=delimiter, skiprows=skip, usecols=cols, dtype=dtype, ndmin=2,
+                              quotechar='"', comments=None)
+    except ValueError:
+        return None
+
+
+def _read_fast(path: str, delimiter: str, first_line: int, value_cols: List[int], lab_idx: Optional[int],
+               n_rows: int) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """(values float64 (n_rows, len(value_cols)), label tokens (n_rows,) as text) by numpy's C
+    reader, None for a part it cannot read exactly (the caller then uses the exact reader).
+    Numeric labels come in the same pass as the values; missing values are read by filling empty
+    fields in as ``nan`` (files without quotes). ``n_rows`` (the data rows counted while checking
+    the widths) guards against the readers disagreeing on which lines are rows."""
+    skip = first_line - 1
+
+    def rows_ok(a: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        return a if a is not None and a.shape[0] == n_rows else None
+
+    values = labels = None
+    if value_cols:
+        cols = value_cols + ([lab_idx] if lab_idx is not None else [])
+        sources: List[Any] = [path]
+        for source in sources:  # the file, then (no quotes) the file with its empty fields filled in
+            out = rows_ok(_loadtxt(source, delimiter, skip, cols, np.float64))
+            if source is not path:
+                source.seek(0)  # read again below
+            if out is not None:
+                values = out[:, : len(value_cols)]
+                if lab_idx is not None and np.isfinite(out[:, -1]).all():
+                    labels = out[:, -1].astype(str)
+                break
+            if lab_idx is not None:  # the labels may be words: the values alone
+                values = rows_ok(_loadtxt(source, delimiter, skip, value_cols, np.float64))
+                if values is not None:
+                    break
+            if source is path:
+                with open(path, "rb") as fh:
+                    raw = fh.read()
+                if b'"' not in raw:
+                    sources.append(io.BytesIO(_fill_empty_fields(raw, delimiter)))
+    if lab_idx is not None and labels is None:
+        tokens = rows_ok(_loadtxt(path, delimiter, skip, [lab_idx], str))
+        labels = None if tokens is None else tokens[:, 0]
+    return values, labels
+
+
+def _read_all_numeric(path: str, delimiter: str, first_line: int, width: int, value_cols: List[int],
+                      lab_idx: Optional[int]) -> Optional[Tuple[np.ndarray, Optional[np.ndarray]]]:
+    """(values, label tokens or None) when every field of every data row is a number, read in one
+    pass of numpy's C reader over all ``width`` columns: without ``usecols`` numpy refuses a row of
+    any other width itself, so no separate count of the fields is needed. None when anything does
+    not fit (text, an empty field, a ragged row): the caller's careful path then says what and where."""
+    out = _loadtxt(path, delimiter, first_line - 1, None, np.float64)
+    if out is None or out.shape[1] != width:
+        return None
+    labels = out[:, lab_idx].astype(str) if lab_idx is not None else None
+    return out[:, value_cols], labels
+
+
+def _parse_numbers(tokens: List[str], where: str, column: str, lines: Sequence[int]) -> np.ndarray:
+    """float64 values of one column's text fields; empty fields are missing (NaN); any other text
+    is a ValueError naming the file, the line and the column."""
+    arr = np.char.strip(np.asarray(tokens, dtype=str))
+    missing = arr == ""
+    try:
+        return np.where(missing, "nan", arr).astype(np.float64)
+    except ValueError:
+        pass
+    for i, tok in enumerate(arr.tolist()):
+        if tok == "":
+            continue
+        try:
+            float(tok)
+        except ValueError:
+            raise ValueError(f"{where}, line {lines[i]}, column {column!r}: expected a number (or an empty field "
+                             f"for a missing value), got {tokens[i]!r}") from None
+    raise AssertionError("unreachable: numpy refused a column that Python parses")  # pragma: no cover
 
 
 def load_csv(path: PathLike, label_column: Union[None, int, str] = None, index_column: Union[None, int, str] = None,
@@ -630,41 +829,50 @@ def load_csv(path: PathLike, label_column: Union[None, int, str] = None, index_c
     ``label_column``/``index_column``/``drop_columns`` take a column index (negative counts from the
     end) or a header name (case-insensitive). ``header="infer"`` treats the first line as a header
     when any of its fields is not a number; with a header, leading lines before it that have fewer
-    fields are skipped (spreadsheet exports). Other non-numeric columns (timestamps) are dropped and
-    listed in ``dropped``. Missing cells become NaN and then follow ``nan_policy``. Labels may be
-    numbers or words (``Normal``/``Attack`` by default, see ``label_map``).
+    fields are skipped (spreadsheet exports). Columns whose first non-empty value (in the first
+    64 lines) is not a number (timestamps) are dropped and listed in ``dropped``. Missing (empty)
+    cells become NaN and then follow ``nan_policy``. Labels may be numbers or words
+    (``Normal``/``Attack`` by default, see ``label_map``).
+
+    The whole file is read strictly: every non-blank row after the header must have the header's
+    number of fields, and every value of a value column must be a number or empty; anything else
+    is a ValueError naming the file, the line (1-based) and the column. (Fast path: numpy's C
+    reader plus a count of the fields per line; the exact Python reader only when that fails.)
     """
     path = os.fspath(path)
+    where = path if name is None else f"{name} ({path})"
     name = name or os.path.basename(path)
     _require_file(path, name)
-    with open(path, newline="") as fh:
-        head = []
-        for _ in range(64):
-            line = fh.readline()
-            if not line:
-                break
-            head.append(line)
-    rows = [r for r in csv.reader(head, delimiter=delimiter)]
+    rows, row_lines = _csv_rows(path, delimiter, max_lines=_CSV_HEAD_LINES)
     if not rows:
         raise ValueError(f"{name}: expected a non-empty CSV file, got an empty one at {path!r}")
-    width = max(len(r) for r in rows)
-    skip = next(i for i, r in enumerate(rows) if len(r) == width)  # junk lines before the table
+    lengths = [len(r) for r in rows]
+    counts = {n: lengths.count(n) for n in lengths}
+    usual = max(counts, key=lambda n: (counts[n], -lengths.index(n)))  # the usual row length; earliest on ties
+    skip = next(i for i, n in enumerate(lengths) if n >= usual)  # junk lines with fewer fields before the table
+    width = lengths[skip]  # the header (or first row) says how many fields every row has
     if isinstance(label_column, str) and header is not False:
         # the header is the first line naming the label column (spreadsheet exports add lines above it)
         key = label_column.strip().lower()
         named = [i for i, r in enumerate(rows) if key in (t.strip().strip('"').lower() for t in r)]
         if named:
             skip = named[0]
+            width = len(rows[skip])
     first = rows[skip]
     if header == "infer":
         has_header = not all(_is_number(t) for t in first)
     else:
         has_header = bool(header)
     columns = [h.strip().strip('"') for h in first] if has_header else [f"c{i}" for i in range(width)]
-    data_start = skip + (1 if has_header else 0)
-    if data_start >= len(rows):
+    head = rows[skip + (1 if has_header else 0):]
+    head_lines = row_lines[skip + (1 if has_header else 0):]
+    if not head:
         raise ValueError(f"{name}: expected data rows after the header in {path!r}, got none")
-    sample = rows[data_start]
+    ref = row_lines[skip]
+    for row, line in zip(head, head_lines):
+        if len(row) != width:
+            _ragged(where, line, width, len(row), ref)
+    first_data_line = head_lines[0]
 
     lab_idx = None if label_column is None else _resolve_column(label_column, columns, "label_column")
     drop = {_resolve_column(d, columns, "drop_columns") for d in drop_columns}
@@ -676,28 +884,53 @@ def load_csv(path: PathLike, label_column: Union[None, int, str] = None, index_c
     for i in range(width):
         if i in drop:
             continue
-        if _is_number(sample[i]) if i < len(sample) else True:
+        seen = next((r[i] for r in head if r[i].strip().strip('"')), "")  # its first non-empty value
+        if _is_number(seen):
             value_cols.append(i)
         else:
             dropped.append(columns[i])
     if not value_cols and not allow_no_values:
         raise ValueError(f"{name}: expected at least one numeric value column in {path!r}, got none")
 
-    def read(cols: List[int], dtype: Any) -> np.ndarray:
-        try:
-            return np.loadtxt(path, delimiter=delimiter, skiprows=data_start, usecols=cols, dtype=dtype,
-                              ndmin=2, quotechar='"', comments=None)
-        except ValueError:
-            if dtype is not np.float64:
-                raise
-            # empty cells: the slower reader that maps them to NaN
-            return np.genfromtxt(path, delimiter=delimiter, skip_header=data_start, usecols=cols,
-                                 dtype=np.float64, ndmin=2, filling_values=np.nan, comments=None)
-
-    values = read(value_cols, np.float64) if value_cols else np.zeros((0, 0), dtype=np.float64)
+    # the whole file. Fastest: every column is a number, read by numpy's C reader without usecols, which
+    # refuses any row of another width itself. Else every row's width, then the numbers, else the exact reader.
+    full = _read_all_numeric(path, delimiter, first_data_line, width, value_cols, lab_idx) if value_cols else None
+    if full is not None:
+        values, label_tokens = full
+        if lab_idx is not None:
+            try:
+                labels = _parse_labels(label_tokens, f"{where}, column {columns[lab_idx]!r}", label_map)
+            except ValueError:  # the slower path below names the line of the first bad label
+                full = None
+    if full is not None:
+        values = check_series(values, name, nan_policy=nan_policy)
+        return CSVData(values=values.astype(np.float32), labels=labels if lab_idx is not None else None,
+                       columns=[columns[i] for i in value_cols], dropped=dropped)
+    lines = _data_lines(path, delimiter, first_data_line, width, where, ref)
+    values, label_tokens = _read_fast(path, delimiter, first_data_line, value_cols, lab_idx, lines.shape[0])
+    if (value_cols and values is None) or (lab_idx is not None and label_tokens is None):
+        rows, row_lines = _csv_rows(path, delimiter, first_data_line)
+        for row, line in zip(rows, row_lines):
+            if len(row) != width:
+                _ragged(where, line, width, len(row), ref)
+        lines = np.asarray(row_lines, dtype=np.int64)
+        values = np.empty((len(rows), len(value_cols)), dtype=np.float64)
+        for j, c in enumerate(value_cols):
+            values[:, j] = _parse_numbers([r[c] for r in rows], where, columns[c], row_lines)
+        if lab_idx is not None:
+            label_tokens = np.asarray([r[lab_idx] for r in rows], dtype=str)
+    if values is None:
+        values = np.zeros((0, 0), dtype=np.float64)
     labels = None
     if lab_idx is not None:
-        labels = _parse_labels(read([lab_idx], str)[:, 0], f"{name} column {columns[lab_idx]!r}", label_map)
+        what = f"{where}, column {columns[lab_idx]!r}"
+        try:
+            labels = _parse_labels(label_tokens, what, label_map, lines)
+        except ValueError:  # say it with the file's own text (the fast reader gave numbers as '2.0')
+            text = _loadtxt(path, delimiter, int(lines[0]) - 1, [lab_idx], str) if lines.size else None
+            if text is not None and text.shape[0] == lines.shape[0]:
+                _parse_labels(text[:, 0], what, label_map, lines)
+            raise
     if value_cols:
         values = check_series(values, name, nan_policy=nan_policy)
         if labels is not None and labels.shape[0] != values.shape[0]:
@@ -973,7 +1206,7 @@ class _Source:
 
     def _entity_table(self) -> List[_EntityRows]:
         """The checked entity table; the arrays' row counts come from their headers (memory-mapped)."""
-        n = [np.load(_require_file(os.path.join(self.where, f"{self.name}_{part}.npy"), part), mmap_mode="r").shape[0]
+        n = [load_npy(_require_file(os.path.join(self.where, f"{self.name}_{part}.npy"), part), part, mmap_mode="r").shape[0]
              for part in ("train", "test")]
         return read_entity_table(self._table_path(), n[0], n[1])
 

@@ -284,6 +284,32 @@ def test_load_csv_variants(tmp_path):
         load_csv(tmp_path / "absent.csv")
 
 
+def test_load_csv_reads_the_whole_file_strictly(tmp_path):
+    """Every line is checked, also after the first 64 (the part sniffed for the header): each reader
+    (all-numeric, with skipped columns, with missing values, quoted) names the line of a bad row,
+    and labels are reported as the file writes them."""
+    p = tmp_path / "t.csv"
+    body = "".join(f"{i},{i % 2}\n" for i in range(100))
+    _write(p, "x,label\n" + body + "5,2\n")
+    with pytest.raises(ValueError, match=r"column 'label': expected 0/1 .* \['2'\] \(first on line 102: '2'\)"):
+        load_csv(p, label_column="label")
+    _write(p, "x,label\n\n" + body + "   \n" + "7,1")  # blank lines, a blank-looking one, no final newline
+    r = load_csv(p, label_column="label")
+    assert r.values.shape == (101, 1) and r.labels[-1] == 1
+    for head in ("t,x,label\n", "x,label\n"):  # with a skipped (text) column, and without
+        rows = "".join((f"2024-01-{i % 28 + 1:02d}," if head.startswith("t") else "") + f"{i},{i % 2}\n"
+                       for i in range(100))
+        for extra, message in ((",7", r"line 102: expected .* got 3 \(an extra field\)"),
+                               ("", "line 102: expected .* got 1")):
+            last = ("2024-02-01," if head.startswith("t") else "") + "5" + ("" if extra == "" else ",1" + extra)
+            _write(p, head + rows + last + "\n")
+            with pytest.raises(ValueError, match=rf"{p}, {message}" if head.startswith("x") else "line 102"):
+                load_csv(p, label_column="label")
+    _write(p, 'x,y\n' + "".join(f'"{i}",{i}\n' for i in range(100)) + '"5",oops\n')  # quoted: the csv module
+    with pytest.raises(ValueError, match=r"line 102, column 'y': expected a number .* got 'oops'"):
+        load_csv(p)
+
+
 def test_load_dataset_specs(tmp_path, monkeypatch):
     d = load_dataset("synthetic:length=1500,channels=3,seed=4,kinds=point+trend")
     assert d.test.shape == (1500, 3) and set(d.segments_by_kind()) == {"point", "trend"}
