@@ -68,7 +68,8 @@ gives NaN variance ratios and one arbitrary component (it projects out whichever
 returns first); here it gives no component.
 
 Files written by :meth:`PointScoreDetector.save` hold plain dicts, lists and tensors only
-(``torch.load(path, weights_only=True)`` opens them; no pickled scikit-learn object): the
+(``torch.load(path, weights_only=True)`` opens them; no pickled scikit-learn object), with the
+format, package version and checksum every amad_fast file carries (:mod:`amad_fast.files`): the
 standardiser, the parameters, the training scores and threshold, and per method what rebuilds the
 scorer exactly: PCA's mean and axes, knn's standardised training points, the isolation forest's
 standardised training series (the forest is refitted with the stored seed on load; a refit that
@@ -86,7 +87,7 @@ import torch
 from .data import Standardizer, check_series
 from .detector import FORMAT as AMAD_FORMAT
 from .estimator import DetectorBase
-from .train import save_atomic
+from .files import FileFormatError, read_file, write_file
 
 __all__ = [
     "PointScoreDetector",
@@ -114,20 +115,11 @@ def _check_int(value: Any, name: str, minimum: int) -> None:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
 
 
-def _read(path: Any) -> Dict[str, Any]:
-    """torch.load(weights_only=True) a detector file; anything but a missing file becomes a ValueError naming it."""
-    p = os.fspath(path)
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except OSError:
-        raise
-    except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise ValueError(f"{p}: expected a detector file readable with torch.load(weights_only=True), "
-                         f"got an unreadable file ({type(exc).__name__}: {reason})") from None
-    if not isinstance(state, dict):
-        raise ValueError(f"{p}: expected a detector file (a dict with a 'format' key), got a {type(state).__name__}")
-    return state
+def _read(path: Any, formats=(AMAD_FORMAT, FORMAT), what: str = "a detector file") -> Dict[str, Any]:
+    """Read a detector file safely (:func:`amad_fast.files.read_file`: ``weights_only=True``, format
+    and checksum checked); a missing file is a FileNotFoundError, anything else wrong a
+    FileFormatError (ValueError) naming the path."""
+    return read_file(os.fspath(path), "detector file", formats=formats, what=what)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -349,7 +341,6 @@ class PointScoreDetector(DetectorBase):
         """Write the fitted detector to ``path`` (atomic; loadable with ``torch.load(weights_only=True)``)."""
         self._require_fitted()
         state = {
-            "format": FORMAT,
             "method": self.method,
             "params": self.get_params(),
             "standardizer": self.standardizer_.to_dict(),
@@ -358,16 +349,26 @@ class PointScoreDetector(DetectorBase):
             "threshold": self.threshold_,
             "state": self._state(),
         }
-        save_atomic(state, os.fspath(path))
+        write_file(os.fspath(path), FORMAT, state)
 
     @classmethod
     def load(cls, path: Any) -> "PointScoreDetector":
         """Load a detector written by :meth:`save` (of this class's method)."""
         p = os.fspath(path)
-        return cls._from_state(_read(p), p)
+        return cls._from_state(_read(p, (FORMAT,), "a baseline detector file"), p)
 
     @classmethod
     def _from_state(cls, state: Dict[str, Any], path: str) -> "PointScoreDetector":
+        try:
+            return cls._build_from_state(state, path)
+        except FileFormatError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
+            raise FileFormatError(f"{path}: not a valid detector file: its content does not fit a baseline detector "
+                                  f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+
+    @classmethod
+    def _build_from_state(cls, state: Dict[str, Any], path: str) -> "PointScoreDetector":
         if state.get("format") != FORMAT:
             raise ValueError(f"{path}: expected a baseline detector file of format {FORMAT!r}, "
                              f"got format {state.get('format')!r}")
@@ -607,7 +608,10 @@ def load_detector(path: Any, **kwargs: Any):
     if fmt == AMAD_FORMAT:
         from .detector import AMADDetector
 
-        return AMADDetector.load(p, **kwargs)
+        unknown = sorted(set(kwargs) - {"device", "backend"})
+        if unknown:
+            raise TypeError(f"load_detector: unexpected keyword argument(s) {unknown}; AMAD files take device, backend")
+        return AMADDetector._from_file_state(state, p, **kwargs)
     if kwargs:
         raise TypeError(f"load_detector: {sorted(kwargs)} apply to AMAD detector files only; {p} is {fmt!r}")
     if fmt == FORMAT:

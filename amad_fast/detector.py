@@ -41,7 +41,8 @@ import torch
 from .data import BINARY_SCALINGS, Standardizer, check_series, window_starts
 from .estimator import THRESHOLDS, DetectorBase
 from .model import AMAD
-from .train import TrainConfig, save_atomic, train_model, validation_segments
+from .files import FileFormatError, read_file, write_file
+from .train import TrainConfig, train_model, validation_segments
 
 __all__ = ["AMADDetector", "score_series", "step_terms", "combine_terms", "channel_error_scale", "smooth_scores",
            "SCORES",
@@ -370,10 +371,11 @@ class AMADDetector(DetectorBase):
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: str) -> None:
-        """Write the fitted detector to ``path`` (atomic; loadable with ``torch.load(weights_only=True)``)."""
+        """Write the fitted detector to ``path``: atomic, plain data and tensors only (loadable with
+        ``torch.load(weights_only=True)``), with the format, package version and a checksum of the
+        content (:func:`amad_fast.files.write_file`)."""
         self._require_fitted()
         state = {
-            "format": FORMAT,
             "params": self.get_params(),
             "model_config": dict(self.model_.config),
             "model": {k: v.detach().cpu() for k, v in self.model_.state_dict().items()},
@@ -385,15 +387,37 @@ class AMADDetector(DetectorBase):
             "history": self.history_,
             "best_epoch": self.best_epoch_,
         }
-        save_atomic(state, os.fspath(path))
+        write_file(os.fspath(path), FORMAT, state)
 
     @classmethod
     def load(cls, path: str, device: Optional[str] = None, backend: Optional[str] = None) -> "AMADDetector":
-        """Load a detector written by :meth:`save`; ``device``/``backend`` override the stored ones."""
-        state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
-            got = state.get("format") if isinstance(state, dict) else type(state).__name__
-            raise ValueError(f"path: expected a detector file of format {FORMAT!r}, got {got!r}")
+        """Load a detector written by :meth:`save`; ``device``/``backend`` override the stored ones.
+
+        Read safely (``weights_only=True``; format and checksum checked, see
+        :func:`amad_fast.files.read_file`): a file that is not a valid detector file raises a
+        :class:`~amad_fast.files.FileFormatError` (a ValueError) naming it. The loaded detector does
+        not inherit ``checkpoint_dir``/``resume`` (kept in ``fit_checkpoint_dir_``): refitting it
+        must not overwrite, or resume from, the checkpoints of the run that trained it; set them
+        again with ``set_params`` to checkpoint a new fit.
+        """
+        p = os.fspath(path)
+        return cls._from_file_state(read_file(p, "detector file", formats=(FORMAT,), what="an AMAD detector file"),
+                                    p, device, backend)
+
+    @classmethod
+    def _from_file_state(cls, state: dict, p: str, device: Optional[str] = None,
+                         backend: Optional[str] = None) -> "AMADDetector":
+        """The detector of a file's checked content (``read_file``); damage is a FileFormatError naming ``p``."""
+        try:
+            return cls._from_state(state, p, device, backend)
+        except FileFormatError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
+            raise FileFormatError(f"{p}: not a valid detector file: its content does not fit an AMAD detector "
+                                  f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+
+    @classmethod
+    def _from_state(cls, state: dict, p: str, device: Optional[str], backend: Optional[str]) -> "AMADDetector":
         params = dict(state["params"])
         params.setdefault("error_norm", "none")  # files written before these options scored the spec's way:
         params.setdefault("score_stride", params.get("window_size", 100))  # non-overlapping windows
@@ -403,15 +427,20 @@ class AMADDetector(DetectorBase):
             params["device"] = device
         elif str(params.get("device", "cpu")).startswith("cuda") and not torch.cuda.is_available():
             warnings.warn(f"load: the detector was fitted on {params['device']!r} but CUDA is not available; "
-                          "loading it on the CPU", RuntimeWarning, stacklevel=2)
+                          "loading it on the CPU", RuntimeWarning, stacklevel=3)
             params["device"] = "cpu"
         if backend is not None:
             params["backend"] = backend
+        fit_checkpoint_dir = params.get("checkpoint_dir")
+        params["checkpoint_dir"], params["resume"] = None, False  # see load's docstring
         known = set(cls._param_names())
         unknown = sorted(set(params) - known)
         if unknown:
-            warnings.warn(f"load: ignoring unknown stored parameters {unknown}", RuntimeWarning, stacklevel=2)
-        det = cls(**{k: v for k, v in params.items() if k in known})
+            warnings.warn(f"load: ignoring unknown stored parameters {unknown}", RuntimeWarning, stacklevel=3)
+        try:
+            det = cls(**{k: v for k, v in params.items() if k in known})
+        except ValueError as exc:
+            raise FileFormatError(f"{p}: not a valid detector file: its stored parameters are invalid ({exc})") from None
         cfg = dict(state["model_config"])
         cfg["backend"] = det.backend
         model = AMAD(**cfg)
@@ -424,7 +453,9 @@ class AMADDetector(DetectorBase):
         scale = state.get("error_scale")
         det.error_scale_ = None if scale is None else scale.numpy()
         if det.error_norm == "channel" and det.error_scale_ is None:
-            raise ValueError("path: the file asks for error_norm='channel' but stores no error scale")
+            raise FileFormatError(f"{p}: not a valid detector file: it asks for error_norm='channel' but stores "
+                                  "no error scale")
         det.history_ = state["history"]
         det.best_epoch_ = state["best_epoch"]
+        det.fit_checkpoint_dir_ = fit_checkpoint_dir
         return det

@@ -19,12 +19,13 @@ the other windows of the batch, is computed on the all-gathered global batch (se
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import random
 import sys
-import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .files import DirectoryLock, FileFormatError, check_writable_dir, read_file, save_atomic, write_file
 from .model import AMAD, AMADOutput
 
 __all__ = [
@@ -44,6 +46,8 @@ __all__ = [
     "train_model",
     "save_atomic",
     "load_checkpoint",
+    "data_fingerprint",
+    "CHECKPOINT_FORMAT",
     "validation_segments",
     "VAL_SPLITS",
     "SegmentWindows",
@@ -52,6 +56,7 @@ __all__ = [
 
 MAXMIN_MODES = ("exact", "joint", "off")
 CHECKPOINT_NAME = "last.pt"
+CHECKPOINT_FORMAT = "amad_fast.checkpoint/1"
 
 
 @dataclass
@@ -100,6 +105,11 @@ class TrainConfig:
             raise ValueError(f"lr, tau: expected positive values, got lr={self.lr}, tau={self.tau}")
         if self.k < 0 or self.mu < 0:
             raise ValueError(f"k, mu: expected non-negative weights, got k={self.k}, mu={self.mu}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed: expected an integer in [0, 2**63), got {self.seed!r}")
+        if self.resume and not self.checkpoint_dir:
+            raise ValueError("resume: expected a checkpoint_dir to resume from, got none (without one, training "
+                             "would silently start from the beginning)")
 
 
 @dataclass
@@ -315,53 +325,84 @@ def _epoch_batches(n: int, cfg: TrainConfig, epoch: int, world: int) -> List[np.
 
 # -- checkpoints ------------------------------------------------------------------------------
 
-def save_atomic(obj: Any, path: str) -> None:
-    """torch.save to a temporary file in the same directory, then os.replace (never a torn file)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def data_fingerprint(series: Any) -> Dict[str, Any]:
+    """What a checkpoint records of the (standardised) training series it was trained on: the
+    shape and ``"sha256:<hex>"`` of the float32 values' bytes. Resuming on other data is refused."""
+    if isinstance(series, Tensor):
+        series = series.detach().cpu().numpy()
+    a = np.ascontiguousarray(np.asarray(series), dtype=np.float32)
+    h = hashlib.sha256(repr(a.shape).encode())
+    h.update(memoryview(a).cast("B"))
+    return {"shape": list(a.shape), "sha256": h.hexdigest()}
+
+
+_CHECKPOINT_HINT = ("A checkpoint written by amad_fast before checkpoints became plain data (it pickled numpy's "
+                    "RNG state) cannot be read safely: delete it to train from the start")
 
 
 def load_checkpoint(path: str) -> Dict[str, Any]:
-    """Load a training checkpoint written by :func:`train_model` (it holds RNG states, so it is
-    unpickled with ``weights_only=False``: load only checkpoints you wrote yourself)."""
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """Load a training checkpoint written by :func:`train_model`, safely: ``torch.load`` with
+    ``weights_only=True`` (no code runs from the file, whoever made it), format and checksum
+    checked (:func:`amad_fast.files.read_file`). A file that is not a valid checkpoint is a
+    :class:`~amad_fast.files.FileFormatError` (a ValueError) naming it."""
+    return read_file(path, "checkpoint", formats=(CHECKPOINT_FORMAT,), what="an amad_fast training checkpoint",
+                     hint=_CHECKPOINT_HINT)
 
 
 def _rng_state() -> Dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """The torch, numpy and Python RNG states as tensors and plain data (readable with weights_only=True)."""
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
+    py_version, py_internal, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": str(np_name), "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
+                  "pos": int(np_pos), "has_gauss": int(np_has_gauss), "cached_gaussian": float(np_gauss)},
+        "python": {"version": int(py_version), "internal": [int(v) for v in py_internal],
+                   "gauss_next": None if py_gauss is None else float(py_gauss)},
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: Dict[str, Any]) -> None:
+    """Restore what :func:`_rng_state` recorded, bit for bit."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), int(n["pos"]), int(n["has_gauss"]),
+                         float(n["cached_gaussian"])))
+    py = state["python"]
+    random.setstate((int(py["version"]), tuple(int(v) for v in py["internal"]), py["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _version_key(version: str) -> Tuple[str, ...]:
+    return tuple(str(version).split(".")[:2])
 
 
 # settings that may change between a run and its resumption; every other one must match
 _RESUME_FREE = ("epochs", "progress", "checkpoint_dir", "resume", "checkpoint_every", "patience")
 
 
-def _check_resumable(ck: Dict[str, Any], cfg: TrainConfig, model: AMAD) -> None:
-    """Refuse to resume from a checkpoint written with another model or training setup."""
+def _check_resumable(ck: Dict[str, Any], cfg: TrainConfig, model: AMAD, data: Dict[str, Any], path: str) -> None:
+    """Refuse to resume from a checkpoint written by an incompatible package version (another
+    major.minor: the training code may differ, so the run would not continue bit-for-bit), for
+    other training data (``data``: :func:`data_fingerprint` of the series now), or with another
+    model or training setup."""
+    from . import __version__
+
+    written = str(ck.get("package_version"))
+    if _version_key(written) != _version_key(__version__):
+        raise ValueError(f"resume: {path} was written by amad_fast {written}, this is {__version__} (another "
+                         f"major.minor version: training would not continue as it started); train from the "
+                         f"start with another checkpoint_dir, or resume with amad_fast {written}")
+    saved_data = ck.get("data") or {}
+    if saved_data.get("sha256") != data["sha256"] or list(saved_data.get("shape", [])) != data["shape"]:
+        raise ValueError(f"resume: {path} was written for other training data (series of shape "
+                         f"{tuple(saved_data.get('shape', ()))}, sha256 {str(saved_data.get('sha256'))[:12]}…; now shape "
+                         f"{tuple(data['shape'])}, sha256 {data['sha256'][:12]}…, both after standardisation); "
+                         "resume with the same data and preprocessing, or use another checkpoint_dir")
     saved = {"val_split": "tail"}  # checkpoints written before the option held out the tail
     saved.update({k: v for k, v in ck.get("config", {}).items() if k not in _RESUME_FREE})
     now = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUME_FREE}
@@ -372,7 +413,7 @@ def _check_resumable(ck: Dict[str, Any], cfg: TrainConfig, model: AMAD) -> None:
                  if mc_saved.get(k) != mc_now.get(k)})
     if diff:
         detail = ", ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
-        raise ValueError(f"resume: the checkpoint was written with other settings ({detail}); "
+        raise ValueError(f"resume: {path} was written with other settings ({detail}); "
                          "use the same settings or another checkpoint_dir")
 
 
@@ -419,19 +460,64 @@ def train_model(
     series is too short for a validation split). ``extra_state`` (e.g. the standardiser and model
     config) is stored in every checkpoint. ``callback(info)`` runs after every optimiser step.
     With ``cfg.checkpoint_dir`` a checkpoint ``last.pt`` is written atomically at every epoch end
-    (and every ``checkpoint_every`` steps); ``cfg.resume`` continues from it bit-for-bit.
+    (and every ``checkpoint_every`` steps; :func:`amad_fast.files.write_file`: plain data, checksum)
+    and the directory is locked for the run (a second run on it is refused with
+    :class:`amad_fast.files.DirectoryInUseError`; released on return and on any exception).
+    ``cfg.resume`` continues from the checkpoint bit-for-bit, after checking that it was written
+    by a compatible package version, for the same standardised series (:func:`data_fingerprint`)
+    and with the same settings; without a checkpoint yet it warns and starts from the beginning.
     Under an initialised ``torch.distributed`` process group the same code trains data-parallel.
     """
     cfg.validate()
     world, rank = _dist()
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
-    series_t = torch.as_tensor(np.asarray(series), dtype=dtype, device=device)
+    series_np = np.asarray(series.detach().cpu() if isinstance(series, Tensor) else series)
+    series_t = torch.as_tensor(series_np, dtype=dtype, device=device)
     if series_t.dim() != 2 or series_t.shape[1] != model.n_channels:
         raise ValueError(f"series: expected (T, C={model.n_channels}), got shape {tuple(series_t.shape)}")
     L = model.window_size
     if series_t.shape[0] < L:
         raise ValueError(f"series: expected at least window_size={L} time steps, got {series_t.shape[0]}")
+    lock = _lock_checkpoint_dir(cfg, world, rank, device)
+    try:
+        return _train(model, series_np, series_t, cfg, extra_state, callback)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _lock_checkpoint_dir(cfg: TrainConfig, world: int, rank: int, device: torch.device) -> Optional[DirectoryLock]:
+    """Rank 0 takes ``cfg.checkpoint_dir``'s lock (a second run on it is refused, see
+    :class:`amad_fast.files.DirectoryLock`); under DDP every rank learns whether it got it, so
+    that all of them stop together instead of waiting for rank 0 in a collective."""
+    if not cfg.checkpoint_dir:
+        return None
+    lock, error = None, None
+    if rank == 0:
+        try:
+            check_writable_dir(cfg.checkpoint_dir, "checkpoint_dir")
+            lock = DirectoryLock(cfg.checkpoint_dir, "checkpoint_dir").acquire()
+        except Exception as exc:  # noqa: BLE001 - re-raised below, on every rank
+            error = exc
+    if world > 1:
+        flag = torch.tensor([0.0 if error is None else 1.0], device=device)
+        torch.distributed.all_reduce(flag)
+        if float(flag) > 0 and error is None:
+            if lock is not None:
+                lock.release()
+            raise RuntimeError(f"checkpoint_dir {cfg.checkpoint_dir!r}: rank 0 could not take its lock; see rank 0's error")
+    if error is not None:
+        raise error
+    return lock
+
+
+def _train(model: AMAD, series_np: np.ndarray, series_t: Tensor, cfg: TrainConfig,
+           extra_state: Optional[Dict[str, Any]], callback: Optional[Callable[[Dict[str, Any]], None]]) -> TrainResult:
+    """The body of :func:`train_model`, once the inputs are checked and the checkpoint directory is ours."""
+    world, rank = _dist()
+    device = series_t.device
+    L = model.window_size
     train_segments, val_segments = validation_segments(series_t.shape[0], L, cfg.val_fraction, cfg.val_split)
     train_windows = SegmentWindows(series_t, train_segments, L, cfg.train_stride)
     val_windows = SegmentWindows(series_t, val_segments, L, cfg.train_stride) if val_segments else None
@@ -447,26 +533,34 @@ def train_model(
     bad_epochs, start_epoch, start_step, global_step = 0, 0, 0, 0
 
     ckpt_path = os.path.join(cfg.checkpoint_dir, CHECKPOINT_NAME) if cfg.checkpoint_dir else None
+    fingerprint = data_fingerprint(series_np) if ckpt_path else None
     if cfg.resume and ckpt_path and os.path.exists(ckpt_path):
         ck = load_checkpoint(ckpt_path)
-        _check_resumable(ck, cfg, model)
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        start_epoch, start_step, global_step = ck["epoch"], ck["step"], ck["global_step"]
-        es = ck["early_stopping"]
-        best_state, bad_epochs = es["best_state"], es["bad_epochs"]
-        result.best_epoch, result.best_val, result.history = es["best_epoch"], es["best_val"], ck["history"]
-        result.stopped_early = es.get("stopped", False)
-        result.resumed_from = global_step
-        _set_rng_state(ck["rng"])
+        _check_resumable(ck, cfg, model, fingerprint, ckpt_path)
+        try:
+            model.load_state_dict(ck["model"])
+            optimizer.load_state_dict(ck["optimizer"])
+            start_epoch, start_step, global_step = ck["epoch"], ck["step"], ck["global_step"]
+            es = ck["early_stopping"]
+            best_state, bad_epochs = es["best_state"], es["bad_epochs"]
+            result.best_epoch, result.best_val, result.history = es["best_epoch"], es["best_val"], ck["history"]
+            result.stopped_early = es.get("stopped", False)
+            result.resumed_from = global_step
+            _set_rng_state(ck["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
+            raise FileFormatError(f"{ckpt_path}: not a valid checkpoint: its content does not fit this model and "
+                                  f"trainer ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+    elif cfg.resume and ckpt_path and rank == 0:
+        warnings.warn(f"resume: no checkpoint at {ckpt_path} yet; training from the start", RuntimeWarning, stacklevel=3)
 
     def checkpoint(epoch: int, step: int) -> None:
         if ckpt_path is None:
             return
         if rank == 0:
-            save_atomic(
+            write_file(
+                ckpt_path, CHECKPOINT_FORMAT,
                 {
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(), "data": fingerprint,
                     "epoch": epoch, "step": step, "global_step": global_step, "rng": _rng_state(),
                     "early_stopping": {
                         "best_state": best_state, "best_val": result.best_val, "best_epoch": result.best_epoch,
@@ -475,7 +569,6 @@ def train_model(
                     "history": result.history, "config": dataclasses.asdict(cfg),
                     "model_config": dict(model.config), "extra": extra_state or {},
                 },
-                ckpt_path,
             )
         if world > 1:
             torch.distributed.barrier()

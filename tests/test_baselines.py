@@ -326,7 +326,7 @@ def test_load_refuses_foreign_files(series, tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("not a detector")
     for load in (load_detector, L2NormDetector.load):
-        with pytest.raises(ValueError, match=rf"{text}: expected a detector file readable"):
+        with pytest.raises(ValueError, match=rf"{text}: not a valid detector file: unreadable"):
             load(text)
     with pytest.raises(FileNotFoundError):
         load_detector(tmp_path / "missing.pt")

@@ -8,6 +8,7 @@ from amad_fast import metrics
 from amad_fast.data import make_synthetic
 from amad_fast.detector import (ERROR_SCALE_FLOOR, AMADDetector, channel_error_scale, combine_terms, score_series,
                                 smooth_scores, step_terms)
+from amad_fast.files import write_file
 from amad_fast.train import validation_segments
 
 SMALL = dict(window_size=16, d_model=16, n_heads=2, n_layers=2, num_scales=2, d_ff=32, epochs=3,
@@ -203,15 +204,19 @@ def test_save_load_round_trip(fitted, data, tmp_path):
     np.testing.assert_array_equal(loaded.predict(data.test), fitted.predict(data.test))
     assert loaded.get_params() == fitted.get_params()
     state["params"]["device"] = "cuda"  # fitted on a GPU machine, loaded on one without CUDA
-    torch.save(state, tmp_path / "gpu.pt")
+    write_file(tmp_path / "gpu.pt", state["format"], state)  # as save() writes it there (with its checksum)
     if not torch.cuda.is_available():
         with pytest.warns(RuntimeWarning, match="CUDA is not available"):
             moved = AMADDetector.load(tmp_path / "gpu.pt")
         assert moved.device == "cpu"
     state["params"]["device"] = "cpu"
     del state["params"]["score_stride"]  # written before the option: scored with non-overlapping windows
+    for key in ("checksum", "package_version"):  # ... and before files carried a checksum
+        del state[key]
     torch.save(state, tmp_path / "old.pt")
-    assert AMADDetector.load(tmp_path / "old.pt").resolved_score_stride() == fitted.window_size
+    with pytest.warns(RuntimeWarning, match="no checksum"):
+        old = AMADDetector.load(tmp_path / "old.pt")
+    assert old.resolved_score_stride() == fitted.window_size
     torch.save({"x": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="format"):
         AMADDetector.load(tmp_path / "other.pt")
