@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
@@ -65,6 +66,28 @@ DEMO_SIZES = dict(window_size=50, d_model=32, n_heads=4, n_layers=2, num_scales=
 DEMO_DATA = "synthetic:length=4000,channels=6,seed=0,train_length=6000"
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a count of steps, rows or workers)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer (at least 1), got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    """argparse type: a seed, an integer in [0, 2**63)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed in [0, 2**63), got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected an integer seed in [0, 2**63), got {text!r}")
+    return value
+
+
 def _detector_defaults() -> Dict[str, Any]:
     from .detector import AMADDetector
 
@@ -91,6 +114,11 @@ def _add_detector_options(p: argparse.ArgumentParser, overrides: Optional[Dict[s
             g.add_argument(flag, dest=name, default=default, action=argparse.BooleanOptionalAction, help=help_text)
         else:
             kind = type(default) if default is not None else (str if name == "checkpoint_dir" else int)
+            if name == "seed":
+                kind = _seed
+            elif name in ("epochs", "batch_size", "train_stride", "window_size", "d_model", "n_heads", "n_layers",
+                          "num_scales", "patience", "score_batch_size", "d_ff", "smooth", "score_stride"):
+                kind = _positive_int
             g.add_argument(flag, dest=name, type=kind, default=default, choices=choices.get(name), help=help_text)
 
 
@@ -107,7 +135,7 @@ def _add_data_root(p: argparse.ArgumentParser) -> None:
 
 def _add_scoring_overrides(p: argparse.ArgumentParser, max_steps_help: str) -> None:
     """Options shared by the subcommands that run a saved detector: step limit, device, backend, data root."""
-    p.add_argument("--max-steps", type=int, default=None, metavar="N", help=max_steps_help)
+    p.add_argument("--max-steps", type=_positive_int, default=None, metavar="N", help=max_steps_help)
     p.add_argument("--device", default=None, help="override the stored device")
     p.add_argument("--backend", default=None, help="override the stored attention backend")
     _add_data_root(p)
@@ -138,14 +166,26 @@ def write_scores_csv(path: str, scores: np.ndarray, threshold: Optional[float] =
 
 
 def read_scores_csv(path: str):
-    """(scores, threshold or None, labels or None) from a CSV written by ``amad-fast score``."""
+    """(scores, threshold or None, labels or None) from a CSV written by ``amad-fast score``.
+    A file without a 'score' column, or with a row whose score is not a number, is a ValueError
+    naming the path (and the line)."""
     with open(path, newline="") as fh:
-        header = [h.strip().lower() for h in next(csv.reader(fh))]
+        header = [h.strip().lower() for h in next(csv.reader(fh), [])]
     if "score" not in header:
-        raise ValueError(f"scores: expected a CSV with a 'score' column, got columns {header}")
-    raw = np.genfromtxt(path, delimiter=",", skip_header=1, ndmin=2)
+        raise ValueError(f"{path}: expected a scores CSV with a 'score' column (as 'amad-fast score' writes), "
+                         f"got columns {header}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an empty file body: handled below
+        raw = np.genfromtxt(path, delimiter=",", skip_header=1, ndmin=2)
+    if raw.size == 0:
+        raise ValueError(f"{path}: expected at least one row of scores after the header, got none")
+    if raw.shape[1] != len(header):
+        raise ValueError(f"{path}: expected {len(header)} fields per row (as in the header), got {raw.shape[1]}")
     col = {h: i for i, h in enumerate(header)}
     scores = raw[:, col["score"]]
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        raise ValueError(f"{path}, line {int(np.flatnonzero(bad)[0]) + 2}, column 'score': expected a finite number")
     threshold = float(raw[0, col["threshold"]]) if "threshold" in col and raw.shape[0] else None
     labels = raw[:, col["label"]].astype(np.int8) if "label" in col else None
     return scores, threshold, labels
@@ -226,12 +266,12 @@ def _load_split(spec: str, data_root: Optional[str]):
 
 def _load_series(spec: str, data_root: Optional[str], split: str):
     """(series, labels or None, name) from a plain .npy/.csv series file or a data-set spec."""
-    from .data import load_csv
+    from .data import load_csv, load_npy
 
     base = os.path.basename(spec)
     if os.path.isfile(spec) and not (base.endswith("_train.npy") or base.endswith("_train.csv")):
         if spec.endswith(".npy"):
-            return np.load(spec), None, base
+            return load_npy(spec, "a (T, C) series"), None, base
         d = load_csv(spec, label_column="label" if _csv_has_label(spec) else None)
         return d.values, d.labels, base
     ds = _load_split(spec, data_root)
@@ -248,15 +288,19 @@ def _csv_has_label(path: str) -> bool:
 # -- subcommands ---------------------------------------------------------------------------------
 
 def cmd_train(args) -> int:
+    from .files import check_writable_dir, check_writable_file
     from .train import init_distributed_from_env
 
+    det = _detector_from_args(args)  # every option is checked before anything is loaded or trained
+    check_writable_file(args.out, "--out")
+    if args.checkpoint_dir:
+        check_writable_dir(args.checkpoint_dir, "--checkpoint-dir")
     distributed = init_distributed_from_env(args.device)
     import torch
 
     rank = torch.distributed.get_rank() if distributed else 0
     ds = _load_split(args.data, args.data_root)
     train = _limit(ds.train, args.max_train)
-    det = _detector_from_args(args)
     t0 = time.perf_counter()
     det.fit(train)
     seconds = time.perf_counter() - t0
@@ -273,7 +317,9 @@ def cmd_train(args) -> int:
 
 def cmd_score(args) -> int:
     from .detector import AMADDetector
+    from .files import check_writable_file
 
+    check_writable_file(args.out, "--out")
     det = AMADDetector.load(args.detector, device=args.device, backend=args.backend)
     series, labels, name = _load_series(args.data, args.data_root, args.split)
     series = _limit(series, args.max_steps)
@@ -291,13 +337,23 @@ def cmd_score(args) -> int:
 def cmd_evaluate(args) -> int:
     from .data import check_labels
 
+    from .files import check_writable_file
+
     if (args.scores is None) == (args.detector is None):
         raise SystemExit("evaluate: give exactly one of --scores CSV or --detector PATH (with --data)")
+    out_json = args.out or "metrics.json"
+    out_png = args.plot if args.plot is not None else os.path.splitext(out_json)[0] + ".png"
+    check_writable_file(out_json, "--out")
+    if out_png:
+        check_writable_file(out_png, "--plot")
     if args.scores is not None:
         scores, threshold, labels = read_scores_csv(args.scores)
         source = {"scores": os.path.abspath(args.scores)}
         if args.labels is not None:
-            lab = np.load(args.labels) if args.labels.endswith(".npy") else np.genfromtxt(args.labels, delimiter=",")
+            from .data import load_csv, load_npy
+
+            lab = (load_npy(args.labels, "labels") if args.labels.endswith(".npy")
+                   else load_csv(args.labels, label_column=0, header=False, allow_no_values=True).labels)
             labels = check_labels(lab, "labels", scores.size, "the scores")
         if args.threshold_value is not None:
             threshold, rule = args.threshold_value, "given"
@@ -318,8 +374,6 @@ def cmd_evaluate(args) -> int:
         threshold = det.threshold_for(scores) if args.threshold_value is None else args.threshold_value
         rule = det.threshold if args.threshold_value is None else "given"
         source = {"detector": os.path.abspath(args.detector), "data": args.data}
-    out_json = args.out or "metrics.json"
-    out_png = args.plot if args.plot is not None else os.path.splitext(out_json)[0] + ".png"
     res = _evaluate_outputs(scores, labels, threshold, out_json, out_png or None,
                             {**source, "threshold_rule": rule, "title": f"threshold: {rule}"},
                             series=series if args.scores is None else None)
@@ -332,10 +386,15 @@ def cmd_evaluate(args) -> int:
 def cmd_demo(args) -> int:
     from . import metrics
 
+    from .files import check_writable_dir
+
     out = args.out
+    det = _detector_from_args(args)
+    check_writable_dir(out, "--out")
+    if args.checkpoint_dir:
+        check_writable_dir(args.checkpoint_dir, "--checkpoint-dir")
     os.makedirs(out, exist_ok=True)
     ds = _load_split(args.data, None)
-    det = _detector_from_args(args)
     print(f"demo: {ds!r}, anomalies {ds.anomaly_ratio_percent:.2f}% of test steps")
     t0 = time.perf_counter()
     det.fit(ds.train)
@@ -383,7 +442,10 @@ def _parse_param(text: str):
 def cmd_benchmark(args) -> int:
     from .detection_benchmark import parse_methods, run_benchmark, write_reports
 
+    from .files import check_writable_dir
+
     methods = parse_methods(args.methods)
+    check_writable_dir(args.out, "--out")
     params: Dict[str, Dict[str, Any]] = {}
     for text in args.param or []:
         method, key, value = _parse_param(text)
@@ -469,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("data", help="data set (see 'amad-fast --help')")
     t.add_argument("--out", "-o", required=True, help="where to write the detector (.pt)")
     _add_data_root(t)
-    t.add_argument("--max-train", type=int, default=None, metavar="N", help="use only the first N training steps")
+    t.add_argument("--max-train", type=_positive_int, default=None, metavar="N", help="use only the first N training steps")
     _add_detector_options(t)
     t.set_defaults(func=cmd_train)
 
@@ -524,10 +586,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--entities", default=None, help="comma-separated entity names (default: all)")
     m.add_argument("--param", action="append", metavar="METHOD.KEY=VALUE",
                    help="a constructor parameter of one method, e.g. amad.epochs=3 or knn.n_neighbors=5 (repeatable)")
-    m.add_argument("--workers", type=int, default=None,
+    m.add_argument("--workers", type=_positive_int, default=None,
                    help="entities run in this many processes, each with its share of the CPU threads (default: "
                         "one per CPU core, at most 4; 1 when CUDA is available)")
-    m.add_argument("--seed", type=int, default=0, help="seed given to every method (default: %(default)s)")
+    m.add_argument("--seed", type=_seed, default=0, help="seed given to every method (default: %(default)s)")
     m.add_argument("--no-resume", dest="resume", action="store_false",
                    help="recompute entities already stored in OUT instead of keeping them")
     _add_data_root(m)
@@ -547,13 +609,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message of an error a user can act on, as one line; an OSError names its path(s)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        names = [n for n in (exc.filename, exc.filename2) if n is not None]
+        text = f"{' -> '.join(map(str, names))}: {exc.strerror}" if names else exc.strerror
+        if not names or type(exc) not in (OSError, FileNotFoundError, PermissionError, IsADirectoryError,
+                                          NotADirectoryError, FileExistsError):
+            text = f"{type(exc).__name__}: {text}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``amad-fast`` / ``python -m amad_fast``; returns the exit status."""
+    """Entry point of ``amad-fast`` / ``python -m amad_fast``; returns the exit status.
+
+    Errors about the inputs, files and outputs (ValueError, which includes every damaged or
+    foreign file; OSError of any kind; a checkpoint directory in use by another run; scores that
+    came out non-finite) are printed as one line ``amad-fast SUBCOMMAND: error: ...`` that names
+    the argument or path, with exit status 2; anything else is a bug and keeps its traceback."""
+    from .files import DirectoryInUseError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"amad-fast {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError, DirectoryInUseError, FloatingPointError) as exc:
+        print(f"amad-fast {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
 
 
