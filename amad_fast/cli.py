@@ -44,6 +44,8 @@ DETECTOR_HELP: Dict[str, str] = {
     "patience": "epochs without validation improvement before stopping",
     "score": "anomaly score: recon_js (softmax(-T*js) x squared error) or recon (squared error)",
     "error_norm": "per-channel error weighting: channel (divide by the validation-split error) or none (spec mean)",
+    "position_norm": "divide each window position's error by its training mean (train), so a series' first and "
+                     "last steps score like the middle, or none",
     "binary_scaling": "input scaling of two-valued (on/off) channels: unit (0/1) or zscore like the others",
     "smooth": "centred moving average of the scores over this many steps (1 = off)",
     "score_stride": "step between scoring windows; each step's score is the mean over the windows covering it "
@@ -98,13 +100,13 @@ def _detector_defaults() -> Dict[str, Any]:
 def _add_detector_options(p: argparse.ArgumentParser, overrides: Optional[Dict[str, Any]] = None) -> None:
     g = p.add_argument_group("detector and training options")
     from .data import BINARY_SCALINGS
-    from .detector import ERROR_NORMS, SCORES
+    from .detector import ERROR_NORMS, POSITION_NORMS, SCORES
     from .dispatch import BACKENDS
     from .estimator import THRESHOLDS
     from .train import MAXMIN_MODES, VAL_SPLITS
 
-    choices = {"maxmin": MAXMIN_MODES, "score": SCORES, "error_norm": ERROR_NORMS, "binary_scaling": BINARY_SCALINGS,
-               "val_split": VAL_SPLITS, "threshold": THRESHOLDS, "backend": ("auto", *BACKENDS),
+    choices = {"maxmin": MAXMIN_MODES, "score": SCORES, "error_norm": ERROR_NORMS, "position_norm": POSITION_NORMS,
+               "binary_scaling": BINARY_SCALINGS, "val_split": VAL_SPLITS, "threshold": THRESHOLDS, "backend": ("auto", *BACKENDS),
                "nan_policy": ("interpolate", "raise")}
     for name, default in _detector_defaults().items():
         default = (overrides or {}).get(name, default)

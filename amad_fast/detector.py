@@ -23,6 +23,14 @@ and the input scaling ``binary_scaling`` (see :class:`amad_fast.data.Standardize
   binary command channels whose z-scores are huge) do not drown the others. ``"none"`` is the
   spec's plain mean. Chosen on omi-1 (development entity, 2 seeds): see
   experiments/results/scoring_omi1.md.
+* ``position_norm="train"`` (default) divides the squared error at each position p of a scoring
+  window by the model's mean error at position p over the training windows (the *position profile*,
+  mean 1 over positions) before the windows covering a step are averaged. The model reconstructs the
+  first and last positions of its window worse than the middle (on the synthetic entities about 4×
+  at p = 0 and p = L − 1); in the middle of a series every step is averaged over many positions,
+  but a series' first and last steps are seen only at a window's edge, so without it they score
+  high for where they sit, not for what they are (issue 13). ``"none"`` averages raw errors.
+  Measured per entity on the development benchmarks: experiments/results/position_norm.md.
 * ``smooth=w`` replaces each step's score by the centred mean over w steps (default None = half a
   window, window_size // 2; 1 = per step). Chosen per entity on SMAP, omi-1 and synthetic entities:
   experiments/results/per_entity_*.md.
@@ -45,11 +53,14 @@ from .files import FileFormatError, read_file, write_file
 from .train import TrainConfig, train_model, validation_segments
 
 __all__ = ["AMADDetector", "score_series", "step_terms", "combine_terms", "channel_error_scale", "smooth_scores",
-           "SCORES",
+           "position_error_profile", "SCORES", "POSITION_NORMS",
            "THRESHOLDS", "ERROR_NORMS"]
 
 SCORES = ("recon_js", "recon")
 ERROR_NORMS = ("none", "channel")
+POSITION_NORMS = ("none", "train")
+#: at most this many training windows (evenly spread) measure the position profile at fit time
+PROFILE_WINDOWS = 1000
 ERROR_SCALE_FLOOR = 1e-3
 FORMAT = "amad_fast.detector/1"
 
@@ -65,7 +76,8 @@ def _resolve_device(device: Any) -> torch.device:
 
 @torch.no_grad()
 def step_terms(model: AMAD, series: np.ndarray, temperature: float = 50.0, batch_size: int = 128,
-               stride: Optional[int] = None, progress: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+               stride: Optional[int] = None, progress: bool = False,
+               position_scale: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Per-step ingredients of every score of a standardised series (T, C), spec §4.
 
     Returns ``(err, weight)``: ``err`` (T, C) float64 the squared reconstruction error per channel,
@@ -73,6 +85,8 @@ def step_terms(model: AMAD, series: np.ndarray, temperature: float = 50.0, batch
     start at 0, ``stride``, 2·``stride``, … (``stride`` None = L, spec §4's non-overlapping
     windows); a step covered by several windows gets the mean of their values. When the regular
     windows leave the last steps uncovered, a window aligned to the series end scores only those.
+    ``position_scale`` (L,) divides each window's squared error at position p by
+    ``position_scale[p]`` first (:func:`position_error_profile`; None = raw errors).
     Batched, under ``torch.no_grad``, in eval mode; ``progress`` shows a bar when stderr is a terminal.
     """
     L = model.window_size
@@ -93,6 +107,12 @@ def step_terms(model: AMAD, series: np.ndarray, temperature: float = 50.0, batch
     weight = torch.zeros(T, dtype=torch.float64, device=data.device)
     count = torch.zeros(T, dtype=torch.float64, device=data.device)
     offsets = torch.arange(L, device=data.device)
+    pos = None
+    if position_scale is not None:
+        pos = torch.as_tensor(np.asarray(position_scale, dtype=np.float64), device=data.device)
+        if pos.shape != (L,) or not bool(torch.isfinite(pos).all() and (pos > 0).all()):
+            raise ValueError(f"position_scale: expected {L} finite positive values (one per window position), "
+                             f"got shape {tuple(pos.shape)}")
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(starts), desc="scoring windows", unit="win", leave=False, dynamic_ncols=True,
@@ -102,6 +122,8 @@ def step_terms(model: AMAD, series: np.ndarray, temperature: float = 50.0, batch
         x = data[idx]  # (B, L, C)
         res = model(x, need_branches=False)
         e = (x - res.recon).double() ** 2
+        if pos is not None:
+            e = e / pos[None, :, None]
         js = res.js.mean(dim=(0, 2))  # mean over blocks and heads → (B, L)
         w = torch.softmax(-float(temperature) * js, dim=-1).double()
         is_tail = torch.arange(i, i + idx.shape[0], device=data.device)[:, None] >= n_regular
@@ -114,6 +136,34 @@ def step_terms(model: AMAD, series: np.ndarray, temperature: float = 50.0, batch
     bar.close()
     model.train(was_training)
     return (err / count[:, None]).cpu().numpy(), (weight / count).cpu().numpy()
+
+
+@torch.no_grad()
+def position_error_profile(model: AMAD, series: np.ndarray, stride: int, batch_size: int = 128,
+                           max_windows: int = PROFILE_WINDOWS) -> np.ndarray:
+    """The model's mean squared reconstruction error at each position of its window, (L,) float64
+    with mean 1 over positions: over the windows of the standardised series (T, C) that start every
+    ``stride`` steps (at most ``max_windows`` of them, evenly spread) and over channels, floored at
+    ``ERROR_SCALE_FLOOR``. ``position_norm="train"`` divides scoring errors by it (module docstring)."""
+    L = model.window_size
+    starts = window_starts(series.shape[0], L, int(stride), cover_tail=False)
+    if len(starts) > max_windows:
+        starts = starts[np.linspace(0, len(starts) - 1, max_windows).round().astype(np.int64)]
+    param = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    data = torch.as_tensor(series, dtype=param.dtype, device=param.device)
+    offsets = torch.arange(L, device=data.device)
+    total = torch.zeros(L, dtype=torch.float64, device=data.device)
+    for i in range(0, len(starts), batch_size):
+        x = data[torch.as_tensor(starts[i : i + batch_size], device=data.device)[:, None] + offsets]
+        total += ((x - model(x, need_branches=False).recon).double() ** 2).mean(dim=2).sum(dim=0)
+    model.train(was_training)
+    profile = total.cpu().numpy()
+    mean = profile.mean()
+    if not (np.isfinite(mean) and mean > 0):  # a perfect (or broken) reconstruction: nothing to correct
+        return np.ones(L)
+    return np.maximum(profile / mean, ERROR_SCALE_FLOOR)
 
 
 def combine_terms(err: np.ndarray, weight: np.ndarray, score: str = "recon_js",
@@ -188,7 +238,9 @@ class AMADDetector(DetectorBase):
     "none" = spec §4's plain mean) was chosen on omi-1 (experiments/results/scoring_omi1.md);
     ``score_stride=None`` (windows every window_size // 10 steps, each step's terms averaged over
     the windows covering it; window_size = spec §4's non-overlapping windows) on omi-1 and the
-    synthetic benchmark (experiments/results/score_stride_*.md).
+    synthetic benchmark (experiments/results/score_stride_*.md); ``position_norm="train"`` (each
+    window position's error divided by its training mean, so a series' first and last steps score
+    like its middle; "none" = raw errors) on the same (experiments/results/position_norm.md).
     ``anomaly_ratio`` is in percent. ``backend`` goes to every AutoMaskAttention. ``progress``
     shows a tqdm bar when stderr is a terminal. ``save``/``load`` round-trip exactly.
     """
@@ -215,6 +267,7 @@ class AMADDetector(DetectorBase):
         patience: int = 3,
         score: str = "recon",
         error_norm: str = "channel",
+        position_norm: str = "train",
         binary_scaling: str = "unit",
         smooth: Optional[int] = None,
         score_stride: Optional[int] = None,
@@ -245,6 +298,8 @@ class AMADDetector(DetectorBase):
             raise ValueError(f"score: expected one of {SCORES}, got {self.score!r}")
         if self.error_norm not in ERROR_NORMS:
             raise ValueError(f"error_norm: expected one of {ERROR_NORMS}, got {self.error_norm!r}")
+        if self.position_norm not in POSITION_NORMS:
+            raise ValueError(f"position_norm: expected one of {POSITION_NORMS}, got {self.position_norm!r}")
         if self.binary_scaling not in BINARY_SCALINGS:
             raise ValueError(f"binary_scaling: expected one of {BINARY_SCALINGS}, got {self.binary_scaling!r}")
         if self.smooth is not None and (isinstance(self.smooth, bool) or not isinstance(self.smooth, (int, np.integer))
@@ -286,9 +341,21 @@ class AMADDetector(DetectorBase):
         (window_size // 2, at least 1) when None."""
         return int(self.smooth) if self.smooth is not None else max(1, int(self.window_size) // 2)
 
+    def _position_scale(self) -> Optional[np.ndarray]:
+        """The position profile scoring divides by: the one measured at fit time under
+        ``position_norm="train"``, None under ``"none"`` (so ``set_params(position_norm="none")``
+        scores a fitted detector with raw errors, for comparison)."""
+        if self.position_norm == "none":
+            return None
+        scale = getattr(self, "position_scale_", None)
+        if scale is None:
+            raise RuntimeError("position_norm='train' needs the position profile measured at fit time; this "
+                               "detector was fitted with position_norm='none': refit it or set position_norm='none'")
+        return scale
+
     def _step_terms(self, Z: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         return step_terms(self.model_, Z, self.temperature, self.score_batch_size, self.resolved_score_stride(),
-                          progress=self.progress)
+                          progress=self.progress, position_scale=self._position_scale())
 
     # -- fit / score / predict --------------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> "AMADDetector":
@@ -309,6 +376,9 @@ class AMADDetector(DetectorBase):
         self.model_ = model
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
+        self.position_scale_ = (position_error_profile(self.model_, Z, self.resolved_score_stride(),
+                                                       self.score_batch_size)
+                                if self.position_norm == "train" else None)
         err, weight = self._step_terms(Z)
         self.error_scale_ = self._error_scale(err)
         self.train_scores_ = self._finite_scores(self._combine(err, weight), "the training series X")
@@ -384,6 +454,8 @@ class AMADDetector(DetectorBase):
             "train_scores": torch.from_numpy(np.asarray(self.train_scores_, dtype=np.float64)),
             "threshold": self.threshold_,
             "error_scale": None if self.error_scale_ is None else torch.from_numpy(self.error_scale_),
+            "position_scale": (None if getattr(self, "position_scale_", None) is None
+                               else torch.from_numpy(np.asarray(self.position_scale_, dtype=np.float64))),
             "history": self.history_,
             "best_epoch": self.best_epoch_,
         }
@@ -423,6 +495,7 @@ class AMADDetector(DetectorBase):
         params.setdefault("score_stride", params.get("window_size", 100))  # non-overlapping windows
         params.setdefault("val_split", "tail")
         params.setdefault("binary_scaling", "zscore")
+        params.setdefault("position_norm", "none")
         if device is not None:
             params["device"] = device
         elif str(params.get("device", "cpu")).startswith("cuda") and not torch.cuda.is_available():
@@ -455,6 +528,12 @@ class AMADDetector(DetectorBase):
         if det.error_norm == "channel" and det.error_scale_ is None:
             raise FileFormatError(f"{p}: not a valid detector file: it asks for error_norm='channel' but stores "
                                   "no error scale")
+        pscale = state.get("position_scale")
+        det.position_scale_ = None if pscale is None else pscale.numpy()
+        if det.position_norm == "train" and (det.position_scale_ is None
+                                             or det.position_scale_.shape != (det.window_size,)):
+            raise FileFormatError(f"{p}: not a valid detector file: it asks for position_norm='train' but stores "
+                                  f"no position profile of {det.window_size} values")
         det.history_ = state["history"]
         det.best_epoch_ = state["best_epoch"]
         det.fit_checkpoint_dir_ = fit_checkpoint_dir

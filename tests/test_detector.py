@@ -8,7 +8,7 @@ from amad_fast import metrics
 from amad_fast.data import make_synthetic
 from amad_fast.detector import (ERROR_SCALE_FLOOR, AMADDetector, channel_error_scale, combine_terms, score_series,
                                 smooth_scores, step_terms)
-from amad_fast.files import write_file
+from amad_fast.files import META_KEYS, write_file
 from amad_fast.train import validation_segments
 
 SMALL = dict(window_size=16, d_model=16, n_heads=2, n_layers=2, num_scales=2, d_ff=32, epochs=3,
@@ -273,3 +273,67 @@ def test_score_terms_share_forward_passes_between_variants(fitted, data):
     np.testing.assert_array_equal(fitted.scores_from_terms(err, w, error_norm="none"), plain)
     with pytest.raises(ValueError, match="error_norm"):
         fitted.scores_from_terms(err, w, error_norm="max")
+
+
+# -- a series' first and last steps are scored on the same footing as its middle (issue 13 item 6) --
+
+@pytest.fixture(scope="module")
+def edge_case():
+    d = make_synthetic(length=2000, channels=4, seed=3, train_length=6000)
+    det = AMADDetector(window_size=50, d_model=32, n_heads=4, n_layers=2, num_scales=2, epochs=2, train_stride=5,
+                       progress=False, seed=0).fit(d.train[:4000])
+    return det, d.train[4000:], d.train.std(axis=0)
+
+
+def _edge_ratios(det, clean):
+    """Median over 19 clean 200-step pieces of (mean of the first 3 / last 3 step scores) / median score."""
+    r = []
+    for s0 in range(0, len(clean) - 200 + 1, 100):
+        s = det.decision_function(clean[s0 : s0 + 200])
+        r.append((s[:3].mean() / np.median(s), s[-3:].mean() / np.median(s)))
+    return np.median(np.array(r), axis=0)
+
+
+def test_clean_series_scores_show_no_rise_at_their_edges(edge_case):
+    det, clean, _ = edge_case
+    assert det.position_norm == "train" and det.position_scale_.shape == (det.window_size,)
+    try:
+        det.set_params(smooth=1)  # per-step scores: nothing averages the edges away
+        first, last = _edge_ratios(det, clean)
+        assert 0.67 < first < 1.5 and 0.67 < last < 1.5, (first, last)
+        # the raw errors do rise there (the model reconstructs its window's edges worse): what the
+        # position profile corrects, and what makes this test able to fail
+        det.set_params(position_norm="none")
+        assert max(_edge_ratios(det, clean)) > 1.5
+    finally:
+        det.set_params(smooth=None, position_norm="train")
+
+
+@pytest.mark.parametrize("where", [0, -1])
+def test_an_anomaly_at_the_first_or_last_step_is_found(edge_case, where):
+    det, clean, std = edge_case
+    x = clean[:400].copy()
+    x[where] += 6 * std
+    s = det.decision_function(x)
+    assert s.argmax() == (where % len(x)), (s.argmax(), np.argsort(s)[::-1][:5])
+
+
+def test_position_profile_round_trips_and_old_files_score_raw_errors(edge_case, tmp_path):
+    det, clean, _ = edge_case
+    det.save(tmp_path / "d.pt")
+    back = AMADDetector.load(tmp_path / "d.pt")
+    np.testing.assert_array_equal(back.position_scale_, det.position_scale_)
+    np.testing.assert_array_equal(back.decision_function(clean[:300]), det.decision_function(clean[:300]))
+    # a file from before position_norm existed keeps scoring as it did: raw errors
+    state = torch.load(tmp_path / "d.pt", weights_only=True)
+    del state["params"]["position_norm"], state["position_scale"]
+    write_file(tmp_path / "old.pt", state["format"], {k: v for k, v in state.items() if k not in META_KEYS})
+    old = AMADDetector.load(tmp_path / "old.pt")
+    assert old.position_norm == "none" and old.position_scale_ is None
+    det.set_params(position_norm="none")
+    try:
+        np.testing.assert_array_equal(old.decision_function(clean[:300]), det.decision_function(clean[:300]))
+    finally:
+        det.set_params(position_norm="train")
+    with pytest.raises(ValueError, match="position_norm"):
+        AMADDetector(position_norm="window")
