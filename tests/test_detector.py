@@ -6,14 +6,15 @@ import torch
 
 from amad_fast import metrics
 from amad_fast.data import make_synthetic
-from amad_fast.detector import (ERROR_SCALE_FLOOR, AMADDetector, channel_error_scale, combine_terms, score_series,
-                                smooth_scores, step_terms)
+from amad_fast.detector import (ERROR_SCALE_FLOOR, PROFILE_WINDOWS, AMADDetector, channel_error_scale, combine_terms,
+                                score_series, smooth_scores, step_terms)
 from amad_fast.files import META_KEYS, write_file
 from amad_fast.train import validation_segments
 
 SMALL = dict(window_size=16, d_model=16, n_heads=2, n_layers=2, num_scales=2, d_ff=32, epochs=3,
              train_stride=4, batch_size=16, lr=1e-3, progress=False, backend="reference", seed=0,
-             smooth=1, score="recon_js")  # the spec's per-step score: its formulas are checked below
+             smooth=1, score="recon_js", position_norm="none")  # the spec's per-step score: its formulas
+#                                                                   are checked below (position_norm below too)
 
 
 @pytest.fixture(scope="module")
@@ -316,6 +317,23 @@ def test_an_anomaly_at_the_first_or_last_step_is_found(edge_case, where):
     x[where] += 6 * std
     s = det.decision_function(x)
     assert s.argmax() == (where % len(x)), (s.argmax(), np.argsort(s)[::-1][:5])
+
+
+def test_position_profile_is_the_mean_training_error_per_window_position(fitted, data):
+    det = AMADDetector(**dict(SMALL, position_norm="train", score="recon")).fit(data.train)
+    Z = det.standardizer_.transform(data.train)
+    L, stride = det.window_size, det.resolved_score_stride()
+    starts = np.arange(0, len(Z) - L + 1, stride)
+    assert len(starts) > PROFILE_WINDOWS  # so the even spread of at most PROFILE_WINDOWS is tested too
+    starts = starts[np.linspace(0, len(starts) - 1, PROFILE_WINDOWS).round().astype(int)]
+    x = torch.as_tensor(np.stack([Z[s : s + L] for s in starts]))
+    with torch.no_grad():
+        e = ((x - det.model_(x, need_branches=False).recon) ** 2).double().mean(-1).mean(0).numpy()
+    np.testing.assert_allclose(det.position_scale_, np.maximum(e / e.mean(), ERROR_SCALE_FLOOR), rtol=1e-6)
+    # one window scored: its per-position errors divided by the profile, then the channel scale
+    err_c, _ = _window_terms(det, data.test[:16])
+    want = (err_c.double() / torch.as_tensor(det.position_scale_)[:, None] / torch.as_tensor(det.error_scale_)).mean(-1)
+    np.testing.assert_allclose(det.decision_function(data.test[:16]), want.numpy(), rtol=1e-5, atol=1e-9)
 
 
 def test_position_profile_round_trips_and_old_files_score_raw_errors(edge_case, tmp_path):
