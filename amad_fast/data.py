@@ -11,7 +11,9 @@ Supported layouts (see each loader's docstring for exactly what is read):
 * SMD as published by OmniAnomaly (``train/``, ``test/``, ``test_label/`` text files): :func:`load_smd`.
 * PSM as published by eBay RANSynCoders (``train.csv``, ``test.csv``, ``test_label.csv``): :func:`load_psm`.
 * SWaT in two CSV layouts used by public code: :func:`load_swat`.
-* ASD / omi-style CSVs (index column first, ``label`` last): :func:`load_omi`; any CSV: :func:`load_csv`.
+* ``NAME_train.csv`` + ``NAME_test.csv`` pairs (ASD / omi style; ``label`` column optional): :func:`load_omi`;
+  one CSV of one series (no labels needed): :func:`load_series_csv`; any CSV: :func:`load_csv`
+  (index and time columns are recognised by name and content, never by position).
 * A seeded synthetic benchmark (the package's built-in data): :func:`make_synthetic`.
 """
 from __future__ import annotations
@@ -46,6 +48,8 @@ __all__ = [
     "load_csv",
     "load_npy",
     "load_omi",
+    "load_series_csv",
+    "describe_columns",
     "load_dataset",
     "list_entities",
     "iter_entities",
@@ -126,6 +130,27 @@ class CSVData(NamedTuple):
     labels: Optional[np.ndarray]  # (T,) int8 or None
     columns: List[str]            # names of the value columns (generated when there is no header)
     dropped: List[str]            # non-numeric columns that were skipped (e.g. timestamps)
+    ignored: Dict[str, str] = {}  # every column not used as a value -> why (index, timestamp, text, labels, ...)
+    name: str = ""                # the file's name, for messages
+
+    def describe(self) -> str:
+        """One line: which columns are the series' channels and which are ignored, and why."""
+        return describe_columns(self.name, self.columns, self.ignored)
+
+
+def _name_list(names: Sequence[str], most: int = 8) -> str:
+    shown = ", ".join(repr(n) for n in names[:most])
+    return shown + (f", … ({len(names)} in all)" if len(names) > most else "")
+
+
+def describe_columns(name: str, used: Sequence[str], ignored: Dict[str, str]) -> str:
+    """``NAME: using N columns 'a', 'b'; ignoring 'time' (timestamp), 'note' (text, not a number)``."""
+    line = f"{name}: using {len(used)} column{'s' if len(used) != 1 else ''} {_name_list(list(used))}"
+    if ignored:
+        line += "; ignoring " + ", ".join(f"{k!r} ({v})" for k, v in ignored.items())
+    else:
+        line += "; ignoring none"
+    return line
 
 
 # ----------------------------------------------------------------------------------------------
@@ -614,6 +639,51 @@ def _is_number(tok: str) -> bool:
         return False
 
 
+# header names that say "this column is the row's position or time, not a measurement" (compared
+# lower-case with everything but letters removed; pandas writes an unnamed index as '' or 'Unnamed: 0')
+_INDEX_NAMES = {"", "index", "idx", "t", "ts", "time", "timestamp", "timestampmin", "date", "datetime", "step",
+                "timestep", "steps", "row", "rowid", "no", "unnamed"}
+_TIME_FORMATS = ("%d/%m/%Y %I:%M:%S %p", "%m/%d/%Y %I:%M:%S %p", "%d/%m/%Y %H:%M:%S", "%m/%d/%Y %H:%M:%S",
+                 "%d/%m/%Y %H:%M", "%m/%d/%Y %H:%M", "%d/%m/%Y", "%m/%d/%Y", "%Y/%m/%d %H:%M:%S", "%Y/%m/%d",
+                 "%d.%m.%Y %H:%M:%S", "%d.%m.%Y", "%H:%M:%S", "%H:%M")
+
+
+def _index_like_name(name: str) -> bool:
+    key = re.sub(r"[^a-z]", "", name.lower())
+    return key in _INDEX_NAMES or key.startswith("unnamed")
+
+
+def _parses_as_time(tok: str) -> bool:
+    """True when ``tok`` is a date/time (ISO 8601 or a common day/month/year form)."""
+    import datetime
+
+    tok = tok.strip().strip('"').strip()
+    if not tok or _is_number(tok):
+        return False
+    try:
+        datetime.datetime.fromisoformat(tok.replace("Z", "+00:00"))
+        return True
+    except ValueError:
+        pass
+    for fmt in _TIME_FORMATS:
+        try:
+            datetime.datetime.strptime(tok, fmt)
+            return True
+        except ValueError:
+            continue
+    return False
+
+
+def _is_index(column: np.ndarray, named: bool) -> bool:
+    """An index column: when its header names it as an index or time (``named``), strictly
+    increasing integers (row numbers, epoch seconds); without a header, integers rising by exactly 1."""
+    v = np.asarray(column, dtype=np.float64)
+    if v.size == 0 or not np.all(np.isfinite(v)) or not np.all(v == np.round(v)):
+        return False
+    d = np.diff(v)
+    return bool(np.all(d > 0)) if named else bool(v.size > 2 and np.all(d == 1))
+
+
 def _resolve_column(spec: Union[int, str], header: List[str], what: str) -> int:
     n = len(header)
     if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
@@ -820,18 +890,28 @@ def _parse_numbers(tokens: List[str], where: str, column: str, lines: Sequence[i
     raise AssertionError("unreachable: numpy refused a column that Python parses")  # pragma: no cover
 
 
-def load_csv(path: PathLike, label_column: Union[None, int, str] = None, index_column: Union[None, int, str] = None,
+def load_csv(path: PathLike, label_column: Union[None, int, str] = None,
+             index_column: Union[None, int, str] = "auto",
              delimiter: str = ",", header: Union[str, bool] = "infer", drop_columns: Sequence[Union[int, str]] = (),
              label_map: Optional[Dict[str, int]] = None, nan_policy: str = "interpolate",
-             name: Optional[str] = None, allow_no_values: bool = False) -> CSVData:
+             name: Optional[str] = None, allow_no_values: bool = False, label_optional: bool = False) -> CSVData:
     """Read a delimited text file of one series: values (T, C) float32 and optional 0/1 labels.
 
     ``label_column``/``index_column``/``drop_columns`` take a column index (negative counts from the
-    end) or a header name (case-insensitive). ``header="infer"`` treats the first line as a header
+    end) or a header name (case-insensitive); with ``label_optional`` a named label column that the
+    file does not have means no labels. ``header="infer"`` treats the first line as a header
     when any of its fields is not a number; with a header, leading lines before it that have fewer
-    fields are skipped (spreadsheet exports). Columns whose first non-empty value (in the first
-    64 lines) is not a number (timestamps) are dropped and listed in ``dropped``. Missing (empty)
-    cells become NaN and then follow ``nan_policy``. Labels may be numbers or words
+    fields are skipped (spreadsheet exports).
+
+    Which columns are values is decided by name and content, never by position: with
+    ``index_column="auto"`` (default) a numeric column is an index, and ignored, when its integers
+    rise by exactly 1 at every row, or when its header names a position or time (``index``,
+    ``time``, ``timestamp``, ``date``, ``step``, an empty name or pandas' ``Unnamed: 0``, ...) and
+    its integers rise strictly; ``index_column=None`` keeps every numeric column. Columns whose
+    first non-empty value (in the first 64 lines) is not a number are ignored as ``timestamp``
+    when it parses as a date/time, else as ``text``; they are also listed in ``dropped``. Every
+    ignored column and why is in ``ignored``; :meth:`CSVData.describe` says it in one line. Missing
+    (empty) cells become NaN and then follow ``nan_policy``. Labels may be numbers or words
     (``Normal``/``Attack`` by default, see ``label_map``).
 
     The whole file is read strictly: every non-blank row after the header must have the header's
@@ -874,23 +954,53 @@ def load_csv(path: PathLike, label_column: Union[None, int, str] = None, index_c
             _ragged(where, line, width, len(row), ref)
     first_data_line = head_lines[0]
 
+    if (label_optional and isinstance(label_column, str)
+            and label_column.strip().lower() not in [c.lower() for c in columns]):
+        label_column = None
     lab_idx = None if label_column is None else _resolve_column(label_column, columns, "label_column")
-    drop = {_resolve_column(d, columns, "drop_columns") for d in drop_columns}
-    if index_column is not None:
-        drop.add(_resolve_column(index_column, columns, "index_column"))
+    ignored: Dict[int, str] = {}
+    for d in drop_columns:
+        ignored[_resolve_column(d, columns, "drop_columns")] = "dropped as asked"
+    auto_index = isinstance(index_column, str) and index_column == "auto"
+    if index_column is not None and not auto_index:
+        ignored[_resolve_column(index_column, columns, "index_column")] = "index, as asked"
     if lab_idx is not None:
-        drop.add(lab_idx)
+        ignored[lab_idx] = "labels"
     value_cols, dropped = [], []
     for i in range(width):
-        if i in drop:
+        if i in ignored:
             continue
-        seen = next((r[i] for r in head if r[i].strip().strip('"')), "")  # its first non-empty value
-        if _is_number(seen):
+        seen = [r[i] for r in head if r[i].strip().strip('"')][:5]  # its first non-empty values
+        if _is_number(seen[0] if seen else ""):
             value_cols.append(i)
         else:
             dropped.append(columns[i])
+            ignored[i] = "timestamp" if all(_parses_as_time(t) for t in seen) else "text, not a number"
+    # by name and content: a header that names a position or time, or no header at all (then only
+    # integers rising by exactly 1 count); a column with a header name of its own is a measurement
+    index_candidates = [i for i in value_cols if auto_index and (not has_header or _index_like_name(columns[i]))]
     if not value_cols and not allow_no_values:
-        raise ValueError(f"{name}: expected at least one numeric value column in {path!r}, got none")
+        raise ValueError(f"{name}: expected at least one numeric value column in {path!r}, got none"
+                         + (f" ({describe_columns(name, [], _ignored_names(ignored, columns))})" if ignored else ""))
+
+    def finish(values: np.ndarray, labels: Optional[np.ndarray]) -> CSVData:
+        keep = list(range(len(value_cols)))
+        for j, i in enumerate(value_cols):
+            named = has_header and _index_like_name(columns[i])
+            if i in index_candidates and len(keep) > 1 and _is_index(values[:, j], named):
+                keep.remove(j)
+                ignored[i] = ("index: integers rising by 1" if not named else
+                              "index: named so, rising integers" if columns[i].strip() else
+                              "index: unnamed, rising integers")
+        if len(keep) < len(value_cols):
+            values = values[:, keep]
+        used = [value_cols[j] for j in keep]
+        if used:
+            values = check_series(values, name, nan_policy=nan_policy)
+            if labels is not None and labels.shape[0] != values.shape[0]:
+                raise ValueError(f"{name}: expected as many labels as rows ({values.shape[0]}), got {labels.shape[0]}")
+        return CSVData(values=values.astype(np.float32), labels=labels, columns=[columns[i] for i in used],
+                       dropped=dropped, ignored=_ignored_names(ignored, columns), name=name)
 
     # the whole file. Fastest: every column is a number, read by numpy's C reader without usecols, which
     # refuses any row of another width itself. Else every row's width, then the numbers, else the exact reader.
@@ -903,9 +1013,7 @@ def load_csv(path: PathLike, label_column: Union[None, int, str] = None, index_c
             except ValueError:  # the slower path below names the line of the first bad label
                 full = None
     if full is not None:
-        values = check_series(values, name, nan_policy=nan_policy)
-        return CSVData(values=values.astype(np.float32), labels=labels if lab_idx is not None else None,
-                       columns=[columns[i] for i in value_cols], dropped=dropped)
+        return finish(values, labels if lab_idx is not None else None)
     lines = _data_lines(path, delimiter, first_data_line, width, where, ref)
     values, label_tokens = _read_fast(path, delimiter, first_data_line, value_cols, lab_idx, lines.shape[0])
     if (value_cols and values is None) or (lab_idx is not None and label_tokens is None):
@@ -931,29 +1039,44 @@ def load_csv(path: PathLike, label_column: Union[None, int, str] = None, index_c
             if text is not None and text.shape[0] == lines.shape[0]:
                 _parse_labels(text[:, 0], what, label_map, lines)
             raise
-    if value_cols:
-        values = check_series(values, name, nan_policy=nan_policy)
-        if labels is not None and labels.shape[0] != values.shape[0]:
-            raise ValueError(f"{name}: expected as many labels as rows ({values.shape[0]}), got {labels.shape[0]}")
-    return CSVData(values=values.astype(np.float32), labels=labels,
-                   columns=[columns[i] for i in value_cols], dropped=dropped)
+    return finish(values, labels)
+
+
+def _ignored_names(ignored: Dict[int, str], columns: List[str]) -> Dict[str, str]:
+    return {(columns[i] or f"column {i + 1}"): why for i, why in sorted(ignored.items())}
 
 
 def load_omi(root: PathLike, name: str = "omi-1", nan_policy: str = "interpolate") -> SeriesSplit:
     """Load an ASD/omi-style pair ``root/NAME_train.csv``, ``root/NAME_test.csv``.
 
-    Both files: header row, first column an index, last column ``label`` (0/1; the training part
-    of omi-1 is all 0). The training labels are kept in ``train_labels``.
+    Both files: a header row, value columns, optionally a ``label`` column (0/1 per row; the
+    training part of omi-1 is all 0) and index or time columns, which are recognised by name and
+    content (see :func:`load_csv`), not by position. The training labels, when there are any, are
+    kept in ``train_labels``; which columns are used and which ignored is ``info["columns"]``.
     """
     root = os.fspath(root)
-    kw = dict(label_column="label", index_column=0, nan_policy=nan_policy)
-    tr = load_csv(_require_file(os.path.join(root, f"{name}_train.csv"), f"{name} train"), name=f"{name} train", **kw)
-    te = load_csv(_require_file(os.path.join(root, f"{name}_test.csv"), f"{name} test"), name=f"{name} test", **kw)
+    kw = dict(label_column="label", label_optional=True, nan_policy=nan_policy)
+    tr = load_csv(_require_file(os.path.join(root, f"{name}_train.csv"), f"{name} train"), name=f"{name}_train.csv", **kw)
+    te = load_csv(_require_file(os.path.join(root, f"{name}_test.csv"), f"{name} test"), name=f"{name}_test.csv", **kw)
     if tr.columns != te.columns:
-        raise ValueError(f"{name}: expected the same value columns in train and test, "
-                         f"got {tr.columns} and {te.columns}")
+        raise ValueError(f"{name}: expected the same value columns in {name}_train.csv and {name}_test.csv, "
+                         f"got {tr.columns} and {te.columns} ({tr.describe()} / {te.describe()})")
     return _make_split(name, tr.values, te.values, te.labels, nan_policy, channel_names=tr.columns,
-                       train_labels=tr.labels, info={"root": root, "layout": "omi_csv"})
+                       train_labels=tr.labels, info={"root": root, "layout": "omi_csv", "columns": tr.describe()})
+
+
+def load_series_csv(path: PathLike, nan_policy: str = "interpolate") -> SeriesSplit:
+    """One CSV of one series (e.g. a record of normal operation) as a data set: the series is both
+    ``train`` and ``test`` (fit on it, or score it with a saved detector); a ``label`` column, when
+    there is one, gives ``test_labels`` and ``train_labels``. Columns as :func:`load_csv` decides
+    (index and time columns by name and content, text ignored); ``info["columns"]`` says which.
+    """
+    path = os.fspath(path)
+    base = os.path.basename(path)
+    d = load_csv(path, label_column="label", label_optional=True, nan_policy=nan_policy, name=base)
+    stem = base[:-len(".csv")] if base.lower().endswith(".csv") else base
+    return _make_split(stem, d.values, d.values, d.labels, nan_policy, channel_names=d.columns, train_labels=d.labels,
+                       info={"path": path, "layout": "csv_file", "columns": d.describe()})
 
 
 def _parse_kwargs(text: str) -> Dict[str, Any]:
@@ -1141,6 +1264,8 @@ class _Source:
             return load_psm(self.where, **kwargs)
         if self.kind == "swat":
             return load_swat(self.where, **kwargs)
+        if self.kind == "csv_file":
+            return load_series_csv(self.where, **kwargs)
         if self.kind == "csv_pairs":
             names = self._csv_names()
             base = os.path.basename(os.path.normpath(self.where))
@@ -1224,8 +1349,14 @@ def _locate(spec: PathLike, data_root: Optional[PathLike]) -> _Source:
         d, base = os.path.split(os.path.abspath(s))
         for suffix, kind in (("_train.npy", "npy"), ("_train.csv", "csv_pairs")):
             if base.endswith(suffix):
+                if kind == "csv_pairs" and not os.path.isfile(os.path.join(d, base[: -len(suffix)] + "_test.csv")):
+                    break  # no NAME_test.csv beside it: one series file
                 return _Source(kind, d, name=base[: -len(suffix)])
-        raise ValueError(f"spec: expected a NAME_train.npy or NAME_train.csv file, got {s!r}")
+        else:
+            if not base.lower().endswith(".csv"):
+                raise ValueError(f"spec: expected a .csv series file, a NAME_train.npy or a NAME_train.csv file, "
+                                 f"got {s!r}")
+        return _Source("csv_file", os.path.abspath(s), name=base)
     if os.path.isdir(s):
         return _locate_dir(s)
     roots = [os.fspath(data_root)] if data_root is not None else []

@@ -498,3 +498,52 @@ def test_sliding_windows_view_and_overlap():
         window_starts(10, 2, 0)
     with pytest.raises(ValueError, match="covered by no window"):
         windows_to_series(np.zeros((2, 2)), [0, 4], 6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Which CSV columns are values: by name and content, never by position (issue 13 items 1, 2)
+# ---------------------------------------------------------------------------------------------
+def test_csv_first_column_is_data_unless_it_is_an_index(tmp_path):
+    """A file a,b,c,d trains on all four columns (it lost 'a' as an 'index' before), an unnamed or
+    index-named column of rising integers is an index, a time column a timestamp, a text column is
+    ignored, and each ignored column is said with its reason."""
+    body = "".join(f"{0.5 * i},{i % 3},{np.sin(i):.3f},{i * i % 7}\n" for i in range(30))
+    _write(tmp_path / "m_train.csv", "a,b,c,d\n" + body)
+    _write(tmp_path / "m_test.csv", "a,b,c,d\n" + body)
+    d = load_dataset(tmp_path / "m_train.csv")
+    assert d.channel_names == ["a", "b", "c", "d"] and d.train.shape == (30, 4) and d.test_labels is None
+    p = tmp_path / "mixed.csv"
+    _write(p, ",time,x,host,y,label\n" + "".join(
+        f"{i},2024-01-01T00:{i:02d}:00,{np.cos(i):.3f},web-{i % 2},{i % 4},{int(i == 7)}\n" for i in range(30)))
+    r = load_csv(p, label_column="label")
+    assert r.columns == ["x", "y"] and r.values.shape == (30, 2) and r.labels.sum() == 1
+    assert r.ignored == {"column 1": "index: unnamed, rising integers", "time": "timestamp",
+                         "host": "text, not a number", "label": "labels"}
+    line = r.describe()
+    assert line.startswith("mixed.csv: using 2 columns 'x', 'y'; ignoring 'column 1' (index") and "\n" not in line
+    assert "'host' (text, not a number)" in line and "'time' (timestamp)" in line
+    # a column named like an index but not rising is data; a named measurement is never an index
+    _write(p, "index,step_count,v\n" + "".join(f"{(i * 7) % 5},{i},{i % 3}\n" for i in range(10)))
+    assert load_csv(p).columns == ["index", "step_count", "v"]
+    # without a header only integers rising by exactly 1 are an index
+    _write(p, "".join(f"{i + 1},{2 * i},{i % 3}\n" for i in range(10)))
+    assert load_csv(p).columns == ["c1", "c2"] and load_csv(p, index_column=None).columns == ["c0", "c1", "c2"]
+
+
+def test_one_csv_without_labels_or_test_file_is_a_data_set(tmp_path):
+    """'my.csv' of normal operation (no label column, no NAME_test.csv) loads as a data set whose
+    series is both the training and the scored one; NAME_train.csv alone does too."""
+    p = tmp_path / "my.csv"
+    _write(p, "timestamp,temp,pressure\n" + "".join(f"{1700000000 + 60 * i},{20 + i % 5},{1.0 + 0.1 * (i % 3)}\n"
+                                                     for i in range(40)))
+    d = load_dataset(p)
+    assert d.train.shape == (40, 2) and d.test.shape == (40, 2) and d.test_labels is None and d.name == "my"
+    assert d.info["columns"] == "my.csv: using 2 columns 'temp', 'pressure'; ignoring 'timestamp' " \
+                                "(index: named so, rising integers)"
+    q = tmp_path / "solo_train.csv"
+    _write(q, "temp,pressure,label\n" + "".join(f"{20 + i % 5},{i % 3},0\n" for i in range(40)))
+    d = load_dataset(q)
+    assert d.train.shape == (40, 2) and d.train_labels is not None and d.info["layout"] == "csv_file"
+    with pytest.raises(ValueError, match=r"spec: expected a \.csv series file.*got .*my\.txt"):
+        _write(tmp_path / "my.txt", "a\n1\n")
+        load_dataset(tmp_path / "my.txt")
