@@ -267,7 +267,7 @@ class PointScoreDetector(DetectorBase):
     ``"train"`` = that percentile of the training scores; ``"pot"`` = peaks over threshold on the
     training scores), and persistence.
 
-    ``threshold`` defaults to ``"paper"``, AMADDetector's default, so that detectors made by name
+    ``threshold`` defaults to ``"train"``, AMADDetector's default, so that detectors made by name
     with default settings are judged by the same rule. ``seed`` matters to ``random`` and
     ``iforest`` only; every baseline takes it so that all share one set of parameters.
 
@@ -277,7 +277,7 @@ class PointScoreDetector(DetectorBase):
 
     method: str = ""
 
-    def __init__(self, threshold: str = "paper", anomaly_ratio: float = 1.0, seed: int = 0,
+    def __init__(self, threshold: str = "train", anomaly_ratio: float = 1.0, seed: int = 0,
                  nan_policy: str = "interpolate") -> None:
         self.threshold = threshold
         self.anomaly_ratio = anomaly_ratio
@@ -439,7 +439,7 @@ class PCAErrorDetector(PointScoreDetector):
 
     method = "pca"
 
-    def __init__(self, variance: float = 0.9, threshold: str = "paper", anomaly_ratio: float = 1.0,
+    def __init__(self, variance: float = 0.9, threshold: str = "train", anomaly_ratio: float = 1.0,
                  seed: int = 0, nan_policy: str = "interpolate") -> None:
         self.variance = variance
         super().__init__(threshold, anomaly_ratio, seed, nan_policy)
@@ -484,7 +484,7 @@ class NearestNeighborDetector(PointScoreDetector):
 
     method = "knn"
 
-    def __init__(self, n_neighbors: int = 1, threshold: str = "paper", anomaly_ratio: float = 1.0,
+    def __init__(self, n_neighbors: int = 1, threshold: str = "train", anomaly_ratio: float = 1.0,
                  seed: int = 0, nan_policy: str = "interpolate") -> None:
         self.n_neighbors = n_neighbors
         super().__init__(threshold, anomaly_ratio, seed, nan_policy)
@@ -528,7 +528,7 @@ class IsolationForestDetector(PointScoreDetector):
 
     method = "iforest"
 
-    def __init__(self, n_estimators: int = 100, threshold: str = "paper", anomaly_ratio: float = 1.0,
+    def __init__(self, n_estimators: int = 100, threshold: str = "train", anomaly_ratio: float = 1.0,
                  seed: int = 0, nan_policy: str = "interpolate") -> None:
         self.n_estimators = n_estimators
         super().__init__(threshold, anomaly_ratio, seed, nan_policy)

@@ -267,6 +267,11 @@ def run_benchmark(data: str, methods: Any = ("amad", "l2", "pca", "knn", "ifores
         raise ValueError(f"params: expected parameters for the chosen methods {methods}, got some for {unknown}")
     defaults = {"amad": {"progress": False}}  # the entity bar is the progress; no nested training bars
     params = {m: {"seed": seed, **defaults.get(m, {}), **dict((params or {}).get(m, {}))} for m in methods}
+    # every constructor parameter, defaults included, is what a record is stored with and resumed by:
+    # after the package's defaults change, a stored result of the old defaults is run again
+    from .baselines import make_detector
+
+    params = {m: make_detector(m, **p).get_params() for m, p in params.items()}
     names = list_entities(data, data_root)
     if entities is not None:
         wanted = [str(e) for e in entities]

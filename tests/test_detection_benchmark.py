@@ -73,6 +73,15 @@ def test_resume_skips_finished_entities_and_methods(tmp_path, monkeypatch):
     calls.clear()
     db.run_benchmark(DATA, ["random"], resume=False, **quiet)
     assert len(calls) == 2
+    # a record stored under other defaults (here: as if 'random' had one parameter fewer then) runs again
+    path = tmp_path / "entities" / "synthetic-0.json"
+    rec = json.load(open(path))
+    assert "threshold" in rec["methods"]["random"]["params"]  # defaults are stored, not only what was given
+    del rec["methods"]["random"]["params"]["threshold"]
+    json.dump(rec, open(path, "w"))
+    calls.clear()
+    db.run_benchmark(DATA, ["random"], **quiet)
+    assert calls == [("synthetic-0", ("random",))]
 
 
 def test_entity_without_anomaly_is_reported_not_zero(tmp_path):
