@@ -446,6 +446,73 @@ def _progress_enabled(cfg: TrainConfig, rank: int) -> bool:
     return bool(cfg.progress) and rank == 0 and sys.stderr.isatty()
 
 
+# with progress on and stderr not a terminal (a log file, a pipe, a notebook), a line every this
+# many seconds and at every epoch end instead of a bar
+PROGRESS_LINE_SECONDS = 30.0
+ESTIMATE_AFTER_STEPS = 3  # the time estimate is printed after this many timed optimiser steps
+
+
+def progress_line(text: str) -> None:
+    """One progress line on stderr (flushed, so that logs show it at once)."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class _Progress:
+    """What a run says about itself when ``cfg.progress`` is on (rank 0 only): the planned work
+    before the first step, a time estimate after the first few steps, and, when stderr is not a
+    terminal (no bar), a line every :data:`PROGRESS_LINE_SECONDS` and one per epoch."""
+
+    def __init__(self, cfg: TrainConfig, rank: int, total_steps: int) -> None:
+        self.on = bool(cfg.progress) and rank == 0
+        self.lines = self.on and not sys.stderr.isatty()
+        self.total, self.done, self.timed, self.timed_s = total_steps, 0, 0, 0.0
+        self.estimated = False
+        self.last = time.perf_counter()
+
+    def plan(self, text: str) -> None:
+        if self.on:
+            progress_line(text)
+
+    def step(self, seconds: float, epoch: int, epochs: int, step: int, steps: int, rec: float) -> None:
+        if not self.on:
+            return
+        self.done += 1
+        if self.done > 1:  # the first step carries one-off costs (allocations, kernel choice)
+            self.timed += 1
+            self.timed_s += seconds
+        if not self.estimated and (self.timed >= ESTIMATE_AFTER_STEPS or self.done == self.total):
+            self.estimated = True
+            per = self.timed_s / max(self.timed, 1) if self.timed else seconds
+            progress_line(f"estimate: {per:.2f} s per step, about {_duration(per * self.total)} for the "
+                          f"{self.total} training steps (plus validation and scoring)")
+        now = time.perf_counter()
+        if self.lines and now - self.last >= PROGRESS_LINE_SECONDS and step + 1 < steps:
+            self.last = now
+            progress_line(f"epoch {epoch + 1}/{epochs}: step {step + 1}/{steps}, rec {rec:.4g}, "
+                          f"{_duration(self._left())} left")
+
+    def _left(self) -> float:
+        per = self.timed_s / max(self.timed, 1)
+        return per * max(self.total - self.done, 0)
+
+    def epoch_end(self, record: Dict[str, float], epochs: int) -> None:
+        if not self.lines:
+            return
+        self.last = time.perf_counter()
+        val = f", val_rec {record['val_rec']:.4g}" if "val_rec" in record else ""
+        progress_line(f"epoch {record['epoch'] + 1}/{epochs} done in {_duration(record['seconds'])}: "
+                      f"rec {record['rec']:.4g}{val}" + (f"; about {_duration(self._left())} of training left"
+                                                         if self.done < self.total else ""))
+
+
 def train_model(
     model: AMAD,
     series,
@@ -573,6 +640,17 @@ def _train(model: AMAD, series_np: np.ndarray, series_t: Tensor, cfg: TrainConfi
         if world > 1:
             torch.distributed.barrier()
 
+    steps_per_epoch = len(_epoch_batches(n_windows, cfg, 0, world))
+    total_steps = max(steps_per_epoch * (cfg.epochs - start_epoch) - start_step, 0)
+    report = _Progress(cfg, rank, total_steps)
+    n_params = sum(p.numel() for p in params)
+    n_val = len(val_windows) if val_windows is not None else 0
+    report.plan(f"plan: {n_windows} training windows of {L} steps (one every {cfg.train_stride}; {n_val} more "
+                f"held out for validation), {cfg.epochs - start_epoch} epoch{'s' if cfg.epochs - start_epoch != 1 else ''}"
+                f" x {steps_per_epoch} steps of {cfg.batch_size} windows = {total_steps} steps"
+                + (f" (resuming at epoch {start_epoch + 1}, step {start_step + 1})" if start_epoch or start_step else "")
+                + f"; model {n_params:,} parameters ({model.config.get('n_layers', '?')} blocks, "
+                f"d_model {model.config.get('d_model', '?')}), {series_t.shape[1]} channels, device {device}")
     model.train()
     for epoch in range(start_epoch, cfg.epochs):
         if result.stopped_early:
@@ -590,6 +668,7 @@ def _train(model: AMAD, series_np: np.ndarray, series_t: Tensor, cfg: TrainConfi
         bar = tqdm(total=len(batches), initial=start_step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not _progress_enabled(cfg, rank), leave=False, dynamic_ncols=True)
         for step in range(start_step, len(batches)):
+            t_step = time.perf_counter()
             batch = batches[step]
             shards = np.array_split(batch, world)
             sizes = [len(s) for s in shards]
@@ -609,6 +688,7 @@ def _train(model: AMAD, series_np: np.ndarray, series_t: Tensor, cfg: TrainConfi
             seen += len(batch)
             n_done = step - start_step + 1
             bar.update(1)
+            report.step(time.perf_counter() - t_step, epoch, cfg.epochs, step, len(batches), sums[0] / n_done)
             bar.set_postfix(rec=f"{sums[0] / n_done:.4g}", con=f"{sums[1] / n_done:.3g}",
                             dm=f"{sums[2] / n_done:.3g}", dg=f"{sums[3] / n_done:.3g}")
             if cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0 and step + 1 < len(batches):
@@ -637,6 +717,7 @@ def _train(model: AMAD, series_np: np.ndarray, series_t: Tensor, cfg: TrainConfi
             result.best_epoch = epoch
             best_state = _clone_state(model)
         result.history.append(record)
+        report.epoch_end(record, cfg.epochs)
         checkpoint(epoch + 1, 0)
     model.load_state_dict(best_state)
     model.eval()

@@ -177,11 +177,27 @@ def test_score_series_batching_is_invariant(fitted, data):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-10)
 
 
+def test_default_threshold_is_fixed_from_training_scores(fitted, data):
+    """The default rule is 'train' (issue 13 item 5): the threshold is fixed at fit time from the
+    training scores alone, so it does not move with the data being judged, and a batch that scores
+    far above training is flagged as a whole instead of ~anomaly_ratio % of it ('paper')."""
+    assert AMADDetector().threshold == "train" and fitted.threshold == "train"
+    scores = fitted.decision_function(data.test)
+    assert fitted.threshold_ == metrics.train_threshold(fitted.train_scores_, 1.0)
+    assert fitted.threshold_for(scores) == fitted.threshold_for(scores * 100) == fitted.threshold_
+    high = np.full(500, 10 * fitted.train_scores_.max())
+    assert (high > fitted.threshold_for(high)).mean() == 1.0
+    assert (high > metrics.paper_threshold(fitted.train_scores_, high, 1.0)).mean() < 0.1  # what 'paper' did
+
+
 def test_thresholds(fitted, data):
     scores = fitted.decision_function(data.test)
-    pred = fitted.predict(data.test)
+    paper = AMADDetector.__new__(AMADDetector)
+    paper.__dict__.update(fitted.__dict__)
+    paper.set_params(threshold="paper")
+    pred = paper.predict(data.test)
     thr = metrics.paper_threshold(fitted.train_scores_, scores, 1.0)
-    assert fitted.last_threshold_ == thr
+    assert paper.last_threshold_ == thr and paper.threshold_ is None
     np.testing.assert_array_equal(pred, (scores > thr).astype(np.int8))
     frac = (np.concatenate([fitted.train_scores_, scores]) > thr).mean()
     assert 0.005 <= frac <= 0.015
@@ -355,3 +371,24 @@ def test_position_profile_round_trips_and_old_files_score_raw_errors(edge_case, 
         det.set_params(position_norm="train")
     with pytest.raises(ValueError, match="position_norm"):
         AMADDetector(position_norm="window")
+
+
+def test_fit_with_progress_reports_plan_estimate_and_lines_off_a_terminal(data, capsys, monkeypatch):
+    """fit(progress=True) with stderr not a terminal (a log, a notebook): the planned work (windows,
+    epochs, steps, model size) before the first step, a time estimate after the first steps, a line
+    per epoch and every PROGRESS_LINE_SECONDS, and the scoring pass (issue 13 item 3)."""
+    import amad_fast.train as train_mod
+
+    monkeypatch.setattr(train_mod, "PROGRESS_LINE_SECONDS", 0.0)
+    det = AMADDetector(**{**SMALL, "progress": True, "epochs": 2}).fit(data.train[:600])
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    plan = next(i for i, line in enumerate(lines) if line.startswith("plan: "))
+    estimate = next(i for i, line in enumerate(lines) if line.startswith("estimate: "))
+    assert plan < estimate
+    assert "training windows of 16 steps" in lines[plan] and "2 epochs" in lines[plan]
+    assert f"model {sum(p.numel() for p in det.model_.parameters()):,} parameters" in lines[plan]
+    assert any(line.startswith("epoch 1/2: step ") for line in lines)  # between epoch ends
+    assert any(line.startswith("epoch 2/2 done in ") for line in lines)
+    assert any(line.startswith("scoring the training series") for line in lines)
+    assert "\r" not in err  # lines, not a bar
