@@ -28,7 +28,7 @@ DETECTOR_HELP: Dict[str, str] = {
     "n_heads": "attention heads per block (d_model/n_heads must be even)",
     "n_layers": "number of AutoMask blocks",
     "num_scales": "AutoMask scales S (frequency ladders combined by learned weights)",
-    "d_ff": "hidden width of the feed-forward layers (default 2*d_model)",
+    "d_ff": "hidden width of the feed-forward layers",
     "dropout": "dropout on the residual branches and the embedding",
     "maxmin": "Max-Min strategy: exact (three gradient routes), joint (one backward), off (no divergence terms)",
     "k": "weight k of the divergence terms D^M, D^G",
@@ -49,8 +49,11 @@ DETECTOR_HELP: Dict[str, str] = {
     "binary_scaling": "input scaling of two-valued (on/off) channels: unit (0/1) or zscore like the others",
     "smooth": "centred moving average of the scores over this many steps (1 = off)",
     "score_stride": "step between scoring windows; each step's score is the mean over the windows covering it "
-                    "(default: window_size // 10; window_size = the paper's non-overlapping windows)",
-    "threshold": "threshold rule: paper (percentile of train+test scores), train (train scores only), pot",
+                    "(window_size = the paper's non-overlapping windows)",
+    "threshold": "threshold rule: train (percentile 100-r of the training scores, fixed at fit time), pot (peaks "
+                 "over threshold on the training scores), or paper (the published papers' protocol, to compare "
+                 "with their tables: percentile of the training and the scored data's scores together, so about "
+                 "r%% of any scored data is flagged, even clean data)",
     "anomaly_ratio": "anomaly ratio r in percent for the percentile thresholds (SMAP/MSL 1, SMD 0.5, SWaT 0.1)",
     "temperature": "temperature T of the recon_js score",
     "backend": "AutoMask attention backend: auto, reference, triton or cpp",
@@ -62,6 +65,10 @@ DETECTOR_HELP: Dict[str, str] = {
     "score_batch_size": "windows per batch when scoring",
     "nan_policy": "non-finite input values: interpolate (with a warning) or raise",
 }
+
+# what an option whose default is None means, said in --help instead of "None"
+NONE_MEANS: Dict[str, str] = {"d_ff": "2*d_model", "smooth": "window_size // 2", "score_stride": "window_size // 10",
+                              "checkpoint_dir": "none, no checkpoints"}
 
 DEMO_SIZES = dict(window_size=50, d_model=32, n_heads=4, n_layers=2, num_scales=2, d_ff=64, epochs=4,
                   train_stride=10, batch_size=32, lr=1e-3, threshold="train", anomaly_ratio=5.0)
@@ -111,7 +118,7 @@ def _add_detector_options(p: argparse.ArgumentParser, overrides: Optional[Dict[s
     for name, default in _detector_defaults().items():
         default = (overrides or {}).get(name, default)
         flag = "--" + name.replace("_", "-")
-        help_text = DETECTOR_HELP[name] + " (default: %(default)s)"
+        help_text = DETECTOR_HELP[name] + " (default: " + (NONE_MEANS[name] if default is None else "%(default)s") + ")"
         if isinstance(default, bool):
             g.add_argument(flag, dest=name, default=default, action=argparse.BooleanOptionalAction, help=help_text)
         else:
@@ -193,6 +200,36 @@ def read_scores_csv(path: str):
     return scores, threshold, labels
 
 
+BAND_MIN_FRACTION = 0.004  # a labelled segment is drawn at least this fraction of the plot wide (~5 px)
+
+
+def anomaly_bands(labels: np.ndarray, min_fraction: float = BAND_MIN_FRACTION):
+    """(start, end) x-ranges to shade for the labelled segments of ``labels``: each segment's steps
+    [s - 0.5, e - 0.5], widened about its centre to at least ``min_fraction`` of the series' length,
+    so that a 5-step anomaly in a series of thousands of steps is visible, not a hair line."""
+    y = np.asarray(labels).astype(np.int8).ravel()
+    d = np.diff(np.concatenate(([0], y, [0])))
+    least = max(1.0, min_fraction * y.size)
+    out = []
+    for s, e in zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)):
+        a, b = s - 0.5, e - 0.5
+        if b - a < least:
+            mid = (a + b) / 2
+            a, b = mid - least / 2, mid + least / 2
+        out.append((float(a), float(b)))
+    return out
+
+
+def plot_title(data: str, detector: str, rule: str, m: Dict[str, Any]) -> str:
+    """Two lines: what was scored by what, and the threshold rule with the headline metrics."""
+    def f(k: str) -> str:
+        v = m.get(k)
+        return "n/a" if v is None else f"{v:.3f}"
+
+    return (f"{data} scored by {detector}\nthreshold {rule}: F1 {f('f1')} (point-adjusted {f('pa_f1')}), "
+            f"AUROC {f('auroc')}, AUPR {f('aupr')}, VUS-PR {f('vus_pr')}")
+
+
 def plot_scores(path: str, scores: np.ndarray, threshold: float, labels: Optional[np.ndarray],
                 title: str = "") -> None:
     """PNG of the score against the threshold, labelled anomalous segments shaded."""
@@ -206,16 +243,15 @@ def plot_scores(path: str, scores: np.ndarray, threshold: float, labels: Optiona
     ax.plot(t, scores, lw=0.6, color="tab:blue", label="score")
     ax.axhline(threshold, color="tab:red", lw=1.0, ls="--", label=f"threshold {threshold:.3g}")
     if labels is not None and labels.any():
-        d = np.diff(np.concatenate(([0], labels.astype(np.int8), [0])))
-        for s, e in zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)):
-            ax.axvspan(s - 0.5, e - 0.5, color="tab:orange", alpha=0.3, lw=0)
+        for s, e in anomaly_bands(labels):
+            ax.axvspan(s, e, color="tab:orange", alpha=0.3, lw=0)
         ax.plot([], [], color="tab:orange", alpha=0.3, lw=6, label="labelled anomaly")
     positive = scores[scores > 0]
     if positive.size and scores.min() >= 0 and positive.max() / max(positive.min(), 1e-300) > 1e3:
         ax.set_yscale("log")
     ax.set_xlabel("time step")
     ax.set_ylabel("anomaly score")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -228,6 +264,12 @@ def _write_json(path: str, obj: Any) -> None:
     with open(path, "w") as fh:
         json.dump(obj, fh, indent=2, sort_keys=True)
         fh.write("\n")
+
+
+def _detector_summary(det) -> str:
+    """'AMAD d_model 64 x 3 blocks, window 100, recon score' (the parameters that say what it is)."""
+    return (f"AMAD d_model {det.d_model} x {det.n_layers} blocks, window {det.window_size}, {det.score} score, "
+            f"{len(getattr(det, 'history_', []) or [])} epochs")
 
 
 def _evaluate_outputs(scores, labels, threshold, out_json, out_png, info: Dict[str, Any],
@@ -244,7 +286,9 @@ def _evaluate_outputs(scores, labels, threshold, out_json, out_png, info: Dict[s
     if out_json:
         _write_json(out_json, result)
     if out_png:
-        plot_scores(out_png, scores, threshold, labels, title=info.get("title", ""))
+        title = plot_title(info.get("data_name", "scores"), info.get("detector_name", "a detector"),
+                           info.get("threshold_rule", "given"), result["metrics"])
+        plot_scores(out_png, scores, threshold, labels, title=title)
     return result
 
 
@@ -268,23 +312,24 @@ def _load_split(spec: str, data_root: Optional[str]):
 
 def _load_series(spec: str, data_root: Optional[str], split: str):
     """(series, labels or None, name) from a plain .npy/.csv series file or a data-set spec."""
-    from .data import load_csv, load_npy
+    from .data import load_npy
 
     base = os.path.basename(spec)
-    if os.path.isfile(spec) and not (base.endswith("_train.npy") or base.endswith("_train.csv")):
-        if spec.endswith(".npy"):
-            return load_npy(spec, "a (T, C) series"), None, base
-        d = load_csv(spec, label_column="label" if _csv_has_label(spec) else None)
-        return d.values, d.labels, base
+    if os.path.isfile(spec) and spec.endswith(".npy") and not base.endswith("_train.npy"):
+        return load_npy(spec, "a (T, C) series"), None, base
     ds = _load_split(spec, data_root)
+    _say_columns(ds)
+    if ds.info.get("layout") == "csv_file":  # one series file: it is the series to score
+        return ds.test, ds.test_labels, base
     if split == "train":
         return ds.train, ds.train_labels, f"{ds.name} train"
     return ds.test, ds.test_labels, f"{ds.name} test"
 
 
-def _csv_has_label(path: str) -> bool:
-    with open(path, newline="") as fh:
-        return "label" in [h.strip().lower() for h in next(csv.reader(fh), [])]
+def _say_columns(ds) -> None:
+    """The one line saying which CSV columns are the channels and which are ignored, and why."""
+    if ds.info.get("columns"):
+        print(f"columns: {ds.info['columns']}")
 
 
 # -- subcommands ---------------------------------------------------------------------------------
@@ -303,15 +348,22 @@ def cmd_train(args) -> int:
     rank = torch.distributed.get_rank() if distributed else 0
     ds = _load_split(args.data, args.data_root)
     train = _limit(ds.train, args.max_train)
+    if rank == 0:
+        _say_columns(ds)
+        print(f"training on {ds.name}: {train.shape[0]} steps x {train.shape[1]} channels", flush=True)
     t0 = time.perf_counter()
     det.fit(train)
     seconds = time.perf_counter() - t0
     if rank == 0:
         det.save(args.out)
         last = det.history_[-1] if det.history_ else {}
+        flagged = float(np.mean(det.train_scores_ > det.threshold_)) * 100 if det.threshold_ is not None else None
         print(f"trained on {ds.name} train {train.shape} in {seconds:.1f}s "
-              f"({len(det.history_)} epochs, best {det.best_epoch_}, last rec {last.get('rec', float('nan')):.4g}); "
-              f"saved {args.out}")
+              f"({len(det.history_)} epoch{'s' if len(det.history_) != 1 else ''}, best epoch {det.best_epoch_ + 1}, "
+              f"last rec {last.get('rec', float('nan')):.4g}); "
+              + (f"threshold ({det.threshold}) {det.threshold_:.6g}, {flagged:.2f}% of the training steps above it; "
+                 if flagged is not None else f"threshold rule {det.threshold} (set when scoring); ")
+              + f"saved {args.out}")
     if distributed:
         torch.distributed.destroy_process_group()
     return 0
@@ -351,6 +403,7 @@ def cmd_evaluate(args) -> int:
     if args.scores is not None:
         scores, threshold, labels = read_scores_csv(args.scores)
         source = {"scores": os.path.abspath(args.scores)}
+        data_name, det_name = os.path.basename(args.scores), "the detector that wrote it"
         if args.labels is not None:
             from .data import load_csv, load_npy
 
@@ -376,8 +429,9 @@ def cmd_evaluate(args) -> int:
         threshold = det.threshold_for(scores) if args.threshold_value is None else args.threshold_value
         rule = det.threshold if args.threshold_value is None else "given"
         source = {"detector": os.path.abspath(args.detector), "data": args.data}
+        data_name, det_name = name, f"{os.path.basename(args.detector)} ({_detector_summary(det)})"
     res = _evaluate_outputs(scores, labels, threshold, out_json, out_png or None,
-                            {**source, "threshold_rule": rule, "title": f"threshold: {rule}"},
+                            {**source, "threshold_rule": rule, "data_name": data_name, "detector_name": det_name},
                             series=series if args.scores is None else None)
     print(f"threshold ({rule}):")
     _print_metrics(res["metrics"])
@@ -409,7 +463,8 @@ def cmd_demo(args) -> int:
     det.save(os.path.join(out, "detector.pt"))
     write_scores_csv(os.path.join(out, "scores.csv"), scores, threshold, ds.test_labels)
     info = {"data": args.data, "detector": det.get_params(), "fit_seconds": fit_s, "score_seconds": score_s,
-            "history": det.history_, "title": f"AMAD demo on {ds.name} ({det.threshold} threshold)"}
+            "history": det.history_, "threshold_rule": det.threshold, "data_name": f"{ds.name} test",
+            "detector_name": f"the demo detector ({_detector_summary(det)})"}
     res = _evaluate_outputs(scores, ds.test_labels, threshold, os.path.join(out, "metrics.json"),
                             os.path.join(out, "scores.png"), info, series=ds.test)
     # threshold-free and the other rule, for context
@@ -597,7 +652,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_root(m)
     m.set_defaults(func=cmd_benchmark)
 
-    v = sub.add_parser("env", help="versions, device, backends and extension build info")
+    v = sub.add_parser("env", help="versions, device, backends and extension build info",
+                       description="Print what this installation runs on: the amad_fast, Python, torch and triton "
+                                   "versions, the device (CUDA or the CPU cores and torch threads), whether the C++ "
+                                   "extension amad_fast._C is loaded and what it was built for, and each AutoMask "
+                                   "attention backend in priority order with whether it is available here and why "
+                                   "not. Takes no options; run it first on a new machine, and quote its output in "
+                                   "bug reports.")
     v.set_defaults(func=cmd_env)
 
     b = sub.add_parser("bench", help="throughput benchmarks (see 'amad-fast bench --help')")

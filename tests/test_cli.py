@@ -1,4 +1,5 @@
 """amad-fast command line: train → score → evaluate, demo, env, help, errors (tiny data)."""
+import argparse
 import json
 import os
 import subprocess
@@ -98,3 +99,78 @@ def test_python_dash_m():
     r = subprocess.run([sys.executable, "-m", "amad_fast", "--help"], capture_output=True, text=True, env=env,
                        timeout=120)
     assert r.returncode == 0 and "train" in r.stdout and "bench" in r.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# A newcomer's first hour (issue 13)
+# ---------------------------------------------------------------------------------------------
+def _plain_csv(path, rows=400, seed=0):
+    """One CSV of normal operation: a time column, four value columns a..d, a text column; no labels."""
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as fh:
+        fh.write("time,a,b,c,d,site\n")
+        for i in range(rows):
+            fh.write(f"2024-03-01 {i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d},{np.sin(i / 9):.4f},"
+                     f"{np.cos(i / 13):.4f},{rng.normal():.4f},{(i % 17) / 17:.4f},plant-{i % 2}\n")
+
+
+def test_train_and_score_one_plain_csv(tmp_path, capsys):
+    """'amad-fast train my.csv' works without labels and without my_test.csv; every value column,
+    the first included, is a channel; the ignored columns are said with why; scoring the same file
+    keeps the same columns; the run prints its plan, a time estimate and progress lines first."""
+    data, det = str(tmp_path / "my.csv"), str(tmp_path / "my.pt")
+    _plain_csv(data)
+    assert main(["train", data, "--out", det] + [a for a in TINY if a != "--no-progress"]) == 0
+    cap = capsys.readouterr()
+    assert ("columns: my.csv: using 4 columns 'a', 'b', 'c', 'd'; ignoring 'time' (timestamp), "
+            "'site' (text, not a number)") in cap.out
+    assert "best epoch 1," in cap.out and "best epoch 0" not in cap.out  # 1-based for people
+    assert "threshold (train)" in cap.out
+    assert cap.err.index("plan: ") < cap.err.index("estimate: ") < cap.err.index("epoch 1/1 done")
+    assert "parameters" in cap.err and "training windows" in cap.err
+    from amad_fast.detector import AMADDetector
+
+    assert AMADDetector.load(det).n_channels_ == 4
+    out = str(tmp_path / "s.csv")
+    assert main(["score", det, data, "--out", out]) == 0
+    scores, threshold, labels = read_scores_csv(out)
+    assert scores.shape == (400,) and labels is None and threshold is not None
+
+
+def test_defaults_are_for_users(capsys):
+    """The CLI's default threshold is fixed from training data ('train'); 'paper' is an option
+    named for the papers' protocol. Every option's help says its default once, and env has help."""
+    from amad_fast.cli import build_parser
+
+    p = build_parser()
+    assert p.parse_args(["train", "x.csv", "--out", "d.pt"]).threshold == "train"
+    assert p.parse_args(["demo"]).threshold == "train"
+    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    for name in ("train", "demo"):
+        for action in sub.choices[name]._actions:
+            if action.help and action.help != argparse.SUPPRESS:
+                text = action.help.replace("%(default)s", str(action.default))
+                assert text.count("default") <= 1, (name, action.dest, text)
+                assert "(default: None)" not in text, (name, action.dest)
+    threshold_help = next(a.help for a in sub.choices["train"]._actions if a.dest == "threshold")
+    assert "paper" in threshold_help and "published" in threshold_help
+    with pytest.raises(SystemExit):
+        main(["env", "--help"])
+    assert "backend" in capsys.readouterr().out.split("options:")[0]
+
+
+def test_plot_title_and_short_anomaly_bands():
+    from amad_fast.cli import anomaly_bands, plot_title
+
+    y = np.zeros(5000, dtype=np.int8)
+    y[100:105] = 1    # 5 steps of 5000
+    y[2000:2600] = 1  # long: drawn as it is
+    bands = anomaly_bands(y)
+    assert len(bands) == 2
+    (a, b), (c, d) = bands
+    assert b - a >= 0.004 * 5000 and a < 100 and b > 104  # widened about its centre, still covers it
+    assert (c, d) == (1999.5, 2599.5)
+    title = plot_title("omi-1 test", "det.pt (AMAD d_model 64 x 3 blocks)", "train",
+                       {"f1": 0.5, "pa_f1": 0.75, "auroc": 0.9, "aupr": 0.4, "vus_pr": None})
+    for part in ("omi-1 test", "det.pt", "threshold train", "F1 0.500", "AUROC 0.900", "VUS-PR n/a"):
+        assert part in title
