@@ -313,7 +313,8 @@ ForwardResult automask_forward_cpu(const Tensor& q, const Tensor& k, const Tenso
   auto opts = qa.options();
   auto out = at::empty({B, H, L, D}, opts), out_local = at::empty({B, H, L, D}, opts),
        out_global = at::empty({B, H, L, D}, opts);
-  auto lse_local = at::empty({B, H, L}, opts), lse_global = at::empty({B, H, L}, opts);
+  // float64 log-sum-exps whatever the compute dtype (see cpu::log_prob)
+  auto lse_local = at::empty({B, H, L}, opts.dtype(at::kDouble)), lse_global = at::empty_like(lse_local);
   Tensor kl_local = need_divergence ? at::empty({B, H, L}, opts) : not_computed(q);
   Tensor kl_global = need_divergence ? at::empty({B, H, L}, opts) : not_computed(q);
   const int64_t R = block_rows(L), nblk = (L + R - 1) / R;
@@ -327,8 +328,8 @@ ForwardResult automask_forward_cpu(const Tensor& q, const Tensor& k, const Tenso
     a.out_global = out_global.data_ptr<T>();
     a.kl_local = need_divergence ? kl_local.data_ptr<T>() : nullptr;
     a.kl_global = need_divergence ? kl_global.data_ptr<T>() : nullptr;
-    a.lse_local = lse_local.data_ptr<T>();
-    a.lse_global = lse_global.data_ptr<T>();
+    a.lse_local = lse_local.data_ptr<double>();
+    a.lse_global = lse_global.data_ptr<double>();
     a.need_divergence = need_divergence;
     parallel_tasks<T>(B * H * nblk, nblk, cpu::forward_work_size<T>(L, D, R),
                       [&](int64_t t0, int64_t t1, T* work) { run_forward<T>(isa, a, t0, t1, work); });
@@ -365,8 +366,6 @@ BackwardResult automask_backward_cpu(const c10::optional<Tensor>& grad_out,
   auto g_out = grad_or_undefined(grad_out, acc), g_ol = grad_or_undefined(grad_out_local, acc),
        g_og = grad_or_undefined(grad_out_global, acc), g_kl = grad_or_undefined(grad_kl_local, acc),
        g_kg = grad_or_undefined(grad_kl_global, acc);
-  auto kll = g_kl.defined() || g_kg.defined() ? kl_local.to(acc).contiguous() : Tensor();
-  auto klg = g_kl.defined() || g_kg.defined() ? kl_global.to(acc).contiguous() : Tensor();
 
   const int64_t R = block_rows(L), nblk = (L + R - 1) / R;
   // Row blocks of one (b, h) split into nsplit chunks when B·H alone gives too few tasks; the
@@ -391,10 +390,8 @@ BackwardResult automask_backward_cpu(const c10::optional<Tensor>& grad_out,
     fill_call_inputs<T>(a, qa, ka, va, cos, sin, lam, R, nblk, scale);
     a.out_local = ol.data_ptr<T>();
     a.out_global = og.data_ptr<T>();
-    a.kl_local = ptr_or_null<T>(kll);
-    a.kl_global = ptr_or_null<T>(klg);
-    a.lse_local = ll.data_ptr<T>();
-    a.lse_global = lg.data_ptr<T>();
+    a.lse_local = ll.data_ptr<double>();
+    a.lse_global = lg.data_ptr<double>();
     a.g_out = ptr_or_null<T>(g_out);
     a.g_out_local = ptr_or_null<T>(g_ol);
     a.g_out_global = ptr_or_null<T>(g_og);
