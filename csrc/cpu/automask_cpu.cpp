@@ -221,13 +221,17 @@ void reduce_key_side(const cpu::BwdArgs<T>& a) {
 
 // The modulation of spec §1.1 on the CPU without a chain of ATen ops (each of which would be a
 // parallel region of its own): for every (h, s, p) the unit rotation by θ is stepped position by
-// position in float64, re-seeded with exact cos/sin every kReseed positions (error ~1e-15).
+// position in float64, re-seeded with exact cos/sin every `reseed` positions (error ~1e-15, far
+// below float32's rounding). A float64 compute dtype re-seeds at every position (reseed = 1): the
+// stepping's ~1e-15 would be scaled by |A| into the float64 scores (16× the float64 reference's
+// error in out at score scale 10, tests/test_large_logits.py).
 constexpr int64_t kReseed = 32;
+inline int64_t reseed_for(at::ScalarType dtype) { return dtype == at::kDouble ? 1 : kReseed; }
 
 // Calls fn(h, s, p, i, cos θi, sin θi) for every head, scale, pair and position: heads in
 // parallel (fn must only touch its head's entries), the rest in that order.
 template <typename Fn>
-void for_each_angle(const Tensor& freqs, int64_t L, const Fn& fn) {
+void for_each_angle(const Tensor& freqs, int64_t L, int64_t reseed, const Fn& fn) {
   auto f = freqs.to(at::kDouble).contiguous();
   const double* th = f.data_ptr<double>();
   const int64_t H = f.size(0), S = f.size(1), P = f.size(2);
@@ -238,7 +242,7 @@ void for_each_angle(const Tensor& freqs, int64_t L, const Fn& fn) {
           const double t = th[(h * S + s) * P + p], c1 = std::cos(t), s1 = std::sin(t);
           double c = 1, sn = 0;
           for (int64_t i = 0; i < L; ++i) {
-            if (i % kReseed == 0) c = std::cos(t * static_cast<double>(i)), sn = std::sin(t * static_cast<double>(i));
+            if (i % reseed == 0) c = std::cos(t * static_cast<double>(i)), sn = std::sin(t * static_cast<double>(i));
             fn(h, s, p, i, c, sn);
             const double cn = c * c1 - sn * s1;
             sn = sn * c1 + c * s1;
@@ -256,7 +260,7 @@ std::tuple<Tensor, Tensor> cpu_modulation_tables(const Tensor& freqs, const Tens
   const double* wp = w.data_ptr<double>();
   auto cd = at::zeros({H, L, P}, freqs.options().dtype(at::kDouble)), sd = at::zeros_like(cd);
   double *c = cd.data_ptr<double>(), *sv = sd.data_ptr<double>();
-  for_each_angle(freqs, L, [&](int64_t h, int64_t s, int64_t p, int64_t i, double cs, double sn) {
+  for_each_angle(freqs, L, reseed_for(dtype), [&](int64_t h, int64_t s, int64_t p, int64_t i, double cs, double sn) {
     c[(h * L + i) * P + p] += wp[h * S + s] * cs;
     sv[(h * L + i) * P + p] += wp[h * S + s] * sn;
   });
@@ -276,7 +280,8 @@ std::tuple<Tensor, Tensor> cpu_modulation_backward(const Tensor& dc, const Tenso
   auto dfreqs = at::zeros({H, S, P}, freqs.options().dtype(at::kDouble));
   auto dweights = at::zeros({H, S}, freqs.options().dtype(at::kDouble));
   double *df = dfreqs.data_ptr<double>(), *dw = dweights.data_ptr<double>();
-  for_each_angle(freqs, L, [&](int64_t h, int64_t s, int64_t p, int64_t i, double cs, double sn) {
+  for_each_angle(freqs, L, reseed_for(dc.scalar_type()), [&](int64_t h, int64_t s, int64_t p, int64_t i, double cs,
+                                                               double sn) {
     const double a = gc[(h * L + i) * P + p], b = gs[(h * L + i) * P + p];
     df[(h * S + s) * P + p] += wp[h * S + s] * static_cast<double>(i) * (cs * b - sn * a);
     dw[h * S + s] += cs * a + sn * b;

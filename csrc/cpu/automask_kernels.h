@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #define AMAD_AI inline __attribute__((always_inline))
 
@@ -584,6 +585,18 @@ AMAD_AI void probs_and_gaps_row(T* __restrict__ xa, T* __restrict__ xg, T* __res
       xa[j + l] = ka * gM;
       xg[j + l] = kg * gG;
     }
+  // In float64 the saved lse has no spare bits (split_lse's lo is 0): its rounding, ulp(lse)/2,
+  // scales the whole row by 1 + ε (ε ~ 1e-12 at |A| ~ 1e4), which dv = Pᵀ dO would carry 1000× over
+  // the reference's error. Renormalising the row by its own sum removes it. (In float, hi + lo
+  // keeps ε ~ 2^-48·|lse|, far below float's rounding: not needed.)
+  if constexpr (std::is_same_v<T, double>) {
+    T sA[W] = {}, sG[W] = {};
+    for (int64_t j = 0; j < L; j += W)
+      for (int64_t l = 0; l < W; ++l) sA[l] += pa[j + l], sG[l] += pg[j + l];
+    const T iA = T(1) / lanes_sum(sA), iG = T(1) / lanes_sum(sG);
+    for (int64_t j = 0; j < L; j += W)
+      for (int64_t l = 0; l < W; ++l) pa[j + l] *= iA, pg[j + l] *= iG;
+  }
 }
 
 // Backward for tasks [t0, t1): task t covers (b, h) = t / nsplit and the blocks of split t % nsplit.
