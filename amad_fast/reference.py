@@ -52,14 +52,26 @@ def rotate_pairs(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
+def _score_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the reference forms scores, softmaxes and divergences in: at least float32.
+
+    float16 tops out at 65504, so q·k of 16-bit q and k × 100 (|score| ~ 1e5) would overflow to
+    inf and the softmax to NaN; the kernels accumulate scores in float32 and stay finite (issue 12).
+    """
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _log_probs(q: Tensor, k: Tensor, freqs: Tensor, weights: Tensor, scale: float):
+    """log P^M, log P^G in _score_dtype(q.dtype); q̃, k̃ are formed (rounded) in q's dtype first."""
     # angles θ·i need at least float32 (bf16 would be off by ~0.4 rad at i = 100), then q's dtype
     table_dtype = torch.promote_types(torch.promote_types(freqs.dtype, q.dtype), torch.float32)
     cos, sin = modulation_tables(freqs.to(table_dtype), weights.to(table_dtype), q.shape[-2])
     cos, sin = cos.to(q.dtype), sin.to(q.dtype)
     q_mod, k_mod = rotate_pairs(q, cos, sin), rotate_pairs(k, cos, sin)
+    sd = _score_dtype(q.dtype)  # a no-op for float32/float64
+    q_mod, k_mod, q_s, k_s = (x.to(sd) for x in (q_mod, k_mod, q, k))
     log_p_local = torch.log_softmax(scale * (q_mod @ k_mod.transpose(-1, -2)), dim=-1)
-    log_p_global = torch.log_softmax(scale * (q @ k.transpose(-1, -2)), dim=-1)
+    log_p_global = torch.log_softmax(scale * (q_s @ k_s.transpose(-1, -2)), dim=-1)
     return log_p_local, log_p_global
 
 
@@ -70,7 +82,12 @@ def mixed_attention_weights(
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     log_pl, log_pg = _log_probs(q, k, freqs, weights, scale)
     lam = torch.sigmoid(mix.to(q.dtype))[:, None, None]
-    return lam * log_pl.exp() + (1 - lam) * log_pg.exp()
+    return lam * log_pl.exp().to(q.dtype) + (1 - lam) * log_pg.exp().to(q.dtype)
+
+
+def _nonnegative(kl: Tensor) -> Tensor:
+    """kl clamped at 0 in value, with the gradient of kl itself (the kernels clamp the same way)."""
+    return kl + (kl.clamp_min(0) - kl).detach()
 
 
 def automask_attention_reference(
@@ -87,15 +104,22 @@ def automask_attention_reference(
 ) -> AutoMaskResult:
     """Spec §1 for one call. Shapes: q, k, v (B, H, L, D); freqs (H, S, D/2); weights (H, S); mix (H,).
 
-    Computed in the dtype of q; the modulation tables are computed in at least float32 (and
-    the parameters' dtype) before being cast to it. ``dropout_p`` drops attention
+    Precision: the modulation tables are computed in at least float32 (and the parameters'
+    dtype), then cast to q's dtype, in which q̃ and k̃ are formed. The scores, both softmaxes
+    and the divergence terms are computed in at least float32 (float32 for float16 and
+    bfloat16 inputs, else q's dtype), as the kernels accumulate them in float32: 16-bit scores
+    would overflow (float16 above 65504) where the kernels stay finite. The probabilities are then
+    rounded to q's dtype to meet v, so ``out``, the branch outputs and the kl terms come back in
+    q's dtype. A kl term is a KL divergence, so it is ≥ 0: its value is clamped at 0 (rounding
+    can take a sum of terms of both signs a few ulp below 0 where P^M ≈ P^G), its gradient is
+    that of the unclamped sum, as in the kernels. ``dropout_p`` drops attention
     probabilities of both maps before they meet v (as ``nn.MultiheadAttention`` does); the
     divergence terms always use the undropped maps. Inputs are not validated here: go through
     :func:`amad_fast.automask_attention` for checked inputs.
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     log_pl, log_pg = _log_probs(q, k, freqs, weights, scale)
-    p_local, p_global = log_pl.exp(), log_pg.exp()
+    p_local, p_global = log_pl.exp().to(q.dtype), log_pg.exp().to(q.dtype)
     if dropout_p > 0.0:
         p_local = torch.nn.functional.dropout(p_local, dropout_p)
         p_global = torch.nn.functional.dropout(p_global, dropout_p)
@@ -107,8 +131,8 @@ def automask_attention_reference(
     if need_divergence:
         # log M = logaddexp(log P^M, log P^G) − log 2, held constant for gradients (spec §1.5).
         log_anchor = (torch.logaddexp(log_pl, log_pg) - math.log(2.0)).detach()
-        kl_local = (log_pl.exp() * (log_pl - log_anchor)).sum(-1)
-        kl_global = (log_pg.exp() * (log_pg - log_anchor)).sum(-1)
+        kl_local = _nonnegative((log_pl.exp() * (log_pl - log_anchor)).sum(-1)).to(q.dtype)
+        kl_global = _nonnegative((log_pg.exp() * (log_pg - log_anchor)).sum(-1)).to(q.dtype)
     if not need_branches:
         out_local = out_global = None
     return AutoMaskResult(out, kl_local, kl_global, out_local, out_global)

@@ -73,8 +73,8 @@ void check_backward_inputs(const char* op, const c10::optional<Tensor>& grad_out
   const auto rows = q.sizes().slice(0, 3);
   check_like(op, "out_local", out_local, q.sizes(), q.scalar_type(), dev);
   check_like(op, "out_global", out_global, q.sizes(), q.scalar_type(), dev);
-  check_like(op, "lse_local", lse_local, rows, compute_dtype(q), dev);
-  check_like(op, "lse_global", lse_global, rows, compute_dtype(q), dev);
+  check_like(op, "lse_local", lse_local, rows, at::kDouble, dev);  // float64 for every input dtype
+  check_like(op, "lse_global", lse_global, rows, at::kDouble, dev);
   const bool have_kl = kl_local.numel() > 0;
   if (have_kl) {
     check_like(op, "kl_local", kl_local, rows, q.scalar_type(), dev);

@@ -271,8 +271,9 @@ def _fwd_kernel(
         tl.store(OUT_L + o_off, o_l.to(OUT_L.dtype.element_ty), mask=o_mask)
         tl.store(OUT_G + o_off, o_g.to(OUT_G.dtype.element_ty), mask=o_mask)
     if NEED_KL:
-        tl.store(KL_L + row, kl_l, mask=m_mask)
-        tl.store(KL_G + row, kl_g, mask=m_mask)
+        # a KL is >= 0; a sum of terms of both signs can round a few ulp below it where P^M ~ P^G
+        tl.store(KL_L + row, tl.maximum(kl_l, 0.0), mask=m_mask)
+        tl.store(KL_G + row, tl.maximum(kl_g, 0.0), mask=m_mask)
     # lse in float64: exact enough to split back into (hi, lo) fp32 in the backward
     tl.store(LSE_L + row, m_l.to(tl.float64) + r_l.to(tl.float64), mask=m_mask)
     tl.store(LSE_G + row, m_g.to(tl.float64) + r_g.to(tl.float64), mask=m_mask)

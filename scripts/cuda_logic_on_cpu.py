@@ -1,16 +1,28 @@
 """Run the CUDA kernels of csrc/cuda/automask_kernels.cu on the CPU and compare them with the
-reference in float64: a check of their logic (indexing, tiling, reductions, barriers) for
-machines without a GPU. Not a check of anything GPU-specific (memory model, fast-math, limits).
+reference: a check of their logic (indexing, tiling, reductions, barriers) and of their numerics at
+large scores, for machines without a GPU. Not a check of anything GPU-specific (memory model,
+fast-math, the GPU's libm, limits).
 
 How: the .cu is compiled by g++ against a stub cuda_runtime.h; each thread block runs as
 kThreads std::threads meeting at a pthread barrier for every __syncthreads(); the launchers
 (<<<...>>> syntax) are cut and replaced by a small harness called through ctypes. The binding's
-own steps (modulation tables, Σ over the batch of dc/ds, dmix) are mirrored in torch.
+own steps (modulation tables in the compute dtype, Σ over the batch of dc/ds, dfreqs/dweights,
+dmix) are mirrored in torch, in the compute dtype as automask_cuda.cpp does them.
 
-Usage: python scripts/cuda_logic_on_cpu.py     (exit 1 when any case exceeds 1e-9 relative error)
+Checks (inputs, cotangents and the parity rule from tests/parity.py):
+  1. logic: float64, the kernels as built (kThreads = 128), several shapes (several key tiles,
+     several columns per thread, underflowing probabilities): ≤ 1e-9 relative to the reference.
+  2. large logits (issue 12), kThreads = 4 (several key tiles and columns per thread at small
+     shapes; a faster emulation), at
+     every score scale of parity.SCORE_SCALES: float32 under the parity rule over a sample of
+     seeds against the float64 reference; float64 under the same rule against the long-double
+     evaluation; kl ≥ 0 and everything finite in every draw.
+
+Usage: python scripts/cuda_logic_on_cpu.py [--seeds N]   (exit 1 when any check fails)
 """
 from __future__ import annotations
 
+import argparse
 import ctypes
 import math
 import os
@@ -22,8 +34,12 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from amad_fast.reference import automask_attention_reference, default_freqs, modulation_tables  # noqa: E402
+from amad_fast.reference import modulation_tables  # noqa: E402
+from parity import (  # noqa: E402
+    EXTENDED, FIELDS, GRADS, PARITY_SEEDS, SCORE_SCALES, make_inputs, rel_err, run, run_extended, sample_parity,
+)
 
 STUB = r"""
 #pragma once
@@ -51,47 +67,71 @@ HARNESS = r"""
 #include <thread>
 #include <vector>
 using namespace amad_fast::cuda;
+// One block after the other, on one set of kThreads threads that meet at a barrier between blocks.
+// Shared memory is not cleared between blocks (on a GPU its contents are undefined at block start).
 template <typename F> void launch(int64_t grid, size_t shm, F call) {
-  for (int64_t b = 0; b < grid; ++b) {
-    std::vector<unsigned char> shared(shm + 64);
-    pthread_barrier_t bar;
-    pthread_barrier_init(&bar, nullptr, kThreads);
-    std::vector<std::thread> th;
-    for (int t = 0; t < kThreads; ++t)
-      th.emplace_back([&, t] { threadIdx.x = t; blockIdx.x = b; gridDim.x = grid; emu_smem = shared.data();
-                               emu_bar = &bar; call(); });
-    for (auto& x : th) x.join();
-    pthread_barrier_destroy(&bar);
-  }
+  std::vector<unsigned char> shared(shm + 64, 0xA5);
+  pthread_barrier_t bar;
+  pthread_barrier_init(&bar, nullptr, kThreads);
+  std::vector<std::thread> th;
+  for (int t = 0; t < kThreads; ++t)
+    th.emplace_back([&, t] {
+      threadIdx.x = t; gridDim.x = grid; emu_smem = shared.data(); emu_bar = &bar;
+      for (int64_t b = 0; b < grid; ++b) {
+        blockIdx.x = b;
+        call();
+        pthread_barrier_wait(&bar);
+      }
+    });
+  for (auto& x : th) x.join();
+  pthread_barrier_destroy(&bar);
 }
-using T = double;
-extern "C" void emu_forward(const T* q, const T* k, const T* v, const T* cos, const T* sin, const T* lam, T* out,
-    T* ol, T* og, T* kll, T* klg, T* lsel, T* lseg, int64_t B, int64_t H, int64_t L, int64_t D, T scale) {
+// shared-memory sizes as in the launchers of automask_kernels.cu
+template <typename T>
+void fwd(const T* q, const T* k, const T* v, const T* cos, const T* sin, const T* lam, T* out, T* ol, T* og, T* kll,
+         T* klg, double* lsel, double* lseg, int64_t B, int64_t H, int64_t L, int64_t D, T scale) {
   launch(B * H * L, (2 * D + 4 * kThreads) * sizeof(T), [&] {
     forward_kernel<T>(q, k, v, cos, sin, lam, out, ol, og, kll, klg, lsel, lseg, H, L, (int)D, scale); });
 }
-extern "C" void emu_backward(const T* g_out, const T* g_ol, const T* g_og, const T* g_kl, const T* g_kg, const T* q,
-    const T* k, const T* v, const T* cos, const T* sin, const T* lam, const T* ol, const T* og, const T* kll,
-    const T* klg, const T* lsel, const T* lseg, T* dq, T* dk, T* dv, T* dc, T* ds, T* delta, int64_t B, int64_t H,
-    int64_t L, int64_t D, T scale) {
+template <typename T>
+void bwd(const T* g_out, const T* g_ol, const T* g_og, const T* g_kl, const T* g_kg, const T* q, const T* k,
+         const T* v, const T* cos, const T* sin, const T* lam, const double* lsel, const double* lseg, T* dq, T* dk,
+         T* dv, T* dc, T* ds, T* stats, int64_t B, int64_t H, int64_t L, int64_t D, T scale) {
   launch(B * H * L, (5 * D + 3 * kThreads) * sizeof(T), [&] {
-    backward_rows_kernel<T>(g_out, g_ol, g_og, g_kl, g_kg, q, k, v, cos, sin, lam, ol, og, kll, klg, lsel, lseg, dq,
-                            dc, ds, delta, H, L, (int)D, scale); });
+    backward_rows_kernel<T>(g_out, g_ol, g_og, g_kl, g_kg, q, k, v, cos, sin, lam, lsel, lseg, dq, dc, ds, stats, H,
+                            L, (int)D, scale); });
   launch(B * H * L, (4 * D + 4 * kThreads) * sizeof(T), [&] {
-    backward_cols_kernel<T>(g_out, g_ol, g_og, g_kl, g_kg, q, k, v, cos, sin, lam, lsel, lseg, delta, dk, dv, dc, ds,
+    backward_cols_kernel<T>(g_out, g_ol, g_og, g_kl, g_kg, q, k, v, cos, sin, lam, lsel, lseg, stats, dk, dv, dc, ds,
                             H, L, (int)D, scale); });
 }
+#define EMU(T, S)                                                                                                  \
+  extern "C" void emu_forward_##S(const T* q, const T* k, const T* v, const T* cos, const T* sin, const T* lam,    \
+      T* out, T* ol, T* og, T* kll, T* klg, double* lsel, double* lseg, int64_t B, int64_t H, int64_t L, int64_t D, \
+      double scale) { fwd<T>(q, k, v, cos, sin, lam, out, ol, og, kll, klg, lsel, lseg, B, H, L, D, (T)scale); }   \
+  extern "C" void emu_backward_##S(const T* g_out, const T* g_ol, const T* g_og, const T* g_kl, const T* g_kg,     \
+      const T* q, const T* k, const T* v, const T* cos, const T* sin, const T* lam, const double* lsel,             \
+      const double* lseg, T* dq, T* dk, T* dv, T* dc, T* ds, T* stats, int64_t B, int64_t H, int64_t L, int64_t D,  \
+      double scale) {                                                                                              \
+    bwd<T>(g_out, g_ol, g_og, g_kl, g_kg, q, k, v, cos, sin, lam, lsel, lseg, dq, dk, dv, dc, ds, stats, B, H, L, \
+           D, (T)scale); }
+EMU(double, f64)
+EMU(float, f32)
 """
 
 
-def build(tmp: str) -> ctypes.CDLL:
+def build(tmp: str, threads: int | None = None) -> ctypes.CDLL:
+    """The kernels as a shared library; threads replaces kThreads (a power of two) when given."""
     src = open(os.path.join(ROOT, "csrc", "cuda", "automask_kernels.cu")).read()
+    header = open(os.path.join(ROOT, "csrc", "cuda", "automask_cuda.h")).read()
+    if threads is not None:
+        assert threads & (threads - 1) == 0 and "constexpr int kThreads = 128;" in header
+        header = header.replace("constexpr int kThreads = 128;", f"constexpr int kThreads = {threads};")
     src = src.replace("extern __shared__ __align__(16) unsigned char smem[];", "unsigned char* smem = emu_smem;")
     start, end = src.index("}  // namespace\n"), src.index("}  // namespace cuda")
     src = src[:start] + "}  // namespace\n" + src[end:]  # drop the <<<>>> launchers
-    src = src.replace('#include "automask_cuda.h"', f'#include "{os.path.join(ROOT, "csrc", "cuda", "automask_cuda.h")}"')
     os.makedirs(os.path.join(tmp, "stub"))
-    for name, text in (("stub/cuda_runtime.h", STUB), ("kernels_emu.cpp", src), ("harness.cpp", HARNESS)):
+    for name, text in (("stub/cuda_runtime.h", STUB), ("automask_cuda.h", header), ("kernels_emu.cpp", src),
+                       ("harness.cpp", HARNESS)):
         with open(os.path.join(tmp, name), "w") as fh:
             fh.write(text)
     lib = os.path.join(tmp, "emu.so")
@@ -100,65 +140,117 @@ def build(tmp: str) -> ctypes.CDLL:
     return ctypes.CDLL(lib)
 
 
-def check(lib, B, H, L, D, S, with_kl=True, score_scale=1.0, seed=0) -> float:
-    g = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape):
-        return torch.randn(*shape, generator=g, dtype=torch.float64)
-
-    q, k, v = rnd(B, H, L, D) * score_scale, rnd(B, H, L, D), rnd(B, H, L, D)
-    f = default_freqs(H, S, D // 2).double() * (1 + 0.3 * rnd(H, S, D // 2))
-    w, m = 1.0 / S + 0.5 * rnd(H, S), rnd(H)
+def run_emulated(lib, inputs, dtype=torch.float64, seed=1, need_kl_grad=True):
+    """parity.run for the CUDA kernels: inputs (float64, from parity.make_inputs) cast to the compute
+    dtype (float32 or float64), the same cotangents, {name: tensor} of the five outputs and six
+    gradients. Inputs and parameters are both taken in the compute dtype, as the binding does."""
+    q, k, v, f, w, m = (x.detach().to(dtype).contiguous() for x in inputs)
+    B, H, L, D = q.shape
+    suffix = {torch.float64: "f64", torch.float32: "f32"}[dtype]
+    fwd, bwd = getattr(lib, "emu_forward_" + suffix), getattr(lib, "emu_backward_" + suffix)
     scale = 1 / math.sqrt(D)
-    xs = [x.clone().requires_grad_() for x in (q, k, v, f, w, m)]
-    ref = automask_attention_reference(*xs, scale=scale, need_divergence=True, need_branches=True)
-    cot = [rnd(*t.shape) for t in ref]
-    if not with_kl:
-        cot[1] = cot[2] = None
-    sum((t * c).sum() for t, c in zip(ref, cot) if c is not None).backward()
-
     c, s = (t.contiguous() for t in modulation_tables(f, w, L))
     lam = torch.sigmoid(m).contiguous()
 
-    def new(*shape):
-        return torch.empty(*shape, dtype=torch.float64)
+    def new(*shape, dt=dtype):
+        return torch.empty(*shape, dtype=dt)
 
     def ptr(t):
         return ctypes.c_void_p(t.data_ptr() if t is not None else 0)
 
-    out, ol, og = new(B, H, L, D), new(B, H, L, D), new(B, H, L, D)
-    kll, klg, lsel, lseg = new(B, H, L), new(B, H, L), new(B, H, L), new(B, H, L)
     dims = [ctypes.c_int64(x) for x in (B, H, L, D)]
-    lib.emu_forward(*map(ptr, (q, k, v, c, s, lam, out, ol, og, kll, klg, lsel, lseg)), *dims, ctypes.c_double(scale))
+    out, ol, og = new(B, H, L, D), new(B, H, L, D), new(B, H, L, D)
+    kll, klg = new(B, H, L), new(B, H, L)
+    lsel, lseg = new(B, H, L, dt=torch.float64), new(B, H, L, dt=torch.float64)
+    fwd(*map(ptr, (q, k, v, c, s, lam, out, ol, og, kll, klg, lsel, lseg)), *dims, ctypes.c_double(scale))
+    res = dict(out=out, kl_local=kll, kl_global=klg, out_local=ol, out_global=og)
+    g = torch.Generator().manual_seed(seed)
+    cot = {}
+    for name in FIELDS:  # as parity.run draws them
+        if name.startswith("kl") and not need_kl_grad:
+            cot[name] = None
+            continue
+        cot[name] = torch.randn(res[name].shape, generator=g, dtype=torch.float64).to(dtype).contiguous()
     dq, dk, dv = new(B, H, L, D), new(B, H, L, D), new(B, H, L, D)
-    dc, ds, delta = new(B, H, L, D // 2), new(B, H, L, D // 2), new(2, B, H, L)
-    g_out, g_kl, g_kg, g_ol, g_og = (x.contiguous() if x is not None else None for x in cot)
-    lib.emu_backward(*map(ptr, (g_out, g_ol, g_og, g_kl, g_kg, q, k, v, c, s, lam, ol, og, kll, klg, lsel, lseg,
-                                dq, dk, dv, dc, ds, delta)), *dims, ctypes.c_double(scale))
+    dc, ds, stats = new(B, H, L, D // 2), new(B, H, L, D // 2), new(4, B, H, L)
+    bwd(*map(ptr, (cot["out"], cot["out_local"], cot["out_global"], cot["kl_local"], cot["kl_global"], q, k, v, c,
+                   s, lam, lsel, lseg, dq, dk, dv, dc, ds, stats)), *dims, ctypes.c_double(scale))
     fr, wr = f.clone().requires_grad_(), w.clone().requires_grad_()
-    df, dw = torch.autograd.grad(modulation_tables(fr, wr, L), (fr, wr), (dc.sum(0), ds.sum(0)))
-    dm = (g_out * (ol - og)).sum((0, 2, 3)) * lam * (1 - lam)
-    got = [out, kll, klg, ol, og, dq, dk, dv, df, dw, dm]
-    want = list(ref) + [x.grad for x in xs]
-    return max(((a - b).abs().max() / b.abs().max()).item() for a, b in zip(got, want))
+    dfreqs, dweights = torch.autograd.grad(modulation_tables(fr, wr, L), (fr, wr), (dc.sum(0), ds.sum(0)))
+    dmix = (cot["out"] * (ol - og)).sum((0, 2, 3)) * lam * (1 - lam)
+    res.update(dq=dq, dk=dk, dv=dv, dfreqs=dfreqs, dweights=dweights, dmix=dmix)
+    return res
 
 
-def main() -> int:
-    cases = [
-        dict(B=1, H=2, L=37, D=16, S=4),
-        dict(B=2, H=1, L=5, D=8, S=1, with_kl=False),
-        dict(B=1, H=1, L=200, D=6, S=2),  # several key tiles
-        dict(B=1, H=1, L=130, D=300, S=2),  # several columns per thread
-        dict(B=1, H=2, L=40, D=16, S=2, score_scale=40.0),  # probabilities underflow
-    ]
+LOGIC_CASES = [
+    dict(B=1, H=2, L=37, D=16, S=4),
+    dict(B=2, H=1, L=5, D=8, S=1, need_kl_grad=False),
+    dict(B=1, H=1, L=200, D=6, S=2),  # several key tiles
+    dict(B=1, H=1, L=130, D=300, S=2),  # several columns per thread
+    dict(B=1, H=2, L=40, D=16, S=2, q_scale=40.0),  # probabilities underflow
+]
+
+#: large-logit shapes (with kThreads = 4: 4 and 10 key tiles, 4 columns per thread)
+SCALE_SHAPES = [(2, 2, 16, 16, 4), (1, 2, 37, 16, 2)]
+
+
+def check_logic(lib, B, H, L, D, S, need_kl_grad=True, q_scale=1.0) -> float:
+    inputs = make_inputs(B, H, L, D, S, q_scale=q_scale)
+    got = run_emulated(lib, inputs, need_kl_grad=need_kl_grad)
+    want = run("reference", inputs, need_kl_grad=need_kl_grad)
+    return max(rel_err(got[n], want[n]) for n in FIELDS + GRADS)
+
+
+def check_scale(lib, shape, score_scale, dtype, seeds) -> tuple[bool, str]:
+    """Parity over `seeds` draws at one score scale; kl ≥ 0 and finiteness in every draw."""
+    draws, problems = [], []
+    for seed in range(seeds):
+        inputs = make_inputs(*shape, seed=seed, score_scale=score_scale)
+        got = run_emulated(lib, inputs, dtype)
+        for name, t in got.items():
+            if not torch.isfinite(t).all():
+                problems.append(f"seed {seed}: {name} not finite")
+        for name in ("kl_local", "kl_global"):
+            if got[name].min() < 0:
+                problems.append(f"seed {seed}: {name}.min() = {got[name].min().item():.2e} < 0")
+        if dtype == torch.float64:
+            draws.append((got, run("reference", inputs), run_extended(inputs)))
+        else:
+            draws.append((got, run("reference", inputs, dtype), run("reference", inputs)))
+    stats = sample_parity(draws, dtype)
+    worst = max(stats, key=lambda n: stats[n][0])
+    problems += [f"{n}: geometric-mean ratio {v[0]:.2f} > 2" for n, v in stats.items() if not v[0] <= 2.0]
+    summary = f"worst {worst}: ratio {stats[worst][0]:.2f} (worst draw cuda {stats[worst][1][0]:.1e}, " \
+              f"reference {stats[worst][1][1]:.1e})"
+    return not problems, summary + ("; " + "; ".join(problems) if problems else "")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=PARITY_SEEDS, help="draws per score scale (default %(default)s)")
+    parser.add_argument("--logic-only", action="store_true", help="skip the large-logit checks")
+    args = parser.parse_args(argv)
     failed = False
     with tempfile.TemporaryDirectory() as tmp:
-        lib = build(tmp)
-        for case in cases:
-            err = check(lib, **case)
+        lib = build(os.path.join(tmp, "as_built"))
+        for case in LOGIC_CASES:
+            err = check_logic(lib, **case)
             ok = err <= 1e-9
             failed |= not ok
-            print(f"{'ok  ' if ok else 'FAIL'} {case}: max relative error {err:.1e}")
+            print(f"{'ok  ' if ok else 'FAIL'} logic {case}: max relative error {err:.1e}")
+        if args.logic_only:
+            return 1 if failed else 0
+        lib4 = build(os.path.join(tmp, "threads4"), threads=4)
+        dtypes = [torch.float32] + ([torch.float64] if EXTENDED else [])
+        if not EXTENDED:
+            print("skip float64 large-logit checks: numpy long double is not wider than float64 here")
+        for dtype in dtypes:
+            for shape in SCALE_SHAPES:
+                for score_scale in SCORE_SCALES:
+                    ok, summary = check_scale(lib4, shape, score_scale, dtype, args.seeds)
+                    failed |= not ok
+                    print(f"{'ok  ' if ok else 'FAIL'} {str(dtype)[6:]} shape {shape} score scale {score_scale:g}, "
+                          f"{args.seeds} seeds: {summary}")
     return 1 if failed else 0
 
 

@@ -1,8 +1,9 @@
 """Backend adapter for the C++/CUDA extension ops (``torch.ops.amad_fast``, built from csrc/).
 
 The ops: ``automask_forward(q, k, v, freqs, weights, mix, scale, need_divergence)`` returns
-``(out, out_local, out_global, kl_local, kl_global, lse_local, lse_global)``; the branch outputs
-are always computed (the backward needs them), the kl terms are empty tensors unless
+``(out, out_local, out_global, kl_local, kl_global, lse_local, lse_global)`` (the log-sum-exps in
+float64 for every input dtype, so the backward recomputes log P at full precision when the scores
+are large); the branch outputs are always computed (the backward needs them), the kl terms are empty tensors unless
 ``need_divergence``. ``automask_backward`` is its gradient, wired in C++ as the Autograd kernel.
 This module registers the ops' fake (meta) kernels so they trace under torch.compile / opcheck.
 """
@@ -23,14 +24,10 @@ def _ops_present() -> bool:
     return extension_error() is None and hasattr(torch.ops.amad_fast, "automask_forward")
 
 
-def _compute_dtype(q: torch.Tensor) -> torch.dtype:
-    return torch.float64 if q.dtype == torch.float64 else torch.float32
-
-
 def _fake_forward(q, k, v, freqs, weights, mix, scale, need_divergence):
     B, H, L, D = q.shape
     kl_shape = (B, H, L) if need_divergence else (0,)
-    lse = q.new_empty((B, H, L), dtype=_compute_dtype(q))
+    lse = q.new_empty((B, H, L), dtype=torch.float64)  # float64 for every input dtype (csrc/cpu: log_prob)
     return (
         torch.empty_like(q, memory_format=torch.contiguous_format),
         torch.empty_like(q, memory_format=torch.contiguous_format),

@@ -221,13 +221,17 @@ void reduce_key_side(const cpu::BwdArgs<T>& a) {
 
 // The modulation of spec §1.1 on the CPU without a chain of ATen ops (each of which would be a
 // parallel region of its own): for every (h, s, p) the unit rotation by θ is stepped position by
-// position in float64, re-seeded with exact cos/sin every kReseed positions (error ~1e-15).
+// position in float64, re-seeded with exact cos/sin every `reseed` positions (error ~1e-15, far
+// below float32's rounding). A float64 compute dtype re-seeds at every position (reseed = 1): the
+// stepping's ~1e-15 would be scaled by |A| into the float64 scores (16× the float64 reference's
+// error in out at score scale 10, tests/test_large_logits.py).
 constexpr int64_t kReseed = 32;
+inline int64_t reseed_for(at::ScalarType dtype) { return dtype == at::kDouble ? 1 : kReseed; }
 
 // Calls fn(h, s, p, i, cos θi, sin θi) for every head, scale, pair and position: heads in
 // parallel (fn must only touch its head's entries), the rest in that order.
 template <typename Fn>
-void for_each_angle(const Tensor& freqs, int64_t L, const Fn& fn) {
+void for_each_angle(const Tensor& freqs, int64_t L, int64_t reseed, const Fn& fn) {
   auto f = freqs.to(at::kDouble).contiguous();
   const double* th = f.data_ptr<double>();
   const int64_t H = f.size(0), S = f.size(1), P = f.size(2);
@@ -238,7 +242,7 @@ void for_each_angle(const Tensor& freqs, int64_t L, const Fn& fn) {
           const double t = th[(h * S + s) * P + p], c1 = std::cos(t), s1 = std::sin(t);
           double c = 1, sn = 0;
           for (int64_t i = 0; i < L; ++i) {
-            if (i % kReseed == 0) c = std::cos(t * static_cast<double>(i)), sn = std::sin(t * static_cast<double>(i));
+            if (i % reseed == 0) c = std::cos(t * static_cast<double>(i)), sn = std::sin(t * static_cast<double>(i));
             fn(h, s, p, i, c, sn);
             const double cn = c * c1 - sn * s1;
             sn = sn * c1 + c * s1;
@@ -256,7 +260,7 @@ std::tuple<Tensor, Tensor> cpu_modulation_tables(const Tensor& freqs, const Tens
   const double* wp = w.data_ptr<double>();
   auto cd = at::zeros({H, L, P}, freqs.options().dtype(at::kDouble)), sd = at::zeros_like(cd);
   double *c = cd.data_ptr<double>(), *sv = sd.data_ptr<double>();
-  for_each_angle(freqs, L, [&](int64_t h, int64_t s, int64_t p, int64_t i, double cs, double sn) {
+  for_each_angle(freqs, L, reseed_for(dtype), [&](int64_t h, int64_t s, int64_t p, int64_t i, double cs, double sn) {
     c[(h * L + i) * P + p] += wp[h * S + s] * cs;
     sv[(h * L + i) * P + p] += wp[h * S + s] * sn;
   });
@@ -276,7 +280,8 @@ std::tuple<Tensor, Tensor> cpu_modulation_backward(const Tensor& dc, const Tenso
   auto dfreqs = at::zeros({H, S, P}, freqs.options().dtype(at::kDouble));
   auto dweights = at::zeros({H, S}, freqs.options().dtype(at::kDouble));
   double *df = dfreqs.data_ptr<double>(), *dw = dweights.data_ptr<double>();
-  for_each_angle(freqs, L, [&](int64_t h, int64_t s, int64_t p, int64_t i, double cs, double sn) {
+  for_each_angle(freqs, L, reseed_for(dc.scalar_type()), [&](int64_t h, int64_t s, int64_t p, int64_t i, double cs,
+                                                               double sn) {
     const double a = gc[(h * L + i) * P + p], b = gs[(h * L + i) * P + p];
     df[(h * S + s) * P + p] += wp[h * S + s] * static_cast<double>(i) * (cs * b - sn * a);
     dw[h * S + s] += cs * a + sn * b;
@@ -313,7 +318,8 @@ ForwardResult automask_forward_cpu(const Tensor& q, const Tensor& k, const Tenso
   auto opts = qa.options();
   auto out = at::empty({B, H, L, D}, opts), out_local = at::empty({B, H, L, D}, opts),
        out_global = at::empty({B, H, L, D}, opts);
-  auto lse_local = at::empty({B, H, L}, opts), lse_global = at::empty({B, H, L}, opts);
+  // float64 log-sum-exps whatever the compute dtype (see cpu::log_prob)
+  auto lse_local = at::empty({B, H, L}, opts.dtype(at::kDouble)), lse_global = at::empty_like(lse_local);
   Tensor kl_local = need_divergence ? at::empty({B, H, L}, opts) : not_computed(q);
   Tensor kl_global = need_divergence ? at::empty({B, H, L}, opts) : not_computed(q);
   const int64_t R = block_rows(L), nblk = (L + R - 1) / R;
@@ -327,8 +333,8 @@ ForwardResult automask_forward_cpu(const Tensor& q, const Tensor& k, const Tenso
     a.out_global = out_global.data_ptr<T>();
     a.kl_local = need_divergence ? kl_local.data_ptr<T>() : nullptr;
     a.kl_global = need_divergence ? kl_global.data_ptr<T>() : nullptr;
-    a.lse_local = lse_local.data_ptr<T>();
-    a.lse_global = lse_global.data_ptr<T>();
+    a.lse_local = lse_local.data_ptr<double>();
+    a.lse_global = lse_global.data_ptr<double>();
     a.need_divergence = need_divergence;
     parallel_tasks<T>(B * H * nblk, nblk, cpu::forward_work_size<T>(L, D, R),
                       [&](int64_t t0, int64_t t1, T* work) { run_forward<T>(isa, a, t0, t1, work); });
@@ -365,8 +371,6 @@ BackwardResult automask_backward_cpu(const c10::optional<Tensor>& grad_out,
   auto g_out = grad_or_undefined(grad_out, acc), g_ol = grad_or_undefined(grad_out_local, acc),
        g_og = grad_or_undefined(grad_out_global, acc), g_kl = grad_or_undefined(grad_kl_local, acc),
        g_kg = grad_or_undefined(grad_kl_global, acc);
-  auto kll = g_kl.defined() || g_kg.defined() ? kl_local.to(acc).contiguous() : Tensor();
-  auto klg = g_kl.defined() || g_kg.defined() ? kl_global.to(acc).contiguous() : Tensor();
 
   const int64_t R = block_rows(L), nblk = (L + R - 1) / R;
   // Row blocks of one (b, h) split into nsplit chunks when B·H alone gives too few tasks; the
@@ -391,10 +395,8 @@ BackwardResult automask_backward_cpu(const c10::optional<Tensor>& grad_out,
     fill_call_inputs<T>(a, qa, ka, va, cos, sin, lam, R, nblk, scale);
     a.out_local = ol.data_ptr<T>();
     a.out_global = og.data_ptr<T>();
-    a.kl_local = ptr_or_null<T>(kll);
-    a.kl_global = ptr_or_null<T>(klg);
-    a.lse_local = ll.data_ptr<T>();
-    a.lse_global = lg.data_ptr<T>();
+    a.lse_local = ll.data_ptr<double>();
+    a.lse_global = lg.data_ptr<double>();
     a.g_out = ptr_or_null<T>(g_out);
     a.g_out_local = ptr_or_null<T>(g_ol);
     a.g_out_global = ptr_or_null<T>(g_og);

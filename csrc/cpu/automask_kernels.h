@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #define AMAD_AI inline __attribute__((always_inline))
 
@@ -93,16 +94,35 @@ AMAD_AI double vlog1p_unit(double e) {
 // The divergence gaps g^M = log P^M − log M and g^G = log P^G − log M, from d = log P^M − log P^G
 // alone: with log M = logaddexp(log P^M, log P^G) − log 2 (spec §1.5),
 //   g^M = min(0, d) − log1p(exp(−|d|)) + log 2,   g^G = min(0, −d) − log1p(exp(−|d|)) + log 2.
-// Finite wherever the scores are, and free of the cancellation of subtracting two log-sum-exps.
-// (Taking exp(−|d|) as min(P^M, P^G)/max(P^M, P^G) saves an exponential, but was tried and doubled
-// the float32 error of the kl terms at large scores: the probabilities carry the rounding of
-// score − lse, while d comes from the score difference directly.)
+// Finite wherever the scores are. d itself must come from the two log-probabilities, each formed
+// as (score − row max) − log(row sum) (see log_prob): at large scores (|A| ~ 1e6 when the AutoMask
+// weights are ~1e3) any grouping that subtracts two large numbers first, such as
+// (A − G) − (lse^M − lse^G), loses ulp(|A|) ≈ 0.06 of absolute accuracy in d, which turned the
+// float32 kl terms negative (issue 12). (Taking exp(−|d|) as min(P^M, P^G)/max(P^M, P^G) saves an
+// exponential, but was tried and doubled the float32 error of the kl terms at large scores.)
 template <typename T, bool F>
 AMAD_AI void kl_gaps(T d, T& gM, T& gG) {
   const T nd = d > 0 ? -d : d;
   const T l = T(0.693147180559945309417232121458176568) - vlog1p_unit<F>(vexp<F>(nd));
   gM = (d > 0 ? T(0) : d) + l;
   gG = (d > 0 ? -d : T(0)) + l;
+}
+
+// log P of one entry from its score x and its row's log-sum-exp split as hi + lo, hi the large
+// part (the row max in the forward, the float part of the float64 lse in the backward) and lo the
+// small rest (log Σ exp(x − max) ≤ log L): x − hi is exact for the entries that matter (Sterbenz),
+// so log P keeps full relative precision however large the scores are. A single lse in T would
+// carry ulp(lse) into every log P and probability (at |A| ~ 1e6 in float32: 0.06).
+template <typename T>
+AMAD_AI T log_prob(T x, T hi, T lo) {
+  return (x - hi) - lo;
+}
+
+// A row's float64 log-sum-exp as hi + lo in T (hi + lo = lse to ~1e-14 relative in float).
+template <typename T>
+AMAD_AI void split_lse(double lse, T& hi, T& lo) {
+  hi = static_cast<T>(lse);
+  lo = static_cast<T>(lse - static_cast<double>(hi));
 }
 
 // Row buffers (score, probability and gradient rows) are padded to a multiple of W columns, and
@@ -134,14 +154,30 @@ AMAD_AI T lanes_sum(const T* acc) {
   return t[0];
 }
 
-// dS = P ∘ (X − δ) for n rows (row stride ld) in place of P (X: dP plus the divergences' part).
+// dS = P ∘ (X − δ) for n rows (row stride ld) in place of P (X: dP plus the divergences' part),
+// with δ_i = Σ_j P_ij X_ij / Σ_j P_ij summed here from the same rows: the log-softmax backward of
+// the reference. Each row of dS then sums to zero up to the rounding of its own entries, and a row
+// whose P is one-hot (large scores) gets exactly zero score gradients, as in the reference; δ
+// taken from the forward's outputs instead (dO·O + dkl·kl, FlashAttention-2 style) leaves a
+// rounding difference e_i that enters every entry as −P_ij·e_i, the same sign along the row, so it
+// adds up in dq, dk (×|k̃|, |q̃|, large when the scores are) and in dweights (up to 14× the
+// reference's float32 error at score scale 1, 4e4× at score scale 1000). The division by Σ_j P_ij
+// (one more lane sum in the same pass) removes what a recomputed row's sum differs from 1 (a
+// scale 1 + ε from the saved lse's rounding, ε ~ ulp(lse) in float64): without it that ε enters
+// dS as −ε·P_ij·δ_i, 1e3–1e4× the reference's float64 error in dq at score scales 100–1000.
 // Padding: P = 0 stays 0.
-template <typename T>
-AMAD_AI void softmax_backward_rows(T* __restrict__ P, const T* __restrict__ X, int64_t n, int64_t L, int64_t ld,
-                                   const T* __restrict__ delta) {
-  for (int64_t r = 0; r < n; ++r)
+template <typename T, bool F>
+AMAD_AI void softmax_backward_rows(T* __restrict__ P, const T* __restrict__ X, int64_t n, int64_t L, int64_t ld) {
+  for (int64_t r = 0; r < n; ++r) {
+    T* __restrict__ p = P + r * ld;
+    const T* __restrict__ x = X + r * ld;
+    T acc[W] = {}, mass[W] = {};
     for (int64_t j = 0; j < L; j += W)
-      for (int64_t l = 0; l < W; ++l) P[r * ld + j + l] *= X[r * ld + j + l] - delta[r];
+      for (int64_t l = 0; l < W; ++l) acc[l] = madd<F>(p[j + l], x[j + l], acc[l]), mass[l] += p[j + l];
+    const T delta = lanes_sum(acc) / lanes_sum(mass);
+    for (int64_t j = 0; j < L; j += W)
+      for (int64_t l = 0; l < W; ++l) p[j + l] *= x[j + l] - delta;
+  }
 }
 
 
@@ -315,9 +351,12 @@ struct CallInputs {
 
 // One forward call: outputs contiguous (B, H, L, D) or (B, H, L). Work units: task t covers
 // (b, h) = t / nblk and rows [(t % nblk)·R, +R).
+// lse_local, lse_global are float64 whatever T: the backward splits them into hi + lo (split_lse)
+// to recompute log P at full precision.
 template <typename T>
 struct FwdArgs : CallInputs<T> {
-  T *out, *out_local, *out_global, *kl_local, *kl_global, *lse_local, *lse_global;
+  T *out, *out_local, *out_global, *kl_local, *kl_global;
+  double *lse_local, *lse_global;
   bool need_divergence;
 };
 
@@ -327,8 +366,9 @@ struct FwdArgs : CallInputs<T> {
 // dc, ds (B, H, L, P) get the q-side modulation gradients; dmix_ws (B·H·nsplit) the dmix partials.
 template <typename T>
 struct BwdArgs : CallInputs<T> {
-  const T *out_local, *out_global, *kl_local, *kl_global, *lse_local, *lse_global;  // contiguous
-  const T *g_out, *g_out_local, *g_out_global, *g_kl_local, *g_kl_global;         // contiguous or null
+  const T *out_local, *out_global;       // contiguous, for dmix (δ comes from the recomputed rows)
+  const double *lse_local, *lse_global;  // float64 (see FwdArgs)
+  const T *g_out, *g_out_local, *g_out_global, *g_kl_local, *g_kl_global;  // contiguous or null
   T *dq, *dk, *dv, *dkr_ws, *dkg_ws, *dv_ws, *dc, *ds, *dmix_ws;
   int64_t nsplit, blocks_per_split;
 };
@@ -428,12 +468,13 @@ AMAD_AI void finish_keys(const BwdArgs<T>& a, int64_t bh, const T* dkr, const T*
 }
 
 // Both maps' softmax of one query row, and its two kl terms (spec §1.3, §1.5): ea, eg get
-// exp(score − row max) (0 in the padding); lse/inv the log-sum-exps and 1/sums; kl the two
-// divergences when asked (kl == nullptr: skipped), as Σ_j p_j·gap_j in a second pass, with
-// neither the probabilities nor the per-entry kl contributions stored. Sums run in W fixed lanes.
+// exp(score − row max) (0 in the padding); mx, ls the row maxima and log row sums (lse = mx + ls,
+// kept apart: see log_prob), inv the 1/sums; kl the two divergences when asked (kl == nullptr:
+// skipped), as Σ_j p_j·gap_j in a second pass, with neither the probabilities nor the per-entry
+// kl contributions stored. Sums run in W fixed lanes.
 template <typename T, bool F>
 AMAD_AI void softmax_kl_row(const T* __restrict__ sa, const T* __restrict__ sg, T* __restrict__ ea,
-                            T* __restrict__ eg, int64_t L, T* lse, T* inv, T* kl) {
+                            T* __restrict__ eg, int64_t L, T* mx, T* ls, T* inv, T* kl) {
   const T mA = row_max(sa, L), mG = row_max(sg, L);
   T accA[W] = {}, accG[W] = {};
   for (int64_t j = 0; j < L; j += W)
@@ -444,20 +485,23 @@ AMAD_AI void softmax_kl_row(const T* __restrict__ sa, const T* __restrict__ sg, 
       accG[l] += (eg[j + l] = in ? g : T(0));
     }
   const T sA = lanes_sum(accA), sG = lanes_sum(accG);
-  lse[0] = mA + std::log(sA), lse[1] = mG + std::log(sG);
+  const T lA = std::log(sA), lG = std::log(sG);
+  mx[0] = mA, mx[1] = mG, ls[0] = lA, ls[1] = lG;
   inv[0] = T(1) / sA, inv[1] = T(1) / sG;
   if (!kl) return;
-  const T dl = lse[0] - lse[1], ia = inv[0], ig = inv[1];
+  const T ia = inv[0], ig = inv[1];
   T kA[W] = {}, kG[W] = {};
   for (int64_t j = 0; j < L; j += W)  // padding: p = 0 and a finite gap, nothing added
     for (int64_t l = 0; l < W; ++l) {
       const T pa = ea[j + l] * ia, pg = eg[j + l] * ig;
       T gM, gG;
-      kl_gaps<T, F>((sa[j + l] - sg[j + l]) - dl, gM, gG);  // d = log P^M − log P^G
+      kl_gaps<T, F>(log_prob(sa[j + l], mA, lA) - log_prob(sg[j + l], mG, lG), gM, gG);  // d
       kA[l] = madd<F>(pa, gM, kA[l]);
       kG[l] = madd<F>(pg, gG, kG[l]);
     }
-  kl[0] = lanes_sum(kA), kl[1] = lanes_sum(kG);
+  // A KL is ≥ 0; a sum of terms of both signs may round to a few ulp below it when P^M ≈ P^G.
+  const T sumA = lanes_sum(kA), sumG = lanes_sum(kG);
+  kl[0] = sumA > T(0) ? sumA : T(0), kl[1] = sumG > T(0) ? sumG : T(0);
 }
 
 // Forward for tasks [t0, t1) (spec §1.3–1.5).
@@ -474,8 +518,8 @@ AMAD_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* work)
   T* EG = EA + R * Lp;
   T* oM = EG + R * Lp;  // R×D
   T* oG = oM + R * D;
-  T* stat = oG + R * D;  // lseA, invA, lseG, invG: 4R
-  T *lseA = stat, *invA = stat + R, *lseG = stat + 2 * R, *invG = stat + 3 * R;
+  T* stat = oG + R * D;  // invA, invG: 2R (of 4R)
+  T *invA = stat, *invG = stat + R;
   int64_t cached = -1;
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t bh = t / a.nblk, b = bh / a.H, h = bh % a.H;
@@ -490,10 +534,13 @@ AMAD_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* work)
     gemm_rowsT<T, VB>(SG, Lp, qg, kc.kT, n, D, Lp);
     const int64_t row0 = bh * L + i0;  // index of the block's first row in (B, H, L)
     for (int64_t r = 0; r < n; ++r) {
-      T lse[2], inv[2], kl[2];
-      softmax_kl_row<T, F>(SA + r * Lp, SG + r * Lp, EA + r * Lp, EG + r * Lp, L, lse, inv,
+      T mx[2], ls[2], inv[2], kl[2];
+      softmax_kl_row<T, F>(SA + r * Lp, SG + r * Lp, EA + r * Lp, EG + r * Lp, L, mx, ls, inv,
                            a.need_divergence ? kl : nullptr);
-      lseA[r] = lse[0], lseG[r] = lse[1], invA[r] = inv[0], invG[r] = inv[1];
+      invA[r] = inv[0], invG[r] = inv[1];
+      // lse = max + log(sum) summed in float64, so that the backward gets both parts back
+      a.lse_local[row0 + r] = static_cast<double>(mx[0]) + static_cast<double>(ls[0]);
+      a.lse_global[row0 + r] = static_cast<double>(mx[1]) + static_cast<double>(ls[1]);
       if (a.need_divergence) a.kl_local[row0 + r] = kl[0], a.kl_global[row0 + r] = kl[1];
     }
     gemm_rows<T, VB>(oM, EA, Lp, kc.v_rows, n, L, D);
@@ -510,8 +557,6 @@ AMAD_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* work)
         g_out[d] = g;
         out[d] = lam * m + (T(1) - lam) * g;
       }
-      a.lse_local[row0 + r] = lseA[r];
-      a.lse_global[row0 + r] = lseG[r];
     }
   }
 }
@@ -521,24 +566,37 @@ constexpr int64_t forward_work_size(int64_t L, int64_t D, int64_t R) {
   return 2 * padded(L) * D + 3 * L * D + 4 * R * D + 4 * R * padded(L) + 4 * R;
 }
 
-// One query row of the backward: pa, pg get P^M, P^G from the saved log-sum-exps la, lg (0 in the
-// padding); with KL the score rows xa, xg then take dkl·(log P − log M) (ka, kg: the rows' kl
-// gradients), the part of dP that the divergences add; without, 0.
+// One query row of the backward: pa, pg get P^M, P^G from the saved log-sum-exps (each split
+// hi + lo, see log_prob; 0 in the padding); with KL the score rows xa, xg then take
+// dkl·(log P − log M) (ka, kg: the rows' kl gradients), the part of dP that the divergences add;
+// without, 0.
 template <typename T, bool F, bool KL>
 AMAD_AI void probs_and_gaps_row(T* __restrict__ xa, T* __restrict__ xg, T* __restrict__ pa, T* __restrict__ pg,
-                                int64_t L, T la, T lg, T ka, T kg) {
-  const T dl = la - lg;
+                                int64_t L, T hiA, T loA, T hiG, T loG, T ka, T kg) {
   for (int64_t j = 0; j < L; j += W)
     for (int64_t l = 0; l < W; ++l) {
       const bool in = j + l < L;
-      const T ea = vexp<F>(xa[j + l] - la), eg = vexp<F>(xg[j + l] - lg);
+      const T la = log_prob(xa[j + l], hiA, loA), lg = log_prob(xg[j + l], hiG, loG);
+      const T ea = vexp<F>(la), eg = vexp<F>(lg);
       T gM = 0, gG = 0;
-      if constexpr (KL) kl_gaps<T, F>((xa[j + l] - xg[j + l]) - dl, gM, gG);
+      if constexpr (KL) kl_gaps<T, F>(la - lg, gM, gG);
       pa[j + l] = in ? ea : T(0);
       pg[j + l] = in ? eg : T(0);
       xa[j + l] = ka * gM;
       xg[j + l] = kg * gG;
     }
+  // In float64 the saved lse has no spare bits (split_lse's lo is 0): its rounding, ulp(lse)/2,
+  // scales the whole row by 1 + ε (ε ~ 1e-12 at |A| ~ 1e4), which dv = Pᵀ dO would carry 1000× over
+  // the reference's error. Renormalising the row by its own sum removes it. (In float, hi + lo
+  // keeps ε ~ 2^-48·|lse|, far below float's rounding: not needed.)
+  if constexpr (std::is_same_v<T, double>) {
+    T sA[W] = {}, sG[W] = {};
+    for (int64_t j = 0; j < L; j += W)
+      for (int64_t l = 0; l < W; ++l) sA[l] += pa[j + l], sG[l] += pg[j + l];
+    const T iA = T(1) / lanes_sum(sA), iG = T(1) / lanes_sum(sG);
+    for (int64_t j = 0; j < L; j += W)
+      for (int64_t l = 0; l < W; ++l) pa[j + l] *= iA, pg[j + l] *= iG;
+  }
 }
 
 // Backward for tasks [t0, t1): task t covers (b, h) = t / nsplit and the blocks of split t % nsplit.
@@ -558,8 +616,8 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
   T* PG = PA + R * Lp;
   T* XA = PG + R * Lp;  // scores, then dP
   T* XG = XA + R * Lp;
-  T* delA = XG + R * Lp;  // per row: δ of each map, kl gradients (R each)
-  T *delG = delA + R, *gkA = delA + 2 * R, *gkG = delA + 3 * R;
+  T* gkA = XG + R * Lp;  // per row: the kl gradients of each map (R each)
+  T* gkG = gkA + R;
   const bool kl_grad = a.g_kl_local || a.g_kl_global;
   int64_t cached = -1;
   for (int64_t t = t0; t < t1; ++t) {
@@ -601,50 +659,45 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
           for (int64_t d = 0; d < D; ++d) g[d] += x[d];
         }
       }
-      // δ_i = dO_i·O_i + dkl_i·kl_i (FlashAttention-2 style; δ = Σ_j P_ij·X_ij from the score rows
-      // was tried and lost up to 6× in float32 gradient accuracy), and the mixing weight's
-      // Σ dO·(O^M − O^G). Each dot runs in index order with fused multiply-adds, so δ rounds
-      // exactly like dP = dO·v does in the GEMM and a one-key row (O = v) gets exactly zero score
-      // gradients, as in the reference; kRi rows at a time, so their dependency chains overlap.
+      // the rows' kl gradients, and the mixing weight's Σ dO·(O^M − O^G): each dot in index order
+      // with fused multiply-adds, kRi rows at a time so their dependency chains overlap
       constexpr int64_t kRi = 8;
       for (int64_t r0 = 0; r0 < n; r0 += kRi) {
         const int64_t nr = n - r0 < kRi ? n - r0 : kRi;
-        T sA[kRi] = {}, sG[kRi] = {}, sX[kRi] = {};
-        for (int64_t d = 0; d < D; ++d)
-          for (int64_t i = 0; i < nr; ++i) {
-            const int64_t o = (row0 + r0 + i) * D + d, w = (r0 + i) * D + d;
-            const T ol = a.out_local[o], og = a.out_global[o];
-            sA[i] = madd<F>(dOM[w], ol, sA[i]);
-            sG[i] = madd<F>(dOG[w], og, sG[i]);
-            if (a.g_out) sX[i] = madd<F>(a.g_out[o], ol - og, sX[i]);
-          }
+        T sX[kRi] = {};
+        if (a.g_out)
+          for (int64_t d = 0; d < D; ++d)
+            for (int64_t i = 0; i < nr; ++i) {
+              const int64_t o = (row0 + r0 + i) * D + d;
+              sX[i] = madd<F>(a.g_out[o], a.out_local[o] - a.out_global[o], sX[i]);
+            }
         for (int64_t i = 0; i < nr; ++i) {
           const int64_t r = r0 + i;
           dmix += sX[i];
           gkA[r] = a.g_kl_local ? a.g_kl_local[row0 + r] : T(0);
           gkG[r] = a.g_kl_global ? a.g_kl_global[row0 + r] : T(0);
-          delA[r] = sA[i] + (a.g_kl_local ? gkA[r] * a.kl_local[row0 + r] : T(0));
-          delG[r] = sG[i] + (a.g_kl_global ? gkG[r] * a.kl_global[row0 + r] : T(0));
         }
       }
       gemm_rowsT<T, VB>(XA, Lp, qr, kc.kT_rot, n, D, Lp);
       gemm_rowsT<T, VB>(XG, Lp, qg, kc.kT, n, D, Lp);
       for (int64_t r = 0; r < n; ++r) {
-        const T la = a.lse_local[row0 + r], lg = a.lse_global[row0 + r];
+        T hiA, loA, hiG, loG;
+        split_lse(a.lse_local[row0 + r], hiA, loA);
+        split_lse(a.lse_global[row0 + r], hiG, loG);
         T *xa = XA + r * Lp, *xg = XG + r * Lp;
         if (kl_grad)
-          probs_and_gaps_row<T, F, true>(xa, xg, PA + r * Lp, PG + r * Lp, L, la, lg, gkA[r], gkG[r]);
+          probs_and_gaps_row<T, F, true>(xa, xg, PA + r * Lp, PG + r * Lp, L, hiA, loA, hiG, loG, gkA[r], gkG[r]);
         else
-          probs_and_gaps_row<T, F, false>(xa, xg, PA + r * Lp, PG + r * Lp, L, la, lg, T(0), T(0));
+          probs_and_gaps_row<T, F, false>(xa, xg, PA + r * Lp, PG + r * Lp, L, hiA, loA, hiG, loG, T(0), T(0));
       }
-      // X += dO · vᵀ (dP), then dS = P ∘ (X − δ)
+      // X += dO · vᵀ (dP), then dS = P ∘ (X − δ), δ = Σ_j P X
       gemm_rowsT<T, VB, true>(XA, Lp, dOM, kc.vT, n, D, Lp);
       gemm_rowsT<T, VB, true>(XG, Lp, dOG, kc.vT, n, D, Lp);
       // dv += P^Mᵀ dO^M + P^Gᵀ dO^G (before P turns into dS)
       gemm_tn_acc<T, VB>(dv, PA, Lp, dOM, n, L, D);
       gemm_tn_acc<T, VB>(dv, PG, Lp, dOG, n, L, D);
-      softmax_backward_rows<T>(PA, XA, n, L, Lp, delA);
-      softmax_backward_rows<T>(PG, XG, n, L, Lp, delG);
+      softmax_backward_rows<T, F>(PA, XA, n, L, Lp);
+      softmax_backward_rows<T, F>(PG, XG, n, L, Lp);
       // dq̃ = scale·dS^M k̃, dq = scale·dS^G k (scale applied below); dk̃ += dS^Mᵀ (scale·q̃) etc.
       gemm_rows<T, VB>(dqr, PA, Lp, kc.k_rot, n, L, D);
       gemm_rows<T, VB>(dqg, PG, Lp, kc.k_plain, n, L, D);
@@ -666,7 +719,7 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
 
 template <typename T>
 constexpr int64_t backward_work_size(int64_t L, int64_t D, int64_t R) {
-  return 3 * padded(L) * D + 5 * L * D + 6 * R * D + 4 * R * padded(L) + 4 * R;
+  return 3 * padded(L) * D + 5 * L * D + 6 * R * D + 4 * R * padded(L) + 2 * R;
 }
 
 // Entry points, one per instruction set. The always-inline bodies above take on each entry's

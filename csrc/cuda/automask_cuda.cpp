@@ -57,7 +57,8 @@ ForwardResult automask_forward_cuda(const Tensor& q, const Tensor& k, const Tens
   auto opts = qa.options();
   auto out = at::empty({B, H, L, D}, opts), out_local = at::empty({B, H, L, D}, opts),
        out_global = at::empty({B, H, L, D}, opts);
-  auto lse_local = at::empty({B, H, L}, opts), lse_global = at::empty({B, H, L}, opts);
+  // float64 log-sum-exps whatever the compute dtype (split into hi + lo by the backward)
+  auto lse_local = at::empty({B, H, L}, opts.dtype(at::kDouble)), lse_global = at::empty_like(lse_local);
   Tensor kl_local = need_divergence ? at::empty({B, H, L}, opts) : not_computed(q);
   Tensor kl_global = need_divergence ? at::empty({B, H, L}, opts) : not_computed(q);
   auto stream = c10::cuda::getCurrentCUDAStream().stream();
@@ -67,7 +68,7 @@ ForwardResult automask_forward_cuda(const Tensor& q, const Tensor& k, const Tens
         qa.data_ptr<T>(), ka.data_ptr<T>(), va.data_ptr<T>(), cos.data_ptr<T>(), sin.data_ptr<T>(),
         lam.data_ptr<T>(), out.data_ptr<T>(), out_local.data_ptr<T>(), out_global.data_ptr<T>(),
         need_divergence ? kl_local.data_ptr<T>() : nullptr, need_divergence ? kl_global.data_ptr<T>() : nullptr,
-        lse_local.data_ptr<T>(), lse_global.data_ptr<T>(), B, H, L, D, static_cast<T>(scale), stream));
+        lse_local.data_ptr<double>(), lse_global.data_ptr<double>(), B, H, L, D, static_cast<T>(scale), stream));
   });
   const auto dt = q.scalar_type();
   if (dt != acc) {
@@ -102,22 +103,18 @@ BackwardResult automask_backward_cuda(const c10::optional<Tensor>& grad_out,
   auto g_out = grad_or_undefined(grad_out, acc), g_ol = grad_or_undefined(grad_out_local, acc),
        g_og = grad_or_undefined(grad_out_global, acc), g_kl = grad_or_undefined(grad_kl_local, acc),
        g_kg = grad_or_undefined(grad_kl_global, acc);
-  const bool kl_grad = g_kl.defined() || g_kg.defined();
-  auto kll = kl_grad ? contiguous_as(kl_local, acc) : Tensor();
-  auto klg = kl_grad ? contiguous_as(kl_global, acc) : Tensor();
   auto opts = qa.options();
   auto dq = at::empty({B, H, L, D}, opts), dk = at::empty({B, H, L, D}, opts), dv = at::empty({B, H, L, D}, opts);
   auto dc_ws = at::empty({B, H, L, P}, opts), ds_ws = at::empty({B, H, L, P}, opts);
-  auto delta = at::empty({2, B, H, L}, opts);
+  auto stats = at::empty({4, B, H, L}, opts);  // per row: δ^M, δ^G, 1/ΣP^M, 1/ΣP^G
   auto stream = c10::cuda::getCurrentCUDAStream().stream();
   AT_DISPATCH_FLOATING_TYPES(acc, "automask_backward_cuda", [&] {
     using T = scalar_t;
     C10_CUDA_CHECK(cuda::automask_backward<T>(
         ptr_or_null<T>(g_out), ptr_or_null<T>(g_ol), ptr_or_null<T>(g_og), ptr_or_null<T>(g_kl),
         ptr_or_null<T>(g_kg), qa.data_ptr<T>(), ka.data_ptr<T>(), va.data_ptr<T>(), cos.data_ptr<T>(),
-        sin.data_ptr<T>(), lam.data_ptr<T>(), ol.data_ptr<T>(), og.data_ptr<T>(), ptr_or_null<T>(kll),
-        ptr_or_null<T>(klg), ll.data_ptr<T>(), lg.data_ptr<T>(), dq.data_ptr<T>(), dk.data_ptr<T>(),
-        dv.data_ptr<T>(), dc_ws.data_ptr<T>(), ds_ws.data_ptr<T>(), delta.data_ptr<T>(), B, H, L, D,
+        sin.data_ptr<T>(), lam.data_ptr<T>(), ll.data_ptr<double>(), lg.data_ptr<double>(), dq.data_ptr<T>(),
+        dk.data_ptr<T>(), dv.data_ptr<T>(), dc_ws.data_ptr<T>(), ds_ws.data_ptr<T>(), stats.data_ptr<T>(), B, H, L, D,
         static_cast<T>(scale), stream));
   });
   auto [dfreqs, dweights] = modulation_backward(dc_ws.sum(0), ds_ws.sum(0), freqs, weights);

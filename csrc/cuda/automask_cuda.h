@@ -16,21 +16,23 @@ constexpr int kThreads = 128;
 constexpr int kMaxDPerThread = 4;
 constexpr int64_t kMaxHeadDim = kThreads * kMaxDPerThread;
 
-// Forward: out, out_local, out_global, lse_local, lse_global; kl_local, kl_global when non-null.
+// Forward: out, out_local, out_global, lse_local, lse_global (float64 whatever T: the backward
+// splits them into hi + lo in T); kl_local, kl_global when non-null.
 template <typename T>
 cudaError_t automask_forward(const T* q, const T* k, const T* v, const T* cos, const T* sin, const T* lam, T* out,
-                             T* out_local, T* out_global, T* kl_local, T* kl_global, T* lse_local, T* lse_global,
-                             int64_t B, int64_t H, int64_t L, int64_t D, T scale, cudaStream_t stream);
+                             T* out_local, T* out_global, T* kl_local, T* kl_global, double* lse_local,
+                             double* lse_global, int64_t B, int64_t H, int64_t L, int64_t D, T scale,
+                             cudaStream_t stream);
 
 // Backward. Gradient pointers may be null (zero). Writes dq, dk, dv (B, H, L, D) and the
-// modulation gradients dc, ds per (b, h, position) (B, H, L, D/2), to be summed over b. The
-// divergence terms kl_* are read only when a kl gradient is given. delta (2·B·H·L) is scratch.
+// modulation gradients dc, ds per (b, h, position) (B, H, L, D/2), to be summed over b. It needs
+// neither the forward's outputs nor its kl terms: δ is summed from the recomputed rows. stats
+// (4·B·H·L) is scratch.
 template <typename T>
 cudaError_t automask_backward(const T* g_out, const T* g_out_local, const T* g_out_global, const T* g_kl_local,
                               const T* g_kl_global, const T* q, const T* k, const T* v, const T* cos, const T* sin,
-                              const T* lam, const T* out_local, const T* out_global, const T* kl_local,
-                              const T* kl_global, const T* lse_local, const T* lse_global, T* dq, T* dk, T* dv, T* dc,
-                              T* ds, T* delta, int64_t B, int64_t H, int64_t L, int64_t D, T scale,
+                              const T* lam, const double* lse_local, const double* lse_global, T* dq, T* dk, T* dv,
+                              T* dc, T* ds, T* stats, int64_t B, int64_t H, int64_t L, int64_t D, T scale,
                               cudaStream_t stream);
 
 }  // namespace cuda

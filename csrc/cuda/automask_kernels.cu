@@ -4,6 +4,15 @@
 // columns spread over threads, accumulation in T (float32 for float32/float16/bfloat16 inputs).
 // Softmax statistics are exact (two passes: online max/sum, then outputs and kl). No L×L buffer.
 // Reductions are fixed-order trees, so results are deterministic.
+//
+// Large scores (issue 12; the CPU kernels, csrc/cpu/automask_kernels.h, do the same): log P is
+// formed as (score − hi) − lo with the row's log-sum-exp split as hi + lo (hi ≈ the row max), so
+// it keeps full precision when |A| ~ 1e6; the log-sum-exps are saved in float64 (split back into
+// hi + lo in T by the backward); the divergence gap d = log P^M − log P^G comes from the two
+// log-probabilities; kl is clamped at 0; and the backward's δ_i = Σ_j P_ij X_ij / Σ_j P_ij is
+// summed from the recomputed rows (the reference's log-softmax backward) instead of taken from
+// the forward's outputs, with P renormalised by that Σ_j P_ij (in float64 the saved lse has no
+// spare bits, and its rounding would scale every P of a row by 1 + ulp(lse)).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -86,9 +95,10 @@ __device__ T block_sum(T x, T* red) {
   return red[0];
 }
 
-// log-sum-exp over the block from each thread's (max, sum); red: 2·kThreads entries.
+// log-sum-exp over the block from each thread's (max, sum), as the row max mx and the log of the
+// row sum ls (lse = mx + ls, kept apart: see the file comment); red: 2·kThreads entries.
 template <typename T>
-__device__ T block_lse(T m, T s, T* red) {
+__device__ void block_lse(T m, T s, T* red, T& mx, T& ls) {
   const int t = threadIdx.x;
   T* rm = red;
   T* rs = red + kThreads;
@@ -105,7 +115,32 @@ __device__ T block_lse(T m, T s, T* red) {
     }
     __syncthreads();
   }
-  return rm[0] + Num<T>::log(rs[0]);
+  mx = rm[0];
+  ls = Num<T>::log(rs[0]);
+}
+
+// A row's float64 log-sum-exp as hi + lo in T (hi + lo = lse to ~1e-14 relative in float; in
+// double lo = 0).
+template <typename T>
+__device__ __forceinline__ void split_lse(double lse, T& hi, T& lo) {
+  hi = static_cast<T>(lse);
+  lo = static_cast<T>(lse - static_cast<double>(hi));
+}
+
+// P^M, P^G of one entry from its scores a, g and the rows' split log-sum-exps, unnormalised in
+// the sense of the file comment; with a kl gradient, xa, xg (dP on entry) get dkl·(log P − log M).
+template <typename T>
+__device__ __forceinline__ void probs_and_x(T a, T g, T hiA, T loA, T hiG, T loG, T gkA, T gkG, bool kl_grad, T& pa,
+                                            T& pg, T& xa, T& xg) {
+  const T la = (a - hiA) - loA, lg = (g - hiG) - loG;
+  pa = Num<T>::exp(la);
+  pg = Num<T>::exp(lg);
+  if (kl_grad) {
+    T gM, gG;
+    kl_gaps(la - lg, gM, gG);
+    xa += gkA * gM;
+    xg += gkG * gG;
+  }
 }
 
 // Upstream gradient of the two branch outputs at element o: dO^M = λ·dout + dout_local, dO^G likewise.
@@ -121,8 +156,8 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
     forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                    const T* __restrict__ cos, const T* __restrict__ sin, const T* __restrict__ lam, T* out,
-                   T* out_local, T* out_global, T* kl_local, T* kl_global, T* lse_local, T* lse_global, int64_t H,
-                   int64_t L, int D, T scale) {
+                   T* out_local, T* out_global, T* kl_local, T* kl_global, double* lse_local, double* lse_global,
+                   int64_t H, int64_t L, int D, T scale) {
   extern __shared__ __align__(16) unsigned char smem[];
   T* qr = reinterpret_cast<T*>(smem);
   T* qg = qr + D;
@@ -149,8 +184,9 @@ __global__ void __launch_bounds__(kThreads)
     online_update(mA, sA, a);
     online_update(mG, sG, g);
   }
-  const T lseA = block_lse(mA, sA, red);
-  const T lseG = block_lse(mG, sG, red);
+  T hiA, loA, hiG, loG;  // row max and log row sum of each map
+  block_lse(mA, sA, red, hiA, loA);
+  block_lse(mG, sG, red, hiG, loG);
 
   T oA[kMaxDPerThread] = {}, oG[kMaxDPerThread] = {};
   T klA = T(0), klG = T(0);
@@ -160,12 +196,12 @@ __global__ void __launch_bounds__(kThreads)
     if (j < L) {
       T a, g;
       scores(qr, qg, kb + j * D, ch + j * P, sh + j * P, P, a, g);
-      const T la = a - lseA, lg = g - lseG;
+      const T la = (a - hiA) - loA, lg = (g - hiG) - loG;
       pa = Num<T>::exp(la);
       pg = Num<T>::exp(lg);
       if (kl_local) {
         T gM, gG;
-        kl_gaps((a - g) - (lseA - lseG), gM, gG);
+        kl_gaps(la - lg, gM, gG);  // d from the log-probabilities, not (a − g) − (lse^M − lse^G)
         klA += pa * gM;
         klG += pg * gG;
       }
@@ -200,44 +236,28 @@ __global__ void __launch_bounds__(kThreads)
   if (kl_local) {
     const T a = block_sum(klA, red);
     const T g = block_sum(klG, red);
-    if (t == 0) {
-      kl_local[row] = a;
-      kl_global[row] = g;
+    if (t == 0) {  // a KL is >= 0; terms of both signs may round a few ulp below it
+      kl_local[row] = a > T(0) ? a : T(0);
+      kl_global[row] = g > T(0) ? g : T(0);
     }
   }
   if (t == 0) {
-    lse_local[row] = lseA;
-    lse_global[row] = lseG;
+    lse_local[row] = static_cast<double>(hiA) + static_cast<double>(loA);
+    lse_global[row] = static_cast<double>(hiG) + static_cast<double>(loG);
   }
 }
 
-// dS for query row `row` and key j: dA = P^M (dO^M·v_j + dkl·(log P^M − log M) − δ^M), dG likewise.
-template <typename T>
-__device__ __forceinline__ void score_grads(T a, T g, T lseA, T lseG, T dpa, T dpg, T gkA, T gkG, bool kl_grad, T delA,
-                                            T delG, T& pa, T& pg, T& dA, T& dG) {
-  const T la = a - lseA, lg = g - lseG;
-  pa = Num<T>::exp(la);
-  pg = Num<T>::exp(lg);
-  if (kl_grad) {
-    T gM, gG;
-    kl_gaps((a - g) - (lseA - lseG), gM, gG);
-    dpa += gkA * gM;
-    dpg += gkG * gG;
-  }
-  dA = pa * (dpa - delA);
-  dG = pg * (dpg - delG);
-}
-
-// Backward, query side: one block per query row. Writes dq, the row's δ^M, δ^G (for the key
-// side) and the q part of dc, ds.
+// Backward, query side: one block per query row. A first pass over the keys sums the row's
+// Σ_j P_j X_j and Σ_j P_j of each map (X = dP plus the divergence's part); stats gets δ^M, δ^G
+// and 1/Σ P^M, 1/Σ P^G (for the key side, stats[0..4)·B·H·L). A second pass writes dq and the
+// q part of dc, ds from dS = P (X − δ), P renormalised.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     backward_rows_kernel(const T* g_out, const T* g_ol, const T* g_og, const T* g_kl, const T* g_kg,
                          const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                          const T* __restrict__ cos, const T* __restrict__ sin, const T* __restrict__ lam,
-                         const T* __restrict__ out_local, const T* __restrict__ out_global, const T* kl_local,
-                         const T* kl_global, const T* __restrict__ lse_local, const T* __restrict__ lse_global, T* dq,
-                         T* dc, T* ds, T* delta, int64_t H, int64_t L, int D, T scale) {
+                         const double* __restrict__ lse_local, const double* __restrict__ lse_global, T* dq, T* dc,
+                         T* ds, T* stats, int64_t H, int64_t L, int D, T scale) {
   extern __shared__ __align__(16) unsigned char smem[];
   T* qr = reinterpret_cast<T*>(smem);
   T* qg = qr + D;
@@ -255,7 +275,6 @@ __global__ void __launch_bounds__(kThreads)
   const T* ch = cos + h * L * P;
   const T* sh = sin + h * L * P;
   const T lh = lam[h];
-  T partA = T(0), partG = T(0);
   for (int d = t; d < D; d += kThreads) {
     qg[d] = qi[d] * scale;
     qr[d] = rotated(qi, ch + i * P, sh + i * P, d, P) * scale;
@@ -263,30 +282,51 @@ __global__ void __launch_bounds__(kThreads)
     branch_grads(g_out, g_ol, g_og, row * D + d, lh, om, og);
     dOM[d] = om;
     dOG[d] = og;
-    partA += om * out_local[row * D + d];
-    partG += og * out_global[row * D + d];
   }
+  __syncthreads();
   const T gkA = g_kl ? g_kl[row] : T(0), gkG = g_kg ? g_kg[row] : T(0);
   const bool kl_grad = g_kl || g_kg;
-  const T delA = block_sum(partA, red) + (g_kl ? gkA * kl_local[row] : T(0));
-  const T delG = block_sum(partG, red) + (g_kg ? gkG * kl_global[row] : T(0));
-  if (t == 0) {
-    delta[row] = delA;
-    delta[BHL + row] = delG;
+  T hiA, loA, hiG, loG;
+  split_lse(lse_local[row], hiA, loA);
+  split_lse(lse_global[row], hiG, loG);
+  // pass 1: δ = Σ_j P_j X_j / Σ_j P_j per map
+  T pxA = T(0), pA = T(0), pxG = T(0), pG = T(0);
+  for (int64_t j = t; j < L; j += kThreads) {
+    T a, g, pa, pg, xa = T(0), xg = T(0);
+    scores(qr, qg, kb + j * D, ch + j * P, sh + j * P, P, a, g);
+    for (int d = 0; d < D; ++d) {
+      xa += dOM[d] * vb[j * D + d];
+      xg += dOG[d] * vb[j * D + d];
+    }
+    probs_and_x(a, g, hiA, loA, hiG, loG, gkA, gkG, kl_grad, pa, pg, xa, xg);
+    pxA += pa * xa;
+    pA += pa;
+    pxG += pg * xg;
+    pG += pg;
   }
-  const T lseA = lse_local[row], lseG = lse_global[row];
+  const T invA = T(1) / block_sum(pA, red), invG = T(1) / block_sum(pG, red);
+  const T delA = block_sum(pxA, red) * invA, delG = block_sum(pxG, red) * invG;
+  if (t == 0) {
+    stats[row] = delA;
+    stats[BHL + row] = delG;
+    stats[2 * BHL + row] = invA;
+    stats[3 * BHL + row] = invG;
+  }
+  // pass 2: dS = P (X − δ), dq
   T aq[kMaxDPerThread] = {}, gq[kMaxDPerThread] = {};
   for (int64_t j0 = 0; j0 < L; j0 += kThreads) {
     const int64_t j = j0 + t;
     T dA = T(0), dG = T(0);
     if (j < L) {
-      T a, g, pa, pg, dpa = T(0), dpg = T(0);
+      T a, g, pa, pg, xa = T(0), xg = T(0);
       scores(qr, qg, kb + j * D, ch + j * P, sh + j * P, P, a, g);
       for (int d = 0; d < D; ++d) {
-        dpa += dOM[d] * vb[j * D + d];
-        dpg += dOG[d] * vb[j * D + d];
+        xa += dOM[d] * vb[j * D + d];
+        xg += dOG[d] * vb[j * D + d];
       }
-      score_grads(a, g, lseA, lseG, dpa, dpg, gkA, gkG, kl_grad, delA, delG, pa, pg, dA, dG);
+      probs_and_x(a, g, hiA, loA, hiG, loG, gkA, gkG, kl_grad, pa, pg, xa, xg);
+      dA = pa * invA * (xa - delA);
+      dG = pg * invG * (xg - delG);
     }
     __syncthreads();
     bA[t] = dA;
@@ -329,14 +369,14 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // Backward, key side: one block per key row. Writes dk, dv and adds the k part of dc, ds (after
-// backward_rows_kernel, which wrote δ and the q part).
+// backward_rows_kernel, which wrote the rows' stats and the q part).
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     backward_cols_kernel(const T* g_out, const T* g_ol, const T* g_og, const T* g_kl, const T* g_kg,
                          const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                          const T* __restrict__ cos, const T* __restrict__ sin, const T* __restrict__ lam,
-                         const T* __restrict__ lse_local, const T* __restrict__ lse_global, const T* delta, T* dk,
-                         T* dv, T* dc, T* ds, int64_t H, int64_t L, int D, T scale) {
+                         const double* __restrict__ lse_local, const double* __restrict__ lse_global,
+                         const T* stats, T* dk, T* dv, T* dc, T* ds, int64_t H, int64_t L, int D, T scale) {
   extern __shared__ __align__(16) unsigned char smem[];
   T* kr = reinterpret_cast<T*>(smem);
   T* kg = kr + D;
@@ -368,7 +408,7 @@ __global__ void __launch_bounds__(kThreads)
       const T* qi = q + row * D;
       const T* ci = ch + i * P;
       const T* si = sh + i * P;
-      T a = T(0), g = T(0), dpa = T(0), dpg = T(0);
+      T a = T(0), g = T(0), xa = T(0), xg = T(0);
       for (int p = 0; p < P; ++p) {
         const T q1 = qi[p], q2 = qi[p + P];
         a += (q1 * ci[p] - q2 * si[p]) * kr[p] + (q1 * si[p] + q2 * ci[p]) * kr[p + P];
@@ -377,11 +417,18 @@ __global__ void __launch_bounds__(kThreads)
       for (int d = 0; d < D; ++d) {
         T om, og;
         branch_grads(g_out, g_ol, g_og, row * D + d, lh, om, og);
-        dpa += om * vj[d];
-        dpg += og * vj[d];
+        xa += om * vj[d];
+        xg += og * vj[d];
       }
-      score_grads(a * scale, g * scale, lse_local[row], lse_global[row], dpa, dpg, g_kl ? g_kl[row] : T(0),
-                  g_kg ? g_kg[row] : T(0), kl_grad, delta[row], delta[BHL + row], pa, pg, dA, dG);
+      T hiA, loA, hiG, loG;
+      split_lse(lse_local[row], hiA, loA);
+      split_lse(lse_global[row], hiG, loG);
+      probs_and_x(a * scale, g * scale, hiA, loA, hiG, loG, g_kl ? g_kl[row] : T(0), g_kg ? g_kg[row] : T(0),
+                  kl_grad, pa, pg, xa, xg);
+      pa *= stats[2 * BHL + row];
+      pg *= stats[3 * BHL + row];
+      dA = pa * (xa - stats[row]);
+      dG = pg * (xg - stats[BHL + row]);
     }
     __syncthreads();
     bA[t] = dA;
@@ -433,8 +480,9 @@ __global__ void __launch_bounds__(kThreads)
 
 template <typename T>
 cudaError_t automask_forward(const T* q, const T* k, const T* v, const T* cos, const T* sin, const T* lam, T* out,
-                             T* out_local, T* out_global, T* kl_local, T* kl_global, T* lse_local, T* lse_global,
-                             int64_t B, int64_t H, int64_t L, int64_t D, T scale, cudaStream_t stream) {
+                             T* out_local, T* out_global, T* kl_local, T* kl_global, double* lse_local,
+                             double* lse_global, int64_t B, int64_t H, int64_t L, int64_t D, T scale,
+                             cudaStream_t stream) {
   if (D > kMaxHeadDim || D % 2) return cudaErrorInvalidValue;
   const int64_t rows = B * H * L;
   if (rows == 0) return cudaSuccess;
@@ -448,33 +496,33 @@ cudaError_t automask_forward(const T* q, const T* k, const T* v, const T* cos, c
 template <typename T>
 cudaError_t automask_backward(const T* g_out, const T* g_out_local, const T* g_out_global, const T* g_kl_local,
                               const T* g_kl_global, const T* q, const T* k, const T* v, const T* cos, const T* sin,
-                              const T* lam, const T* out_local, const T* out_global, const T* kl_local,
-                              const T* kl_global, const T* lse_local, const T* lse_global, T* dq, T* dk, T* dv, T* dc,
-                              T* ds, T* delta, int64_t B, int64_t H, int64_t L, int64_t D, T scale,
+                              const T* lam, const double* lse_local, const double* lse_global, T* dq, T* dk, T* dv,
+                              T* dc, T* ds, T* stats, int64_t B, int64_t H, int64_t L, int64_t D, T scale,
                               cudaStream_t stream) {
   if (D > kMaxHeadDim || D % 2) return cudaErrorInvalidValue;
   const int64_t rows = B * H * L;
   if (rows == 0) return cudaSuccess;
   const size_t shm_rows = (5 * D + 3 * kThreads) * sizeof(T);
   backward_rows_kernel<T><<<static_cast<unsigned>(rows), kThreads, shm_rows, stream>>>(
-      g_out, g_out_local, g_out_global, g_kl_local, g_kl_global, q, k, v, cos, sin, lam, out_local, out_global,
-      kl_local, kl_global, lse_local, lse_global, dq, dc, ds, delta, H, L, static_cast<int>(D), scale);
+      g_out, g_out_local, g_out_global, g_kl_local, g_kl_global, q, k, v, cos, sin, lam, lse_local, lse_global, dq,
+      dc, ds, stats, H, L, static_cast<int>(D), scale);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   const size_t shm_cols = (4 * D + 4 * kThreads) * sizeof(T);
   backward_cols_kernel<T><<<static_cast<unsigned>(rows), kThreads, shm_cols, stream>>>(
       g_out, g_out_local, g_out_global, g_kl_local, g_kl_global, q, k, v, cos, sin, lam, lse_local, lse_global,
-      delta, dk, dv, dc, ds, H, L, static_cast<int>(D), scale);
+      stats, dk, dv, dc, ds, H, L, static_cast<int>(D), scale);
   return cudaGetLastError();
 }
 
 #define AMAD_INSTANTIATE(T)                                                                                         \
   template cudaError_t automask_forward<T>(const T*, const T*, const T*, const T*, const T*, const T*, T*, T*, T*, \
-                                           T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t, T, cudaStream_t);    \
+                                           T*, T*, double*, double*, int64_t, int64_t, int64_t, int64_t, T,         \
+                                           cudaStream_t);                                                           \
   template cudaError_t automask_backward<T>(const T*, const T*, const T*, const T*, const T*, const T*, const T*,  \
-                                            const T*, const T*, const T*, const T*, const T*, const T*, const T*,   \
-                                            const T*, const T*, const T*, T*, T*, T*, T*, T*, T*, int64_t, int64_t, \
-                                            int64_t, int64_t, T, cudaStream_t);
+                                            const T*, const T*, const T*, const T*, const double*, const double*,   \
+                                            T*, T*, T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t, T,          \
+                                            cudaStream_t);
 AMAD_INSTANTIATE(float)
 AMAD_INSTANTIATE(double)
 #undef AMAD_INSTANTIATE
