@@ -10,8 +10,8 @@ table and fails when docs/reliability.md differs. Regenerate it with
 
     python tests/reliability.py --write
 
-(``--check`` only compares). Rows for the attention kernels (large logits, kl >= 0, float16)
-belong in the category "Kernels: extreme values", reserved below.
+(``--check`` only compares). The attention kernels' rows (large logits, kl >= 0, float16) are
+registered in test_large_logits.py, under "Kernels: extreme values".
 """
 from __future__ import annotations
 
@@ -26,15 +26,15 @@ DOC = os.path.join(os.path.dirname(HERE), "docs", "reliability.md")
 COMMAND = "python tests/reliability.py --write"
 
 #: test modules whose cases the table lists (imported by the renderer)
-MODULES = ("test_reliability",)
+MODULES = ("test_reliability", "test_large_logits")
 
 #: the table's sections, in order, each with one line of introduction
 CATEGORIES: Dict[str, str] = {
     "Input series": "Arrays given to fit / decision_function (API) and the series the CLI reads.",
     "Extreme values": "Finite values far outside the training range, values beyond float32, scores that "
                       "could come out NaN/Inf.",
-    "Kernels: extreme values": "Reserved for the attention kernels' own cases (large-logit parity with the "
-                               "reference, kl >= 0, the float16 reference): rows are added by the kernel work.",
+    "Kernels: extreme values": "The attention backends at large logits (tests/test_large_logits.py, the parity "
+                               "rule of tests/parity.py): every backend against float64, kl >= 0 always.",
     "CSV files": "load_csv and every CSV the CLI reads. Errors name the file, the line (1-based, as an editor "
                  "shows it) and the column.",
     "Other data files": ".npy series and labels, scores CSVs for `amad-fast evaluate`.",
@@ -48,10 +48,7 @@ CATEGORIES: Dict[str, str] = {
 }
 
 #: categories whose rows other work will add: rendered with this note while they have none
-RESERVED = {
-    "Kernels: extreme values": "No rows yet. To be added with the kernel work of issue 12 (large-logit "
-                               "parity, kl >= 0, float16 reference), as cases registered like the others.",
-}
+RESERVED: Dict[str, str] = {}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,6 +28,7 @@ import torch
 import amad_fast
 from amad_fast import automask_attention
 from amad_fast.reference import default_freqs
+import reliability
 from parity import (
     EXTENDED, FIELDS, PARITY_SEEDS, SCORE_SCALES, assert_parity, assert_sample_parity, make_inputs,
     permute_pairs, run, run_extended, unpermute_pairs,
@@ -74,6 +75,12 @@ def _draws(backend, shape, score_scale, dtype, param_dtype=None, seeds=PARITY_SE
     return draws
 
 
+@reliability.case(
+    "Kernels: extreme values",
+    "cpp float32, q, k and AutoMask weights scaled so the scores reach ~1e6 (score scales 1 to 1000)",
+    "out, both kl terms and all six gradients within the parity rule against float64 (kernel error at "
+    "most 2x the float32 reference's, over 16 draws); kl >= 0",
+)
 @needs_cpp
 @pytest.mark.parametrize("score_scale", SCORE_SCALES, ids=lambda s: f"s{s:g}")
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
@@ -81,6 +88,12 @@ def test_cpp_float32_parity_at_large_scores(shape, score_scale):
     assert_sample_parity(_draws("cpp", shape, score_scale, torch.float32), torch.float32, "cpp")
 
 
+@reliability.case(
+    "Kernels: extreme values",
+    "cpp float16 / bfloat16 at score scales 1 to 1000",
+    "finite, kl >= 0; the parity rule at scales 1 and 10 (beyond, rounding q, k to 16 bits alone changes "
+    "the float64 answer by O(1))",
+)
 @needs_cpp
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
 @pytest.mark.parametrize("score_scale", SCORE_SCALES, ids=lambda s: f"s{s:g}")
@@ -96,6 +109,11 @@ def test_cpp_16bit_at_large_scores(score_scale, dtype):
         assert_sample_parity(draws, dtype, "cpp")
 
 
+@reliability.case(
+    "Kernels: extreme values",
+    "cpp float64 at score scales 1 to 1000",
+    "as accurate as the float64 reference against an 80-bit long-double evaluation of the same formulas",
+)
 @needs_cpp
 @pytest.mark.skipif(not EXTENDED, reason="numpy long double is not wider than float64 on this platform")
 @pytest.mark.parametrize("score_scale", SCORE_SCALES, ids=lambda s: f"s{s:g}")
@@ -111,6 +129,11 @@ def test_cpp_float64_parity_at_large_scores(shape, score_scale):
     assert_sample_parity(draws, torch.float64, "cpp")
 
 
+@reliability.case(
+    "Kernels: extreme values",
+    "Triton float32 (interpreter) at score scales 1 to 1000",
+    "out, both kl terms and all six gradients within the parity rule; kl >= 0",
+)
 @needs_triton
 @pytest.mark.parametrize("score_scale", SCORE_SCALES, ids=lambda s: f"s{s:g}")
 def test_triton_float32_parity_at_large_scores(score_scale):
@@ -171,6 +194,11 @@ ISSUE_BACKENDS = [
 ]
 
 
+@reliability.case(
+    "Kernels: extreme values",
+    "the issue's case: q, k, v ~ N(0,1), weights 100 and 1e3, mix 0; reference, cpp and Triton",
+    "kl >= 0 and within 1e-5 of float64 (cpp float32 had kl.min = -0.46 at weights 1e3)",
+)
 @pytest.mark.parametrize("backend,dtype", ISSUE_BACKENDS)
 @pytest.mark.parametrize("weight", [100.0, 1e3])
 def test_issue_case_kl_is_nonnegative_and_close_to_float64(backend, dtype, weight):
@@ -206,6 +234,11 @@ def test_issue_case_parity_cpp_float32(weight):
     assert_sample_parity(draws, torch.float32, "cpp")
 
 
+@reliability.case(
+    "Kernels: extreme values",
+    "both maps nearly equal (kl ~ 0, where rounding could push a sum below 0), every backend",
+    "kl in [0, 1e-5)",
+)
 def test_kl_is_nonnegative_where_the_maps_coincide():
     """P^M = P^G up to rounding (S = 1, w = 1 + 1e-7, θ = 0: q̃ ≈ q), where a sum of ± rounding
     errors could land below 0: every backend returns kl ≥ 0 (and ≈ 0)."""
@@ -222,6 +255,11 @@ def test_kl_is_nonnegative_where_the_maps_coincide():
             assert t.min() >= 0 and t.max() < 1e-5, (backend, name, t.min().item(), t.max().item())
 
 
+@reliability.case(
+    "Kernels: extreme values",
+    "float16 / bfloat16 inputs with q, k x 100 to the reference",
+    "finite wherever the kernels are (scores, softmaxes and kl computed in float32 for 16-bit inputs)",
+)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
 def test_reference_16bit_stays_finite_where_the_kernels_do(dtype):
     """Issue 12 item 3: 16-bit q, k × 100 (|score| ~ 1e5 > float16's 65504). The reference forms
@@ -238,6 +276,12 @@ def test_reference_16bit_stays_finite_where_the_kernels_do(dtype):
     assert all(ref[n].dtype == dtype for n in FIELDS) and ref["dq"].dtype == dtype
 
 
+@reliability.case(
+    "Kernels: extreme values",
+    "the CUDA kernels' logic, emulated on the CPU (no GPU here), float32 and float64, score scales 1 to "
+    "1000",
+    "within the parity rule; kl >= 0 (a slow test: scripts/cuda_logic_on_cpu.py)",
+)
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ to build the CUDA kernels' CPU emulation")
 def test_cuda_kernel_logic_at_large_scores():
