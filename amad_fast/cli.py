@@ -2,8 +2,10 @@
 
 Every subcommand has ``--help``. Data arguments take what :func:`amad_fast.data.load_dataset`
 takes (``synthetic[:key=value,...]``, a data directory such as ``../shared/data/SMAP``, a
-``NAME_train.npy``/``NAME_train.csv`` file, or a name under ``--data-root``/``$AMAD_DATA``);
-``score`` also takes a plain ``.npy`` (T, C) or ``.csv`` series file.
+``NAME_train.npy`` file, a ``NAME_train.csv`` file (with ``NAME_test.csv`` beside it, a pair),
+any one ``.csv`` series file (labels optional), or a name under ``--data-root``/``$AMAD_DATA``);
+``score`` also takes a plain ``.npy`` (T, C) series file. Which CSV columns are used and which
+are ignored (index, timestamp, text, labels) is printed as one line.
 """
 from __future__ import annotations
 
@@ -576,15 +578,19 @@ def build_parser() -> argparse.ArgumentParser:
         prog="amad-fast",
         description="AMAD anomaly detection (AutoMask attention) for multivariate time series.",
         epilog="Data sets: 'synthetic[:length=N,channels=C,seed=S,...]', a directory (SMAP .npy layout, "
-               "omi-style CSVs, PSM, SMD, SWaT), a NAME_train.npy/.csv file, or a name under --data-root. "
+               "NAME_train.csv/NAME_test.csv pairs, PSM, SMD, SWaT), a NAME_train.npy file, any one .csv "
+               "series file (my.csv: labels optional), or a name under --data-root. "
                "Run 'amad-fast SUBCOMMAND --help' for the options of each subcommand.",
     )
     sub = p.add_subparsers(dest="command", metavar="SUBCOMMAND")
     sub.required = True
 
     t = sub.add_parser("train", help="train a detector on a data set's training series and save it",
-                       description="Train AMAD on the training part of DATA and save the detector. Under "
-                                   "torchrun the training is data-parallel (gloo on CPU, nccl on CUDA).")
+                       description="Train AMAD on the training part of DATA (a data set, or one .csv file of "
+                                   "normal operation: labels and a test file are optional) and save the "
+                                   "detector. It prints the columns used, the planned work and a time estimate "
+                                   "first. Under torchrun the training is data-parallel (gloo on CPU, nccl on "
+                                   "CUDA).")
     t.add_argument("data", help="data set (see 'amad-fast --help')")
     t.add_argument("--out", "-o", required=True, help="where to write the detector (.pt)")
     _add_data_root(t)

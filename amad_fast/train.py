@@ -475,6 +475,7 @@ class _Progress:
         self.lines = self.on and not sys.stderr.isatty()
         self.total, self.done, self.timed, self.timed_s = total_steps, 0, 0, 0.0
         self.estimated = False
+        self.recent: List[float] = []  # the last 20 step times: what is left is estimated from them
         self.last = time.perf_counter()
 
     def plan(self, text: str) -> None:
@@ -488,6 +489,7 @@ class _Progress:
         if self.done > 1:  # the first step carries one-off costs (allocations, kernel choice)
             self.timed += 1
             self.timed_s += seconds
+            self.recent = (self.recent + [seconds])[-20:]
         if not self.estimated and (self.timed >= ESTIMATE_AFTER_STEPS or self.done == self.total):
             self.estimated = True
             per = self.timed_s / max(self.timed, 1) if self.timed else seconds
@@ -500,7 +502,7 @@ class _Progress:
                           f"{_duration(self._left())} left")
 
     def _left(self) -> float:
-        per = self.timed_s / max(self.timed, 1)
+        per = sum(self.recent) / max(len(self.recent), 1)  # recent steps: the machine's load changes
         return per * max(self.total - self.done, 0)
 
     def epoch_end(self, record: Dict[str, float], epochs: int) -> None:
