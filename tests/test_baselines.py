@@ -220,10 +220,11 @@ def test_thresholds_follow_amad_detectors_rules(rule, series):
 
 
 def test_params_repr_and_validation():
-    det = PCAErrorDetector(variance=0.8, threshold="paper")
-    assert det.get_params() == {"variance": 0.8, "threshold": "paper", "anomaly_ratio": 1.0, "seed": 0,
+    det = PCAErrorDetector(variance=0.8, threshold="train")
+    assert det.get_params() == {"variance": 0.8, "threshold": "train", "anomaly_ratio": 1.0, "seed": 0,
                                 "nan_policy": "interpolate"}
-    assert repr(det) == "PCAErrorDetector(variance=0.8, threshold='paper')"
+    assert repr(det) == "PCAErrorDetector(variance=0.8)"  # 'train' is the default
+    assert repr(PCAErrorDetector(threshold="paper")) == "PCAErrorDetector(threshold='paper')"
     assert repr(NearestNeighborDetector()) == "NearestNeighborDetector()"
     assert NearestNeighborDetector().threshold == "train"  # the default: fixed from the training scores
     with pytest.raises(ValueError, match=r"threshold: expected one of \('paper', 'train', 'pot'\), got 'best'"):
