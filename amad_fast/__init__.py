@@ -4,7 +4,9 @@ Spec: AMAD (Huang & Li, 2025) as read in docs/method.md. The entry points:
 
 - :func:`automask_attention` — functional AutoMask attention, one dispatch point for every backend;
 - :func:`available_backends` — which backends work here, and why the others do not;
-- :class:`AutoMaskAttention` — drop-in for ``nn.MultiheadAttention`` (self-attention).
+- :class:`AutoMaskAttention` — drop-in for ``nn.MultiheadAttention`` (self-attention);
+- :class:`AMADDetector`, :func:`make_detector`, :func:`load_detector` — the detector and the simple
+  baselines by name (imported on first use, so ``import amad_fast`` for the attention alone stays light).
 """
 from ._validation import set_finite_checks
 from .dispatch import BackendStatus, automask_attention, available_backends
@@ -14,7 +16,22 @@ from . import reference
 
 __version__ = "0.1.0"
 
+# the detector side, imported when first asked for (PEP 562)
+_LAZY = {"AMADDetector": "detector", "make_detector": "baselines", "load_detector": "baselines"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
+    "AMADDetector",
+    "make_detector",
+    "load_detector",
     "AutoMaskAttention",
     "AutoMaskResult",
     "BackendStatus",

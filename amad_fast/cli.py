@@ -59,7 +59,7 @@ DETECTOR_HELP: Dict[str, str] = {
     "anomaly_ratio": "anomaly ratio r in percent for the percentile thresholds (SMAP/MSL 1, SMD 0.5, SWaT 0.1)",
     "temperature": "temperature T of the recon_js score",
     "backend": "AutoMask attention backend: auto, reference, triton or cpp",
-    "device": "torch device: cpu, cuda, cuda:N or auto",
+    "device": "torch device: auto (cuda when available, else cpu), cpu, cuda or cuda:N",
     "seed": "random seed (model init, data order, dropout)",
     "checkpoint_dir": "write a resumable training checkpoint (last.pt) here every epoch",
     "resume": "continue training from CHECKPOINT_DIR/last.pt",

@@ -244,7 +244,10 @@ class AMADDetector(DetectorBase):
     synthetic benchmark (experiments/results/score_stride_*.md); ``position_norm="train"`` (each
     window position's error divided by its training mean, so a series' first and last steps score
     like its middle; "none" = raw errors) on the same (experiments/results/position_norm.md).
-    ``anomaly_ratio`` is in percent. ``backend`` goes to every AutoMaskAttention. ``progress``
+    ``anomaly_ratio`` is in percent. ``device="auto"`` (default) trains and scores on CUDA when it
+    is available, else on the CPU (fit's plan line says which); a saved detector loads on any
+    device. After ``fit``: ``decision_scores_`` (the training scores), ``threshold_`` and
+    ``labels_`` as PyOD names them. ``backend`` goes to every AutoMaskAttention. ``progress``
     shows a tqdm bar when stderr is a terminal. ``save``/``load`` round-trip exactly.
     """
 
@@ -278,7 +281,7 @@ class AMADDetector(DetectorBase):
         anomaly_ratio: float = 1.0,
         temperature: float = 50.0,
         backend: str = "auto",
-        device: str = "cpu",
+        device: str = "auto",
         seed: int = 0,
         checkpoint_dir: Optional[str] = None,
         resume: bool = False,

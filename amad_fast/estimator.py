@@ -110,6 +110,25 @@ class DetectorBase:
                 f"outside the training range) or the detector (e.g. a model that diverged)")
         return s
 
+    # -- PyOD's names for what fit leaves ----------------------------------------------------------
+    @property
+    def decision_scores_(self) -> np.ndarray:
+        """The training series' scores (PyOD's name; the same array as ``train_scores_``)."""
+        self._require_fitted_attribute("decision_scores_")
+        return self.train_scores_
+
+    @property
+    def labels_(self) -> np.ndarray:
+        """0/1 (int8) per training step: its score above the threshold (PyOD's name), i.e. what
+        ``predict`` would say of the training series without recomputing its scores."""
+        self._require_fitted_attribute("labels_")
+        return metrics.predict(self.train_scores_, self.threshold_for(self.train_scores_))
+
+    def _require_fitted_attribute(self, name: str) -> None:
+        # an AttributeError, as for any attribute fit has not set yet (hasattr / sklearn's check_is_fitted)
+        if not self.fitted:
+            raise AttributeError(f"{type(self).__name__}.{name} is set by fit(); call fit(X) first")
+
     # -- thresholds -------------------------------------------------------------------------------
     def _fixed_threshold(self) -> Optional[float]:
         if self.threshold == "train":
