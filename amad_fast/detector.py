@@ -52,7 +52,7 @@ from .model import AMAD
 from .files import FileFormatError, read_file, write_file
 from .train import TrainConfig, progress_line, train_model, validation_segments
 
-__all__ = ["AMADDetector", "score_series", "step_terms", "combine_terms", "channel_error_scale", "smooth_scores",
+__all__ = ["AMADDetector", "StreamScorer", "causal_step_terms", "trailing_mean", "score_series", "step_terms", "combine_terms", "channel_error_scale", "smooth_scores",
            "position_error_profile", "SCORES", "POSITION_NORMS",
            "THRESHOLDS", "ERROR_NORMS"]
 
@@ -72,6 +72,28 @@ def _resolve_device(device: Any) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: expected an available device, got {device!r} but CUDA is not available")
     return dev
+
+
+def _window_terms(model: AMAD, x: torch.Tensor, temperature: float,
+                  pos: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per window of x (B, L, C): the squared error (B, L, C) (divided by the position profile
+    ``pos`` (L,) when given) and the recon_js weight (B, L), softmax over positions of −T·js̄."""
+    res = model(x, need_branches=False)
+    e = (x - res.recon).double() ** 2
+    if pos is not None:
+        e = e / pos[None, :, None]
+    js = res.js.mean(dim=(0, 2))  # mean over blocks and heads → (B, L)
+    return e, torch.softmax(-float(temperature) * js, dim=-1).double()
+
+
+def _position_tensor(position_scale: Optional[np.ndarray], L: int, device: torch.device) -> Optional[torch.Tensor]:
+    if position_scale is None:
+        return None
+    pos = torch.as_tensor(np.asarray(position_scale, dtype=np.float64), device=device)
+    if pos.shape != (L,) or not bool(torch.isfinite(pos).all() and (pos > 0).all()):
+        raise ValueError(f"position_scale: expected {L} finite positive values (one per window position), "
+                         f"got shape {tuple(pos.shape)}")
+    return pos
 
 
 @torch.no_grad()
@@ -107,25 +129,14 @@ def step_terms(model: AMAD, series: np.ndarray, temperature: float = 50.0, batch
     weight = torch.zeros(T, dtype=torch.float64, device=data.device)
     count = torch.zeros(T, dtype=torch.float64, device=data.device)
     offsets = torch.arange(L, device=data.device)
-    pos = None
-    if position_scale is not None:
-        pos = torch.as_tensor(np.asarray(position_scale, dtype=np.float64), device=data.device)
-        if pos.shape != (L,) or not bool(torch.isfinite(pos).all() and (pos > 0).all()):
-            raise ValueError(f"position_scale: expected {L} finite positive values (one per window position), "
-                             f"got shape {tuple(pos.shape)}")
+    pos = _position_tensor(position_scale, L, data.device)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(starts), desc="scoring windows", unit="win", leave=False, dynamic_ncols=True,
                disable=not (progress and sys.stderr.isatty()))
     for i in range(0, len(starts), batch_size):
         idx = torch.as_tensor(starts[i : i + batch_size], device=data.device)[:, None] + offsets  # (B, L)
-        x = data[idx]  # (B, L, C)
-        res = model(x, need_branches=False)
-        e = (x - res.recon).double() ** 2
-        if pos is not None:
-            e = e / pos[None, :, None]
-        js = res.js.mean(dim=(0, 2))  # mean over blocks and heads → (B, L)
-        w = torch.softmax(-float(temperature) * js, dim=-1).double()
+        e, w = _window_terms(model, data[idx], temperature, pos)
         is_tail = torch.arange(i, i + idx.shape[0], device=data.device)[:, None] >= n_regular
         keep = (~is_tail | (idx >= regular_end)).reshape(-1).double()  # the tail adds uncovered steps only
         flat = idx.reshape(-1)
@@ -194,6 +205,46 @@ def smooth_scores(scores: np.ndarray, width: int) -> np.ndarray:
     lo = np.clip(i - (width - 1) // 2, 0, len(s))
     hi = np.clip(i + width // 2 + 1, 0, len(s))
     return (c[hi] - c[lo]) / (hi - lo)
+
+
+def trailing_mean(scores: np.ndarray, width: int) -> np.ndarray:
+    """Causal moving average: step t gets the mean of steps max(0, t − width + 1) … t (the first
+    steps average over those that exist). width 1 = identity."""
+    s = np.asarray(scores, dtype=np.float64)
+    if width <= 1:
+        return s
+    c = np.concatenate(([0.0], np.cumsum(s)))
+    i = np.arange(len(s))
+    lo = np.maximum(i - width + 1, 0)
+    return (c[i + 1] - c[lo]) / (i + 1 - lo)
+
+
+@torch.no_grad()
+def causal_step_terms(model: AMAD, series: np.ndarray, temperature: float = 50.0, batch_size: int = 128,
+                      position_scale: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`step_terms` as a live monitor can compute them: step t ≥ L − 1 from the one window
+    that ends at it (its last position), so nothing after t is used; the first L − 1 steps from the
+    first window (positions 0 … L − 2), known once L steps have arrived. (T, C) and (T,), float64."""
+    L = model.window_size
+    T, C = series.shape
+    if T < L:
+        raise ValueError(f"X: expected at least window_size={L} time steps to score, got {T}")
+    param = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    data = torch.as_tensor(series, dtype=param.dtype, device=param.device)
+    pos = _position_tensor(position_scale, L, data.device)
+    offsets = torch.arange(L, device=data.device)
+    err = torch.empty(T, C, dtype=torch.float64, device=data.device)
+    weight = torch.empty(T, dtype=torch.float64, device=data.device)
+    for s0 in range(0, T - L + 1, batch_size):
+        starts = torch.arange(s0, min(s0 + batch_size, T - L + 1), device=data.device)
+        e, w = _window_terms(model, data[starts[:, None] + offsets], temperature, pos)
+        err[starts + L - 1], weight[starts + L - 1] = e[:, -1], w[:, -1]
+        if s0 == 0:
+            err[: L - 1], weight[: L - 1] = e[0, :-1], w[0, :-1]
+    model.train(was_training)
+    return err.cpu().numpy(), weight.cpu().numpy()
 
 
 def score_series(model: AMAD, series: np.ndarray, score: str = "recon_js", temperature: float = 50.0,
@@ -422,17 +473,21 @@ class AMADDetector(DetectorBase):
         """Scores from :meth:`score_terms` output under this detector's ``score``, ``smooth`` and
         ``error_norm``, or the ones given here (``smooth`` 1 = per step)."""
         score = self.score if score is None else score
-        error_norm = self.error_norm if error_norm is None else error_norm
         width = self.resolved_smooth() if smooth is None else int(smooth)
+        scale = self._channel_scale(self.error_norm if error_norm is None else error_norm)
+        return smooth_scores(combine_terms(err, weight, score, scale), width)
+
+    def _channel_scale(self, error_norm: str) -> Optional[np.ndarray]:
+        """The per-channel error divisor of ``error_norm`` (None for "none")."""
         if error_norm not in ERROR_NORMS:
             raise ValueError(f"error_norm: expected one of {ERROR_NORMS}, got {error_norm!r}")
-        scale = None
-        if error_norm == "channel":
-            scale = getattr(self, "error_scale_", None)
-            if scale is None:
-                raise RuntimeError("error_norm='channel' needs the error scale measured at fit time; "
-                                   "this detector was fitted with error_norm='none': refit it")
-        return smooth_scores(combine_terms(err, weight, score, scale), width)
+        if error_norm == "none":
+            return None
+        scale = getattr(self, "error_scale_", None)
+        if scale is None:
+            raise RuntimeError("error_norm='channel' needs the error scale measured at fit time; "
+                               "this detector was fitted with error_norm='none': refit it")
+        return scale
 
     def _standardise(self, X: Any) -> np.ndarray:
         self._require_fitted()
@@ -441,13 +496,30 @@ class AMADDetector(DetectorBase):
             raise ValueError(f"X: expected at least window_size={self.window_size} time steps, got {A.shape[0]}")
         return self.standardizer_.transform(A, name="X", nan_policy=self.nan_policy)
 
-    def decision_function(self, X: Any) -> np.ndarray:
+    def decision_function(self, X: Any, causal: bool = False) -> np.ndarray:
         """Anomaly score per time step of X (T, C), float64 (T,); higher = more anomalous. Never
         NaN/Inf: non-finite inputs follow ``nan_policy``, values beyond ``Z_LIMIT`` training
         standard deviations are clipped (with a warning) or refused, and a score the model still
-        could not compute finitely is a FloatingPointError (:meth:`DetectorBase._finite_scores`)."""
+        could not compute finitely is a FloatingPointError (:meth:`DetectorBase._finite_scores`).
+
+        ``causal=True`` scores as a live monitor can: step t from the one window that ends at t
+        (the first L − 1 steps from the first window) and smoothed over the ``smooth`` steps up to
+        t, so no step's score uses anything after it (:func:`causal_step_terms`). These are the
+        numbers :meth:`stream` gives; the default, centred scoring is what the benchmarks measure."""
         Z = self._standardise(X)
-        return self._finite_scores(self._combine(*self._step_terms(Z)))
+        if not causal:
+            return self._finite_scores(self._combine(*self._step_terms(Z)))
+        err, weight = causal_step_terms(self.model_, Z, self.temperature, self.score_batch_size,
+                                        self._position_scale())
+        raw = combine_terms(err, weight, self.score, self._channel_scale(self.error_norm))
+        return self._finite_scores(trailing_mean(raw, self.resolved_smooth()))
+
+    def stream(self) -> "StreamScorer":
+        """A scorer for a series that arrives a few rows at a time (:class:`StreamScorer`): its
+        ``update(rows)`` returns the scores of the steps those rows make computable, the same
+        numbers as ``decision_function(whole series, causal=True)``, in O(window) memory."""
+        self._require_fitted()
+        return StreamScorer(self)
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: str) -> None:
@@ -548,3 +620,84 @@ class AMADDetector(DetectorBase):
         det.best_epoch_ = state["best_epoch"]
         det.fit_checkpoint_dir_ = fit_checkpoint_dir
         return det
+
+
+class StreamScorer:
+    """Live scoring of one series with a fitted :class:`AMADDetector` (``det.stream()``).
+
+    ``update(x)`` takes one row (C,) or several (n, C) in time order and returns, as float64, the
+    scores of the steps that became computable: nothing until ``window_size`` rows have arrived,
+    then the first ``window_size`` scores at once, then one score per row. The numbers are
+    ``det.decision_function(series, causal=True)``'s (step t from the window ending at t, the
+    score smoothed over the steps up to t). Memory is O(window_size + smooth) whatever the length
+    of the stream. Compare scores with ``det.threshold_`` (the "train" and "pot" rules fix it at
+    fit time; "paper" needs the whole scored series and has no streaming threshold).
+    A row with NaN/Inf is refused (a stream cannot interpolate from steps that have not arrived);
+    rows far outside the training range are clipped as in ``decision_function``.
+    """
+
+    def __init__(self, detector: AMADDetector) -> None:
+        from collections import deque
+
+        self.detector = detector
+        L = detector.window_size
+        param = next(detector.model_.parameters())
+        self._dtype, self._device = param.dtype, param.device
+        self._pos = _position_tensor(detector._position_scale(), L, param.device)
+        self._scale = detector._channel_scale(detector.error_norm)
+        self._rows: "deque[np.ndarray]" = deque(maxlen=L)  # the last L standardised rows
+        self._recent = deque(maxlen=detector.resolved_smooth())  # the last raw scores, for the smoothing
+        self.n_seen = 0  # rows received
+        self.n_scored = 0  # scores returned
+
+    def update(self, x: Any) -> np.ndarray:
+        """Add rows x, (C,) or (n, C); return the scores of the steps they make computable."""
+        det = self.detector
+        A = np.asarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x)
+        if A.ndim == 1:
+            A = A[None, :]
+        C = det.n_channels_
+        if A.ndim != 2 or A.shape[1] != C or not np.issubdtype(A.dtype, np.number) or np.iscomplexobj(A):
+            raise ValueError(f"x: expected one row of {C} numbers or an (n, {C}) array of them, got "
+                             f"{'dtype ' + str(A.dtype) if not np.issubdtype(A.dtype, np.number) else 'shape ' + str(A.shape)}")
+        A = A.astype(np.float64)
+        bad = ~np.isfinite(A)
+        if bad.any():
+            r, c = (int(v) for v in np.argwhere(bad)[0])
+            raise ValueError(f"x: expected finite values, got {A[r, c]} at row {r} of this update (stream step "
+                             f"{self.n_seen + r}), channel {c}: a stream cannot interpolate from steps that have "
+                             f"not arrived; fill the value (e.g. repeat the last one) before update")
+        if A.shape[0] == 0:
+            return np.empty(0)
+        Z = det.standardizer_.transform(A, name="x", nan_policy=det.nan_policy)
+        L = det.window_size
+        windows, first = [], False
+        for row in Z:
+            self._rows.append(row)
+            self.n_seen += 1
+            if self.n_seen >= L:
+                first = first or self.n_seen == L
+                windows.append(np.stack(self._rows))
+        if not windows:
+            return np.empty(0)
+        model = det.model_
+        was_training = model.training
+        model.eval()
+        errs, weights = [], []
+        with torch.no_grad():
+            for i in range(0, len(windows), det.score_batch_size):
+                xb = torch.as_tensor(np.stack(windows[i : i + det.score_batch_size]), dtype=self._dtype,
+                                     device=self._device)
+                e, w = _window_terms(model, xb, det.temperature, self._pos)
+                if i == 0 and first:  # the first window also scores its first L - 1 steps
+                    errs.append(e[0, :-1]), weights.append(w[0, :-1])
+                errs.append(e[:, -1]), weights.append(w[:, -1])
+        model.train(was_training)
+        raw = combine_terms(torch.cat(errs).cpu().numpy(), torch.cat(weights).cpu().numpy(), det.score, self._scale)
+        out = np.empty(len(raw))
+        for i, r in enumerate(raw):
+            self._recent.append(float(r))
+            out[i] = sum(self._recent) / len(self._recent)
+        self.n_scored += len(out)
+        return det._finite_scores(out, "the stream")
+
