@@ -390,6 +390,92 @@ def cmd_score(args) -> int:
     return 0
 
 
+def _lines(source, follow: bool, poll_s: float = 0.2):
+    """The lines of ``source`` as they arrive; with ``follow`` a file's end is not the end: wait
+    for more (like ``tail -f``) until interrupted."""
+    while True:
+        line = source.readline()
+        if line:
+            yield line
+        elif follow:
+            time.sleep(poll_s)
+        else:
+            return
+
+
+def cmd_watch(args) -> int:
+    """Score rows as they arrive (CSV on stdin or a growing file) with a saved AMAD detector."""
+    from .detector import AMADDetector
+
+    det = AMADDetector.load(args.detector, device=args.device, backend=args.backend)
+    if args.threshold_value is not None:
+        threshold = float(args.threshold_value)
+    elif det.threshold == "paper":
+        raise ValueError("--threshold-value: expected a number: the detector's threshold rule 'paper' needs the "
+                         "whole scored series, which a stream never has (give --threshold-value, or train with "
+                         "--threshold train)")
+    else:
+        threshold = float(det.threshold_)
+    if args.follow and args.input == "-":
+        raise ValueError("--follow: expected a file to follow with --input FILE, got standard input (which is "
+                         "followed anyway until it ends)")
+    source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8", newline="")
+    where = "<stdin>" if args.input == "-" else args.input
+    C = det.n_channels_
+    live = det.stream()
+    out = sys.stdout
+    skipped = alarms = 0
+    interrupted = False
+    seen_data = False
+
+    def skip(lineno: int, why: str) -> None:
+        nonlocal skipped
+        skipped += 1
+        print(f"amad-fast watch: {where} line {lineno}: {why}; skipped", file=sys.stderr, flush=True)
+
+    print(f"step,score,alarm  # threshold {threshold:.6g} ({'given' if args.threshold_value is not None else det.threshold}), "
+          f"{C} channels, first scores after {det.window_size} rows", file=out, flush=True)
+    try:
+        for lineno, line in enumerate(_lines(source, args.follow), 1):
+            text = line.strip()
+            if not text:
+                continue
+            fields = next(csv.reader([text]))
+            try:
+                row = np.array([float(f) for f in fields], dtype=np.float64)
+            except ValueError:
+                if not seen_data and lineno == 1:  # a header line
+                    continue
+                skip(lineno, f"expected {C} numbers, got {text[:80]!r}")
+                continue
+            seen_data = True
+            if row.shape[0] != C:
+                skip(lineno, f"expected {C} numbers, got {row.shape[0]}")
+                continue
+            if not np.isfinite(row).all():
+                skip(lineno, "expected finite numbers, got NaN/Inf (a stream cannot interpolate a missing value)")
+                continue
+            scores = live.update(row)
+            first = live.n_scored - len(scores)
+            for i, score in enumerate(scores):
+                alarm = int(score > threshold)
+                alarms += alarm
+                out.write(f"{first + i},{score:.6g},{alarm}\n")
+            if len(scores):
+                out.flush()
+    except KeyboardInterrupt:
+        interrupted = True
+    except BrokenPipeError:  # the reader went away (e.g. `| head`): stop quietly
+        sys.stderr.close()
+        return 0
+    finally:
+        if source is not sys.stdin:
+            source.close()
+    print(f"amad-fast watch: {live.n_seen} rows, {live.n_scored} scored, {alarms} alarms, {skipped} lines skipped"
+          + (" (interrupted)" if interrupted else ""), file=sys.stderr, flush=True)
+    return 130 if interrupted else 0
+
+
 def cmd_evaluate(args) -> int:
     from .data import check_labels
 
@@ -553,6 +639,7 @@ def cmd_env(args) -> int:
                      f"{torch.cuda.device_count()} device(s))")
     else:
         lines.append(f"device cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads); CUDA not available")
+    lines.append(f"detectors: device='auto' (the default) runs on {'cuda' if torch.cuda.is_available() else 'cpu'}")
     err = extension_error()
     lines.append("extension amad_fast._C: " + (f"not loaded ({err})" if err else f"loaded, built for {build_info()}"))
     lines.append("backends (priority order):")
@@ -657,6 +744,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recompute entities already stored in OUT instead of keeping them")
     _add_data_root(m)
     m.set_defaults(func=cmd_benchmark)
+
+    w = sub.add_parser("watch", help="score rows as they arrive (CSV on stdin or a growing file) and print alarms",
+                       description="Read rows of C comma-separated numbers (a header line is skipped) from standard "
+                                   "input or --input FILE, score each with a saved AMAD detector as soon as it is "
+                                   "computable (nothing for the first window_size - 1 rows; the numbers of "
+                                   "decision_function(X, causal=True)) and print 'step,score,alarm' per row, flushed "
+                                   "at once. A malformed line is reported on stderr and skipped; the run ends at the "
+                                   "end of input (status 0) or on Ctrl-C (status 130), with a summary on stderr.")
+    w.add_argument("detector", help="AMAD detector file written by 'amad-fast train'")
+    w.add_argument("--input", "-i", default="-", help="CSV file to read (default: standard input)")
+    w.add_argument("--follow", "-f", action="store_true",
+                   help="keep reading --input as it grows (like tail -f) until Ctrl-C")
+    w.add_argument("--threshold-value", type=float, default=None,
+                   help="alarm above this score (default: the detector's threshold fixed at fit time)")
+    w.add_argument("--device", default=None, help="override the stored device")
+    w.add_argument("--backend", default=None, help="override the stored attention backend")
+    w.set_defaults(func=cmd_watch)
 
     v = sub.add_parser("env", help="versions, device, backends and extension build info",
                        description="Print what this installation runs on: the amad_fast, Python, torch and triton "
