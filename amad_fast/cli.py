@@ -433,8 +433,10 @@ def cmd_watch(args) -> int:
         skipped += 1
         print(f"amad-fast watch: {where} line {lineno}: {why}; skipped", file=sys.stderr, flush=True)
 
-    print(f"step,score,alarm  # threshold {threshold:.6g} ({'given' if args.threshold_value is not None else det.threshold}), "
-          f"{C} channels, first scores after {det.window_size} rows", file=out, flush=True)
+    print(f"amad-fast watch: threshold {threshold:.6g} "
+          f"({'given' if args.threshold_value is not None else det.threshold}), {C} channels, first scores after "
+          f"{det.window_size} rows", file=sys.stderr, flush=True)
+    print("step,score,alarm", file=out, flush=True)  # a plain CSV header: stdout is data only
     try:
         for lineno, line in enumerate(_lines(source, args.follow), 1):
             text = line.strip()

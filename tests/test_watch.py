@@ -33,7 +33,7 @@ def _csv(rows):
 
 def _parse(out):
     lines = out.strip().splitlines()
-    assert lines[0].startswith("step,score,alarm")
+    assert lines[0] == "step,score,alarm"
     return np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
 
 
