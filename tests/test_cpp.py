@@ -4,7 +4,6 @@ reference's own error in that dtype, any strides, thread-count independence, eve
 variant, opcheck, and input errors raised before any kernel runs."""
 from __future__ import annotations
 
-import math
 import os
 
 import pytest
@@ -12,7 +11,7 @@ import torch
 
 import amad_fast
 from amad_fast import automask_attention
-from amad_fast.reference import default_freqs
+from parity import FIELDS, GRADS, NATURAL_SCALE, make_inputs, rel_err, run  # the shared input factory and runner
 
 _STATUS = amad_fast.available_backends()["cpp"]
 if not _STATUS.available:
@@ -21,52 +20,6 @@ if not _STATUS.available:
     raise RuntimeError(f"cpp backend unavailable ({_STATUS.reason}); build it or set AMAD_FAST_SKIP_EXTENSION=1")
 
 OPS = torch.ops.amad_fast
-FIELDS = ("out", "kl_local", "kl_global", "out_local", "out_global")
-GRADS = ("dq", "dk", "dv", "dfreqs", "dweights", "dmix")
-
-
-def make_inputs(B, H, L, D, S, seed=0, score_scale=1.0):
-    """float64 inputs with non-trivial modulation parameters (not the symmetric initialisation)."""
-    g = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape):
-        return torch.randn(*shape, generator=g, dtype=torch.float64)
-
-    q, k, v = rnd(B, H, L, D) * score_scale, rnd(B, H, L, D), rnd(B, H, L, D)
-    freqs = default_freqs(H, S, D // 2).double() * (1 + 0.3 * rnd(H, S, D // 2))
-    weights = 1.0 / S + 0.5 * rnd(H, S)
-    mix = rnd(H)
-    return [q, k, v, freqs, weights, mix]
-
-
-def run(backend, inputs, dtype=None, param_dtype=None, seed=1, need_kl_grad=True, device="cpu"):
-    """Outputs and the six gradients (on the CPU) under fixed random cotangents on all five outputs."""
-    dtype = dtype or inputs[0].dtype
-    param_dtype = param_dtype or dtype
-    xs = [x.detach().to(device, dtype if i < 3 else param_dtype).requires_grad_() for i, x in enumerate(inputs)]
-    r = automask_attention(*xs, need_divergence=True, need_branches=True, backend=backend)
-    g = torch.Generator().manual_seed(seed)
-    loss = 0
-    for name, t in zip(FIELDS, r):
-        if name.startswith("kl") and not need_kl_grad:
-            continue
-        cot = torch.randn(t.shape, generator=g, dtype=torch.float64).to(device)
-        loss = loss + (t.double() * cot).sum()
-    loss.backward()
-    res = {name: t.detach().cpu() for name, t in zip(FIELDS, r)}
-    res.update({name: x.grad.cpu() for name, x in zip(GRADS, xs)})
-    return res
-
-
-def rel_err(a, b, natural_scale=0.0):
-    """max |a − b| / max(max |b|, natural_scale) in float64."""
-    a, b = a.double(), b.double()
-    return ((a - b).abs().max() / b.abs().max().clamp_min(max(natural_scale, 1e-300))).item()
-
-
-# The kl terms are sums of O(1) terms p·(log P − log M) whose result may be small (≤ ln 2 always):
-# their rounding error is absolute, on the scale of ln 2, not of the (possibly tiny) kl itself.
-NATURAL_SCALE = {"kl_local": math.log(2.0), "kl_global": math.log(2.0)}
 
 
 # A covering subset of L ∈ {1, 37, 100, 300, 1000}, D ∈ {8, 16, 32, 64, 128}, S ∈ {1, 4, 8}, plus
@@ -93,7 +46,7 @@ def test_float64_parity(shape):
 
 def test_float64_parity_when_probabilities_underflow():
     """Scores of magnitude ~1e3: most probabilities underflow to 0; kl and grads stay finite and exact."""
-    inputs = make_inputs(1, 2, 64, 16, 2, score_scale=40.0)
+    inputs = make_inputs(1, 2, 64, 16, 2, q_scale=40.0)
     ref, cpp = run("reference", inputs), run("cpp", inputs)
     for name in FIELDS + GRADS:
         assert torch.isfinite(cpp[name]).all(), name
