@@ -87,7 +87,7 @@ import torch
 from .data import Standardizer, check_series
 from .detector import FORMAT as AMAD_FORMAT
 from .estimator import DetectorBase
-from .files import FileFormatError, read_file, write_file
+from .files import content_must_fit, read_file, write_file
 
 __all__ = [
     "PointScoreDetector",
@@ -359,13 +359,8 @@ class PointScoreDetector(DetectorBase):
 
     @classmethod
     def _from_state(cls, state: Dict[str, Any], path: str) -> "PointScoreDetector":
-        try:
+        with content_must_fit(path, "detector file", "a baseline detector"):
             return cls._build_from_state(state, path)
-        except FileFormatError:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
-            raise FileFormatError(f"{path}: not a valid detector file: its content does not fit a baseline detector "
-                                  f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
 
     @classmethod
     def _build_from_state(cls, state: Dict[str, Any], path: str) -> "PointScoreDetector":

@@ -49,7 +49,7 @@ import torch
 from .data import BINARY_SCALINGS, Standardizer, check_series, window_starts
 from .estimator import THRESHOLDS, DetectorBase
 from .model import AMAD
-from .files import FileFormatError, read_file, write_file
+from .files import FileFormatError, content_must_fit, read_file, write_file
 from .train import TrainConfig, progress_line, train_model, validation_segments
 
 __all__ = ["AMADDetector", "StreamScorer", "causal_step_terms", "trailing_mean", "score_series", "step_terms", "combine_terms", "channel_error_scale", "smooth_scores",
@@ -562,13 +562,8 @@ class AMADDetector(DetectorBase):
     def _from_file_state(cls, state: dict, p: str, device: Optional[str] = None,
                          backend: Optional[str] = None) -> "AMADDetector":
         """The detector of a file's checked content (``read_file``); damage is a FileFormatError naming ``p``."""
-        try:
+        with content_must_fit(p, "detector file", "an AMAD detector"):
             return cls._from_state(state, p, device, backend)
-        except FileFormatError:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
-            raise FileFormatError(f"{p}: not a valid detector file: its content does not fit an AMAD detector "
-                                  f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
 
     @classmethod
     def _from_state(cls, state: dict, p: str, device: Optional[str], backend: Optional[str]) -> "AMADDetector":

@@ -29,6 +29,7 @@ gone (with a warning), and :class:`DirectoryLock` removes every one in the direc
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -56,6 +57,7 @@ __all__ = [
     "to_plain",
     "check_writable_file",
     "check_writable_dir",
+    "content_must_fit",
     "remove_stale_tmp_files",
     "META_KEYS",
 ]
@@ -369,6 +371,21 @@ def verify_checksum(state: Dict[str, Any], path: str, noun: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # Output locations
 # ---------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def content_must_fit(path: str, noun: str, what: str):
+    """Around the code that builds an object from a checked file's content: an error that the
+    content causes there (a missing key, a wrong type or shape) becomes one
+    :class:`FileFormatError` "PATH: not a valid NOUN: its content does not fit WHAT (Type: first
+    line)", the way read_file reports a damaged file. FileFormatErrors pass through unchanged."""
+    try:
+        yield
+    except FileFormatError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
+        raise FileFormatError(f"{path}: not a valid {noun}: its content does not fit {what} "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+
+
 def check_writable_dir(directory: Any, what: str) -> None:
     """Raise a ValueError naming ``what`` unless files can be created in ``directory``: the
     directory itself when it exists, else its nearest existing ancestor (where it would be

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .files import DirectoryLock, FileFormatError, check_writable_dir, read_file, save_atomic, write_file
+from .files import DirectoryLock, check_writable_dir, content_must_fit, read_file, save_atomic, write_file
 from .model import AMAD, AMADOutput
 
 __all__ = [
@@ -606,7 +606,7 @@ def _train(model: AMAD, series_np: np.ndarray, series_t: Tensor, cfg: TrainConfi
     if cfg.resume and ckpt_path and os.path.exists(ckpt_path):
         ck = load_checkpoint(ckpt_path)
         _check_resumable(ck, cfg, model, fingerprint, ckpt_path)
-        try:
+        with content_must_fit(ckpt_path, "checkpoint", "this model and trainer"):
             model.load_state_dict(ck["model"])
             optimizer.load_state_dict(ck["optimizer"])
             start_epoch, start_step, global_step = ck["epoch"], ck["step"], ck["global_step"]
@@ -616,9 +616,6 @@ def _train(model: AMAD, series_np: np.ndarray, series_t: Tensor, cfg: TrainConfi
             result.stopped_early = es.get("stopped", False)
             result.resumed_from = global_step
             _set_rng_state(ck["rng"])
-        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
-            raise FileFormatError(f"{ckpt_path}: not a valid checkpoint: its content does not fit this model and "
-                                  f"trainer ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
     elif cfg.resume and ckpt_path and rank == 0:
         warnings.warn(f"resume: no checkpoint at {ckpt_path} yet; training from the start", RuntimeWarning, stacklevel=3)
 
