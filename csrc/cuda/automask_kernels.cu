@@ -289,16 +289,22 @@ __global__ void __launch_bounds__(kThreads)
   T hiA, loA, hiG, loG;
   split_lse(lse_local[row], hiA, loA);
   split_lse(lse_global[row], hiG, loG);
-  // pass 1: δ = Σ_j P_j X_j / Σ_j P_j per map
-  T pxA = T(0), pA = T(0), pxG = T(0), pG = T(0);
-  for (int64_t j = t; j < L; j += kThreads) {
-    T a, g, pa, pg, xa = T(0), xg = T(0);
+  // key j of this row: both maps' P and X (dP plus the divergences' part), recomputed in each pass
+  auto key_terms = [&](int64_t j, T& pa, T& pg, T& xa, T& xg) {
+    T a, g;
+    xa = T(0), xg = T(0);
     scores(qr, qg, kb + j * D, ch + j * P, sh + j * P, P, a, g);
     for (int d = 0; d < D; ++d) {
       xa += dOM[d] * vb[j * D + d];
       xg += dOG[d] * vb[j * D + d];
     }
     probs_and_x(a, g, hiA, loA, hiG, loG, gkA, gkG, kl_grad, pa, pg, xa, xg);
+  };
+  // pass 1: δ = Σ_j P_j X_j / Σ_j P_j per map
+  T pxA = T(0), pA = T(0), pxG = T(0), pG = T(0);
+  for (int64_t j = t; j < L; j += kThreads) {
+    T pa, pg, xa, xg;
+    key_terms(j, pa, pg, xa, xg);
     pxA += pa * xa;
     pA += pa;
     pxG += pg * xg;
@@ -318,13 +324,8 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t j = j0 + t;
     T dA = T(0), dG = T(0);
     if (j < L) {
-      T a, g, pa, pg, xa = T(0), xg = T(0);
-      scores(qr, qg, kb + j * D, ch + j * P, sh + j * P, P, a, g);
-      for (int d = 0; d < D; ++d) {
-        xa += dOM[d] * vb[j * D + d];
-        xg += dOG[d] * vb[j * D + d];
-      }
-      probs_and_x(a, g, hiA, loA, hiG, loG, gkA, gkG, kl_grad, pa, pg, xa, xg);
+      T pa, pg, xa, xg;
+      key_terms(j, pa, pg, xa, xg);
       dA = pa * invA * (xa - delA);
       dG = pg * invG * (xg - delG);
     }
