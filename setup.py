@@ -12,7 +12,7 @@ import glob
 import os
 import sys
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -75,7 +75,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     # kernels/ (Triton sources) installs as amad_fast.kernels
-    packages=["amad_fast", "amad_fast.backends", "amad_fast.kernels"],
+    packages=find_packages(include=["amad_fast", "amad_fast.*"], exclude=["amad_fast.kernels"]) + ["amad_fast.kernels"],
     package_dir={"amad_fast.kernels": "kernels"},
     install_requires=["torch>=2.4", "numpy>=1.22", "tqdm>=4.60", "matplotlib>=3.5"],
     extras_require={

@@ -8,16 +8,19 @@ Spec: AMAD (Huang & Li, 2025) as read in docs/method.md. The entry points:
 - :class:`AMADDetector`, :func:`make_detector`, :func:`load_detector` — the detector and the simple
   baselines by name (imported on first use, so ``import amad_fast`` for the attention alone stays light).
 """
-from ._validation import set_finite_checks
-from .dispatch import BackendStatus, automask_attention, available_backends
-from .modules import AutoMaskAttention
-from .types import AutoMaskResult
-from . import reference
+from amad_fast.attention import (
+    AutoMaskAttention,
+    AutoMaskResult,
+    BackendStatus,
+    automask_attention,
+    available_backends,
+    set_finite_checks,
+)
 
 __version__ = "0.1.0"
 
 # the detector side, imported when first asked for (PEP 562)
-_LAZY = {"AMADDetector": "detector", "make_detector": "baselines", "load_detector": "baselines"}
+_LAZY = {"AMADDetector": "detection.detector", "make_detector": "detection.baselines", "load_detector": "detection.baselines"}
 
 
 def __getattr__(name):
@@ -37,7 +40,6 @@ __all__ = [
     "BackendStatus",
     "automask_attention",
     "available_backends",
-    "reference",
     "set_finite_checks",
     "__version__",
 ]

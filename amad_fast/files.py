@@ -77,7 +77,7 @@ class DirectoryInUseError(RuntimeError):
 
 
 def _package_version() -> str:
-    from . import __version__
+    from amad_fast import __version__
 
     return __version__
 

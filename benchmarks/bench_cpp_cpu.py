@@ -34,8 +34,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import amad_fast  # noqa: E402
-from amad_fast.bench import time_interleaved  # noqa: E402
-from amad_fast.reference import default_freqs  # noqa: E402
+from amad_fast.bench.timing import time_interleaved  # noqa: E402
+from amad_fast.attention.reference import default_freqs  # noqa: E402
 
 
 def make_inputs(B, H, L, D, S, dtype=torch.float32, requires_grad=True, seed=0):
@@ -78,7 +78,7 @@ def page_faults_per_call(fn, calls=5):
 
 def timed(fns, repeats):
     """Min and median wall time (ms) of one call of each callable, calls interleaved round-robin
-    (amad_fast.bench.time_interleaved, one call per sample, exactly `repeats` rounds), and the
+    (amad_fast.bench.timing.time_interleaved, one call per sample, exactly `repeats` rounds), and the
     page faults per call."""
     stats, errors = time_interleaved(
         fns, torch.device("cpu"), warmup=2, repeats=repeats, min_sample_s=0.0, budget_s=float("inf")

@@ -7,10 +7,10 @@ import os
 import sys
 
 try:
-    from amad_fast.bench import main
+    from amad_fast.bench.command import main
 except ImportError:  # run from a source checkout that is not installed: use the tree beside this file
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from amad_fast.bench import main
+    from amad_fast.bench.command import main
 
 if __name__ == "__main__":
     sys.exit(main(["--parts", "e2e", *sys.argv[1:]]))

@@ -20,7 +20,7 @@ except ImportError:  # a source checkout that is not installed: use the tree bes
 import torch  # noqa: E402
 
 from amad_fast import AMADDetector  # noqa: E402
-from amad_fast.bench import machine_info, machine_slug  # noqa: E402
+from amad_fast.bench.timing import machine_info, machine_slug  # noqa: E402
 from amad_fast.data import make_synthetic  # noqa: E402
 
 

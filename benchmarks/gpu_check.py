@@ -73,7 +73,7 @@ except ImportError:  # a source checkout that is not installed (dry run): use th
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import amad_fast  # noqa: E402
 from amad_fast import bench  # noqa: E402
-from amad_fast.reference import automask_attention_reference, default_freqs  # noqa: E402
+from amad_fast.attention.reference import automask_attention_reference, default_freqs  # noqa: E402
 
 if ARGS.dry_run:
     DEVICE = torch.device("cpu")
@@ -354,8 +354,8 @@ def part_timing(backends) -> dict:
 
 def backend_reason(name: str, shape) -> str:
     """Why backend ``name`` cannot take inputs of ``shape`` here ("" when it can)."""
-    from amad_fast._validation import check_inputs
-    from amad_fast.dispatch import BACKENDS
+    from amad_fast.attention.validation import check_inputs
+    from amad_fast.attention.dispatch import BACKENDS
 
     if name not in BACKENDS:
         return f"unknown backend {name!r}"

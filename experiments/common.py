@@ -15,8 +15,11 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from amad_fast import metrics  # noqa: E402
+
+from amad_fast.detection import thresholds  # noqa: E402
 from amad_fast.data import SeriesSplit, Standardizer, load_dataset, make_synthetic  # noqa: E402
-from amad_fast.detector import AMADDetector, combine_terms, smooth_scores, step_terms  # noqa: E402
+from amad_fast.detection.detector import AMADDetector
+from amad_fast.detection.scoring import combine_terms, smooth_scores, step_terms
 
 DATA = os.environ.get("AMAD_DATA", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                                 "..", "shared", "data"))
@@ -68,8 +71,8 @@ def dev_benchmarks(entities: int = 8):
 def evaluate_both(train_scores: np.ndarray, test_scores: np.ndarray, labels: np.ndarray, ratio: float) -> Dict[str, Any]:
     """metrics.evaluate under the paper and the train threshold rules (r = ``ratio`` percent)."""
     return {
-        "paper": metrics.evaluate(test_scores, labels, metrics.paper_threshold(train_scores, test_scores, ratio)),
-        "train": metrics.evaluate(test_scores, labels, metrics.train_threshold(train_scores, ratio)),
+        "paper": metrics.evaluate(test_scores, labels, thresholds.paper_threshold(train_scores, test_scores, ratio)),
+        "train": metrics.evaluate(test_scores, labels, thresholds.train_threshold(train_scores, ratio)),
     }
 
 

@@ -5,7 +5,7 @@ benchmarks: SMAP's 53 entities (each spacecraft channel on its own rows of SMAP_
 omi-1, and 8 synthetic entities (``synthetic:entities=8``). Each fitted detector's per-step terms
 (``AMADDetector.score_terms``: per-channel squared error and js weight) are computed once and
 cached, and every scoring variant (score recon / recon_js × smoothing width) is scored from them
-(``AMADDetector.scores_from_terms``). Beside them: the simple baselines of ``amad_fast.baselines``
+(``AMADDetector.scores_from_terms``). Beside them: the simple baselines of ``amad_fast.detection.baselines``
 and, for a like-for-like view of the smoothing, the L2 norm smoothed the same way. Metrics per
 entity: AUROC, AUPR, VUS-PR (TSB-AD; window from the test series' first channel), best F1. The
 tables give means over entities (and seeds) and the wins / losses of each AMAD variant against the
@@ -35,9 +35,10 @@ from common import DATA, command_line, machine, table, write_results  # noqa: E4
 import torch  # noqa: E402
 
 from amad_fast import metrics  # noqa: E402
-from amad_fast.baselines import make_detector  # noqa: E402
+from amad_fast.detection.baselines import make_detector  # noqa: E402
 from amad_fast.data import iter_entities  # noqa: E402
-from amad_fast.detector import AMADDetector, smooth_scores  # noqa: E402
+from amad_fast.detection.detector import AMADDetector
+from amad_fast.detection.scoring import smooth_scores
 
 # the configuration every variant starts from: the CPU-sized model of the concatenated-SMAP
 # sessions (d_model 32 x 6 layers) at the issue's per-entity budget (2 epochs, train stride 5)

@@ -1,7 +1,7 @@
 """Training throughput (windows/s) and time to score the whole SMAP test set, per available backend.
 
 Model: the CPU-sized AMAD of the evaluations (C = 25, L = 100, d_model 32, 4 heads, 6 layers,
-4 scales; chosen in model_size.md; --d-model 64 --n-layers 2 is the earlier one), batch 32. Training = one optimiser step as amad_fast.train takes it (one forward, the
+4 scales; chosen in model_size.md; --d-model 64 --n-layers 2 is the earlier one), batch 32. Training = one optimiser step as amad_fast.detection.training takes it (one forward, the
 Max-Min gradient routes, Adam), timed over --steps steps after 2 warm-up steps, for the exact and
 joint modes. Scoring = AMADDetector's scorer (batch 128, no_grad) over all 427,617 SMAP test steps,
 timed once with the default windows every L // 10 = 10 steps and once with spec §4's
@@ -25,9 +25,9 @@ from common import command_line, DATA, machine, table, write_results  # noqa: E4
 
 import amad_fast  # noqa: E402
 from amad_fast.data import Standardizer, load_anomaly_transformer  # noqa: E402
-from amad_fast.detector import score_series  # noqa: E402
-from amad_fast.model import AMAD  # noqa: E402
-from amad_fast.train import compute_losses, maxmin_gradients  # noqa: E402
+from amad_fast.detection.scoring import score_series  # noqa: E402
+from amad_fast.detection.model import AMAD  # noqa: E402
+from amad_fast.detection.training import compute_losses, maxmin_gradients  # noqa: E402
 
 SIZE = dict(window_size=100, d_model=32, n_heads=4, n_layers=6, num_scales=4, d_ff=64)  # model_size.md's choice
 

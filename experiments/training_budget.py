@@ -12,7 +12,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import command_line, DATA, AMADDetector, amad_terms, amad_variant, machine, table, write_results  # noqa: E402
+from common import (  # noqa: E402
+    command_line, DATA, AMADDetector, amad_terms, amad_variant, machine, table, write_results,
+)
 
 from amad_fast import metrics  # noqa: E402
 from amad_fast.data import load_dataset  # noqa: E402

@@ -795,12 +795,12 @@ def automask_attention_triton(
     q: Tensor, k: Tensor, v: Tensor, freqs: Tensor, weights: Tensor, mix: Tensor,
     scale: float, need_divergence: bool, need_branches: bool,
 ):
-    """Spec §1 through the fused kernels; inputs already validated (see amad_fast._validation).
+    """Spec §1 through the fused kernels; inputs already validated (see amad_fast.attention.validation).
 
     Parameters are used in fp32 (their gradients come back in their own dtype through autograd);
     the branch outputs are stored whenever a gradient may be needed, since the backward uses them.
     """
-    from amad_fast.types import AutoMaskResult
+    from amad_fast.attention.result import AutoMaskResult
 
     lam = torch.sigmoid(mix.to(torch.float32))
     needs_grad = torch.is_grad_enabled() and any(

@@ -36,7 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from amad_fast.reference import modulation_tables  # noqa: E402
+from amad_fast.attention.reference import modulation_tables  # noqa: E402
 from parity import (  # noqa: E402
     EXTENDED, FIELDS, GRADS, PARITY_SEEDS, SCORE_SCALES, make_inputs, rel_err, run, run_extended, sample_parity,
 )

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from amad_fast import automask_attention
-from amad_fast.reference import default_freqs
+from amad_fast.attention.reference import default_freqs
 
 FIELDS = ("out", "kl_local", "kl_global", "out_local", "out_global")
 GRADS = ("dq", "dk", "dv", "dfreqs", "dweights", "dmix")

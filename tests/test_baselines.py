@@ -1,10 +1,9 @@
-"""amad_fast.baselines: each baseline's score on hand-made data with known answers, thresholds as
+"""amad_fast.detection.baselines: each baseline's score on hand-made data with known answers, thresholds as
 AMADDetector's, save/load round trips, the registry, input checks, and one SMAP check."""
 import ast
 import csv
 import os
 import pathlib
-import subprocess
 import sys
 import warnings
 
@@ -13,11 +12,15 @@ import pytest
 import torch
 
 from amad_fast import metrics
-from amad_fast.baselines import (BASELINES, FORMAT, METHODS, IsolationForestDetector, L2NormDetector,
-                                 MaxAbsZDetector, NearestNeighborDetector, PCAErrorDetector, PointScoreDetector,
-                                 RandomDetector, _pca_error, kth_neighbor_distance, load_detector, make_detector,
-                                 pca_fit)
-from amad_fast.detector import AMADDetector, THRESHOLDS
+
+from amad_fast.detection import thresholds
+from amad_fast.detection.baselines import (
+    BASELINES, FORMAT, METHODS, IsolationForestDetector, L2NormDetector, MaxAbsZDetector,
+    NearestNeighborDetector, PCAErrorDetector, PointScoreDetector, RandomDetector, _pca_error,
+    kth_neighbor_distance, load_detector, make_detector, pca_fit,
+)
+from amad_fast.detection.detector import AMADDetector
+from amad_fast.detection.thresholds import THRESHOLDS
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NEEDS_SKLEARN = {"iforest"}
@@ -249,9 +252,9 @@ def test_params_repr_and_validation():
     assert det.threshold == "train"  # a rejected value is not kept
     # on a fitted detector a new threshold rule takes effect at once
     det.fit(TRAIN_2CH)
-    assert det.threshold_ == metrics.train_threshold(det.train_scores_, 1.0)
+    assert det.threshold_ == thresholds.train_threshold(det.train_scores_, 1.0)
     det.set_params(threshold="pot")
-    assert det.threshold_ == metrics.pot_threshold(det.train_scores_)
+    assert det.threshold_ == thresholds.pot_threshold(det.train_scores_)
 
 
 def test_input_checks(series):
@@ -364,7 +367,7 @@ def test_make_detector_names():
 
 
 def test_scikit_learn_is_optional(monkeypatch, series):
-    tree = ast.parse((REPO / "amad_fast" / "baselines.py").read_text())
+    tree = ast.parse((REPO / "amad_fast" / "detection" / "baselines.py").read_text())
     top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     names = [a.name for n in top for a in n.names] + [n.module or "" for n in top if isinstance(n, ast.ImportFrom)]
     assert not [m for m in names if m.startswith("sklearn")]  # no module-level scikit-learn import

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import amad_fast
-from amad_fast import bench
-from amad_fast.reference import default_freqs
+from amad_fast.bench import cases, command, e2e, timing
+from amad_fast.attention.reference import default_freqs
 
 TINY = dict(B=2, H=2, L=16, D=8, S=2)
 
@@ -31,7 +31,7 @@ def test_reference_forward_benchmark(benchmark):
 
 def test_time_fn_fields_are_consistent():
     calls = []
-    t = bench.time_fn(lambda: calls.append(1), torch.device("cpu"), warmup=1, repeats=4, min_sample_s=1e-4, budget_s=0.05)
+    t = timing.time_fn(lambda: calls.append(1), torch.device("cpu"), warmup=1, repeats=4, min_sample_s=1e-4, budget_s=0.05)
     assert set(t) >= {"median_s", "q25_s", "q75_s", "iqr_s", "min_s", "samples", "n_inner"}
     assert 3 <= t["samples"] <= 4 and t["n_inner"] >= 1
     assert 0 <= t["min_s"] <= t["q25_s"] <= t["median_s"] <= t["q75_s"]
@@ -48,7 +48,7 @@ def test_peak_memory_sees_a_known_allocation_on_cpu():
         b = a * 2
         return float(b[0])
 
-    peak, method = bench.peak_memory(fn, torch.device("cpu"))
+    peak, method = timing.peak_memory(fn, torch.device("cpu"))
     assert isinstance(peak, int) and method
     assert peak >= 2 * 4 * n
 
@@ -56,7 +56,7 @@ def test_peak_memory_sees_a_known_allocation_on_cpu():
 def test_peak_memory_keeps_the_profilers_native_lines_out_of_the_output(capfd):
     # Kineto writes "USDT ... profiler_start/stop" to fd 2 for every profiled call (issue 13 item 7)
     n = 256
-    bench.peak_memory(lambda: torch.ones(n, n) @ torch.ones(n, n), torch.device("cpu"))
+    timing.peak_memory(lambda: torch.ones(n, n) @ torch.ones(n, n), torch.device("cpu"))
     out, err = capfd.readouterr()
     assert "USDT" not in err and "profiler_st" not in err, err
     import sys
@@ -67,31 +67,31 @@ def test_peak_memory_keeps_the_profilers_native_lines_out_of_the_output(capfd):
 def test_byte_model_matches_the_documented_formula():
     B, H, L, D, e = 3, 2, 5, 4, 2
     n, rows = B * H * L * D, B * H * L
-    assert bench.automask_bytes(B, H, L, D, e, divergence=False, branches=False, backward=False) == 4 * n * e
-    assert bench.automask_bytes(B, H, L, D, e, divergence=True, branches=False, backward=False) == (4 * n + 2 * rows) * e
-    assert bench.automask_bytes(B, H, L, D, e, divergence=True, branches=True, backward=True) == 2 * (6 * n + 2 * rows) * e
-    assert bench.plain_attention_bytes(B, H, L, D, e, backward=True) == 8 * n * e
+    assert timing.automask_bytes(B, H, L, D, e, divergence=False, branches=False, backward=False) == 4 * n * e
+    assert timing.automask_bytes(B, H, L, D, e, divergence=True, branches=False, backward=False) == (4 * n + 2 * rows) * e
+    assert timing.automask_bytes(B, H, L, D, e, divergence=True, branches=True, backward=True) == 2 * (6 * n + 2 * rows) * e
+    assert timing.plain_attention_bytes(B, H, L, D, e, backward=True) == 8 * n * e
 
 
 def test_batch_keeps_elements_roughly_constant():
-    assert bench.batch_for_length(100, 8) == 8
-    assert bench.batch_for_length(2048, 8) == 1  # never below one window
-    assert bench.batch_for_length(50, 8) == 16
+    assert cases.batch_for_length(100, 8) == 8
+    assert cases.batch_for_length(2048, 8) == 1  # never below one window
+    assert cases.batch_for_length(50, 8) == 16
 
 
 def test_machine_slug_is_a_file_name():
-    slug = bench.machine_slug({"device": "cpu", "cpu_model": "Intel(R) Xeon(R) Platinum 8480+ CPU @ 2.0GHz"})
+    slug = timing.machine_slug({"device": "cpu", "cpu_model": "Intel(R) Xeon(R) Platinum 8480+ CPU @ 2.0GHz"})
     assert slug == "cpu-intel-xeon-platinum-8480"
-    assert bench.machine_slug({"device": "cuda:0", "gpu_name": "NVIDIA H200", "cpu_model": "x"}) == "cuda-nvidia-h200"
+    assert timing.machine_slug({"device": "cuda:0", "gpu_name": "NVIDIA H200", "cpu_model": "x"}) == "cuda-nvidia-h200"
 
 
 def test_bad_options_are_refused_with_the_argument_named():
     parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
+    command.add_arguments(parser)
     with pytest.raises(SystemExit):
         parser.parse_args(["--dtypes", "float8"])
     with pytest.raises(SystemExit, match="--parts"):
-        bench.resolve_config(parser.parse_args(["--parts", "attention,nope"]))
+        command.resolve_config(parser.parse_args(["--parts", "attention,nope"]))
 
 
 def _check_timed(rec):
@@ -102,7 +102,7 @@ def _check_timed(rec):
 def test_quick_sweep_writes_well_formed_results(tmp_path, capsys):
     """The harness end to end on tiny shapes: table on stdout, JSON schema, markdown, plot."""
     threads = torch.get_num_threads()
-    rc = bench.main([
+    rc = command.main([
         "--quick", "--device", "cpu", "--lengths", "8,16", "--head-dims", "8", "--batch", "2", "--heads", "2",
         "--scales", "2", "--repeats", "3", "--warmup", "1", "--min-sample-ms", "0.1", "--budget-s", "0.02",
         "--threads", "1", "--e2e-batch", "2", "--e2e-d-model", "16", "--e2e-layers", "1", "--out-dir", str(tmp_path), "--name", "t",
@@ -113,7 +113,7 @@ def test_quick_sweep_writes_well_formed_results(tmp_path, capsys):
     assert "median ms" in printed and "windows/s" in printed
 
     data = json.loads((tmp_path / "t.json").read_text())
-    assert data["schema"] == bench.SCHEMA
+    assert data["schema"] == timing.SCHEMA
     assert {"machine", "config", "notes", "attention", "e2e", "created", "wall_s"} <= set(data)
     m = data["machine"]
     for key in ("cpu_model", "python", "torch", "triton", "amad_fast", "extension_build", "backends"):
@@ -127,7 +127,7 @@ def test_quick_sweep_writes_well_formed_results(tmp_path, capsys):
     assert {(r["L"], r["mode"]) for r in att} == {(L, mode) for L in (8, 16) for mode in ("fwd", "fwdbwd")}
     for r in att:
         assert r["status"] == "ok", r
-        assert r["B"] == bench.batch_for_length(r["L"], 2) and (r["H"], r["D"], r["S"]) == (2, 8, 2)
+        assert r["B"] == cases.batch_for_length(r["L"], 2) and (r["H"], r["D"], r["S"]) == (2, 8, 2)
         _check_timed(r)
         assert r["gbps"] == pytest.approx(r["bytes"] / r["median_s"] / 1e9)
         assert isinstance(r["peak_bytes"], int) and r["peak_bytes"] >= 0
@@ -148,7 +148,7 @@ def test_quick_sweep_writes_well_formed_results(tmp_path, capsys):
 
 
 def test_a_failing_case_becomes_a_record_not_an_exception():
-    shape = bench.Shape(1, 1, 4, 2, 1, torch.float32, torch.device("cpu"))
+    shape = cases.Shape(1, 1, 4, 2, 1, torch.float32, torch.device("cpu"))
 
     def boom():
         raise RuntimeError("CUDA out of memory. Tried to allocate 1 GiB")
@@ -156,16 +156,16 @@ def test_a_failing_case_becomes_a_record_not_an_exception():
     def fine():
         return torch.ones(4) * 2
 
-    cases = [bench.Case("x", "baseline", boom, boom, 1, 1), bench.Case("y", "baseline", fine, fine, 8, 16)]
-    bad, good = bench.measure_group(cases, shape, "fwdbwd", {"repeats": 3, "min_sample_s": 1e-4})
+    group = [cases.Case("x", "baseline", boom, boom, 1, 1), cases.Case("y", "baseline", fine, fine, 8, 16)]
+    bad, good = cases.measure_group(group, shape, "fwdbwd", {"repeats": 3, "min_sample_s": 1e-4})
     assert bad["status"] == "oom" and "out of memory" in bad["error"] and "median_s" not in bad
     assert good["status"] == "ok" and good["bytes"] == 16 and good["samples"] == 3
 
 
 def test_e2e_stand_in_runs_when_the_model_is_missing(monkeypatch):
-    """The encoder-stack fallback (used when amad_fast.model is absent) trains and scores."""
-    monkeypatch.setattr(bench, "e2e_model_kind", lambda: "encoder-stack")
-    recs = bench.run_e2e(torch.device("cpu"), batch=2, length=8, channels=3, backends=["reference"],
+    """The encoder-stack fallback (used when amad_fast.detection.model is absent) trains and scores."""
+    monkeypatch.setattr(e2e, "e2e_model_kind", lambda: "encoder-stack")
+    recs = e2e.run_e2e(torch.device("cpu"), batch=2, length=8, channels=3, backends=["reference"],
                          timing={"warmup": 1, "repeats": 3, "min_sample_s": 1e-4, "budget_s": 0.01},
                          overrides={"d_model": 16, "n_layers": 1}, log=lambda s: None)
     assert [(r["model"], r["mode"], r["status"]) for r in recs] == [

@@ -8,7 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from amad_fast.cli import DETECTOR_HELP, main, read_scores_csv
+from amad_fast.cli.options import DETECTOR_HELP
+from amad_fast.cli import main
+from amad_fast.cli.outputs import read_scores_csv
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = "synthetic:length=600,channels=3,seed=2,train_length=800"
@@ -128,7 +130,7 @@ def test_train_and_score_one_plain_csv(tmp_path, capsys):
     assert "threshold (train)" in cap.out
     assert cap.err.index("plan: ") < cap.err.index("estimate: ") < cap.err.index("epoch 1/1 done")
     assert "parameters" in cap.err and "training windows" in cap.err
-    from amad_fast.detector import AMADDetector
+    from amad_fast.detection.detector import AMADDetector
 
     assert AMADDetector.load(det).n_channels_ == 4
     out = str(tmp_path / "s.csv")
@@ -160,7 +162,7 @@ def test_defaults_are_for_users(capsys):
 
 
 def test_plot_title_and_short_anomaly_bands():
-    from amad_fast.cli import anomaly_bands, plot_title
+    from amad_fast.cli.outputs import anomaly_bands, plot_title
 
     y = np.zeros(5000, dtype=np.int8)
     y[100:105] = 1    # 5 steps of 5000

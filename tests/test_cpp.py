@@ -11,7 +11,9 @@ import torch
 
 import amad_fast
 from amad_fast import automask_attention
-from parity import FIELDS, GRADS, NATURAL_SCALE, make_inputs, rel_err, run  # the shared input factory and runner
+from parity import (  # the shared input factory and runner
+    FIELDS, GRADS, NATURAL_SCALE, make_inputs, rel_err, run,
+)
 
 _STATUS = amad_fast.available_backends()["cpp"]
 if not _STATUS.available:
@@ -218,13 +220,13 @@ def test_backward_op_refuses_kl_gradient_without_kl():
 
 
 def test_unsupported_inputs_are_named():
-    backend = amad_fast.dispatch.BACKENDS["cpp"]
+    backend = amad_fast.attention.dispatch.BACKENDS["cpp"]
     q = torch.empty(1, 1, 2, 2, device="meta")
     assert "device" in backend.unsupported_reason(q, torch.empty(1, 1, 1), None)
     assert backend.unsupported_reason(torch.empty(1, 1, 2, 2), torch.empty(1, 1, 1), None) is None
 
 
-_CUDA_KERNELS = torch.cuda.is_available() and "cuda" in amad_fast._extension.build_info()
+_CUDA_KERNELS = torch.cuda.is_available() and "cuda" in amad_fast.attention.backends.extension.build_info()
 needs_cuda_kernels = pytest.mark.skipif(not _CUDA_KERNELS, reason="needs a GPU and an extension built with CUDA")
 
 

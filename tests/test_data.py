@@ -9,23 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from amad_fast.data import (
-    ANOMALY_KINDS,
-    Standardizer,
-    check_labels,
-    check_series,
-    iter_entities,
-    list_entities,
-    load_anomaly_transformer,
-    load_csv,
-    load_dataset,
-    load_omi,
-    load_psm,
-    load_smd,
-    load_swat,
-    make_synthetic,
-    sliding_windows,
-    window_starts,
-    windows_to_series,
+    ANOMALY_KINDS, Standardizer, check_labels, check_series, iter_entities, list_entities,
+    load_anomaly_transformer, load_csv, load_dataset, load_omi, load_psm, load_smd, load_swat, make_synthetic,
+    sliding_windows, window_starts, windows_to_series,
 )
 
 

@@ -14,8 +14,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = textwrap.dedent(
     """
     import sys, numpy as np, torch
-    from amad_fast.model import AMAD
-    from amad_fast.train import TrainConfig, init_distributed_from_env, train_model
+    from amad_fast.detection.model import AMAD
+    from amad_fast.detection.training import TrainConfig, init_distributed_from_env, train_model
 
     def build():
         torch.manual_seed(0)

@@ -1,11 +1,11 @@
-"""The per-entity detection benchmark (amad_fast.detection_benchmark and `amad-fast benchmark`)."""
+"""The per-entity detection benchmark (amad_fast.bench.detection and `amad-fast benchmark`)."""
 import json
 import os
 
 import numpy as np
 import pytest
 
-from amad_fast import detection_benchmark as db
+from amad_fast.bench import detection as db
 from amad_fast import metrics
 from amad_fast.cli import main
 from amad_fast.data import iter_entities

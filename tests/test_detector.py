@@ -5,11 +5,16 @@ import pytest
 import torch
 
 from amad_fast import metrics
+
+from amad_fast.detection import thresholds
 from amad_fast.data import make_synthetic
-from amad_fast.detector import (ERROR_SCALE_FLOOR, PROFILE_WINDOWS, AMADDetector, channel_error_scale, combine_terms,
-                                score_series, smooth_scores, step_terms)
+from amad_fast.detection.scoring import (
+    ERROR_SCALE_FLOOR, PROFILE_WINDOWS, channel_error_scale, combine_terms, score_series, smooth_scores,
+    step_terms,
+)
+from amad_fast.detection.detector import AMADDetector
 from amad_fast.files import META_KEYS, write_file
-from amad_fast.train import validation_segments
+from amad_fast.detection.training import validation_segments
 
 SMALL = dict(window_size=16, d_model=16, n_heads=2, n_layers=2, num_scales=2, d_ff=32, epochs=3,
              train_stride=4, batch_size=16, lr=1e-3, progress=False, backend="reference", seed=0,
@@ -183,11 +188,11 @@ def test_default_threshold_is_fixed_from_training_scores(fitted, data):
     far above training is flagged as a whole instead of ~anomaly_ratio % of it ('paper')."""
     assert AMADDetector().threshold == "train" and fitted.threshold == "train"
     scores = fitted.decision_function(data.test)
-    assert fitted.threshold_ == metrics.train_threshold(fitted.train_scores_, 1.0)
+    assert fitted.threshold_ == thresholds.train_threshold(fitted.train_scores_, 1.0)
     assert fitted.threshold_for(scores) == fitted.threshold_for(scores * 100) == fitted.threshold_
     high = np.full(500, 10 * fitted.train_scores_.max())
     assert (high > fitted.threshold_for(high)).mean() == 1.0
-    assert (high > metrics.paper_threshold(fitted.train_scores_, high, 1.0)).mean() < 0.1  # what 'paper' did
+    assert (high > thresholds.paper_threshold(fitted.train_scores_, high, 1.0)).mean() < 0.1  # what 'paper' did
 
 
 def test_thresholds(fitted, data):
@@ -196,7 +201,7 @@ def test_thresholds(fitted, data):
     paper.__dict__.update(fitted.__dict__)
     paper.set_params(threshold="paper")
     pred = paper.predict(data.test)
-    thr = metrics.paper_threshold(fitted.train_scores_, scores, 1.0)
+    thr = thresholds.paper_threshold(fitted.train_scores_, scores, 1.0)
     assert paper.last_threshold_ == thr and paper.threshold_ is None
     np.testing.assert_array_equal(pred, (scores > thr).astype(np.int8))
     frac = (np.concatenate([fitted.train_scores_, scores]) > thr).mean()
@@ -206,8 +211,8 @@ def test_thresholds(fitted, data):
         det.__dict__.update(fitted.__dict__)
         det.threshold = rule
         det.threshold_ = det._fixed_threshold()
-        assert det.threshold_ == (metrics.train_threshold(fitted.train_scores_, 1.0) if rule == "train"
-                                  else metrics.pot_threshold(fitted.train_scores_))
+        assert det.threshold_ == (thresholds.train_threshold(fitted.train_scores_, 1.0) if rule == "train"
+                                  else thresholds.pot_threshold(fitted.train_scores_))
         np.testing.assert_array_equal(det.predict(data.test), (scores > det.threshold_).astype(np.int8))
 
 
@@ -377,9 +382,9 @@ def test_fit_with_progress_reports_plan_estimate_and_lines_off_a_terminal(data, 
     """fit(progress=True) with stderr not a terminal (a log, a notebook): the planned work (windows,
     epochs, steps, model size) before the first step, a time estimate after the first steps, a line
     per epoch and every PROGRESS_LINE_SECONDS, and the scoring pass (issue 13 item 3)."""
-    import amad_fast.train as train_mod
+    import amad_fast.detection.progress as progress_mod
 
-    monkeypatch.setattr(train_mod, "PROGRESS_LINE_SECONDS", 0.0)
+    monkeypatch.setattr(progress_mod, "PROGRESS_LINE_SECONDS", 0.0)
     det = AMADDetector(**{**SMALL, "progress": True, "epochs": 2}).fit(data.train[:600])
     err = capsys.readouterr().err
     lines = err.splitlines()

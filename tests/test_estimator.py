@@ -21,16 +21,16 @@ def series():
 
 
 def test_detectors_come_from_the_top_level_package_without_loading_them_for_the_attention():
-    from amad_fast.baselines import make_detector
-    from amad_fast.detector import AMADDetector
-    from amad_fast.estimator import DetectorBase
+    from amad_fast.detection.baselines import make_detector
+    from amad_fast.detection.detector import AMADDetector
+    from amad_fast.detection.estimator import DetectorBase
 
     assert amad_fast.AMADDetector is AMADDetector and amad_fast.make_detector is make_detector
     assert isinstance(amad_fast.make_detector("l2"), DetectorBase)
     with pytest.raises(AttributeError, match="no attribute 'Detector'"):
         amad_fast.Detector
     # `import amad_fast` for the attention alone does not import the detector side
-    code = "import sys, amad_fast; print('amad_fast.detector' in sys.modules, 'amad_fast.train' in sys.modules)"
+    code = "import sys, amad_fast; print('amad_fast.detection.detector' in sys.modules, 'amad_fast.detection.training' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
 

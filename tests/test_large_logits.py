@@ -27,7 +27,7 @@ import torch
 
 import amad_fast
 from amad_fast import automask_attention
-from amad_fast.reference import default_freqs
+from amad_fast.attention.reference import default_freqs
 import reliability
 from parity import (
     EXTENDED, FIELDS, PARITY_SEEDS, SCORE_SCALES, assert_parity, assert_sample_parity, make_inputs,

@@ -6,21 +6,11 @@ import numpy as np
 import pytest
 
 from amad_fast.metrics import (
-    affiliation_prf,
-    affiliation_zones,
-    aupr,
-    auroc,
-    best_f1,
-    evaluate,
-    fit_gpd,
-    paper_threshold,
-    point_adjust,
-    point_adjusted_prf,
-    pot_threshold,
-    precision_recall_f1,
-    predict,
-    select_threshold,
-    train_threshold,
+    affiliation_prf, affiliation_zones, aupr, auroc, best_f1, evaluate, point_adjust, point_adjusted_prf,
+    precision_recall_f1, predict,
+)
+from amad_fast.detection.thresholds import (
+    fit_gpd, paper_threshold, pot_threshold, select_threshold, train_threshold,
 )
 
 sk = pytest.importorskip("sklearn.metrics")

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from amad_fast.model import AMAD, positional_encoding
+from amad_fast.detection.model import AMAD, positional_encoding
 
 
 def tiny(**kw):

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from amad_fast import AutoMaskAttention
-from amad_fast.reference import automask_attention_reference
+from amad_fast.attention.reference import automask_attention_reference
 
 
 def manual_forward(attn: AutoMaskAttention, x: torch.Tensor) -> torch.Tensor:

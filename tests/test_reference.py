@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import amad_fast
-from amad_fast.reference import automask_attention_reference, default_freqs
+from amad_fast.attention.reference import automask_attention_reference, default_freqs
 
 F64 = torch.float64
 
@@ -120,7 +120,7 @@ def test_anchor_is_constant_for_gradients():
     # closed form through G = scale q k^T only (the kl_global term does not see A)
     scale = 1 / math.sqrt(4)
     g_scores = scale * q[0, 0] @ k[0, 0].T
-    from amad_fast.reference import modulation_tables, rotate_pairs
+    from amad_fast.attention.reference import modulation_tables, rotate_pairs
 
     c, s = modulation_tables(freqs, weights, 6)
     a_scores = scale * rotate_pairs(q, c, s)[0, 0] @ rotate_pairs(k, c, s)[0, 0].T
@@ -142,7 +142,7 @@ def test_single_scale_unit_weight_is_rope():
     k = k_row.expand(1, H, L, D).clone()
     freqs = default_freqs(H, 1, D // 2).to(F64)
     weights = torch.ones(H, 1, dtype=F64)
-    from amad_fast.reference import modulation_tables, rotate_pairs
+    from amad_fast.attention.reference import modulation_tables, rotate_pairs
 
     c, s = modulation_tables(freqs, weights, L)
     scores = rotate_pairs(q, c, s) @ rotate_pairs(k, c, s).transpose(-1, -2)

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 import reliability
-from amad_fast.baselines import load_detector, make_detector
+from amad_fast.detection.baselines import load_detector, make_detector
 from amad_fast.cli import main
 from amad_fast.data import load_csv
-from amad_fast.detector import AMADDetector
+from amad_fast.detection.detector import AMADDetector
 
 case = reliability.case
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -800,8 +800,8 @@ HOLDER = textwrap.dedent(
     """
     import os, sys, time
     import numpy as np
-    from amad_fast.model import AMAD
-    from amad_fast.train import TrainConfig, train_model
+    from amad_fast.detection.model import AMAD
+    from amad_fast.detection.training import TrainConfig, train_model
 
     ck, ready = sys.argv[1], sys.argv[2]
 
@@ -869,7 +869,7 @@ KILLED_WRITER = textwrap.dedent(
     """
     import os, signal, sys
     import numpy as np
-    from amad_fast.detector import AMADDetector
+    from amad_fast.detection.detector import AMADDetector
 
     def die(src, dst):  # killed between writing the temporary file and renaming it
         os.kill(os.getpid(), signal.SIGKILL)
@@ -964,7 +964,7 @@ def test_negative_seed_refused(tmp_path, capsys, monkeypatch, shown):
 @case("Parameters", "`--epochs 0` (and other counts below 1)", "refused by the option parser, before data is loaded",
       "argument --epochs: expected a positive integer (at least 1), got '0'")
 def test_zero_epochs_refused(tmp_path, capsys, monkeypatch, shown):
-    import amad_fast.cli as cli
+    import amad_fast.cli.commands as cli
 
     monkeypatch.setattr(cli, "_load_split", lambda *a, **k: pytest.fail("data loaded although --epochs is invalid"))
     no_fit(monkeypatch)

@@ -7,11 +7,13 @@ import pytest
 import torch
 
 from amad_fast.files import write_file
-from amad_fast.model import AMAD
-from amad_fast.train import (
-    SegmentWindows, TrainConfig, compute_losses, contrastive_loss, load_checkpoint, maxmin_gradients, save_atomic,
-    train_model, validation_segments,
+from amad_fast.detection.model import AMAD
+from amad_fast.detection.training import (
+    SegmentWindows, TrainConfig, compute_losses, contrastive_loss, maxmin_gradients, train_model,
+    validation_segments,
 )
+from amad_fast.detection.checkpoints import load_checkpoint
+from amad_fast.files import save_atomic
 
 K, MU, TAU = 3.0, 0.1, 0.1
 

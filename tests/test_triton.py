@@ -23,9 +23,9 @@ import torch
 pytest.importorskip("triton")
 
 import amad_fast  # noqa: E402
-from amad_fast.backends import triton as triton_backend  # noqa: E402
+from amad_fast.attention.backends import triton as triton_backend  # noqa: E402
 from amad_fast.kernels import automask as km  # noqa: E402
-from amad_fast.reference import automask_attention_reference, default_freqs  # noqa: E402
+from amad_fast.attention.reference import automask_attention_reference, default_freqs  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() and not km.INTERPRETED else "cpu"
 # absolute floors: with δ = dO·O taken from the forward (AMAD_TRITON_DELTA=forward, apart from
@@ -287,7 +287,7 @@ def test_torch_compile_fullgraph_in_a_fresh_process():
     code = textwrap.dedent(
         """
         import torch, amad_fast, sys
-        from amad_fast.reference import default_freqs
+        from amad_fast.attention.reference import default_freqs
         assert "amad_fast.kernels.automask" not in sys.modules
         H, S, D, L, dev = 2, 2, 16, 12, "%s"
         xs = [torch.randn(1, H, L, D, device=dev) for _ in range(3)]

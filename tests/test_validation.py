@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import amad_fast
-from amad_fast.reference import default_freqs
+from amad_fast.attention.reference import default_freqs
 
 
 def good(B=2, H=2, L=5, D=4, S=3, dtype=torch.float32):

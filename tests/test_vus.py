@@ -13,14 +13,7 @@ import numpy as np
 import pytest
 
 from amad_fast.metrics import (
-    TSB_AD_DEFAULT_WINDOW,
-    aupr,
-    auroc,
-    evaluate,
-    sliding_window_length,
-    vus,
-    vus_pr,
-    vus_roc,
+    TSB_AD_DEFAULT_WINDOW, aupr, auroc, evaluate, sliding_window_length, vus, vus_pr, vus_roc,
 )
 
 GOLDEN = json.loads((pathlib.Path(__file__).parent / "data" / "vus_golden.json").read_text())

@@ -1,10 +1,10 @@
-"""Simple per-step baselines as detectors with :class:`~amad_fast.detector.AMADDetector`'s API.
+"""Simple per-step baselines as detectors with :class:`~amad_fast.detection.detector.AMADDetector`'s API.
 
 Sarfraz et al., "Quo Vadis, Unsupervised Time Series Anomaly Detection?" (ICML 2024, code
 ``ssarfraz/QuoVadisTAD``) show that scores computed from one time step at a time beat most deep
 detectors. This module makes them first-class detectors, so methods can be compared by name::
 
-    from amad_fast.baselines import make_detector, load_detector
+    from amad_fast.detection.baselines import make_detector, load_detector
     det = make_detector("knn").fit(train)          # or "random", "l2", "maxz", "pca", "iforest", "amad"
     scores = det.decision_function(test); labels = det.predict(test)
     det.save("knn.pt"); det = load_detector("knn.pt")
@@ -84,10 +84,10 @@ from typing import Any, Dict, Optional, Type
 import numpy as np
 import torch
 
-from .data import Standardizer, check_series
-from .detector import FORMAT as AMAD_FORMAT
-from .estimator import DetectorBase
-from .files import content_must_fit, read_file, write_file
+from amad_fast.data import Standardizer, check_series
+from amad_fast.detection.detector import FORMAT as AMAD_FORMAT
+from amad_fast.detection.estimator import DetectorBase
+from amad_fast.files import content_must_fit, read_file, write_file
 
 __all__ = [
     "PointScoreDetector",
@@ -582,11 +582,11 @@ METHODS = ("amad",) + tuple(BASELINES)
 def make_detector(name: str, **params: Any):
     """A new, unfitted detector by method name (:data:`METHODS`); ``params`` go to its constructor.
 
-    ``"amad"`` gives :class:`amad_fast.detector.AMADDetector`; the others the baselines of
+    ``"amad"`` gives :class:`amad_fast.detection.detector.AMADDetector`; the others the baselines of
     :data:`BASELINES`.
     """
     if name == "amad":
-        from .detector import AMADDetector
+        from amad_fast.detection.detector import AMADDetector
 
         return AMADDetector(**params)
     if not isinstance(name, str) or name not in BASELINES:
@@ -601,7 +601,7 @@ def load_detector(path: Any, **kwargs: Any):
     state = _read(p)
     fmt = state.get("format")
     if fmt == AMAD_FORMAT:
-        from .detector import AMADDetector
+        from amad_fast.detection.detector import AMADDetector
 
         unknown = sorted(set(kwargs) - {"device", "backend"})
         if unknown:

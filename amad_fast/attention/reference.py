@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .types import AutoMaskResult
+from amad_fast.attention.result import AutoMaskResult
 
 __all__ = [
     "automask_attention_reference",

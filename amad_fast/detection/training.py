@@ -14,16 +14,13 @@ Batch composition under DDP: epoch e orders the training windows by a permutatio
 contiguous chunks. Per-rank means are weighted by ``world·n_r/N`` so that the averaged gradient
 equals the single-process gradient of the global batch; the contrastive loss, whose negatives are
 the other windows of the batch, is computed on the all-gathered global batch (see
-:class:`_GatherLocalGrad`), so it too matches single-process training.
-"""
+:class:`_GatherLocalGrad`), so it too matches single-process training."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import os
 import random
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -33,30 +30,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .files import DirectoryLock, check_writable_dir, content_must_fit, read_file, save_atomic, write_file
-from .model import AMAD, AMADOutput
-
-__all__ = [
-    "TrainConfig",
-    "TrainResult",
-    "MAXMIN_MODES",
-    "contrastive_loss",
-    "compute_losses",
-    "maxmin_gradients",
-    "train_model",
-    "save_atomic",
-    "load_checkpoint",
-    "data_fingerprint",
-    "CHECKPOINT_FORMAT",
-    "validation_segments",
-    "VAL_SPLITS",
-    "SegmentWindows",
-    "init_distributed_from_env",
-]
+from amad_fast.detection.checkpoints import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_NAME,
+    _check_resumable,
+    _rng_state,
+    _set_rng_state,
+    data_fingerprint,
+    load_checkpoint,
+)
+from amad_fast.detection.model import AMAD, AMADOutput
+from amad_fast.detection.progress import _Progress, _progress_enabled
+from amad_fast.files import DirectoryLock, check_writable_dir, content_must_fit, write_file
 
 MAXMIN_MODES = ("exact", "joint", "off")
-CHECKPOINT_NAME = "last.pt"
-CHECKPOINT_FORMAT = "amad_fast.checkpoint/1"
 
 
 @dataclass
@@ -325,98 +312,6 @@ def _epoch_batches(n: int, cfg: TrainConfig, epoch: int, world: int) -> List[np.
 
 # -- checkpoints ------------------------------------------------------------------------------
 
-def data_fingerprint(series: Any) -> Dict[str, Any]:
-    """What a checkpoint records of the (standardised) training series it was trained on: the
-    shape and ``"sha256:<hex>"`` of the float32 values' bytes. Resuming on other data is refused."""
-    if isinstance(series, Tensor):
-        series = series.detach().cpu().numpy()
-    a = np.ascontiguousarray(np.asarray(series), dtype=np.float32)
-    h = hashlib.sha256(repr(a.shape).encode())
-    h.update(memoryview(a).cast("B"))
-    return {"shape": list(a.shape), "sha256": h.hexdigest()}
-
-
-_CHECKPOINT_HINT = ("A checkpoint written by amad_fast before checkpoints became plain data (it pickled numpy's "
-                    "RNG state) cannot be read safely: delete it to train from the start")
-
-
-def load_checkpoint(path: str) -> Dict[str, Any]:
-    """Load a training checkpoint written by :func:`train_model`, safely: ``torch.load`` with
-    ``weights_only=True`` (no code runs from the file, whoever made it), format and checksum
-    checked (:func:`amad_fast.files.read_file`). A file that is not a valid checkpoint is a
-    :class:`~amad_fast.files.FileFormatError` (a ValueError) naming it."""
-    return read_file(path, "checkpoint", formats=(CHECKPOINT_FORMAT,), what="an amad_fast training checkpoint",
-                     hint=_CHECKPOINT_HINT)
-
-
-def _rng_state() -> Dict[str, Any]:
-    """The torch, numpy and Python RNG states as tensors and plain data (readable with weights_only=True)."""
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
-    py_version, py_internal, py_gauss = random.getstate()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"name": str(np_name), "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
-                  "pos": int(np_pos), "has_gauss": int(np_has_gauss), "cached_gaussian": float(np_gauss)},
-        "python": {"version": int(py_version), "internal": [int(v) for v in py_internal],
-                   "gauss_next": None if py_gauss is None else float(py_gauss)},
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Dict[str, Any]) -> None:
-    """Restore what :func:`_rng_state` recorded, bit for bit."""
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), int(n["pos"]), int(n["has_gauss"]),
-                         float(n["cached_gaussian"])))
-    py = state["python"]
-    random.setstate((int(py["version"]), tuple(int(v) for v in py["internal"]), py["gauss_next"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _version_key(version: str) -> Tuple[str, ...]:
-    return tuple(str(version).split(".")[:2])
-
-
-# settings that may change between a run and its resumption; every other one must match
-_RESUME_FREE = ("epochs", "progress", "checkpoint_dir", "resume", "checkpoint_every", "patience")
-
-
-def _check_resumable(ck: Dict[str, Any], cfg: TrainConfig, model: AMAD, data: Dict[str, Any], path: str) -> None:
-    """Refuse to resume from a checkpoint written by an incompatible package version (another
-    major.minor: the training code may differ, so the run would not continue bit-for-bit), for
-    other training data (``data``: :func:`data_fingerprint` of the series now), or with another
-    model or training setup."""
-    from . import __version__
-
-    written = str(ck.get("package_version"))
-    if _version_key(written) != _version_key(__version__):
-        raise ValueError(f"resume: {path} was written by amad_fast {written}, this is {__version__} (another "
-                         f"major.minor version: training would not continue as it started); train from the "
-                         f"start with another checkpoint_dir, or resume with amad_fast {written}")
-    saved_data = ck.get("data") or {}
-    if saved_data.get("sha256") != data["sha256"] or list(saved_data.get("shape", [])) != data["shape"]:
-        raise ValueError(f"resume: {path} was written for other training data (series of shape "
-                         f"{tuple(saved_data.get('shape', ()))}, sha256 {str(saved_data.get('sha256'))[:12]}…; now shape "
-                         f"{tuple(data['shape'])}, sha256 {data['sha256'][:12]}…, both after standardisation); "
-                         "resume with the same data and preprocessing, or use another checkpoint_dir")
-    saved = {"val_split": "tail"}  # checkpoints written before the option held out the tail
-    saved.update({k: v for k, v in ck.get("config", {}).items() if k not in _RESUME_FREE})
-    now = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUME_FREE}
-    diff = {k: (saved.get(k), now.get(k)) for k in set(saved) | set(now) if saved.get(k) != now.get(k)}
-    mc_saved = {k: v for k, v in ck.get("model_config", {}).items() if k != "backend"}
-    mc_now = {k: v for k, v in model.config.items() if k != "backend"}
-    diff.update({f"model.{k}": (mc_saved.get(k), mc_now.get(k)) for k in set(mc_saved) | set(mc_now)
-                 if mc_saved.get(k) != mc_now.get(k)})
-    if diff:
-        detail = ", ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
-        raise ValueError(f"resume: {path} was written with other settings ({detail}); "
-                         "use the same settings or another checkpoint_dir")
-
-
 def _clone_state(model: nn.Module) -> Dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -440,79 +335,6 @@ def _validation_loss(model: AMAD, windows: "SegmentWindows", batch_size: int) ->
         torch.distributed.all_reduce(total)
     model.train(was_training)
     return float(total[0] / total[1])
-
-
-def _progress_enabled(cfg: TrainConfig, rank: int) -> bool:
-    return bool(cfg.progress) and rank == 0 and sys.stderr.isatty()
-
-
-# with progress on and stderr not a terminal (a log file, a pipe, a notebook), a line every this
-# many seconds and at every epoch end instead of a bar
-PROGRESS_LINE_SECONDS = 30.0
-ESTIMATE_AFTER_STEPS = 3  # the time estimate is printed after this many timed optimiser steps
-
-
-def progress_line(text: str) -> None:
-    """One progress line on stderr (flushed, so that logs show it at once)."""
-    print(text, file=sys.stderr, flush=True)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-class _Progress:
-    """What a run says about itself when ``cfg.progress`` is on (rank 0 only): the planned work
-    before the first step, a time estimate after the first few steps, and, when stderr is not a
-    terminal (no bar), a line every :data:`PROGRESS_LINE_SECONDS` and one per epoch."""
-
-    def __init__(self, cfg: TrainConfig, rank: int, total_steps: int) -> None:
-        self.on = bool(cfg.progress) and rank == 0
-        self.lines = self.on and not sys.stderr.isatty()
-        self.total, self.done, self.timed, self.timed_s = total_steps, 0, 0, 0.0
-        self.estimated = False
-        self.recent: List[float] = []  # the last 20 step times: what is left is estimated from them
-        self.last = time.perf_counter()
-
-    def plan(self, text: str) -> None:
-        if self.on:
-            progress_line(text)
-
-    def step(self, seconds: float, epoch: int, epochs: int, step: int, steps: int, rec: float) -> None:
-        if not self.on:
-            return
-        self.done += 1
-        if self.done > 1:  # the first step carries one-off costs (allocations, kernel choice)
-            self.timed += 1
-            self.timed_s += seconds
-            self.recent = (self.recent + [seconds])[-20:]
-        if not self.estimated and (self.timed >= ESTIMATE_AFTER_STEPS or self.done == self.total):
-            self.estimated = True
-            per = self.timed_s / max(self.timed, 1) if self.timed else seconds
-            progress_line(f"estimate: {per:.2f} s per step, about {_duration(per * self.total)} for the "
-                          f"{self.total} training steps (plus validation and scoring)")
-        now = time.perf_counter()
-        if self.lines and now - self.last >= PROGRESS_LINE_SECONDS and step + 1 < steps:
-            self.last = now
-            progress_line(f"epoch {epoch + 1}/{epochs}: step {step + 1}/{steps}, rec {rec:.4g}, "
-                          f"{_duration(self._left())} left")
-
-    def _left(self) -> float:
-        per = sum(self.recent) / max(len(self.recent), 1)  # recent steps: the machine's load changes
-        return per * max(self.total - self.done, 0)
-
-    def epoch_end(self, record: Dict[str, float], epochs: int) -> None:
-        if not self.lines:
-            return
-        self.last = time.perf_counter()
-        val = f", val_rec {record['val_rec']:.4g}" if "val_rec" in record else ""
-        progress_line(f"epoch {record['epoch'] + 1}/{epochs} done in {_duration(record['seconds'])}: "
-                      f"rec {record['rec']:.4g}{val}" + (f"; about {_duration(self._left())} of training left"
-                                                         if self.done < self.total else ""))
 
 
 def train_model(

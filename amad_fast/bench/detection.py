@@ -3,10 +3,10 @@
 Current benchmarks evaluate anomaly detectors **per entity** (each spacecraft channel, server or
 machine trained, scored and evaluated on its own) with threshold-free metrics: TSB-AD (NeurIPS
 2024; VUS-PR its headline metric) and "Quo Vadis, Unsupervised Time Series Anomaly Detection?"
-(ICML 2024), whose simple baselines this package ships in :mod:`amad_fast.baselines`. This module
+(ICML 2024), whose simple baselines this package ships in :mod:`amad_fast.detection.baselines`. This module
 runs that protocol::
 
-    from amad_fast.detection_benchmark import run_benchmark
+    from amad_fast.bench.detection import run_benchmark
     result = run_benchmark("../shared/data/SMAP", methods=["amad", "l2", "knn"], out_dir="runs/smap")
     result.aggregates["amad"]["vus_pr"]["mean"]
 
@@ -43,8 +43,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from . import metrics
-from .data import SeriesSplit, iter_entities, list_entities
+from amad_fast import metrics
+from amad_fast.data import SeriesSplit, iter_entities, list_entities
 
 __all__ = ["METRICS", "METRIC_LABELS", "BenchmarkResult", "evaluate_entity", "run_benchmark", "aggregate",
            "write_reports", "parse_methods"]
@@ -57,7 +57,7 @@ ENTITY_FORMAT = "amad_fast.benchmark-entity/1"
 
 def parse_methods(methods: Any) -> List[str]:
     """Method names from a list or a comma-separated string, checked against the known methods."""
-    from .baselines import METHODS
+    from amad_fast.detection.baselines import METHODS
 
     names = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else [str(m) for m in methods]
     names = [m for m in names if m]
@@ -114,7 +114,7 @@ def evaluate_entity(entity: SeriesSplit, methods: Sequence[str], params: Dict[st
     "n_anomalous", "vus_window", "methods": {name: {"params", "metrics", "fit_seconds",
     "score_seconds"} or {"params", "error"}}}``.
     """
-    from .baselines import make_detector
+    from amad_fast.detection.baselines import make_detector
 
     if threads is not None:
         import torch
@@ -269,7 +269,7 @@ def run_benchmark(data: str, methods: Any = ("amad", "l2", "pca", "knn", "ifores
     params = {m: {"seed": seed, **defaults.get(m, {}), **dict((params or {}).get(m, {}))} for m in methods}
     # every constructor parameter, defaults included, is what a record is stored with and resumed by:
     # after the package's defaults change, a stored result of the old defaults is run again
-    from .baselines import make_detector
+    from amad_fast.detection.baselines import make_detector
 
     params = {m: make_detector(m, **p).get_params() for m, p in params.items()}
     names = list_entities(data, data_root)

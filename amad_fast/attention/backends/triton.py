@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from .base import Backend
+from amad_fast.attention.backends.base import Backend
 
 #: mirrored from kernels/automask.py so refusing inputs does not import Triton
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
@@ -53,6 +53,6 @@ class TritonBackend(Backend):
         return None
 
     def forward(self, q, k, v, freqs, weights, mix, scale, need_divergence, need_branches):
-        from ..kernels.automask import automask_attention_triton
+        from amad_fast.kernels.automask import automask_attention_triton
 
         return automask_attention_triton(q, k, v, freqs, weights, mix, scale, need_divergence, need_branches)

@@ -7,10 +7,10 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ._validation import check_inputs
-from .dispatch import BACKENDS, automask_attention
-from .reference import automask_attention_reference, default_freqs, mixed_attention_weights
-from .types import AutoMaskResult
+from amad_fast.attention.dispatch import BACKENDS, automask_attention
+from amad_fast.attention.reference import automask_attention_reference, default_freqs, mixed_attention_weights
+from amad_fast.attention.result import AutoMaskResult
+from amad_fast.attention.validation import check_inputs
 
 
 class AutoMaskAttention(nn.Module):

@@ -13,9 +13,9 @@ from typing import Optional
 
 import torch
 
-from .._extension import build_info, extension_error
-from ..types import AutoMaskResult
-from .base import Backend
+from amad_fast.attention.backends.base import Backend
+from amad_fast.attention.backends.extension import build_info, extension_error
+from amad_fast.attention.result import AutoMaskResult
 
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..reference import automask_attention_reference
-from .base import Backend
+from amad_fast.attention.backends.base import Backend
+from amad_fast.attention.reference import automask_attention_reference
 
 
 class ReferenceBackend(Backend):

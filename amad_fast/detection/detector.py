@@ -1,266 +1,39 @@
-"""``AMADDetector``: the scikit-learn/PyOD-style front end (fit, decision_function, predict, save, load).
-
-Scores follow spec §4 per window of length L: per time step t
-
-    recon_js: softmax over the window's positions of (−T·js̄_t) × mean over channels (x_t − x̂_t)²
-    recon:    mean over channels (x_t − x̂_t)²
-
-with js̄_t the Jensen–Shannon divergence at row t averaged over blocks and heads, T = ``temperature``.
-Higher means more anomalous.
-
-Three scoring options beyond the spec (``AMADDetector(score_stride=..., error_norm=..., smooth=...)``),
-and the input scaling ``binary_scaling`` (see :class:`amad_fast.data.Standardizer`):
-
-* ``score_stride=s`` scores windows starting every s steps and gives each step the mean of the
-  squared errors and of the js weights of the windows covering it. ``s = L`` is spec §4's
-  protocol (non-overlapping windows, the tail scored from a window aligned to the series end);
-  the default, L // 10, averages out where in its window a step happens to fall (errors and js
-  depend on the position). Chosen on omi-1 and the synthetic benchmark, 3 seeds each: see
-  experiments/results/score_stride_*.md.
-* ``error_norm="channel"`` (default) divides channel c's squared error by its mean squared error
-  on the validation split of the training series (floored at ``ERROR_SCALE_FLOOR``) before the
-  mean over channels, so channels the model reconstructs badly even on normal data (e.g. rare
-  binary command channels whose z-scores are huge) do not drown the others. ``"none"`` is the
-  spec's plain mean. Chosen on omi-1 (development entity, 2 seeds): see
-  experiments/results/scoring_omi1.md.
-* ``position_norm="train"`` (default) divides the squared error at each position p of a scoring
-  window by the model's mean error at position p over the training windows (the *position profile*,
-  mean 1 over positions) before the windows covering a step are averaged. The model reconstructs the
-  first and last positions of its window worse than the middle (on the synthetic entities about 4×
-  at p = 0 and p = L − 1); in the middle of a series every step is averaged over many positions,
-  but a series' first and last steps are seen only at a window's edge, so without it they score
-  high for where they sit, not for what they are (issue 13). ``"none"`` averages raw errors.
-  Measured per entity on the development benchmarks: experiments/results/position_norm.md.
-* ``smooth=w`` replaces each step's score by the centred mean over w steps (default None = half a
-  window, window_size // 2; 1 = per step). Chosen per entity on SMAP, omi-1 and synthetic entities:
-  experiments/results/per_entity_*.md.
-"""
+"""``AMADDetector``: the scikit-learn/PyOD-style estimator of AMAD (fit, decision_function, predict,
+save, load). The per-step scores come from :mod:`amad_fast.detection.scoring`, the training from
+:mod:`amad_fast.detection.training`, the threshold from :mod:`amad_fast.detection.thresholds`."""
 from __future__ import annotations
 
 import math
 import os
-import sys
 import warnings
 from typing import Any, Optional, Tuple
 
 import numpy as np
 import torch
 
-from .data import BINARY_SCALINGS, Standardizer, check_series, window_starts
-from .estimator import THRESHOLDS, DetectorBase
-from .model import AMAD
-from .files import FileFormatError, content_must_fit, read_file, write_file
-from .train import TrainConfig, progress_line, train_model, validation_segments
+from amad_fast.data import BINARY_SCALINGS, Standardizer, check_series, window_starts
+from amad_fast.detection.estimator import DetectorBase
+from amad_fast.detection.model import AMAD
+from amad_fast.detection.progress import progress_line
+from amad_fast.detection.scoring import (
+    ERROR_NORMS,
+    POSITION_NORMS,
+    SCORES,
+    _resolve_device,
+    causal_step_terms,
+    channel_error_scale,
+    combine_terms,
+    position_error_profile,
+    smooth_scores,
+    step_terms,
+    trailing_mean,
+)
+from amad_fast.detection.stream import StreamScorer
+from amad_fast.detection.training import TrainConfig, train_model, validation_segments
+from amad_fast.files import FileFormatError, content_must_fit, read_file, write_file
 
-__all__ = ["AMADDetector", "StreamScorer", "causal_step_terms", "trailing_mean", "score_series", "step_terms", "combine_terms", "channel_error_scale", "smooth_scores",
-           "position_error_profile", "SCORES", "POSITION_NORMS",
-           "THRESHOLDS", "ERROR_NORMS"]
-
-SCORES = ("recon_js", "recon")
-ERROR_NORMS = ("none", "channel")
-POSITION_NORMS = ("none", "train")
-#: at most this many training windows (evenly spread) measure the position profile at fit time
-PROFILE_WINDOWS = 1000
-ERROR_SCALE_FLOOR = 1e-3
+#: the file format of a saved AMAD detector (see :mod:`amad_fast.files`)
 FORMAT = "amad_fast.detector/1"
-
-
-def _resolve_device(device: Any) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: expected an available device, got {device!r} but CUDA is not available")
-    return dev
-
-
-def _window_terms(model: AMAD, x: torch.Tensor, temperature: float,
-                  pos: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Per window of x (B, L, C): the squared error (B, L, C) (divided by the position profile
-    ``pos`` (L,) when given) and the recon_js weight (B, L), softmax over positions of −T·js̄."""
-    res = model(x, need_branches=False)
-    e = (x - res.recon).double() ** 2
-    if pos is not None:
-        e = e / pos[None, :, None]
-    js = res.js.mean(dim=(0, 2))  # mean over blocks and heads → (B, L)
-    return e, torch.softmax(-float(temperature) * js, dim=-1).double()
-
-
-def _position_tensor(position_scale: Optional[np.ndarray], L: int, device: torch.device) -> Optional[torch.Tensor]:
-    if position_scale is None:
-        return None
-    pos = torch.as_tensor(np.asarray(position_scale, dtype=np.float64), device=device)
-    if pos.shape != (L,) or not bool(torch.isfinite(pos).all() and (pos > 0).all()):
-        raise ValueError(f"position_scale: expected {L} finite positive values (one per window position), "
-                         f"got shape {tuple(pos.shape)}")
-    return pos
-
-
-@torch.no_grad()
-def step_terms(model: AMAD, series: np.ndarray, temperature: float = 50.0, batch_size: int = 128,
-               stride: Optional[int] = None, progress: bool = False,
-               position_scale: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """Per-step ingredients of every score of a standardised series (T, C), spec §4.
-
-    Returns ``(err, weight)``: ``err`` (T, C) float64 the squared reconstruction error per channel,
-    ``weight`` (T,) float64 the softmax over the step's window positions of (−T·js̄_t). Windows
-    start at 0, ``stride``, 2·``stride``, … (``stride`` None = L, spec §4's non-overlapping
-    windows); a step covered by several windows gets the mean of their values. When the regular
-    windows leave the last steps uncovered, a window aligned to the series end scores only those.
-    ``position_scale`` (L,) divides each window's squared error at position p by
-    ``position_scale[p]`` first (:func:`position_error_profile`; None = raw errors).
-    Batched, under ``torch.no_grad``, in eval mode; ``progress`` shows a bar when stderr is a terminal.
-    """
-    L = model.window_size
-    T, C = series.shape
-    if T < L:
-        raise ValueError(f"X: expected at least window_size={L} time steps to score, got {T}")
-    stride = L if stride is None else int(stride)
-    if not 1 <= stride <= L:
-        raise ValueError(f"stride: expected an integer in [1, window_size={L}], got {stride}")
-    param = next(model.parameters())
-    was_training = model.training
-    model.eval()
-    data = torch.as_tensor(series, dtype=param.dtype, device=param.device)
-    starts = window_starts(T, L, stride, cover_tail=True)
-    n_regular = (T - L) // stride + 1  # starts[n_regular:] is the end-aligned tail window, if any
-    regular_end = (n_regular - 1) * stride + L  # steps [0, regular_end) are covered by regular windows
-    err = torch.zeros(T, C, dtype=torch.float64, device=data.device)
-    weight = torch.zeros(T, dtype=torch.float64, device=data.device)
-    count = torch.zeros(T, dtype=torch.float64, device=data.device)
-    offsets = torch.arange(L, device=data.device)
-    pos = _position_tensor(position_scale, L, data.device)
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(starts), desc="scoring windows", unit="win", leave=False, dynamic_ncols=True,
-               disable=not (progress and sys.stderr.isatty()))
-    for i in range(0, len(starts), batch_size):
-        idx = torch.as_tensor(starts[i : i + batch_size], device=data.device)[:, None] + offsets  # (B, L)
-        e, w = _window_terms(model, data[idx], temperature, pos)
-        is_tail = torch.arange(i, i + idx.shape[0], device=data.device)[:, None] >= n_regular
-        keep = (~is_tail | (idx >= regular_end)).reshape(-1).double()  # the tail adds uncovered steps only
-        flat = idx.reshape(-1)
-        err.index_add_(0, flat, e.reshape(-1, C) * keep[:, None])
-        weight.index_add_(0, flat, w.reshape(-1) * keep)
-        count.index_add_(0, flat, keep)
-        bar.update(idx.shape[0])
-    bar.close()
-    model.train(was_training)
-    return (err / count[:, None]).cpu().numpy(), (weight / count).cpu().numpy()
-
-
-@torch.no_grad()
-def position_error_profile(model: AMAD, series: np.ndarray, stride: int, batch_size: int = 128,
-                           max_windows: int = PROFILE_WINDOWS) -> np.ndarray:
-    """The model's mean squared reconstruction error at each position of its window, (L,) float64
-    with mean 1 over positions: over the windows of the standardised series (T, C) that start every
-    ``stride`` steps (at most ``max_windows`` of them, evenly spread) and over channels, floored at
-    ``ERROR_SCALE_FLOOR``. ``position_norm="train"`` divides scoring errors by it (module docstring)."""
-    L = model.window_size
-    starts = window_starts(series.shape[0], L, int(stride), cover_tail=False)
-    if len(starts) > max_windows:
-        starts = starts[np.linspace(0, len(starts) - 1, max_windows).round().astype(np.int64)]
-    param = next(model.parameters())
-    was_training = model.training
-    model.eval()
-    data = torch.as_tensor(series, dtype=param.dtype, device=param.device)
-    offsets = torch.arange(L, device=data.device)
-    total = torch.zeros(L, dtype=torch.float64, device=data.device)
-    for i in range(0, len(starts), batch_size):
-        x = data[torch.as_tensor(starts[i : i + batch_size], device=data.device)[:, None] + offsets]
-        total += ((x - model(x, need_branches=False).recon).double() ** 2).mean(dim=2).sum(dim=0)
-    model.train(was_training)
-    profile = total.cpu().numpy()
-    mean = profile.mean()
-    if not (np.isfinite(mean) and mean > 0):  # a perfect (or broken) reconstruction: nothing to correct
-        return np.ones(L)
-    return np.maximum(profile / mean, ERROR_SCALE_FLOOR)
-
-
-def combine_terms(err: np.ndarray, weight: np.ndarray, score: str = "recon_js",
-                  channel_scale: Optional[np.ndarray] = None) -> np.ndarray:
-    """Score per step from :func:`step_terms` output: mean over channels of err / channel_scale
-    (``channel_scale`` None = 1, the spec's plain mean), times ``weight`` for ``"recon_js"``."""
-    if score not in SCORES:
-        raise ValueError(f"score: expected one of {SCORES}, got {score!r}")
-    e = err if channel_scale is None else err / np.asarray(channel_scale, dtype=np.float64)
-    s = e.mean(axis=1)
-    return s * weight if score == "recon_js" else s
-
-
-def channel_error_scale(err: np.ndarray, floor: float = ERROR_SCALE_FLOOR) -> np.ndarray:
-    """Per-channel typical squared error (mean over steps), floored at ``floor`` so that channels
-    the model reconstructs (near-)perfectly on held-out data do not get an unbounded weight."""
-    return np.maximum(np.asarray(err, dtype=np.float64).mean(axis=0), float(floor))
-
-
-def smooth_scores(scores: np.ndarray, width: int) -> np.ndarray:
-    """Centred moving average of length ``width`` (odd widths are symmetric); near the ends the mean
-    is over the neighbours that exist, so the ends are not pulled towards zero. width 1 = identity."""
-    s = np.asarray(scores, dtype=np.float64)
-    if width <= 1:
-        return s
-    c = np.concatenate(([0.0], np.cumsum(s)))
-    i = np.arange(len(s))
-    lo = np.clip(i - (width - 1) // 2, 0, len(s))
-    hi = np.clip(i + width // 2 + 1, 0, len(s))
-    return (c[hi] - c[lo]) / (hi - lo)
-
-
-def trailing_mean(scores: np.ndarray, width: int) -> np.ndarray:
-    """Causal moving average: step t gets the mean of steps max(0, t − width + 1) … t (the first
-    steps average over those that exist). width 1 = identity."""
-    s = np.asarray(scores, dtype=np.float64)
-    if width <= 1:
-        return s
-    c = np.concatenate(([0.0], np.cumsum(s)))
-    i = np.arange(len(s))
-    lo = np.maximum(i - width + 1, 0)
-    return (c[i + 1] - c[lo]) / (i + 1 - lo)
-
-
-@torch.no_grad()
-def causal_step_terms(model: AMAD, series: np.ndarray, temperature: float = 50.0, batch_size: int = 128,
-                      position_scale: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """:func:`step_terms` as a live monitor can compute them: step t ≥ L − 1 from the one window
-    that ends at it (its last position), so nothing after t is used; the first L − 1 steps from the
-    first window (positions 0 … L − 2), known once L steps have arrived. (T, C) and (T,), float64."""
-    L = model.window_size
-    T, C = series.shape
-    if T < L:
-        raise ValueError(f"X: expected at least window_size={L} time steps to score, got {T}")
-    param = next(model.parameters())
-    was_training = model.training
-    model.eval()
-    data = torch.as_tensor(series, dtype=param.dtype, device=param.device)
-    pos = _position_tensor(position_scale, L, data.device)
-    offsets = torch.arange(L, device=data.device)
-    err = torch.empty(T, C, dtype=torch.float64, device=data.device)
-    weight = torch.empty(T, dtype=torch.float64, device=data.device)
-    for s0 in range(0, T - L + 1, batch_size):
-        starts = torch.arange(s0, min(s0 + batch_size, T - L + 1), device=data.device)
-        e, w = _window_terms(model, data[starts[:, None] + offsets], temperature, pos)
-        err[starts + L - 1], weight[starts + L - 1] = e[:, -1], w[:, -1]
-        if s0 == 0:
-            err[: L - 1], weight[: L - 1] = e[0, :-1], w[0, :-1]
-    model.train(was_training)
-    return err.cpu().numpy(), weight.cpu().numpy()
-
-
-def score_series(model: AMAD, series: np.ndarray, score: str = "recon_js", temperature: float = 50.0,
-                 batch_size: int = 128, channel_scale: Optional[np.ndarray] = None,
-                 smooth: int = 1, stride: Optional[int] = None) -> np.ndarray:
-    """Anomaly score per time step of a standardised series (T, C) (spec §4), float64 (T,).
-
-    ``channel_scale`` (C,) divides each channel's squared error before the mean over channels
-    (``error_norm="channel"`` of :class:`AMADDetector`); None keeps the spec's plain mean.
-    ``smooth`` > 1 replaces each step's score by the centred mean over ``smooth`` steps.
-    ``stride`` between scoring windows as in :func:`step_terms` (None = L, non-overlapping).
-    """
-    if score not in SCORES:
-        raise ValueError(f"score: expected one of {SCORES}, got {score!r}")
-    err, weight = step_terms(model, series, temperature, batch_size, stride)
-    return smooth_scores(combine_terms(err, weight, score, channel_scale), smooth)
 
 
 class AMADDetector(DetectorBase):
@@ -615,84 +388,3 @@ class AMADDetector(DetectorBase):
         det.best_epoch_ = state["best_epoch"]
         det.fit_checkpoint_dir_ = fit_checkpoint_dir
         return det
-
-
-class StreamScorer:
-    """Live scoring of one series with a fitted :class:`AMADDetector` (``det.stream()``).
-
-    ``update(x)`` takes one row (C,) or several (n, C) in time order and returns, as float64, the
-    scores of the steps that became computable: nothing until ``window_size`` rows have arrived,
-    then the first ``window_size`` scores at once, then one score per row. The numbers are
-    ``det.decision_function(series, causal=True)``'s (step t from the window ending at t, the
-    score smoothed over the steps up to t). Memory is O(window_size + smooth) whatever the length
-    of the stream. Compare scores with ``det.threshold_`` (the "train" and "pot" rules fix it at
-    fit time; "paper" needs the whole scored series and has no streaming threshold).
-    A row with NaN/Inf is refused (a stream cannot interpolate from steps that have not arrived);
-    rows far outside the training range are clipped as in ``decision_function``.
-    """
-
-    def __init__(self, detector: AMADDetector) -> None:
-        from collections import deque
-
-        self.detector = detector
-        L = detector.window_size
-        param = next(detector.model_.parameters())
-        self._dtype, self._device = param.dtype, param.device
-        self._pos = _position_tensor(detector._position_scale(), L, param.device)
-        self._scale = detector._channel_scale(detector.error_norm)
-        self._rows: "deque[np.ndarray]" = deque(maxlen=L)  # the last L standardised rows
-        self._recent = deque(maxlen=detector.resolved_smooth())  # the last raw scores, for the smoothing
-        self.n_seen = 0  # rows received
-        self.n_scored = 0  # scores returned
-
-    def update(self, x: Any) -> np.ndarray:
-        """Add rows x, (C,) or (n, C); return the scores of the steps they make computable."""
-        det = self.detector
-        A = np.asarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x)
-        if A.ndim == 1:
-            A = A[None, :]
-        C = det.n_channels_
-        if A.ndim != 2 or A.shape[1] != C or not np.issubdtype(A.dtype, np.number) or np.iscomplexobj(A):
-            raise ValueError(f"x: expected one row of {C} numbers or an (n, {C}) array of them, got "
-                             f"{'dtype ' + str(A.dtype) if not np.issubdtype(A.dtype, np.number) else 'shape ' + str(A.shape)}")
-        A = A.astype(np.float64)
-        bad = ~np.isfinite(A)
-        if bad.any():
-            r, c = (int(v) for v in np.argwhere(bad)[0])
-            raise ValueError(f"x: expected finite values, got {A[r, c]} at row {r} of this update (stream step "
-                             f"{self.n_seen + r}), channel {c}: a stream cannot interpolate from steps that have "
-                             f"not arrived; fill the value (e.g. repeat the last one) before update")
-        if A.shape[0] == 0:
-            return np.empty(0)
-        Z = det.standardizer_.transform(A, name="x", nan_policy=det.nan_policy)
-        L = det.window_size
-        windows, first = [], False
-        for row in Z:
-            self._rows.append(row)
-            self.n_seen += 1
-            if self.n_seen >= L:
-                first = first or self.n_seen == L
-                windows.append(np.stack(self._rows))
-        if not windows:
-            return np.empty(0)
-        model = det.model_
-        was_training = model.training
-        model.eval()
-        errs, weights = [], []
-        with torch.no_grad():
-            for i in range(0, len(windows), det.score_batch_size):
-                xb = torch.as_tensor(np.stack(windows[i : i + det.score_batch_size]), dtype=self._dtype,
-                                     device=self._device)
-                e, w = _window_terms(model, xb, det.temperature, self._pos)
-                if i == 0 and first:  # the first window also scores its first L - 1 steps
-                    errs.append(e[0, :-1]), weights.append(w[0, :-1])
-                errs.append(e[:, -1]), weights.append(w[:, -1])
-        model.train(was_training)
-        raw = combine_terms(torch.cat(errs).cpu().numpy(), torch.cat(weights).cpu().numpy(), det.score, self._scale)
-        out = np.empty(len(raw))
-        for i, r in enumerate(raw):
-            self._recent.append(float(r))
-            out[i] = sum(self._recent) / len(self._recent)
-        self.n_scored += len(out)
-        return det._finite_scores(out, "the stream")
-

@@ -8,7 +8,7 @@ _LOAD_ERROR: Optional[str] = None
 try:
     import torch  # noqa: F401  (the extension links against libtorch)
 
-    from . import _C  # noqa: F401
+    from amad_fast import _C  # noqa: F401
 except ImportError as exc:  # built with AMAD_FAST_SKIP_EXTENSION=1, or run from an unbuilt tree
     import os
 

@@ -3,7 +3,7 @@
 A backend says whether it can run on this machine at all (:meth:`Backend.availability`),
 whether it can take given inputs (:meth:`Backend.unsupported_reason`), and computes spec §1
 with autograd to all six inputs (:meth:`Backend.forward`). Inputs reach it already validated by
-:func:`amad_fast._validation.check_inputs`; ``scale`` is already resolved to a float.
+:func:`amad_fast.attention.validation.check_inputs`; ``scale`` is already resolved to a float.
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import FrozenSet, Optional
 
 from torch import Tensor
 
-from .._validation import Dims
-from ..types import AutoMaskResult
+from amad_fast.attention.result import AutoMaskResult
+from amad_fast.attention.validation import Dims
 
 
 class Backend:

@@ -1,7 +1,7 @@
 """What every detector of the package shares: scikit-learn-style parameters and the threshold rules.
 
 :class:`DetectorBase` is the one place where scores become a decision threshold, for AMAD
-(:class:`amad_fast.detector.AMADDetector`) and the baselines (:mod:`amad_fast.baselines`) alike:
+(:class:`amad_fast.detection.detector.AMADDetector`) and the baselines (:mod:`amad_fast.detection.baselines`) alike:
 
 * ``"paper"``: percentile 100 − ``anomaly_ratio`` of the stored training scores and the judged
   scores together (Anomaly Transformer's protocol; it uses statistics of the data being judged);
@@ -20,11 +20,11 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from . import metrics
+from amad_fast.detection import thresholds
+from amad_fast.detection.thresholds import THRESHOLDS
+from amad_fast.metrics.classification import predict
 
-__all__ = ["DetectorBase", "THRESHOLDS"]
-
-THRESHOLDS = ("paper", "train", "pot")
+__all__ = ["DetectorBase"]
 
 
 class DetectorBase:
@@ -122,7 +122,7 @@ class DetectorBase:
         """0/1 (int8) per training step: its score above the threshold (PyOD's name), i.e. what
         ``predict`` would say of the training series without recomputing its scores."""
         self._require_fitted_attribute("labels_")
-        return metrics.predict(self.train_scores_, self.threshold_for(self.train_scores_))
+        return predict(self.train_scores_, self.threshold_for(self.train_scores_))
 
     def _require_fitted_attribute(self, name: str) -> None:
         # an AttributeError, as for any attribute fit has not set yet (hasattr / sklearn's check_is_fitted)
@@ -132,23 +132,23 @@ class DetectorBase:
     # -- thresholds -------------------------------------------------------------------------------
     def _fixed_threshold(self) -> Optional[float]:
         if self.threshold == "train":
-            return metrics.train_threshold(self.train_scores_, self.anomaly_ratio)
+            return thresholds.train_threshold(self.train_scores_, self.anomaly_ratio)
         if self.threshold == "pot":
-            return metrics.pot_threshold(self.train_scores_)
+            return thresholds.pot_threshold(self.train_scores_)
         return None  # "paper" needs the scores being judged
 
     def threshold_for(self, scores: Any) -> float:
         """The decision threshold for these scores (fixed for "train"/"pot"; "paper" uses them)."""
         self._require_fitted()
         if self.threshold == "paper":
-            return metrics.paper_threshold(self.train_scores_, scores, self.anomaly_ratio)
+            return thresholds.paper_threshold(self.train_scores_, scores, self.anomaly_ratio)
         return float(self.threshold_)
 
     def predict(self, X: Any) -> np.ndarray:
         """0/1 (int8) per time step: score > threshold (see :meth:`threshold_for`)."""
         scores = self.decision_function(X)
         self.last_threshold_ = self.threshold_for(scores)
-        return metrics.predict(scores, self.last_threshold_)
+        return predict(scores, self.last_threshold_)
 
     def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
         return self.fit(X).predict(X)

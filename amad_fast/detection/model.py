@@ -12,7 +12,7 @@ from typing import List, NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .modules import AutoMaskAttention
+from amad_fast.attention.module import AutoMaskAttention
 
 __all__ = ["AMAD", "AMADOutput", "ParamRoutes", "positional_encoding"]
 

@@ -9,12 +9,12 @@ from typing import Dict, Optional
 
 from torch import Tensor
 
-from ._validation import check_inputs
-from .backends.base import Backend
-from .backends.cpp import CppBackend
-from .backends.reference import ReferenceBackend
-from .backends.triton import TritonBackend
-from .types import AutoMaskResult
+from amad_fast.attention.backends.base import Backend
+from amad_fast.attention.backends.cpp import CppBackend
+from amad_fast.attention.backends.reference import ReferenceBackend
+from amad_fast.attention.backends.triton import TritonBackend
+from amad_fast.attention.result import AutoMaskResult
+from amad_fast.attention.validation import check_inputs
 
 #: priority order for ``backend="auto"``: fused Triton, then the C++/CUDA extension, then the reference
 BACKENDS: Dict[str, Backend] = {b.name: b for b in (TritonBackend(), CppBackend(), ReferenceBackend())}

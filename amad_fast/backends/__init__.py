@@ -1,1 +1,0 @@
-"""Backends of AutoMask attention, each behind the contract in :mod:`amad_fast.backends.base`."""

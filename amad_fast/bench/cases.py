@@ -1,0 +1,331 @@
+"""What the attention benchmark times: shapes, one case per backend and baseline, and the sweep over
+lengths and dtypes."""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from amad_fast.bench.timing import _sync, automask_bytes, peak_memory, plain_attention_bytes, time_interleaved
+
+
+@dataclass
+class Shape:
+    B: int
+    H: int
+    L: int
+    D: int
+    S: int
+    dtype: torch.dtype
+    device: torch.device
+
+    def as_dict(self) -> dict:
+        return {"B": self.B, "H": self.H, "L": self.L, "D": self.D, "S": self.S, "dtype": str(self.dtype).replace("torch.", "")}
+
+
+@dataclass
+class Case:
+    """One thing to time at one shape: a no-grad forward and a forward+backward step."""
+
+    label: str
+    family: str  # "automask" (a backend), "baseline"
+    forward: Callable[[], object]
+    step: Callable[[], object]
+    bytes_fwd: int
+    bytes_fwdbwd: int
+    compiled: bool = False  # torch.compile'd: its first call (the compilation) is timed apart
+
+
+def _automask_inputs(shape: Shape, seed: int, requires_grad: bool):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    from amad_fast.attention.reference import default_freqs
+
+    def rnd(*size, dtype=shape.dtype):
+        return torch.randn(*size, generator=g, dtype=torch.float32).to(device=shape.device, dtype=dtype)
+
+    q, k, v = (rnd(shape.B, shape.H, shape.L, shape.D) for _ in range(3))
+    pdtype = torch.float32 if shape.dtype in (torch.bfloat16, torch.float16) else shape.dtype
+    freqs = default_freqs(shape.H, shape.S, shape.D // 2).to(shape.device, pdtype)
+    weights = torch.full((shape.H, shape.S), 1.0 / shape.S, device=shape.device, dtype=pdtype)
+    mix = (0.1 * rnd(shape.H, dtype=pdtype))
+    leaves = [q, k, v, freqs, weights, mix]
+    for t in leaves:
+        t.requires_grad_(requires_grad)
+    return leaves, g
+
+
+def _grads_like(outs: Sequence[Tensor], g: torch.Generator) -> List[Tensor]:
+    return [torch.randn(o.shape, generator=g).to(o.device, o.dtype) for o in outs]
+
+
+def _make_step(fwd: Callable[..., Sequence[Tensor]], leaves: List[Tensor], g: torch.Generator, params=()):
+    """A fwd+bwd callable: reset grads, forward, backward with fixed upstream grads."""
+    grads: List[Tensor] = []
+    targets = [t for t in list(leaves) + list(params) if t.requires_grad]
+
+    def step():
+        for t in targets:
+            t.grad = None
+        outs = [o for o in fwd(*leaves) if o is not None]
+        if not grads:
+            grads.extend(_grads_like(outs, g))
+        torch.autograd.backward(outs, grads)
+
+    return step
+
+
+def _no_grad(fn: Callable[..., object], *args) -> Callable[[], object]:
+    def call():
+        with torch.no_grad():
+            return fn(*args)
+
+    return call
+
+
+def automask_cases(
+    shape: Shape, backends: Sequence[str], *, divergence: bool, branches: bool, compile_reference: bool, seed: int = 0
+) -> List[Case]:
+    """The AutoMask backends and torch.compile(reference) at ``shape``."""
+    from amad_fast import automask_attention
+    from amad_fast.attention.reference import automask_attention_reference
+
+    elt = torch.empty((), dtype=shape.dtype).element_size()
+    nb = dict(divergence=divergence, branches=branches)
+    b_f = automask_bytes(shape.B, shape.H, shape.L, shape.D, elt, backward=False, **nb)
+    b_fb = automask_bytes(shape.B, shape.H, shape.L, shape.D, elt, backward=True, **nb)
+    cases = []
+    for name in backends:
+
+        def fwd(q, k, v, f, w, m, _name=name):
+            return tuple(automask_attention(
+                q, k, v, f, w, m, need_divergence=divergence, need_branches=branches, backend=_name
+            ))
+
+        plain, g = _automask_inputs(shape, seed, False)
+        leaves, g2 = _automask_inputs(shape, seed, True)
+        cases.append(Case(name, "automask", _no_grad(fwd, *plain), _make_step(fwd, leaves, g2), b_f, b_fb))
+    if compile_reference:
+
+        def ref(q, k, v, f, w, m):
+            return tuple(automask_attention_reference(q, k, v, f, w, m, need_divergence=divergence, need_branches=branches))
+
+        compiled = torch.compile(ref)
+        plain, _ = _automask_inputs(shape, seed, False)
+        leaves, g2 = _automask_inputs(shape, seed, True)
+        cases.append(Case("compile(reference)", "baseline", _no_grad(compiled, *plain),
+                          _make_step(compiled, leaves, g2), b_f, b_fb, compiled=True))
+    return cases
+
+
+def plain_cases(shape: Shape, *, which: Sequence[str] = ("sdpa", "mha", "amad-module"), seed: int = 0) -> List[Case]:
+    """The baselines named in ``which`` at ``shape``: SDPA (plain attention), nn.MultiheadAttention,
+    AutoMaskAttention (backend auto)."""
+    from amad_fast.attention.module import AutoMaskAttention
+
+    elt = torch.empty((), dtype=shape.dtype).element_size()
+    b_f = plain_attention_bytes(shape.B, shape.H, shape.L, shape.D, elt, backward=False)
+    b_fb = plain_attention_bytes(shape.B, shape.H, shape.L, shape.D, elt, backward=True)
+    g = torch.Generator().manual_seed(seed)
+    dev, dt = shape.device, shape.dtype
+
+    def rnd(*size, rg=False):
+        return torch.randn(*size, generator=g).to(dev, dt).requires_grad_(rg)
+
+    sdpa = nn.functional.scaled_dot_product_attention
+    qkv = [rnd(shape.B, shape.H, shape.L, shape.D) for _ in range(3)]
+    qkv_g = [rnd(shape.B, shape.H, shape.L, shape.D, rg=True) for _ in range(3)]
+    cases = []
+    if "sdpa" in which:
+        cases.append(Case("sdpa", "baseline", _no_grad(sdpa, *qkv), _make_step(lambda *a: (sdpa(*a),), qkv_g, g), b_f, b_fb))
+
+    E = shape.H * shape.D
+    modules = []
+    if "mha" in which:
+        modules.append(("mha", nn.MultiheadAttention(E, shape.H, batch_first=True, device=dev, dtype=dt)))
+    if "amad-module" in which:
+        pdt = torch.float32 if dt in (torch.bfloat16, torch.float16) else dt
+        am = AutoMaskAttention(E, shape.H, num_scales=shape.S, batch_first=True, device=dev, dtype=pdt)
+        modules.append(("amad-module", am))
+    for label, mod in modules:
+        if label == "amad-module" and mod.freqs.dtype != dt:
+            # projections in the activation dtype, AutoMask parameters kept in float32
+            for p in (mod.in_proj_weight, mod.in_proj_bias, mod.out_proj.weight, mod.out_proj.bias):
+                p.data = p.data.to(dt)
+        mod.eval()
+
+        def fwd(x, _mod=mod):
+            return (_mod(x, x, x, need_weights=False)[0],)
+
+        x = rnd(shape.B, shape.L, E)
+        xg = rnd(shape.B, shape.L, E, rg=True)
+        cases.append(Case(label, "baseline", _no_grad(fwd, x), _make_step(fwd, [xg], g, params=list(mod.parameters())), b_f, b_fb))
+    return cases
+
+
+@contextlib.contextmanager
+def _finite_checks_off():
+    from amad_fast.attention import validation as _validation
+
+    before = _validation.finite_checks_enabled()
+    _validation.set_finite_checks(False)
+    try:
+        yield
+    finally:
+        _validation.set_finite_checks(before)
+
+
+def _error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _failure(rec: dict, exc: BaseException) -> dict:
+    oom = "out of memory" in str(exc).lower() or isinstance(exc, torch.cuda.OutOfMemoryError)
+    rec["status"] = "oom" if oom else "failed"
+    rec["error"] = _error_text(exc)
+    if os.environ.get("AMAD_BENCH_TRACEBACK"):
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+    return rec
+
+
+def measure_group(cases: Sequence[Case], shape: Shape, mode: str, timing: dict, *, memory: bool = True) -> List[dict]:
+    """Time every case at one shape in one mode ("fwd" or "fwdbwd"), samples interleaved.
+
+    Never raises: a failing case becomes a record with status "failed" or "oom". A compiled
+    case's first call (the compilation) is timed apart as ``compile_s``.
+    """
+    recs, fns = {}, {}
+    with _finite_checks_off():
+        for case in cases:
+            fn = case.forward if mode == "fwd" else case.step
+            rec = {"label": case.label, "family": case.family, "mode": mode, **shape.as_dict(), "status": "ok"}
+            recs[case.label] = rec
+            if case.compiled:
+                try:
+                    _sync(shape.device)
+                    t0 = time.perf_counter()
+                    fn()
+                    _sync(shape.device)
+                    rec["compile_s"] = time.perf_counter() - t0
+                except Exception as exc:  # noqa: BLE001
+                    _failure(rec, exc)
+                    continue
+            fns[case.label] = fn
+        stats, errors = time_interleaved(fns, shape.device, **timing)
+        for case in cases:
+            rec = recs[case.label]
+            if case.label in errors:
+                _failure(rec, errors[case.label])
+            if case.label not in stats or rec["status"] != "ok":
+                continue
+            t = stats[case.label]
+            rec.update(t)
+            rec["bytes"] = case.bytes_fwd if mode == "fwd" else case.bytes_fwdbwd
+            rec["gbps"] = rec["bytes"] / t["median_s"] / 1e9
+            rec["windows_per_s"] = shape.B / t["median_s"]
+            if memory:
+                try:
+                    rec["peak_bytes"], rec["peak_method"] = peak_memory(fns[case.label], shape.device)
+                except Exception as exc:  # noqa: BLE001
+                    rec["peak_error"] = _error_text(exc)
+            if shape.device.type == "cuda":
+                torch.cuda.empty_cache()
+    return [recs[c.label] for c in cases]
+
+
+def add_ratios(records: List[dict]) -> None:
+    """x_sdpa = time / sdpa time and ref_over = reference time / time, within each shape and mode."""
+    groups: Dict[tuple, Dict[str, dict]] = {}
+    for r in records:
+        if r.get("status") == "ok":
+            key = (r.get("part", "attention"), r["dtype"], r["B"], r["H"], r["L"], r["D"], r["S"], r["mode"])
+            groups.setdefault(key, {})[r["label"]] = r
+    for by_label in groups.values():
+        sdpa, ref = by_label.get("sdpa"), by_label.get("reference")
+        for r in by_label.values():
+            if sdpa:
+                r["x_sdpa"] = r["median_s"] / sdpa["median_s"]
+            if ref:
+                r["ref_over"] = ref["median_s"] / r["median_s"]
+
+
+def benchmark_backends(device: torch.device) -> Tuple[List[str], Dict[str, str]]:
+    """Usable backends to measure on ``device``, and why the others are left out."""
+    from amad_fast import available_backends
+
+    chosen, skipped = [], {}
+    for name, st in available_backends().items():
+        if not st.available:
+            skipped[name] = st.reason
+        elif name == "triton" and device.type != "cuda":
+            skipped[name] = "on CPU Triton runs only in its slow interpreter; not a throughput figure"
+        else:
+            chosen.append(name)
+    return chosen, skipped
+
+
+def batch_for_length(L: int, batch100: int) -> int:
+    """Keep B*L roughly constant: B = max(1, round(batch100 * 100 / L))."""
+    return max(1, int(round(batch100 * 100 / L)))
+
+
+def run_attention_sweep(
+    device: torch.device,
+    lengths: Sequence[int],
+    head_dims: Sequence[int],
+    dtypes: Sequence[torch.dtype],
+    *,
+    batch100: int,
+    heads: int = 8,
+    scales: int = 4,
+    backends: Optional[Sequence[str]] = None,
+    compile_reference: bool = True,
+    divergence: bool = True,
+    branches: bool = False,
+    timing: Optional[dict] = None,
+    memory: bool = True,
+    log=print,
+) -> List[dict]:
+    """The attention sweep: every backend and baseline at every (dtype, D, L), both modes."""
+    if backends is None:
+        backends, _ = benchmark_backends(device)
+    timing = timing or {}
+    records = []
+    for dtype in dtypes:
+        for D in head_dims:
+            for L in lengths:
+                shape = Shape(batch_for_length(L, batch100), heads, L, D, scales, dtype, device)
+                if compile_reference:
+                    torch._dynamo.reset()  # fresh compile per shape, not the recompile limit
+                try:
+                    cases = automask_cases(shape, backends, divergence=divergence, branches=branches,
+                                           compile_reference=compile_reference)
+                    cases += plain_cases(shape)
+                except Exception as exc:  # noqa: BLE001
+                    records.append({"part": "attention", "label": "*", "mode": "*", **shape.as_dict(),
+                                    "status": "failed", "error": _error_text(exc)})
+                    continue
+                for mode in ("fwd", "fwdbwd"):
+                    for rec in measure_group(cases, shape, mode, timing, memory=memory):
+                        rec["part"] = "attention"
+                        records.append(rec)
+                        log(_progress_line(rec))
+                del cases
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+    add_ratios(records)
+    return records
+
+
+def _progress_line(rec: dict) -> str:
+    head = f"  {rec['dtype']:>8} L={rec['L']:<5} D={rec['D']:<3} B={rec['B']:<4} {rec['mode']:<6} {rec['label']:<20}"
+    if rec["status"] != "ok":
+        return f"{head} {rec['status']}: {rec.get('error', '')}"
+    extra = f"  (compile {rec['compile_s']:.1f} s)" if "compile_s" in rec else ""
+    return f"{head} {rec['median_s'] * 1e3:10.3f} ms{extra}"
