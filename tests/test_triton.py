@@ -221,9 +221,10 @@ def test_bfloat16_refused_under_interpreter():
         amad_fast.automask_attention(**xs, backend="triton")
 
 
-def test_adapter_mirrors_kernel_limits_and_is_available():
-    assert triton_backend.SUPPORTED_HEAD_DIMS == km.SUPPORTED_HEAD_DIMS
-    assert triton_backend.MAX_SCALES == km.MAX_SCALES
+def test_declaration_states_the_kernel_limits_and_is_available():
+    support = triton_backend.TritonBackend().support()
+    assert [d for d in range(2, 514, 2) if support.head_dims.admits(d)] == [16, 32, 64, 128]
+    assert support.max_scales == 16 and not support.dropout
     status = amad_fast.available_backends()["triton"]
     assert status.available, status.reason
 
