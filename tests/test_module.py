@@ -6,16 +6,19 @@ import torch
 from torch import nn
 
 from amad_fast import AutoMaskAttention
+from amad_fast.attention import module as module_file
 from amad_fast.attention.reference import automask_attention_reference
 
 
-def manual_forward(attn: AutoMaskAttention, x: torch.Tensor) -> torch.Tensor:
+def manual_forward(attn: AutoMaskAttention, x: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
     """The module's math spelled out: projections, reference attention, output projection."""
     B, L, E = x.shape
     H, D = attn.num_heads, attn.head_dim
     q, k, v = nn.functional.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
     heads = lambda t: t.reshape(B, L, H, D).permute(0, 2, 1, 3)  # noqa: E731
-    res = automask_attention_reference(heads(q), heads(k), heads(v), attn.freqs, attn.weights, attn.mix)
+    res = automask_attention_reference(
+        heads(q), heads(k), heads(v), attn.freqs, attn.weights, attn.mix, dropout_p=dropout_p
+    )
     return attn.out_proj(res.out.permute(0, 2, 1, 3).reshape(B, L, E))
 
 
@@ -132,6 +135,30 @@ def test_dropout_runs_in_training_and_is_off_in_eval():
     torch.testing.assert_close(c, d)
 
 
+def test_dropout_goes_through_dispatch_and_keeps_the_reference_numbers(monkeypatch):
+    """The module calls only automask_attention, with dropout_p while training (0 in eval); dispatch
+    runs the reference then, which draws the same masks for the same seed as calling it directly."""
+    calls = []
+    dispatch = module_file.automask_attention
+
+    def recorded(*args, **kwargs):
+        calls.append(kwargs)
+        return dispatch(*args, **kwargs)
+
+    monkeypatch.setattr(module_file, "automask_attention", recorded)
+    torch.manual_seed(6)
+    attn = AutoMaskAttention(8, 2, dropout=0.25).double()
+    x = torch.randn(2, 6, 8, dtype=torch.float64)
+    torch.manual_seed(7)
+    out, _ = attn(x, x, x, need_weights=False)
+    assert calls[-1]["dropout_p"] == 0.25 and calls[-1]["backend"] == "auto"
+    torch.manual_seed(7)
+    torch.testing.assert_close(out, manual_forward(attn, x, dropout_p=0.25), rtol=0, atol=0)
+    attn.eval()
+    attn(x, x, x, need_weights=False)
+    assert calls[-1]["dropout_p"] == 0.0
+
+
 @pytest.mark.parametrize(
     "kwargs, pattern",
     [
@@ -142,6 +169,7 @@ def test_dropout_runs_in_training_and_is_off_in_eval():
         (dict(embed_dim=8, num_heads=2, dropout=1.5), r"dropout: expected a probability"),
         (dict(embed_dim=8, num_heads=2, backend="fastest"), r"backend: expected one of"),
         (dict(embed_dim=8, num_heads=2, dropout=0.1, backend="cpp"), r"dropout: the 'cpp' backend has no attention dropout"),
+        (dict(embed_dim=8, num_heads=2, dropout=0.1, backend="triton"), r"the 'triton' backend has no attention dropout"),
     ],
 )
 def test_bad_construction(kwargs, pattern):

@@ -221,9 +221,10 @@ def test_bfloat16_refused_under_interpreter():
         amad_fast.automask_attention(**xs, backend="triton")
 
 
-def test_adapter_mirrors_kernel_limits_and_is_available():
-    assert triton_backend.SUPPORTED_HEAD_DIMS == km.SUPPORTED_HEAD_DIMS
-    assert triton_backend.MAX_SCALES == km.MAX_SCALES
+def test_declaration_states_the_kernel_limits_and_is_available():
+    support = triton_backend.TritonBackend().support()
+    assert [d for d in range(2, 514, 2) if support.head_dims.admits(d)] == [16, 32, 64, 128]
+    assert support.max_scales == 16 and not support.dropout
     status = amad_fast.available_backends()["triton"]
     assert status.available, status.reason
 
@@ -231,24 +232,37 @@ def test_adapter_mirrors_kernel_limits_and_is_available():
 def test_custom_ops_pass_opcheck_and_fake_shapes():
     xs, _ = _inputs(2, 2, 20, 16, 2, seed=5)
     q, k, v, f, w, m = [_cast(x, torch.float32) for x in xs]
-    lam = torch.sigmoid(m)
-    grad = [t.clone().requires_grad_() for t in (q, k, v, f, w, lam)]
+    grad = [t.clone().requires_grad_() for t in (q, k, v, f, w, m)]
     for nd in (True, False):
         torch.library.opcheck(km.automask_fwd_op, (*grad, 0.25, nd, True))
-    torch.library.opcheck(km.automask_fwd_op, (q, k, v, f, w, lam, 0.25, False, False))
-    out = km.automask_fwd_op(q, k, v, f, w, lam, 0.25, True, True)
+    torch.library.opcheck(km.automask_fwd_op, (q, k, v, f, w, m, 0.25, False, False))
+    out = km.automask_fwd_op(q, k, v, f, w, m, 0.25, True, True)
     dout = torch.randn_like(q)
-    torch.library.opcheck(km.automask_bwd_op, (dout, None, None, None, None, q, k, v, f, w, lam, *out[1:], 0.25))
+    torch.library.opcheck(km.automask_bwd_op, (dout, None, None, None, None, q, k, v, f, w, m, *out[1:], 0.25))
 
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     mode = FakeTensorMode()
-    fakes = [mode.from_tensor(t) for t in (q, k, v, f, w, lam)]
+    fakes = [mode.from_tensor(t) for t in (q, k, v, f, w, m)]
     for nd, sb in ((True, True), (False, False)):
-        real = km.automask_fwd_op(q, k, v, f, w, lam, 0.25, nd, sb)
+        real = km.automask_fwd_op(q, k, v, f, w, m, 0.25, nd, sb)
         with mode:
             fake = km.automask_fwd_op(*fakes, 0.25, nd, sb)
         assert [(tuple(t.shape), t.dtype) for t in fake] == [(tuple(t.shape), t.dtype) for t in real]
+
+
+@pytest.mark.skipif(not amad_fast.available_backends()["cpp"].available, reason="needs the C++ extension")
+def test_op_takes_the_raw_mix_like_the_cpp_op():
+    """One contract: both ops take the mixup logit m (not λ = sigmoid(m)) and return dmix."""
+    xs, _ = _inputs(1, 2, 20, 16, 2, seed=7)
+    xs = [_cast(x, torch.float32).requires_grad_() for x in xs]
+    got = km.automask_fwd_op(*xs, 0.25, True, True)
+    want = torch.ops.amad_fast.automask_forward(*[x.cpu() for x in xs], 0.25, True)
+    for a, b in zip(got[:5], want[:5]):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-5, atol=1e-6)
+    dmix, = torch.autograd.grad(got[0].sum(), xs[5])
+    dmix_cpp, = torch.autograd.grad(want[0].sum(), xs[5])
+    torch.testing.assert_close(dmix.cpu(), dmix_cpp, rtol=1e-5, atol=1e-6)
 
 
 def test_torch_compile_fullgraph_matches_eager():
@@ -320,7 +334,7 @@ def test_kernels_compile_for_hopper_without_a_gpu():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    code = ("from amad_fast.kernels.automask import aot_compile\n"
+    code = ("from amad_fast.kernels.launch import aot_compile\n"
             "for dt in ('fp32', 'bf16'):\n"
             "    r = aot_compile(90, dt, head_dim=16, scales=2, block_m=16, block_n=32)  # M != N: catches shape-changing loop-carried names\n"
             "    print(dt, r)\n")

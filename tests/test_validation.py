@@ -1,9 +1,14 @@
 """Every bad input to the functional API raises a clear error naming the argument."""
+import re
+
 import pytest
 import torch
 
 import amad_fast
-from amad_fast.attention.reference import default_freqs
+from amad_fast.attention.backends.base import Backend, HeadDims, Support
+from amad_fast.attention.dispatch import BACKENDS, select_backend
+from amad_fast.attention.reference import automask_attention_reference, default_freqs
+from amad_fast.attention.validation import check_inputs
 
 
 def good(B=2, H=2, L=5, D=4, S=3, dtype=torch.float32):
@@ -106,3 +111,70 @@ def test_unavailable_backend_says_why():
     for s in unavailable:
         with pytest.raises(RuntimeError, match=rf"backend '{s.name}' cannot run these inputs: "):
             call(**good(), backend=s.name)
+
+
+@pytest.mark.parametrize("dropout_p, exc", [(-0.1, ValueError), (1.0, ValueError), (float("nan"), ValueError),
+                                            ("0.1", TypeError), (True, TypeError)])
+def test_bad_dropout(dropout_p, exc):
+    with pytest.raises(exc, match="dropout_p: expected"):
+        amad_fast.automask_attention(*good().values(), dropout_p=dropout_p)
+
+
+def test_backends_without_dropout_are_passed_over():
+    """auto skips every backend that does not declare dropout; naming one says why it cannot run."""
+    inputs = list(good(D=16).values())  # a head dim every backend takes
+    dims = check_inputs(*inputs, None)
+    assert select_backend(inputs[0], inputs[3], dims, "auto", dropout_p=0.1).name == "reference"
+    for name, backend in BACKENDS.items():
+        if backend.support().dropout or backend.availability():
+            continue
+        with pytest.raises(RuntimeError, match=rf"backend '{name}' cannot run these inputs: dropout not supported"):
+            amad_fast.automask_attention(*inputs, dropout_p=0.1, backend=name)
+    torch.manual_seed(0)
+    auto = amad_fast.automask_attention(*inputs, dropout_p=0.1).out
+    torch.manual_seed(0)
+    ref = automask_attention_reference(*inputs, dropout_p=0.1).out
+    torch.testing.assert_close(auto, ref, rtol=0, atol=0)
+
+
+class _Declared(Backend):
+    """A backend that exists only as a declaration, to check the generic checks against it."""
+
+    name = "declared"
+
+    def support(self):
+        return Support(
+            device_types=frozenset({"cpu"}), auto_device_types=frozenset({"cpu"}),
+            dtypes=(torch.float32,), param_dtypes=(torch.float32,),
+            head_dims=HeadDims(minimum=4, maximum=16, power_of_two=True), max_scales=2,
+        )
+
+
+@pytest.mark.parametrize("change, reason", [
+    (dict(), None),
+    (dict(D=8, S=2), None),
+    (dict(dtype=torch.float64), r"q: expected dtype float32, got torch.float64"),
+    (dict(param_dtype=torch.float64), r"freqs: expected parameter dtype float32, got torch.float64"),
+    (dict(D=12), r"q: expected head dim D in \(4, 8, 16\), got D = 12"),
+    (dict(D=2), r"q: expected head dim D in \(4, 8, 16\), got D = 2"),
+    (dict(D=32), r"got D = 32"),
+    (dict(S=3), r"freqs: expected at most 2 scales S, got S = 3"),
+    (dict(dropout_p=0.5), r"^dropout not supported$"),
+    (dict(device="meta"), r"q: expected a tensor on device type cpu, got device meta"),
+])
+def test_declared_support_is_checked_generically(change, reason):
+    D, S = change.get("D", 4), change.get("S", 1)
+    device, param_dtype = change.get("device", "cpu"), change.get("param_dtype", torch.float32)
+    q = torch.zeros(1, 1, 3, D, dtype=change.get("dtype", torch.float32), device=device)
+    freqs = torch.zeros(1, S, D // 2, dtype=param_dtype, device=device)
+    got = _Declared().unsupported_reason(q, freqs, None, change.get("dropout_p", 0.0))
+    if reason is None:
+        assert got is None
+    else:
+        assert got is not None and re.search(reason, got), got
+
+
+def test_head_dims_describe_what_they_admit():
+    assert HeadDims().describe() == "even" and HeadDims().admits(2)
+    assert HeadDims(maximum=512).describe() == "≤ 512" and not HeadDims(maximum=512).admits(514)
+    assert HeadDims(minimum=16, power_of_two=True).describe() == "≥ 16, a power of two"

@@ -4,7 +4,8 @@
   validates the inputs once (:mod:`.validation`) and runs the first backend that supports them;
 - :func:`available_backends`: which backends work here, and why the others do not;
 - :mod:`.backends`: the fused Triton kernels, the C++/CUDA extension and the PyTorch reference,
-  each behind one contract (:class:`.backends.base.Backend`);
+  each behind one contract (:class:`.backends.base.Backend`) and each declaring what it supports
+  (:class:`.backends.base.Support`), which dispatch checks;
 - :mod:`.reference`: the plain-PyTorch source of truth every backend is tested against;
 - :class:`AutoMaskAttention` (:mod:`.module`): the drop-in for ``nn.MultiheadAttention``;
 - :class:`AutoMaskResult` (:mod:`.result`): what the op returns.

@@ -1,6 +1,7 @@
 """The single dispatch point: ``automask_attention`` validates once, then runs the first backend
 (in priority order) that supports the inputs, or the one named; ``available_backends`` says
-which backends work on this machine and why the others do not."""
+which backends work on this machine and why the others do not. What each backend supports is its
+declaration (:class:`amad_fast.attention.backends.base.Support`); nothing here knows a limit."""
 from __future__ import annotations
 
 import math
@@ -39,22 +40,22 @@ def available_backends() -> Dict[str, BackendStatus]:
     return out
 
 
-def select_backend(q: Tensor, freqs: Tensor, dims, backend: str = "auto") -> Backend:
+def select_backend(q: Tensor, freqs: Tensor, dims, backend: str = "auto", dropout_p: float = 0.0) -> Backend:
     """Resolve ``backend`` for validated inputs; raise with every reason when none fits."""
     if backend != "auto":
         if backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {['auto', *BACKENDS]}, got {backend!r}")
         chosen = BACKENDS[backend]
-        reason = chosen.availability() or chosen.unsupported_reason(q, freqs, dims)
+        reason = chosen.availability() or chosen.unsupported_reason(q, freqs, dims, dropout_p)
         if reason:
             raise RuntimeError(f"backend {backend!r} cannot run these inputs: {reason}")
         return chosen
     reasons = []
     for name, candidate in BACKENDS.items():
-        if q.device.type not in candidate.auto_device_types:
+        if q.device.type not in candidate.support().auto_device_types:
             reasons.append(f"{name}: not picked automatically on {q.device.type}")
             continue
-        reason = candidate.availability() or candidate.unsupported_reason(q, freqs, dims)
+        reason = candidate.availability() or candidate.unsupported_reason(q, freqs, dims, dropout_p)
         if reason is None:
             return candidate
         reasons.append(f"{name}: {reason}")
@@ -72,6 +73,7 @@ def automask_attention(
     scale: Optional[float] = None,
     need_divergence: bool = False,
     need_branches: bool = False,
+    dropout_p: float = 0.0,
     backend: str = "auto",
 ) -> AutoMaskResult:
     """AutoMask attention (spec §1) through the chosen backend.
@@ -80,9 +82,15 @@ def automask_attention(
     mix (H,): one float dtype (they may differ from q's, e.g. float32 parameters with bf16
     activations). ``scale`` defaults to 1/√D. ``need_divergence`` adds ``kl_local`` and
     ``kl_global`` (B, H, L); ``need_branches`` adds ``out_local`` and ``out_global``.
-    ``backend`` is "auto", "reference", "triton" or "cpp".
+    ``dropout_p`` in [0, 1) drops attention probabilities of both maps before they meet v (the
+    divergence terms use the undropped maps); only backends that declare dropout take it, the
+    others are passed over ("dropout not supported"). ``backend`` is "auto", "reference",
+    "triton" or "cpp".
     """
-    dims = check_inputs(q, k, v, freqs, weights, mix, scale)
+    dims = check_inputs(q, k, v, freqs, weights, mix, scale, dropout_p)
     resolved_scale = 1.0 / math.sqrt(dims.head_dim) if scale is None else float(scale)
-    chosen = select_backend(q, freqs, dims, backend)
-    return chosen.forward(q, k, v, freqs, weights, mix, resolved_scale, bool(need_divergence), bool(need_branches))
+    dropout_p = float(dropout_p)
+    chosen = select_backend(q, freqs, dims, backend, dropout_p)
+    return chosen.forward(
+        q, k, v, freqs, weights, mix, resolved_scale, bool(need_divergence), bool(need_branches), dropout_p
+    )

@@ -8,9 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from amad_fast.attention.dispatch import BACKENDS, automask_attention
-from amad_fast.attention.reference import automask_attention_reference, default_freqs, mixed_attention_weights
+from amad_fast.attention.reference import default_freqs, mixed_attention_weights
 from amad_fast.attention.result import AutoMaskResult
-from amad_fast.attention.validation import check_inputs
 
 
 class AutoMaskAttention(nn.Module):
@@ -26,9 +25,10 @@ class AutoMaskAttention(nn.Module):
     their autograd graph) in :attr:`last_terms`, which works when the module sits inside another
     model such as ``nn.TransformerEncoderLayer``.
 
-    ``dropout`` drops attention probabilities as ``nn.MultiheadAttention`` does; the fused
-    kernels do not implement it, so while training with ``dropout > 0`` the reference backend
-    runs (an explicit kernel ``backend`` with ``dropout > 0`` is refused at construction).
+    ``dropout`` drops attention probabilities as ``nn.MultiheadAttention`` does, while training:
+    it goes to dispatch as ``dropout_p``, which passes over the backends that do not declare
+    dropout (the fused kernels), so training with ``dropout > 0`` runs the reference. A named
+    ``backend`` without dropout support is refused at construction when ``dropout > 0``.
     """
 
     # torch's TransformerEncoderLayer takes a fused fast path (plain attention on
@@ -62,7 +62,7 @@ class AutoMaskAttention(nn.Module):
             raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout}")
         if backend != "auto" and backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {['auto', *BACKENDS]}, got {backend!r}")
-        if dropout > 0 and backend not in ("auto", "reference"):
+        if dropout > 0 and backend != "auto" and not BACKENDS[backend].support().dropout:
             raise ValueError(
                 f"dropout: the {backend!r} backend has no attention dropout; use dropout=0.0 or backend='auto'"
             )
@@ -151,17 +151,11 @@ class AutoMaskAttention(nn.Module):
                 f"query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}"
             )
         q, k, v = self._heads(q_in, 0), self._heads(k_in, 1), self._heads(v_in, 2)
-        if self.training and self.dropout > 0:
-            # attention dropout exists only in the reference (see the class docstring)
-            check_inputs(q, k, v, self.freqs, self.weights, self.mix, None)
-            res = automask_attention_reference(
-                q, k, v, self.freqs, self.weights, self.mix, None, need_divergence, need_branches, self.dropout
-            )
-        else:
-            res = automask_attention(
-                q, k, v, self.freqs, self.weights, self.mix,
-                need_divergence=need_divergence, need_branches=need_branches, backend=self.backend,
-            )
+        res = automask_attention(
+            q, k, v, self.freqs, self.weights, self.mix,
+            need_divergence=need_divergence, need_branches=need_branches,
+            dropout_p=self.dropout if self.training else 0.0, backend=self.backend,
+        )
         y = self.out_proj(res.out.transpose(1, 2).flatten(2))
         if unbatched:
             y = y.squeeze(0)

@@ -48,7 +48,7 @@ def _require_tensor(name: str, x) -> Tensor:
     return x
 
 
-def check_inputs(q, k, v, freqs, weights, mix, scale: Optional[float]) -> Dims:
+def check_inputs(q, k, v, freqs, weights, mix, scale: Optional[float], dropout_p: float = 0.0) -> Dims:
     """Validate the functional API's inputs and return their dimensions."""
     named = {"q": q, "k": k, "v": v, "freqs": freqs, "weights": weights, "mix": mix}
     for name, x in named.items():
@@ -96,6 +96,10 @@ def check_inputs(q, k, v, freqs, weights, mix, scale: Optional[float]) -> Dims:
             raise TypeError(f"scale: expected a Python float or None, got {type(scale).__name__}")
         if not math.isfinite(scale) or scale <= 0:
             raise ValueError(f"scale: expected a finite positive float, got {scale}")
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)):
+        raise TypeError(f"dropout_p: expected a Python float, got {type(dropout_p).__name__}")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p: expected a probability in [0, 1), got {dropout_p}")
 
     if _FINITE_CHECKS and not torch.compiler.is_compiling():
         # min and max propagate NaN and show ±Inf: one read per tensor and no boolean copy,

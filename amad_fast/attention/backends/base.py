@@ -1,33 +1,147 @@
-"""The one contract every AutoMask attention backend fulfils.
+"""The one contract every AutoMask attention backend fulfils, and the declaration it is checked by.
 
-A backend says whether it can run on this machine at all (:meth:`Backend.availability`),
-whether it can take given inputs (:meth:`Backend.unsupported_reason`), and computes spec §1
-with autograd to all six inputs (:meth:`Backend.forward`). Inputs reach it already validated by
-:func:`amad_fast.attention.validation.check_inputs`; ``scale`` is already resolved to a float.
+A backend states once, as data (:class:`Support`), what it can run: device types, dtypes, head
+dims, scale count, dropout, what it needs installed and where ``backend="auto"`` may pick it.
+:meth:`Backend.availability` (can it run on this machine at all) and
+:meth:`Backend.unsupported_reason` (can it take these inputs) are generic checks over that
+declaration, plus a hook (:meth:`Backend.special_reason`) for what data cannot say. Inputs reach
+a backend already validated by :func:`amad_fast.attention.validation.check_inputs`; ``scale`` is
+already resolved to a float.
 """
 from __future__ import annotations
 
-from typing import FrozenSet, Optional
+import importlib.util
+from dataclasses import dataclass
+from typing import FrozenSet, Optional, Tuple
 
+import torch
 from torch import Tensor
 
+from amad_fast.attention.backends.extension import automask_ops_error
 from amad_fast.attention.result import AutoMaskResult
 from amad_fast.attention.validation import Dims
+
+
+@dataclass(frozen=True)
+class HeadDims:
+    """The head dims D a backend takes (validation already requires D even)."""
+
+    minimum: int = 2
+    maximum: Optional[int] = None
+    power_of_two: bool = False
+
+    def admits(self, head_dim: int) -> bool:
+        if head_dim < self.minimum or (self.maximum is not None and head_dim > self.maximum):
+            return False
+        return not self.power_of_two or head_dim & (head_dim - 1) == 0
+
+    def describe(self) -> str:
+        """e.g. "in (16, 32, 64, 128)" or "≤ 512"."""
+        if self.power_of_two and self.maximum is not None:
+            listed = [d for d in range(self.minimum, self.maximum + 1) if self.admits(d)]
+            return f"in {tuple(listed)}"
+        parts = [f"≥ {self.minimum}"] if self.minimum > 2 else []
+        if self.maximum is not None:
+            parts.append(f"≤ {self.maximum}")
+        if self.power_of_two:
+            parts.append("a power of two")
+        return ", ".join(parts) or "even"
+
+
+@dataclass(frozen=True)
+class Support:
+    """What a backend can run, stated once. ``None`` in a field means "no restriction"."""
+
+    #: device types it runs on when named explicitly (``backend=...``)
+    device_types: Optional[FrozenSet[str]]
+    #: device types on which ``backend="auto"`` may pick it
+    auto_device_types: FrozenSet[str]
+    #: dtypes of q, k, v
+    dtypes: Optional[Tuple[torch.dtype, ...]] = None
+    #: dtypes of freqs, weights, mix
+    param_dtypes: Optional[Tuple[torch.dtype, ...]] = None
+    head_dims: HeadDims = HeadDims()
+    #: largest number of AutoMask scales S
+    max_scales: Optional[int] = None
+    #: whether it implements attention dropout (``dropout_p > 0``)
+    dropout: bool = False
+    #: whether it needs Triton installed
+    needs_triton: bool = False
+    #: whether it needs the compiled extension ``amad_fast._C`` with its AutoMask ops
+    needs_extension: bool = False
+    #: the setting this declaration describes, named in its device and dtype refusals
+    #: (e.g. " on Triton's CPU interpreter", where they differ from the GPU's)
+    setting: str = ""
+    #: appended to a refusal for the device, to say how to run on another one
+    device_hint: str = ""
+
+
+def _device_type_present(device_type: str) -> bool:
+    if device_type in ("cpu", "meta"):
+        return True
+    if device_type == "cuda":
+        return torch.cuda.is_available()
+    for module in (getattr(torch.backends, device_type, None), getattr(torch, device_type, None)):
+        if callable(getattr(module, "is_available", None)):
+            return bool(module.is_available())
+    return False
+
+
+def _dtype_names(dtypes) -> str:
+    names = [str(d).replace("torch.", "") for d in dtypes]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
 
 class Backend:
     #: name used by ``backend=...``
     name: str = ""
-    #: device types on which ``backend="auto"`` may pick this backend (explicit use may go wider)
-    auto_device_types: FrozenSet[str] = frozenset()
+
+    def support(self) -> Support:
+        """This backend's declaration (a method, so that it may depend on how Triton runs)."""
+        raise NotImplementedError
 
     def availability(self) -> Optional[str]:
         """None when usable on this machine, else a sentence saying why not."""
-        raise NotImplementedError
+        support = self.support()
+        if support.needs_triton and importlib.util.find_spec("triton") is None:
+            return "Triton is not installed (pip install triton)"
+        if support.needs_extension and automask_ops_error() is not None:
+            return automask_ops_error()
+        devices = support.device_types
+        if devices is not None and not any(_device_type_present(d) for d in devices):
+            return f"no {' or '.join(sorted(devices))} device on this machine{support.device_hint}"
+        return None
 
-    def unsupported_reason(self, q: Tensor, freqs: Tensor, dims: Dims) -> Optional[str]:
-        """None when these (validated) inputs can run here, else why not."""
-        raise NotImplementedError
+    def unsupported_reason(
+        self, q: Tensor, freqs: Tensor, dims: Optional[Dims], dropout_p: float = 0.0
+    ) -> Optional[str]:
+        """None when these (validated) inputs can run here, else why not.
+
+        D and S are read from q and freqs (validation made them agree with ``dims``); ``dims``
+        goes on to :meth:`special_reason`.
+        """
+        support = self.support()
+        device = q.device.type
+        if support.device_types is not None and device not in support.device_types:
+            return (f"q: expected a tensor on device type {' or '.join(sorted(support.device_types))}"
+                    f"{support.setting}, got device {q.device}{support.device_hint}")
+        if support.dtypes is not None and q.dtype not in support.dtypes:
+            return f"q: expected dtype {_dtype_names(support.dtypes)}{support.setting}, got {q.dtype}"
+        if support.param_dtypes is not None and freqs.dtype not in support.param_dtypes:
+            return (f"freqs: expected parameter dtype {_dtype_names(support.param_dtypes)}{support.setting}, "
+                    f"got {freqs.dtype}")
+        head_dim, scales = q.shape[-1], freqs.shape[1]
+        if not support.head_dims.admits(head_dim):
+            return f"q: expected head dim D {support.head_dims.describe()}, got D = {head_dim}"
+        if support.max_scales is not None and scales > support.max_scales:
+            return f"freqs: expected at most {support.max_scales} scales S, got S = {scales}"
+        if dropout_p > 0.0 and not support.dropout:
+            return "dropout not supported"
+        return self.special_reason(q, freqs, dims)
+
+    def special_reason(self, q: Tensor, freqs: Tensor, dims: Optional[Dims]) -> Optional[str]:
+        """Why these inputs cannot run for a reason :class:`Support` cannot state (None: they can)."""
+        return None
 
     def forward(
         self,
@@ -40,5 +154,10 @@ class Backend:
         scale: float,
         need_divergence: bool,
         need_branches: bool,
+        dropout_p: float = 0.0,
     ) -> AutoMaskResult:
+        """Spec §1 with autograd to all six inputs; ``mix`` is the raw mixup logit (λ = sigmoid(mix)).
+
+        ``dropout_p > 0`` reaches only a backend that declares dropout support.
+        """
         raise NotImplementedError

@@ -1,6 +1,7 @@
 """Backend adapter for the C++/CUDA extension ops (``torch.ops.amad_fast``, built from csrc/).
 
-The ops: ``automask_forward(q, k, v, freqs, weights, mix, scale, need_divergence)`` returns
+The ops: ``automask_forward(q, k, v, freqs, weights, mix, scale, need_divergence)`` (``mix`` the raw
+mixup logit, λ = sigmoid(mix) formed inside, as the Triton op does) returns
 ``(out, out_local, out_global, kl_local, kl_global, lse_local, lse_global)`` (the log-sum-exps in
 float64 for every input dtype, so the backward recomputes log P at full precision when the scores
 are large); the branch outputs are always computed (the backward needs them), the kl terms are empty tensors unless
@@ -13,15 +14,11 @@ from typing import Optional
 
 import torch
 
-from amad_fast.attention.backends.base import Backend
-from amad_fast.attention.backends.extension import build_info, extension_error
+from amad_fast.attention.backends.base import Backend, Support
+from amad_fast.attention.backends.extension import automask_ops_error, build_info
 from amad_fast.attention.result import AutoMaskResult
 
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-def _ops_present() -> bool:
-    return extension_error() is None and hasattr(torch.ops.amad_fast, "automask_forward")
 
 
 def _fake_forward(q, k, v, freqs, weights, mix, scale, need_divergence):
@@ -59,34 +56,32 @@ def _register_fakes() -> None:
                 raise
 
 
-if _ops_present():
+if automask_ops_error() is None:
     _register_fakes()
+
+
+_SUPPORT = Support(
+    device_types=frozenset({"cpu", "cuda"}),
+    auto_device_types=frozenset({"cpu", "cuda"}),
+    dtypes=_KERNEL_DTYPES,
+    param_dtypes=_KERNEL_DTYPES,
+    needs_extension=True,
+)
 
 
 class CppBackend(Backend):
     name = "cpp"
-    auto_device_types = frozenset({"cpu", "cuda"})
 
-    def availability(self) -> Optional[str]:
-        err = extension_error()
-        if err:
-            return err
-        if not hasattr(torch.ops.amad_fast, "automask_forward"):
-            return "the extension has no AutoMask kernels registered (rebuild it: python setup.py build_ext --inplace)"
-        return None
+    def support(self) -> Support:
+        return _SUPPORT
 
-    def unsupported_reason(self, q, freqs, dims) -> Optional[str]:
-        if q.dtype not in _KERNEL_DTYPES:
-            return f"dtype {q.dtype} has no kernel (float16, bfloat16, float32, float64 have)"
-        if freqs.dtype not in _KERNEL_DTYPES:
-            return f"parameter dtype {freqs.dtype} has no kernel (float16, bfloat16, float32, float64 have)"
+    def special_reason(self, q, freqs, dims) -> Optional[str]:
+        """CUDA tensors need an extension compiled with its CUDA kernels (a property of the build)."""
         if q.device.type == "cuda" and "cuda" not in build_info():
             return "the extension was built without CUDA kernels (rebuild with AMAD_FAST_CUDA=1)"
-        if q.device.type not in ("cpu", "cuda"):
-            return f"no kernel for device type {q.device.type!r} (cpu and cuda have)"
         return None
 
-    def forward(self, q, k, v, freqs, weights, mix, scale, need_divergence, need_branches):
+    def forward(self, q, k, v, freqs, weights, mix, scale, need_divergence, need_branches, dropout_p=0.0):
         out, out_local, out_global, kl_local, kl_global, _, _ = torch.ops.amad_fast.automask_forward(
             q, k, v, freqs, weights, mix, float(scale), bool(need_divergence)
         )

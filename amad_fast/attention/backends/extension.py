@@ -35,3 +35,14 @@ def build_info() -> str:
     import torch
 
     return torch.ops.amad_fast.build_info()
+
+
+def automask_ops_error() -> Optional[str]:
+    """None when the extension loaded with its AutoMask ops registered, else why not."""
+    if _LOAD_ERROR is not None:
+        return _LOAD_ERROR
+    import torch
+
+    if not hasattr(torch.ops.amad_fast, "automask_forward"):
+        return "the extension has no AutoMask kernels registered (rebuild it: python setup.py build_ext --inplace)"
+    return None
