@@ -20,7 +20,7 @@ from typing import List, Optional, Sequence
 import torch
 
 from amad_fast.bench.cases import benchmark_backends, run_attention_sweep
-from amad_fast.bench.e2e import e2e_model_kind, run_e2e
+from amad_fast.bench.e2e import run_e2e
 from amad_fast.bench.report import (
     compile_summary,
     format_attention_table,
@@ -195,21 +195,14 @@ def _run(args) -> int:
             timing=cfg["timing"], memory=cfg["memory"], log=log,
         )
     if "e2e" in cfg["parts"]:
-        kind = e2e_model_kind()
-        if kind == "amad":
-            result["e2e_note"] = (
-                f"AMAD (amad_fast.detection.model.AMAD) at its default size{' but ' + str(cfg['e2e_overrides']) if cfg['e2e_overrides'] else ''}, "
-                f"C = 25 channels, L = 100, batch {cfg['e2e_batch']}; "
-                "train = one optimiser step as amad_fast.detection.training takes it (one forward with branches, the Max-Min "
-                "gradient routes of TrainConfig's defaults, Adam); score = no-grad forward without branches."
-            )
-        else:
-            result["e2e_note"] = (
-                "amad_fast.detection.model was not available: a stand-in of 3 nn.TransformerEncoderLayer blocks "
-                "(d_model 512, 8 heads, d_ff 512) with AutoMaskAttention as self_attn, linear embedding and head; "
-                "train = Adam step on mse - 3*js, score = no-grad forward."
-            )
-        log("end to end (" + kind + "):")
+        result["e2e_note"] = (
+            f"AMAD (amad_fast.detection.model.AMAD) at its default size{' but ' + str(cfg['e2e_overrides']) if cfg['e2e_overrides'] else ''}, "
+            f"C = 25 channels, L = 100, batch {cfg['e2e_batch']}; "
+            "train = one optimiser step as amad_fast.detection.training takes it (train_step: one forward with "
+            "branches, the Max-Min gradient routes of TrainConfig's defaults, Adam); score = no-grad forward "
+            "without branches."
+        )
+        log("end to end (amad):")
         result["e2e"] = run_e2e(device, batch=cfg["e2e_batch"], backends=backends, timing=cfg["timing"],
                                 overrides=cfg["e2e_overrides"], log=log)
     result["wall_s"] = time.perf_counter() - t_start
