@@ -54,7 +54,7 @@ def test_peak_memory_sees_a_known_allocation_on_cpu():
 
 
 def test_peak_memory_keeps_the_profilers_native_lines_out_of_the_output(capfd):
-    # Kineto writes "USDT ... profiler_start/stop" to fd 2 for every profiled call (issue 13 item 7)
+    # Kineto writes "USDT ... profiler_start/stop" to fd 2 for every profiled call
     n = 256
     timing.peak_memory(lambda: torch.ones(n, n) @ torch.ones(n, n), torch.device("cpu"))
     out, err = capfd.readouterr()
@@ -67,10 +67,10 @@ def test_peak_memory_keeps_the_profilers_native_lines_out_of_the_output(capfd):
 def test_byte_model_matches_the_documented_formula():
     B, H, L, D, e = 3, 2, 5, 4, 2
     n, rows = B * H * L * D, B * H * L
-    assert timing.automask_bytes(B, H, L, D, e, divergence=False, branches=False, backward=False) == 4 * n * e
-    assert timing.automask_bytes(B, H, L, D, e, divergence=True, branches=False, backward=False) == (4 * n + 2 * rows) * e
-    assert timing.automask_bytes(B, H, L, D, e, divergence=True, branches=True, backward=True) == 2 * (6 * n + 2 * rows) * e
-    assert timing.plain_attention_bytes(B, H, L, D, e, backward=True) == 8 * n * e
+    assert cases.automask_bytes(B, H, L, D, e, divergence=False, branches=False, backward=False) == 4 * n * e
+    assert cases.automask_bytes(B, H, L, D, e, divergence=True, branches=False, backward=False) == (4 * n + 2 * rows) * e
+    assert cases.automask_bytes(B, H, L, D, e, divergence=True, branches=True, backward=True) == 2 * (6 * n + 2 * rows) * e
+    assert cases.plain_attention_bytes(B, H, L, D, e, backward=True) == 8 * n * e
 
 
 def test_batch_keeps_elements_roughly_constant():
@@ -113,7 +113,7 @@ def test_quick_sweep_writes_well_formed_results(tmp_path, capsys):
     assert "median ms" in printed and "windows/s" in printed
 
     data = json.loads((tmp_path / "t.json").read_text())
-    assert data["schema"] == timing.SCHEMA
+    assert data["schema"] == command.SCHEMA
     assert {"machine", "config", "notes", "attention", "e2e", "created", "wall_s"} <= set(data)
     m = data["machine"]
     for key in ("cpu_model", "python", "torch", "triton", "amad_fast", "extension_build", "backends"):

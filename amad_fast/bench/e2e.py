@@ -14,8 +14,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from amad_fast.bench.cases import _failure, _finite_checks_off, benchmark_backends
-from amad_fast.bench.timing import time_interleaved
+from amad_fast.bench.cases import benchmark_backends, record_failure
+from amad_fast.bench.timing import finite_checks_off, time_interleaved
 
 
 def build_e2e_model(
@@ -66,19 +66,19 @@ def run_e2e(
             base["params"] = sum(p.numel() for p in m.parameters())
             built[name] = (base, m, train_step, score, x)
         except Exception as exc:  # noqa: BLE001
-            records.append(_failure({**base, "mode": "*"}, exc))
+            records.append(record_failure({**base, "mode": "*"}, exc))
             log(f"  e2e {name}: failed: {records[-1]['error']}")
     for mode in ("train", "score"):
         fns = {}
         for name, (base, m, train_step, score, x) in built.items():
             m.train(mode == "train")
             fns[name] = (lambda ts=train_step, x=x: ts(x)) if mode == "train" else (lambda sc=score, x=x: sc(x))
-        with _finite_checks_off():
+        with finite_checks_off():
             stats, errors = time_interleaved(fns, device, **timing)
         for name, (base, *_rest) in built.items():
             rec = {**base, "mode": mode, "status": "ok"}
             if name in errors:
-                _failure(rec, errors[name])
+                record_failure(rec, errors[name])
             else:
                 t = stats[name]
                 rec.update(t)
