@@ -1,4 +1,4 @@
-"""Side-by-side CPU benchmark of the ``cpp`` backend against its issue targets.
+"""Side-by-side CPU benchmark of the ``cpp`` backend against its targets.
 
 1. forward+backward at (B=16, H=8, L=100, D=32, S=4) float32: cpp vs reference (target ≥ 3× faster);
 2. forward alone vs torch's scaled_dot_product_attention doing plain attention of the same shape
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -34,7 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import amad_fast  # noqa: E402
-from amad_fast.bench.timing import time_interleaved  # noqa: E402
+from amad_fast.bench.timing import cpu_model, time_interleaved  # noqa: E402
 from amad_fast.attention.reference import default_freqs  # noqa: E402
 
 
@@ -123,17 +122,6 @@ def memory(backend, B, H, L, D, S):
     cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", backend, ",".join(map(str, (B, H, L, D, S)))]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
     return json.loads(out.strip().splitlines()[-1])["peak_growth_mib"]
-
-
-def cpu_model():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main():

@@ -1,6 +1,6 @@
 """Live scoring: latency of AMADDetector.stream().update per row and throughput per chunk size,
-beside the causal batch score of the same series (issue 16 item 3; target: under 5 ms per step
-for the default model on one thread). Writes stream-<machine>.json / .md under --out-dir.
+beside the causal batch score of the same series (target: under 5 ms per step for the default
+model on one thread). Writes stream-<machine>.json / .md under --out-dir.
 
     python benchmarks/bench_stream.py --out-dir benchmarks/results
 """

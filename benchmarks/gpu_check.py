@@ -14,7 +14,7 @@ nothing. In one call (a few minutes) it
 3. timing: forward and forward+backward of each backend, the reference, torch.compile of the
    reference and SDPA plain attention at (B=256, H=8, L=100, D=64, S=4) and
    (B=16, H=8, L=1024, D=64, S=4) in bfloat16 and float32, with achieved GB/s (byte model in
-   amad_fast.bench.METHOD_NOTES).
+   amad_fast.bench.report.METHOD_NOTES).
 
 Parity runs in a child process with AMAD_TRITON_AUTOTUNE=0 (one launch config, so each shape and
 dtype compiles once instead of once per autotune config), then again in this process with the
@@ -72,7 +72,17 @@ try:
 except ImportError:  # a source checkout that is not installed (dry run): use the tree beside this file
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import amad_fast  # noqa: E402
-from amad_fast import bench  # noqa: E402
+from amad_fast.bench.cases import (  # noqa: E402
+    Shape,
+    add_ratios,
+    automask_cases,
+    error_text,
+    measure_group,
+    plain_cases,
+    record_failure,
+)
+from amad_fast.bench.report import METHOD_NOTES, compile_summary, format_attention_table, progress_line  # noqa: E402
+from amad_fast.bench.timing import finite_checks_off, machine_info, peak_memory  # noqa: E402
 from amad_fast.attention.reference import automask_attention_reference, default_freqs  # noqa: E402
 
 if ARGS.dry_run:
@@ -200,12 +210,12 @@ def parity_cases(backends, cases, config: str, rows: list, skipped: list) -> Non
                 new = parity_one(backend, shape, dtype)
             except Exception as exc:  # noqa: BLE001
                 if isinstance(exc, RuntimeError) and "cannot run these inputs" in str(exc):
-                    skipped.append({"case": tag, "reason": bench._error_text(exc)})
-                    log(f"{tag}: skipped ({bench._error_text(exc)})")
+                    skipped.append({"case": tag, "reason": error_text(exc)})
+                    log(f"{tag}: skipped ({error_text(exc)})")
                     continue
                 rows.append({"backend": backend, "dtype": dname(dtype), "shape": list(shape), "quantity": "*",
-                             "config": config, "pass": False, "error": bench._error_text(exc)})
-                log(f"{tag}: ERROR {bench._error_text(exc)}")
+                             "config": config, "pass": False, "error": error_text(exc)})
+                log(f"{tag}: ERROR {error_text(exc)}")
                 traceback.print_exc()
                 continue
             for r in new:
@@ -267,22 +277,22 @@ def part_memory(backends) -> dict:
     B, H, L, D, S = MEMORY_SHAPE
     out = {"shape": list(MEMORY_SHAPE), "rows": [], "checks": []}
     for dtype in ([torch.bfloat16, torch.float32] if not ARGS.dry_run else [torch.float32]):
-        shape = bench.Shape(B, H, L, D, S, dtype, DEVICE)
+        shape = Shape(B, H, L, D, S, dtype, DEVICE)
         peaks = {}
         for label in dict.fromkeys([*backends, "reference"]):
             for mode in ("fwd", "fwdbwd"):
                 rec = {"label": label, "mode": mode, "dtype": dname(dtype), "status": "ok"}
                 try:
-                    case = bench.automask_cases(shape, [label], divergence=True, branches=True, compile_reference=False)[0]
+                    case = automask_cases(shape, [label], divergence=True, branches=True, compile_reference=False)[0]
                     fn = case.forward if mode == "fwd" else case.step
-                    with bench._finite_checks_off():
+                    with finite_checks_off():
                         fn()  # first call: kernel compilation / autotuning outside the measurement
                         if DEVICE.type == "cuda":
                             torch.cuda.synchronize()
-                        rec["peak_bytes"], rec["method"] = bench.peak_memory(fn, DEVICE)
+                        rec["peak_bytes"], rec["method"] = peak_memory(fn, DEVICE)
                     del case, fn
                 except Exception as exc:  # noqa: BLE001
-                    bench._failure(rec, exc)
+                    record_failure(rec, exc)
                 if DEVICE.type == "cuda":
                     torch.cuda.empty_cache()
                 peaks[(label, mode)] = rec
@@ -318,7 +328,7 @@ def part_timing(backends) -> dict:
                 skipped.append({"case": tag, "reason": "time limit"})
                 log(f"{tag}: skipped (time limit)")
                 continue
-            shape = bench.Shape(B, H, L, D, S, dtype, DEVICE)
+            shape = Shape(B, H, L, D, S, dtype, DEVICE)
             usable = []
             for name in backends:
                 reason = backend_reason(name, shape)
@@ -331,24 +341,24 @@ def part_timing(backends) -> dict:
             if not ARGS.no_compile and not compile_ref:
                 skipped.append({"case": f"{tag} compile(reference)", "reason": "time limit"})
             try:
-                cases = bench.automask_cases(shape, list(dict.fromkeys([*usable, "reference"])), divergence=True,
+                cases = automask_cases(shape, list(dict.fromkeys([*usable, "reference"])), divergence=True,
                                              branches=False, compile_reference=compile_ref)
-                cases += bench.plain_cases(shape, which=("sdpa",))
+                cases += plain_cases(shape, which=("sdpa",))
             except Exception as exc:  # noqa: BLE001
-                skipped.append({"case": tag, "reason": bench._error_text(exc)})
-                log(f"{tag}: ERROR {bench._error_text(exc)}")
+                skipped.append({"case": tag, "reason": error_text(exc)})
+                log(f"{tag}: ERROR {error_text(exc)}")
                 continue
             for mode in ("fwd", "fwdbwd"):
-                for rec in bench.measure_group(cases, shape, mode, TIMING, memory=True):
+                for rec in measure_group(cases, shape, mode, TIMING, memory=True):
                     rec["part"] = "attention"
                     records.append(rec)
-                    log(bench._progress_line(rec) + (f"  {rec['gbps']:.3g} GB/s" if rec.get("gbps") else ""))
+                    log(progress_line(rec) + (f"  {rec['gbps']:.3g} GB/s" if rec.get("gbps") else ""))
             del cases
             if DEVICE.type == "cuda":
                 torch.cuda.empty_cache()
-            bench.add_ratios(records)
+            add_ratios(records)
             checkpoint("timing", {"records": records, "skipped": skipped, "partial": True})
-    bench.add_ratios(records)
+    add_ratios(records)
     return {"records": records, "skipped": skipped}
 
 
@@ -407,12 +417,12 @@ def write_outputs(result: dict) -> None:
     tim = result.get("timing")
     if tim:
         lines += ["## Timings (median over interleaved samples; ratios within this run)", "", "```",
-                  bench.format_attention_table(tim.get("records", [])), "```"]
-        lines += [f"- {c}" for c in bench.compile_summary(tim.get("records", []))]
+                  format_attention_table(tim.get("records", [])), "```"]
+        lines += [f"- {c}" for c in compile_summary(tim.get("records", []))]
         lines += [f"- skipped: {s['case']}: {s['reason']}" for s in tim.get("skipped", [])] + [""]
     for part, err in result.get("errors", {}).items():
         lines.append(f"- part {part} failed: {err}")
-    lines += ["", "## Method", ""] + [f"- **{k}**: {v}" for k, v in bench.METHOD_NOTES.items()]
+    lines += ["", "## Method", ""] + [f"- **{k}**: {v}" for k, v in METHOD_NOTES.items()]
     with open(os.path.join(ARGS.out, "gpu_check.md"), "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
 
@@ -426,7 +436,7 @@ def main() -> int:
     result = RESULT
     result.update({"schema": "amad_fast.gpu_check/1", "dry_run": ARGS.dry_run, "argv": sys.argv[1:], "errors": {}})
     try:
-        result["machine"] = bench.machine_info(DEVICE)
+        result["machine"] = machine_info(DEVICE)
     except Exception as exc:  # noqa: BLE001
         result["machine"] = {"device": str(DEVICE), "cpu_model": "?", "torch": torch.__version__, "torch_cuda": torch.version.cuda,
                              "triton": "?", "amad_fast": "?", "extension_build": "?", "backends": {}, "error": str(exc)}
@@ -448,8 +458,8 @@ def main() -> int:
         try:
             result[part] = runners[part]()
         except Exception as exc:  # noqa: BLE001 - keep the other parts
-            result["errors"][part] = bench._error_text(exc)
-            log(f"part {part} failed: {bench._error_text(exc)}")
+            result["errors"][part] = error_text(exc)
+            log(f"part {part} failed: {error_text(exc)}")
             traceback.print_exc()
         result["wall_s"] = time.perf_counter() - T0
         write_outputs(result)

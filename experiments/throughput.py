@@ -1,12 +1,14 @@
 """Training throughput (windows/s) and time to score the whole SMAP test set, per available backend.
 
 Model: the CPU-sized AMAD of the evaluations (C = 25, L = 100, d_model 32, 4 heads, 6 layers,
-4 scales; chosen in model_size.md; --d-model 64 --n-layers 2 is the earlier one), batch 32. Training = one optimiser step as amad_fast.detection.training takes it (one forward, the
-Max-Min gradient routes, Adam), timed over --steps steps after 2 warm-up steps, for the exact and
-joint modes. Scoring = AMADDetector's scorer (batch 128, no_grad) over all 427,617 SMAP test steps,
-timed once with the default windows every L // 10 = 10 steps and once with spec §4's
-non-overlapping windows (stride L). Weights are the random initialisation (timing does not depend
-on them). Triton runs only on CUDA (on CPU only its interpreter exists), so it is listed as skipped.
+4 scales; chosen in model_size.md; --d-model and --n-layers change it), batch 32.
+Training = one optimiser step of the training loop (amad_fast.detection.training.train_step: one
+forward, the Max-Min gradient routes with k = 3, Adam), timed over --steps steps after 2 warm-up
+steps, for the exact and joint modes. Scoring = AMADDetector's scorer (batch 128, no_grad) over all
+427,617 SMAP test steps, timed once with the default windows every L // 10 = 10 steps and once with
+spec §4's non-overlapping windows (stride L). Weights are the random initialisation (timing does not
+depend on them). Triton runs only on CUDA (on CPU only its interpreter exists), so it is listed as
+skipped.
 
     python experiments/throughput.py [--steps 10]
 """
@@ -27,25 +29,22 @@ import amad_fast  # noqa: E402
 from amad_fast.data import Standardizer, load_anomaly_transformer  # noqa: E402
 from amad_fast.detection.scoring import score_series  # noqa: E402
 from amad_fast.detection.model import AMAD  # noqa: E402
-from amad_fast.detection.training import compute_losses, maxmin_gradients  # noqa: E402
+from amad_fast.detection.training import TrainConfig, train_step  # noqa: E402
 
 SIZE = dict(window_size=100, d_model=32, n_heads=4, n_layers=6, num_scales=4, d_ff=64)  # model_size.md's choice
 
 
 def train_rate(backend: str, maxmin: str, windows: torch.Tensor, steps: int) -> float:
+    """Training windows/s of the training loop's own step (amad_fast.detection.training.train_step)."""
     torch.manual_seed(0)
     m = AMAD(windows.shape[-1], backend=backend, **SIZE)
-    params = list(m.parameters())
-    opt = torch.optim.Adam(params, lr=1e-3)
+    cfg = TrainConfig(maxmin=maxmin, k=3.0, mu=0.1, tau=0.1, lr=1e-3)
+    opt = torch.optim.Adam(m.parameters(), lr=cfg.lr)
     rng = np.random.default_rng(0)
 
     def step():
         x = windows[torch.as_tensor(rng.choice(len(windows), 32, replace=False))]
-        grads = maxmin_gradients(m, compute_losses(m, x, 0.1), maxmin, 3.0, 0.1)
-        for p, g in zip(params, grads):
-            p.grad = g
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train_step(m, opt, x, cfg)
 
     for _ in range(2):
         step()

@@ -57,7 +57,6 @@ from .launch import INTERPRETED, geometry, launch_kwargs, length_bucket, strides
 __all__ = [
     "automask_attention_triton",
     "INTERPRETED",
-    "fused_bytes_moved",
 ]
 
 _fwd = tuned(with_single_block(forward_kernel), backward=False)
@@ -281,35 +280,3 @@ def automask_attention_triton(
         out_l = out_g = None
     return AutoMaskResult(out, kl_l, kl_g, out_l, out_g)
 
-
-# ----------------------------------------------------------------------------------------------
-# Bytes moved (for the GB/s figure of the benchmarks)
-# ----------------------------------------------------------------------------------------------
-
-
-def fused_bytes_moved(B: int, H: int, L: int, D: int, S: int, itemsize: int, *, need_divergence: bool = False,
-                      store_branches: bool = False, backward: bool = False, recompute_delta: bool = True) -> int:
-    """Compulsory DRAM traffic of one call, in bytes (each tensor read or written once per kernel;
-    re-reads of k, v by other query blocks assumed to hit L2; parameters counted once per head).
-
-    Forward: reads q, k, v (3·BHLD·e) and freqs, weights, mix (H(SP+S+1)·4); writes out (BHLD·e),
-    the two lse rows (float64: 2·BHL·8), plus the branches (2·BHLD·e) and the kl rows (2·BHL·4)
-    when asked (training always stores the branches: the backward reads them).
-    Backward (its kernels plus the torch work around them): reads dout and the branches (3·BHLD·e,
-    for dmix and δ) and writes dO^M, dO^G (2·BHLD·e, input dtype); each of the 3 kernels (2 without
-    the δ pass) reads q, k, v, dO^M, dO^G (5·BHLD·e) and the row stats lse (2·8), δ (2·4), dkl
-    (2·4) (32·BHL bytes); the kernels write dq, dk, dv (3·BHLD·e), δ (2·BHL·4) and dc/ds
-    (4·BHLP·4), read back once (4·BHLP·4). d_out_local/d_out_global, when given, add 2·BHLD·e.
-    """
-    bhld, bhl, P = B * H * L * D, B * H * L, D // 2
-    params = H * (S * P + S + 1) * 4
-    if not backward:
-        n = 4 * bhld * itemsize + 2 * bhl * 8 + params
-        if store_branches:
-            n += 2 * bhld * itemsize
-        if need_divergence:
-            n += 2 * bhl * 4
-        return n
-    kernels = 3 if recompute_delta else 2
-    return ((3 + 2 + 5 * kernels + 3) * bhld * itemsize + (32 * kernels + 8) * bhl
-            + 8 * bhl * P * 4 + params)

@@ -54,7 +54,7 @@ def test_peak_memory_sees_a_known_allocation_on_cpu():
 
 
 def test_peak_memory_keeps_the_profilers_native_lines_out_of_the_output(capfd):
-    # Kineto writes "USDT ... profiler_start/stop" to fd 2 for every profiled call (issue 13 item 7)
+    # Kineto writes "USDT ... profiler_start/stop" to fd 2 for every profiled call
     n = 256
     timing.peak_memory(lambda: torch.ones(n, n) @ torch.ones(n, n), torch.device("cpu"))
     out, err = capfd.readouterr()
@@ -67,10 +67,10 @@ def test_peak_memory_keeps_the_profilers_native_lines_out_of_the_output(capfd):
 def test_byte_model_matches_the_documented_formula():
     B, H, L, D, e = 3, 2, 5, 4, 2
     n, rows = B * H * L * D, B * H * L
-    assert timing.automask_bytes(B, H, L, D, e, divergence=False, branches=False, backward=False) == 4 * n * e
-    assert timing.automask_bytes(B, H, L, D, e, divergence=True, branches=False, backward=False) == (4 * n + 2 * rows) * e
-    assert timing.automask_bytes(B, H, L, D, e, divergence=True, branches=True, backward=True) == 2 * (6 * n + 2 * rows) * e
-    assert timing.plain_attention_bytes(B, H, L, D, e, backward=True) == 8 * n * e
+    assert cases.automask_bytes(B, H, L, D, e, divergence=False, branches=False, backward=False) == 4 * n * e
+    assert cases.automask_bytes(B, H, L, D, e, divergence=True, branches=False, backward=False) == (4 * n + 2 * rows) * e
+    assert cases.automask_bytes(B, H, L, D, e, divergence=True, branches=True, backward=True) == 2 * (6 * n + 2 * rows) * e
+    assert cases.plain_attention_bytes(B, H, L, D, e, backward=True) == 8 * n * e
 
 
 def test_batch_keeps_elements_roughly_constant():
@@ -113,7 +113,7 @@ def test_quick_sweep_writes_well_formed_results(tmp_path, capsys):
     assert "median ms" in printed and "windows/s" in printed
 
     data = json.loads((tmp_path / "t.json").read_text())
-    assert data["schema"] == timing.SCHEMA
+    assert data["schema"] == command.SCHEMA
     assert {"machine", "config", "notes", "attention", "e2e", "created", "wall_s"} <= set(data)
     m = data["machine"]
     for key in ("cpu_model", "python", "torch", "triton", "amad_fast", "extension_build", "backends"):
@@ -162,12 +162,20 @@ def test_a_failing_case_becomes_a_record_not_an_exception():
     assert good["status"] == "ok" and good["bytes"] == 16 and good["samples"] == 3
 
 
-def test_e2e_stand_in_runs_when_the_model_is_missing(monkeypatch):
-    """The encoder-stack fallback (used when amad_fast.detection.model is absent) trains and scores."""
-    monkeypatch.setattr(e2e, "e2e_model_kind", lambda: "encoder-stack")
-    recs = e2e.run_e2e(torch.device("cpu"), batch=2, length=8, channels=3, backends=["reference"],
-                         timing={"warmup": 1, "repeats": 3, "min_sample_s": 1e-4, "budget_s": 0.01},
-                         overrides={"d_model": 16, "n_layers": 1}, log=lambda s: None)
-    assert [(r["model"], r["mode"], r["status"]) for r in recs] == [
-        ("encoder-stack", "train", "ok"), ("encoder-stack", "score", "ok")]
-    assert all(r["windows_per_s"] > 0 for r in recs)
+def test_e2e_times_the_training_loops_step():
+    """The end-to-end train step is train_model's step: same losses, same optimiser, same parameters after."""
+    from amad_fast.detection.model import AMAD
+    from amad_fast.detection.training import TrainConfig, train_step
+
+    sizes = dict(d_model=16, n_heads=2, n_layers=1, num_scales=2)
+    torch.manual_seed(0)
+    model, step, _ = e2e.build_e2e_model("reference", 3, 8, torch.device("cpu"), sizes)
+    torch.manual_seed(0)
+    expected_model = AMAD(3, window_size=8, backend="reference", **sizes)
+    cfg = TrainConfig()
+    optimizer = torch.optim.Adam(expected_model.parameters(), lr=cfg.lr)
+    x = torch.randn(4, 8, 3, generator=torch.Generator().manual_seed(1))
+    for _ in range(2):
+        assert torch.equal(step(x), train_step(expected_model, optimizer, x, cfg))
+    for (name, p), q in zip(model.named_parameters(), expected_model.parameters()):
+        assert torch.equal(p, q), name

@@ -1,8 +1,11 @@
-"""What the attention benchmark times: shapes, one case per backend and baseline, and the sweep over
-lengths and dtypes."""
+"""What the attention benchmark times: shapes, their inputs, one case per backend and baseline with
+the bytes it must move (the byte-traffic model behind every GB/s figure), the measurement of a
+group of cases at one shape, and the sweep over lengths, head dims and dtypes.
+
+A case that fails (an error, out of memory) becomes a record with its status and error rather than
+an exception, so one unusable backend or shape never loses the rest of a sweep."""
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 import traceback
@@ -12,11 +15,34 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from amad_fast.bench.timing import _sync, automask_bytes, peak_memory, plain_attention_bytes, time_interleaved
+from amad_fast.bench.report import progress_line
+from amad_fast.bench.timing import finite_checks_off, peak_memory, synchronize, time_interleaved
+
+# The plain-attention baselines every sweep times beside the AutoMask backends (see plain_cases).
+PLAIN_BASELINES = ("sdpa", "mha", "amad-module")
+
+
+def automask_bytes(B: int, H: int, L: int, D: int, elt: int, *, divergence: bool, branches: bool, backward: bool) -> int:
+    """Minimum bytes a fused AutoMask kernel moves: the GB/s figure of every AutoMask case and of
+    torch.compile(reference) (formula in METHOD_NOTES['bytes'], :mod:`amad_fast.bench.report`)."""
+    n, rows = B * H * L * D, B * H * L
+    extra = (2 * rows if divergence else 0) + (2 * n if branches else 0)
+    total = 4 * n + extra
+    if backward:
+        total += 4 * n + extra  # dout (+ upstream grads of kl / branches) read, dq dk dv written
+    return total * elt
+
+
+def plain_attention_bytes(B: int, H: int, L: int, D: int, elt: int, *, backward: bool) -> int:
+    """Bytes charged to plain attention (SDPA, nn.MultiheadAttention's core): q, k, v read and out
+    written (fwd); plus dout read and dq, dk, dv written (fwd+bwd)."""
+    return (8 if backward else 4) * B * H * L * D * elt
 
 
 @dataclass
 class Shape:
+    """One benchmark shape: batch B, heads H, length L, head dim D, scales S, dtype and device."""
+
     B: int
     H: int
     L: int
@@ -42,7 +68,10 @@ class Case:
     compiled: bool = False  # torch.compile'd: its first call (the compilation) is timed apart
 
 
-def _automask_inputs(shape: Shape, seed: int, requires_grad: bool):
+def automask_inputs(shape: Shape, seed: int, requires_grad: bool) -> Tuple[List[Tensor], torch.Generator]:
+    """Seeded q, k, v (B, H, L, D) in the shape's dtype and AutoMask parameters (float32 for half
+    dtypes, as a model keeps them) on its device, and the generator (it goes on to draw the upstream
+    gradients of a fwd+bwd case)."""
     g = torch.Generator(device="cpu").manual_seed(seed)
     from amad_fast.attention.reference import default_freqs
 
@@ -61,6 +90,7 @@ def _automask_inputs(shape: Shape, seed: int, requires_grad: bool):
 
 
 def _grads_like(outs: Sequence[Tensor], g: torch.Generator) -> List[Tensor]:
+    """Random upstream gradients, one per output, drawn from ``g``."""
     return [torch.randn(o.shape, generator=g).to(o.device, o.dtype) for o in outs]
 
 
@@ -81,6 +111,8 @@ def _make_step(fwd: Callable[..., Sequence[Tensor]], leaves: List[Tensor], g: to
 
 
 def _no_grad(fn: Callable[..., object], *args) -> Callable[[], object]:
+    """A no-argument callable running ``fn(*args)`` under ``torch.no_grad()`` (the forward cases)."""
+
     def call():
         with torch.no_grad():
             return fn(*args)
@@ -107,8 +139,8 @@ def automask_cases(
                 q, k, v, f, w, m, need_divergence=divergence, need_branches=branches, backend=_name
             ))
 
-        plain, g = _automask_inputs(shape, seed, False)
-        leaves, g2 = _automask_inputs(shape, seed, True)
+        plain, g = automask_inputs(shape, seed, False)
+        leaves, g2 = automask_inputs(shape, seed, True)
         cases.append(Case(name, "automask", _no_grad(fwd, *plain), _make_step(fwd, leaves, g2), b_f, b_fb))
     if compile_reference:
 
@@ -116,14 +148,14 @@ def automask_cases(
             return tuple(automask_attention_reference(q, k, v, f, w, m, need_divergence=divergence, need_branches=branches))
 
         compiled = torch.compile(ref)
-        plain, _ = _automask_inputs(shape, seed, False)
-        leaves, g2 = _automask_inputs(shape, seed, True)
+        plain, _ = automask_inputs(shape, seed, False)
+        leaves, g2 = automask_inputs(shape, seed, True)
         cases.append(Case("compile(reference)", "baseline", _no_grad(compiled, *plain),
                           _make_step(compiled, leaves, g2), b_f, b_fb, compiled=True))
     return cases
 
 
-def plain_cases(shape: Shape, *, which: Sequence[str] = ("sdpa", "mha", "amad-module"), seed: int = 0) -> List[Case]:
+def plain_cases(shape: Shape, *, which: Sequence[str] = PLAIN_BASELINES, seed: int = 0) -> List[Case]:
     """The baselines named in ``which`` at ``shape``: SDPA (plain attention), nn.MultiheadAttention,
     AutoMaskAttention (backend auto)."""
     from amad_fast.attention.module import AutoMaskAttention
@@ -168,27 +200,18 @@ def plain_cases(shape: Shape, *, which: Sequence[str] = ("sdpa", "mha", "amad-mo
     return cases
 
 
-@contextlib.contextmanager
-def _finite_checks_off():
-    from amad_fast.attention import validation as _validation
-
-    before = _validation.finite_checks_enabled()
-    _validation.set_finite_checks(False)
-    try:
-        yield
-    finally:
-        _validation.set_finite_checks(before)
-
-
-def _error_text(exc: BaseException) -> str:
+def error_text(exc: BaseException) -> str:
+    """The first line of ``TypeName: message`` (at most 300 characters), for a record or a log."""
     text = f"{type(exc).__name__}: {exc}".strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
-def _failure(rec: dict, exc: BaseException) -> dict:
+def record_failure(rec: dict, exc: BaseException) -> dict:
+    """Mark ``rec`` as failed by ``exc`` (status "oom" or "failed", and the error text) and return it.
+    With AMAD_BENCH_TRACEBACK set, the traceback is printed too."""
     oom = "out of memory" in str(exc).lower() or isinstance(exc, torch.cuda.OutOfMemoryError)
     rec["status"] = "oom" if oom else "failed"
-    rec["error"] = _error_text(exc)
+    rec["error"] = error_text(exc)
     if os.environ.get("AMAD_BENCH_TRACEBACK"):
         traceback.print_exception(type(exc), exc, exc.__traceback__)
     return rec
@@ -201,27 +224,27 @@ def measure_group(cases: Sequence[Case], shape: Shape, mode: str, timing: dict, 
     case's first call (the compilation) is timed apart as ``compile_s``.
     """
     recs, fns = {}, {}
-    with _finite_checks_off():
+    with finite_checks_off():
         for case in cases:
             fn = case.forward if mode == "fwd" else case.step
             rec = {"label": case.label, "family": case.family, "mode": mode, **shape.as_dict(), "status": "ok"}
             recs[case.label] = rec
             if case.compiled:
                 try:
-                    _sync(shape.device)
+                    synchronize(shape.device)
                     t0 = time.perf_counter()
                     fn()
-                    _sync(shape.device)
+                    synchronize(shape.device)
                     rec["compile_s"] = time.perf_counter() - t0
                 except Exception as exc:  # noqa: BLE001
-                    _failure(rec, exc)
+                    record_failure(rec, exc)
                     continue
             fns[case.label] = fn
         stats, errors = time_interleaved(fns, shape.device, **timing)
         for case in cases:
             rec = recs[case.label]
             if case.label in errors:
-                _failure(rec, errors[case.label])
+                record_failure(rec, errors[case.label])
             if case.label not in stats or rec["status"] != "ok":
                 continue
             t = stats[case.label]
@@ -233,7 +256,7 @@ def measure_group(cases: Sequence[Case], shape: Shape, mode: str, timing: dict, 
                 try:
                     rec["peak_bytes"], rec["peak_method"] = peak_memory(fns[case.label], shape.device)
                 except Exception as exc:  # noqa: BLE001
-                    rec["peak_error"] = _error_text(exc)
+                    rec["peak_error"] = error_text(exc)
             if shape.device.type == "cuda":
                 torch.cuda.empty_cache()
     return [recs[c.label] for c in cases]
@@ -309,23 +332,15 @@ def run_attention_sweep(
                     cases += plain_cases(shape)
                 except Exception as exc:  # noqa: BLE001
                     records.append({"part": "attention", "label": "*", "mode": "*", **shape.as_dict(),
-                                    "status": "failed", "error": _error_text(exc)})
+                                    "status": "failed", "error": error_text(exc)})
                     continue
                 for mode in ("fwd", "fwdbwd"):
                     for rec in measure_group(cases, shape, mode, timing, memory=memory):
                         rec["part"] = "attention"
                         records.append(rec)
-                        log(_progress_line(rec))
+                        log(progress_line(rec))
                 del cases
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
     add_ratios(records)
     return records
-
-
-def _progress_line(rec: dict) -> str:
-    head = f"  {rec['dtype']:>8} L={rec['L']:<5} D={rec['D']:<3} B={rec['B']:<4} {rec['mode']:<6} {rec['label']:<20}"
-    if rec["status"] != "ok":
-        return f"{head} {rec['status']}: {rec.get('error', '')}"
-    extra = f"  (compile {rec['compile_s']:.1f} s)" if "compile_s" in rec else ""
-    return f"{head} {rec['median_s'] * 1e3:10.3f} ms{extra}"

@@ -1,4 +1,4 @@
-"""Throughput benchmarks: AutoMask attention per backend against baselines, and AMAD end to end.
+"""``amad-fast bench``: AutoMask attention per backend against baselines, and AMAD end to end.
 
 ``amad-fast bench`` (or ``python -m amad_fast.bench``) measures, on the auto-picked device (cuda
 if present, else cpu), every backend that :func:`amad_fast.available_backends` reports usable
@@ -6,7 +6,9 @@ if present, else cpu), every backend that :func:`amad_fast.available_backends` r
 baselines: torch.compile of the reference, ``scaled_dot_product_attention`` doing plain attention
 of the same shape, ``nn.MultiheadAttention`` and ``AutoMaskAttention`` (both with projections).
 Every comparison is a ratio of two figures from one run. It prints a table and writes JSON,
-markdown and a PNG plot. The methods are spelled out in :data:`METHOD_NOTES` (also in the JSON)."""
+markdown and a PNG plot. The methods are spelled out in
+:data:`amad_fast.bench.report.METHOD_NOTES` (also in the JSON). This module holds the options,
+their defaults and the assembly of one result from the parts."""
 from __future__ import annotations
 
 import argparse
@@ -19,9 +21,10 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from amad_fast.bench.cases import benchmark_backends, run_attention_sweep
-from amad_fast.bench.e2e import e2e_model_kind, run_e2e
+from amad_fast.bench.cases import PLAIN_BASELINES, benchmark_backends, run_attention_sweep
+from amad_fast.bench.e2e import run_e2e
 from amad_fast.bench.report import (
+    METHOD_NOTES,
     compile_summary,
     format_attention_table,
     format_e2e_table,
@@ -29,19 +32,19 @@ from amad_fast.bench.report import (
     summarize,
     write_markdown,
 )
-from amad_fast.bench.timing import (
-    DEFAULT_LENGTHS,
-    DTYPES,
-    METHOD_NOTES,
-    QUICK_LENGTHS,
-    SCHEMA,
-    load_average,
-    machine_info,
-    machine_slug,
-)
+from amad_fast.bench.timing import load_average, machine_info, machine_slug
+
+# The layout of the JSON result; changes when its fields do.
+SCHEMA = "amad_fast.bench/1"
+# The sweep's window lengths L: the full run, and --quick.
+DEFAULT_LENGTHS = (64, 100, 256, 512, 1024, 2048)
+QUICK_LENGTHS = (64, 256)
+# The dtype names --dtypes accepts.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
 
 def _int_list(text: str) -> List[int]:
+    """argparse type: ``"64,256"`` -> [64, 256]."""
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
@@ -49,6 +52,7 @@ def _int_list(text: str) -> List[int]:
 
 
 def _dtype_list(text: str) -> List[str]:
+    """argparse type: a comma list of names among :data:`DTYPES`."""
     names = [x.strip() for x in text.split(",") if x.strip()]
     bad = [n for n in names if n not in DTYPES]
     if bad:
@@ -84,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--e2e-d-model", type=int, help="override the model's d_model (default: the model's own default)")
     parser.add_argument("--e2e-layers", type=int, help="override the model's number of blocks (default: the model's own)")
     parser.add_argument("--out-dir", default="bench_results", help="where the JSON, markdown and PNG go (default ./bench_results)")
-    parser.add_argument("--name", help="file stem (default <device>-<model>[-quick], e.g. cpu-amd-epyc)")
+    parser.add_argument("--name", help="file stem (default <device>-<processor>[-quick], e.g. cpu-amd-epyc)")
     parser.add_argument("--no-files", action="store_true", help="print the table only")
 
 
@@ -133,7 +137,7 @@ def _command_line() -> str:
     if not sys.argv:
         return "?"
     prog = sys.argv[0] or "python"
-    if prog.endswith(os.path.join("amad_fast", "bench.py")):
+    if prog.endswith(os.path.join("amad_fast", "bench", "__main__.py")):
         prog = "python -m amad_fast.bench"
     elif prog.endswith(".py"):
         prog = "python " + os.path.relpath(prog)
@@ -167,7 +171,7 @@ def _run(args) -> int:
     log = lambda s: print(s, flush=True)  # noqa: E731
     log(f"amad_fast bench on {info.get('gpu_name') or info['cpu_model']} ({device}); backends {backends}; "
         f"skipped {sorted(skipped)}")
-    baselines = (["compile(reference)"] if cfg["compile"] else []) + ["sdpa", "mha", "amad-module"]
+    baselines = (["compile(reference)"] if cfg["compile"] else []) + list(PLAIN_BASELINES)
     result = {
         "schema": SCHEMA,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -195,21 +199,14 @@ def _run(args) -> int:
             timing=cfg["timing"], memory=cfg["memory"], log=log,
         )
     if "e2e" in cfg["parts"]:
-        kind = e2e_model_kind()
-        if kind == "amad":
-            result["e2e_note"] = (
-                f"AMAD (amad_fast.detection.model.AMAD) at its default size{' but ' + str(cfg['e2e_overrides']) if cfg['e2e_overrides'] else ''}, "
-                f"C = 25 channels, L = 100, batch {cfg['e2e_batch']}; "
-                "train = one optimiser step as amad_fast.detection.training takes it (one forward with branches, the Max-Min "
-                "gradient routes of TrainConfig's defaults, Adam); score = no-grad forward without branches."
-            )
-        else:
-            result["e2e_note"] = (
-                "amad_fast.detection.model was not available: a stand-in of 3 nn.TransformerEncoderLayer blocks "
-                "(d_model 512, 8 heads, d_ff 512) with AutoMaskAttention as self_attn, linear embedding and head; "
-                "train = Adam step on mse - 3*js, score = no-grad forward."
-            )
-        log("end to end (" + kind + "):")
+        result["e2e_note"] = (
+            f"AMAD (amad_fast.detection.model.AMAD) at its default size{' but ' + str(cfg['e2e_overrides']) if cfg['e2e_overrides'] else ''}, "
+            f"C = 25 channels, L = 100, batch {cfg['e2e_batch']}; "
+            "train = one optimiser step as amad_fast.detection.training takes it (train_step: one forward with "
+            "branches, the Max-Min gradient routes of TrainConfig's defaults, Adam); score = no-grad forward "
+            "without branches."
+        )
+        log("end to end (amad):")
         result["e2e"] = run_e2e(device, batch=cfg["e2e_batch"], backends=backends, timing=cfg["timing"],
                                 overrides=cfg["e2e_overrides"], log=log)
     result["wall_s"] = time.perf_counter() - t_start

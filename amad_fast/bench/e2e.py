@@ -1,118 +1,43 @@
-"""The end-to-end benchmark: a training step and a scoring pass of the AMAD model per backend."""
+"""The end-to-end benchmark: the AMAD model's training step and scoring pass, per attention backend.
+
+The attention sweep (:mod:`amad_fast.bench.cases`) times the op alone; this part shows what a
+backend is worth to the detector: training steps/s and scoring windows/s of
+:class:`amad_fast.detection.model.AMAD` at its default size. The training step is
+:func:`amad_fast.detection.training.train_step` itself (one forward with branches, the Max-Min
+gradients of the default :class:`~amad_fast.detection.training.TrainConfig`, Adam), so the
+benchmark times exactly what ``train_model`` runs; scoring is a no-grad forward without branches.
+"""
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from amad_fast.bench.cases import _failure, _finite_checks_off, benchmark_backends
-from amad_fast.bench.timing import time_interleaved
-
-
-def e2e_model_kind() -> str:
-    """"amad" when amad_fast.detection.model provides the AMAD model, else "encoder-stack"."""
-    try:
-        from amad_fast.detection import model  # noqa: F401
-
-        return "amad" if hasattr(model, "AMAD") else "encoder-stack"
-    except Exception:  # noqa: BLE001
-        return "encoder-stack"
+from amad_fast.bench.cases import benchmark_backends, record_failure
+from amad_fast.bench.timing import finite_checks_off, time_interleaved
 
 
-class _EncoderStack(nn.Module):
-    """Fallback end-to-end model: embedding, N TransformerEncoderLayers with AutoMaskAttention, head."""
+def build_e2e_model(
+    backend: str, channels: int, length: int, device: torch.device, overrides: Optional[dict] = None
+) -> Tuple[nn.Module, Callable[[Tensor], object], Callable[[Tensor], object]]:
+    """(model, train_step(x), score(x)) for one backend: AMAD at its default size but for
+    ``overrides`` (e.g. d_model, n_layers), windows of ``length`` steps of ``channels`` channels."""
+    from amad_fast.detection.model import AMAD
+    from amad_fast.detection.training import TrainConfig, train_step
 
-    def __init__(self, channels, d_model, n_heads, n_layers, d_ff, num_scales, backend):
-        super().__init__()
-        from amad_fast.attention.module import AutoMaskAttention
+    model = AMAD(channels, window_size=length, backend=backend, **(overrides or {})).to(device)
+    cfg = TrainConfig()
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
 
-        self.embed = nn.Linear(channels, d_model)
-        self.layers = nn.ModuleList()
-        for _ in range(n_layers):
-            layer = nn.TransformerEncoderLayer(d_model, n_heads, d_ff, dropout=0.0, batch_first=True)
-            layer.self_attn = AutoMaskAttention(d_model, n_heads, num_scales=num_scales, backend=backend)
-            layer.self_attn.keep_terms = True
-            self.layers.append(layer)
-        self.head = nn.Linear(d_model, channels)
+    def step(x: Tensor) -> Tensor:
+        return train_step(model, optimizer, x, cfg)
 
-    def forward(self, x):
-        h = self.embed(x)
-        js = []
-        for layer in self.layers:
-            h = layer(h)
-            js.append(layer.self_attn.last_terms.js)
-        return self.head(h), torch.stack(js).mean()
-
-
-def _e2e_build(backend: str, channels: int, device: torch.device, sizes: dict):
-    """(model, train_step(x), score(x)) for one backend; uses the AMAD trainer when present."""
-    kind = e2e_model_kind()
-    if kind == "amad":
-        from amad_fast.detection import model as amad_model
-
-        m = amad_model.AMAD(channels, backend=backend, **sizes).to(device)
-        train_step = _amad_train_step(m)
-
-        def score(x):
-            with torch.no_grad():
-                return m(x, need_branches=False)
-
-        return m, train_step, score
-    m = _EncoderStack(channels, backend=backend, **sizes).to(device)
-    opt = torch.optim.Adam(m.parameters(), lr=1e-4)
-
-    def train_step(x):
-        opt.zero_grad(set_to_none=True)
-        recon, js = m(x)
-        loss = ((recon - x) ** 2).mean() - 3.0 * js
-        loss.backward()
-        opt.step()
-
-    def score(x):
+    def score(x: Tensor):
         with torch.no_grad():
-            return m(x)
+            return model(x, need_branches=False)
 
-    return m, train_step, score
-
-
-def _amad_train_step(m: nn.Module):
-    """One AMAD optimiser step as amad_fast.detection.training runs it (spec §3, default TrainConfig): one
-    forward, the Max-Min gradient routes, Adam. Falls back to a reconstruction-only step when
-    amad_fast.detection.training lacks those functions."""
-    try:
-        from amad_fast.detection.training import TrainConfig, compute_losses, maxmin_gradients
-
-        cfg = TrainConfig()
-    except Exception:  # noqa: BLE001
-        compute_losses = None
-        cfg = None
-    params = list(m.parameters())
-    opt = torch.optim.Adam(params, lr=1e-4 if cfg is None else cfg.lr)
-
-    def step(x):
-        if compute_losses is not None:
-            losses = compute_losses(m, x, cfg.tau)
-            grads = maxmin_gradients(m, losses, cfg.maxmin, cfg.k, cfg.mu)
-            for p, g in zip(params, grads):
-                p.grad = g
-        else:
-            out = m(x, need_branches=True)
-            ((out[0] - x) ** 2).mean().backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    step.route = "amad_fast.detection.training (compute_losses + maxmin_gradients, TrainConfig defaults) + Adam" if cfg else "mse only"
-    return step
-
-
-def e2e_sizes(kind: str, overrides: Optional[dict] = None) -> dict:
-    """Default model size (AMAD's own defaults, or the spec-sized encoder stack), with overrides."""
-    sizes = {} if kind == "amad" else {"d_model": 512, "n_heads": 8, "n_layers": 3, "d_ff": 512, "num_scales": 4}
-    sizes.update(overrides or {})
-    if kind != "amad" and overrides and "d_model" in overrides:
-        sizes["d_ff"] = overrides["d_model"]
-    return sizes
+    return model, step, score
 
 
 def run_e2e(
@@ -130,31 +55,30 @@ def run_e2e(
     if backends is None:
         backends, _ = benchmark_backends(device)
     timing = timing or {}
-    kind = e2e_model_kind()
     records, built = [], {}
     for name in backends:
-        base = {"part": "e2e", "model": kind, "label": name, "B": batch, "L": length, "C": channels,
+        base = {"part": "e2e", "model": "amad", "label": name, "B": batch, "L": length, "C": channels,
                 "dtype": "float32"}
         try:
             torch.manual_seed(0)
-            m, train_step, score = _e2e_build(name, channels, device, e2e_sizes(kind, overrides))
+            m, train_step, score = build_e2e_model(name, channels, length, device, overrides)
             x = torch.randn(batch, length, channels, device=device)
             base["params"] = sum(p.numel() for p in m.parameters())
             built[name] = (base, m, train_step, score, x)
         except Exception as exc:  # noqa: BLE001
-            records.append(_failure({**base, "mode": "*"}, exc))
+            records.append(record_failure({**base, "mode": "*"}, exc))
             log(f"  e2e {name}: failed: {records[-1]['error']}")
     for mode in ("train", "score"):
         fns = {}
         for name, (base, m, train_step, score, x) in built.items():
             m.train(mode == "train")
             fns[name] = (lambda ts=train_step, x=x: ts(x)) if mode == "train" else (lambda sc=score, x=x: sc(x))
-        with _finite_checks_off():
+        with finite_checks_off():
             stats, errors = time_interleaved(fns, device, **timing)
         for name, (base, *_rest) in built.items():
             rec = {**base, "mode": mode, "status": "ok"}
             if name in errors:
-                _failure(rec, errors[name])
+                record_failure(rec, errors[name])
             else:
                 t = stats[name]
                 rec.update(t)

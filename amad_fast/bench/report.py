@@ -1,15 +1,83 @@
-"""Benchmark reports: tables, summaries, markdown and the plot."""
+"""What the benchmarks report and how: the method notes every result carries, the progress line and
+tables printed while and after measuring, the summary of ratios, the markdown report and the plot.
+
+Everything here reads result records (plain dicts) and measures nothing, so ``amad-fast bench``
+and ``benchmarks/gpu_check.py`` format their results the same way."""
 from __future__ import annotations
 
 import math
 from typing import List, Optional
 
+# The method of every figure, written into each JSON result and markdown report.
+METHOD_NOTES = {
+    "timing": (
+        "time.perf_counter around a sample of n_inner back-to-back calls (torch.cuda.synchronize before "
+        "and after each sample on GPU), after warm-up calls (the last one's time chooses n_inner so one "
+        "sample lasts at least min_sample_s); samples of all cases of one shape are taken round-robin "
+        "so that load from other processes hits them alike; median and interquartile range (q75 - q25) over the samples, per call. "
+        "Forward is timed under torch.no_grad() (inference/scoring); fwd+bwd runs the forward with all "
+        "inputs requiring grad, then one backward with fixed random upstream gradients into every "
+        "output that was computed (grads reset to None before each call). The finite-value scan of "
+        "the inputs (amad_fast.set_finite_checks) is off while timing."
+    ),
+    "windows_per_s": "B / median time of one call.",
+    "bytes": (
+        "Minimum bytes a fused kernel must move, with N = B*H*L*D and e = element size: AutoMask "
+        "forward reads q, k, v once and writes out: 4*N*e, plus 2*B*H*L*e for kl_local and kl_global "
+        "(need_divergence) and 2*N*e for out_local and out_global (need_branches). fwd+bwd adds the "
+        "backward's minimum: read dout (N*e) and the upstream grads of the other outputs, write dq, dk, "
+        "dv (3*N*e); the backward's re-read of q, k, v (and any saved statistics) is not counted, so "
+        "the GB/s of fwd+bwd is a lower bound of the traffic. The parameters (freqs, weights, mix) are "
+        "negligible and not counted. SDPA and nn.MultiheadAttention are charged the same q, k, v, out "
+        "(and dout, dq, dk, dv) bytes of their attention core: their GB/s is an effective figure "
+        "proportional to 1/time, comparable across rows of one shape. achieved GB/s = bytes / time."
+    ),
+    "peak_memory": (
+        "Extra memory one call allocates beyond what existed before it (inputs, parameters and "
+        "upstream grads are allocated beforehand and not counted). GPU: torch.cuda.max_memory_allocated "
+        "after reset_peak_memory_stats, minus memory_allocated before the call. CPU: one call under "
+        "torch.profiler with profile_memory=True; the allocator's alloc/free events are summed in time "
+        "order and the maximum of the running sum is the peak. Limits on CPU: it sees only allocations "
+        "through torch's CPU allocator (not a backend's own malloc/stack or a library's scratch "
+        "buffers such as oneDNN's), and profiling perturbs nothing but time."
+    ),
+    "baselines": (
+        "reference: the plain-PyTorch source of truth (materialises both L x L maps). "
+        "compile(reference): torch.compile of the reference with default options, compiled afresh for "
+        "each shape (torch._dynamo.reset()); compile_s is the first call's time, apart from the timings "
+        "(inductor's on-disk cache can shorten it on a repeat run). "
+        "sdpa: torch.nn.functional.scaled_dot_product_attention of the same q, k, v (plain attention, "
+        "one map, no divergence). mha: nn.MultiheadAttention(E=H*D, H, batch_first=True) on x (B, L, E) "
+        "with need_weights=False; it includes the input projection (3 E x E) and output projection, "
+        "and in no-grad eval it may take torch's fused native fast path. amad-module: AutoMaskAttention "
+        "(same projections as mha, backend auto: the first usable of triton (GPU only), cpp, reference) for an "
+        "apples-to-apples comparison with mha."
+    ),
+    "batch": (
+        "B is chosen per L to keep B*L (so the elements of q, k, v) roughly constant: "
+        "B = max(1, round(B0 * 100 / L)), B0 the batch at L = 100; attention work grows as B*L^2, i.e. "
+        "linearly in L along the sweep."
+    ),
+    "ratios": "x_sdpa = time / sdpa time; ref_over = reference time / time; both within one run and shape.",
+}
+
+
+def progress_line(rec: dict) -> str:
+    """One measured record as the log line printed while the sweep runs (time or failure)."""
+    head = f"  {rec['dtype']:>8} L={rec['L']:<5} D={rec['D']:<3} B={rec['B']:<4} {rec['mode']:<6} {rec['label']:<20}"
+    if rec["status"] != "ok":
+        return f"{head} {rec['status']}: {rec.get('error', '')}"
+    extra = f"  (compile {rec['compile_s']:.1f} s)" if "compile_s" in rec else ""
+    return f"{head} {rec['median_s'] * 1e3:10.3f} ms{extra}"
+
 
 def _fmt(x, spec: str, none: str = "-") -> str:
+    """``x`` formatted with ``spec``, or ``none`` for a missing figure."""
     return none if x is None else format(x, spec)
 
 
 def format_attention_table(records: List[dict]) -> str:
+    """The attention records as a fixed-width table, one row per label, shape and mode."""
     head = (f"{'dtype':>8} {'L':>5} {'D':>3} {'B':>4} {'mode':<6} {'label':<19} {'median ms':>10} {'IQR ms':>8} "
             f"{'min ms':>9} {'windows/s':>10} {'GB/s':>7} {'peak MB':>8} {'x sdpa':>7} {'ref/x':>6}")
     lines = [head, "-" * len(head)]
@@ -31,6 +99,7 @@ def format_attention_table(records: List[dict]) -> str:
 
 
 def format_e2e_table(records: List[dict]) -> str:
+    """The end-to-end records as a fixed-width table, one row per backend and mode."""
     head = f"{'model':<14} {'label':<10} {'mode':<6} {'B':>4} {'median ms':>10} {'IQR ms':>8} {'steps/s':>8} {'windows/s':>10} {'ref/x':>6}"
     lines = [head, "-" * len(head)]
     for r in records:
@@ -77,11 +146,13 @@ def summarize(records: List[dict]) -> List[str]:
 
 
 def compile_summary(records: List[dict]) -> List[str]:
+    """One line per compiled case: how long its first call (the compilation) took."""
     return [f"compile(reference) {r['dtype']} L={r['L']} D={r['D']} {r['mode']}: first call {r['compile_s']:.1f} s"
             for r in records if "compile_s" in r]
 
 
 def write_markdown(path: str, result: dict) -> None:
+    """The markdown report of one ``amad-fast bench`` result: machine, summary, tables, method."""
     m = result["machine"]
     hw = m.get("gpu_name") or m["cpu_model"]
     lines = [

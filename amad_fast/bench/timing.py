@@ -1,5 +1,10 @@
-"""Timing and machine facts for the benchmarks: interleaved timing with medians and minima, peak memory,
-the machine description every result carries, and the byte-traffic model."""
+"""How the benchmarks measure one call: interleaved timing (median and IQR per call), peak extra
+memory, and the machine facts every result carries.
+
+Timing interleaves the candidates of one shape round-robin so that load from other processes falls
+on all of them alike and ratios within a run stay honest; the finite-value scan of the inputs is
+switched off (:func:`finite_checks_off`) so that the kernels are timed, not the scan. The method
+text that goes into every report is :data:`amad_fast.bench.report.METHOD_NOTES`."""
 from __future__ import annotations
 
 import contextlib
@@ -14,68 +19,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-SCHEMA = "amad_fast.bench/1"
-
-METHOD_NOTES = {
-    "timing": (
-        "time.perf_counter around a sample of n_inner back-to-back calls (torch.cuda.synchronize before "
-        "and after each sample on GPU), after warm-up calls (the last one's time chooses n_inner so one "
-        "sample lasts at least min_sample_s); samples of all cases of one shape are taken round-robin "
-        "so that load from other processes hits them alike; median and interquartile range (q75 - q25) over the samples, per call. "
-        "Forward is timed under torch.no_grad() (inference/scoring); fwd+bwd runs the forward with all "
-        "inputs requiring grad, then one backward with fixed random upstream gradients into every "
-        "output that was computed (grads reset to None before each call). The finite-value scan of "
-        "the inputs (amad_fast.set_finite_checks) is off while timing."
-    ),
-    "windows_per_s": "B / median time of one call.",
-    "bytes": (
-        "Minimum bytes a fused kernel must move, with N = B*H*L*D and e = element size: AutoMask "
-        "forward reads q, k, v once and writes out: 4*N*e, plus 2*B*H*L*e for kl_local and kl_global "
-        "(need_divergence) and 2*N*e for out_local and out_global (need_branches). fwd+bwd adds the "
-        "backward's minimum: read dout (N*e) and the upstream grads of the other outputs, write dq, dk, "
-        "dv (3*N*e); the backward's re-read of q, k, v (and any saved statistics) is not counted, so "
-        "the GB/s of fwd+bwd is a lower bound of the traffic. The parameters (freqs, weights, mix) are "
-        "negligible and not counted. SDPA and nn.MultiheadAttention are charged the same q, k, v, out "
-        "(and dout, dq, dk, dv) bytes of their attention core: their GB/s is an effective figure "
-        "proportional to 1/time, comparable across rows of one shape. achieved GB/s = bytes / time."
-    ),
-    "peak_memory": (
-        "Extra memory one call allocates beyond what existed before it (inputs, parameters and "
-        "upstream grads are allocated beforehand and not counted). GPU: torch.cuda.max_memory_allocated "
-        "after reset_peak_memory_stats, minus memory_allocated before the call. CPU: one call under "
-        "torch.profiler with profile_memory=True; the allocator's alloc/free events are summed in time "
-        "order and the maximum of the running sum is the peak. Limits on CPU: it sees only allocations "
-        "through torch's CPU allocator (not a backend's own malloc/stack or a library's scratch "
-        "buffers such as oneDNN's), and profiling perturbs nothing but time."
-    ),
-    "baselines": (
-        "reference: the plain-PyTorch source of truth (materialises both L x L maps). "
-        "compile(reference): torch.compile of the reference with default options, compiled afresh for "
-        "each shape (torch._dynamo.reset()); compile_s is the first call's time, apart from the timings "
-        "(inductor's on-disk cache can shorten it on a repeat run). "
-        "sdpa: torch.nn.functional.scaled_dot_product_attention of the same q, k, v (plain attention, "
-        "one map, no divergence). mha: nn.MultiheadAttention(E=H*D, H, batch_first=True) on x (B, L, E) "
-        "with need_weights=False; it includes the input projection (3 E x E) and output projection, "
-        "and in no-grad eval it may take torch's fused native fast path. amad-module: AutoMaskAttention "
-        "(same projections as mha, backend auto: the first usable of triton (GPU only), cpp, reference) for an "
-        "apples-to-apples comparison with mha."
-    ),
-    "batch": (
-        "B is chosen per L to keep B*L (so the elements of q, k, v) roughly constant: "
-        "B = max(1, round(B0 * 100 / L)), B0 the batch at L = 100; attention work grows as B*L^2, i.e. "
-        "linearly in L along the sweep."
-    ),
-    "ratios": "x_sdpa = time / sdpa time; ref_over = reference time / time; both within one run and shape.",
-}
-
-DEFAULT_LENGTHS = (64, 100, 256, 512, 1024, 2048)
-QUICK_LENGTHS = (64, 256)
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
-BASELINE_LABELS = ("compile(reference)", "sdpa", "mha", "amad-module")
-
-
 # --------------------------------------------------------------------------------------- machine
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (else what ``platform`` knows)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
@@ -114,7 +60,7 @@ def machine_info(device: torch.device) -> dict:
 
     info = {
         "device": str(device),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_features": _cpu_features(),
         "cpu_count": os.cpu_count(),
         "load_average_at_start": load_average(),
@@ -154,12 +100,14 @@ def machine_slug(info: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------- timing
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); nothing to wait for on CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def _summary(samples: List[float], n_inner: int) -> dict:
+    """Median, quartiles, IQR and minimum of the per-call sample times."""
     samples = sorted(samples)
     q = statistics.quantiles(samples, n=4, method="inclusive") if len(samples) > 1 else samples * 3
     return {
@@ -197,10 +145,10 @@ def time_interleaved(
         try:
             for _ in range(max(1, warmup) - 1):
                 fn()
-            _sync(device)
+            synchronize(device)
             t0 = time.perf_counter()
             fn()  # the last warm-up call also calibrates
-            _sync(device)
+            synchronize(device)
             once = max(time.perf_counter() - t0, 1e-9)
         except Exception as exc:  # noqa: BLE001 - reported per function
             errors[name] = exc
@@ -213,11 +161,11 @@ def time_interleaved(
     for _ in range(rounds):
         for name, (fn, n_inner) in list(live.items()):
             try:
-                _sync(device)
+                synchronize(device)
                 t0 = time.perf_counter()
                 for _ in range(n_inner):
                     fn()
-                _sync(device)
+                synchronize(device)
             except Exception as exc:  # noqa: BLE001
                 errors[name] = exc
                 del live[name]
@@ -232,6 +180,20 @@ def time_fn(fn: Callable[[], object], device: torch.device, **timing) -> dict:
     if errors:
         raise errors["fn"]
     return stats["fn"]
+
+
+@contextlib.contextmanager
+def finite_checks_off():
+    """Switch off the finite-value scan of the attention inputs for the block (restored after):
+    it is input validation, not kernel work, and would be timed with every call otherwise."""
+    from amad_fast.attention import validation
+
+    before = validation.finite_checks_enabled()
+    validation.set_finite_checks(False)
+    try:
+        yield
+    finally:
+        validation.set_finite_checks(before)
 
 
 @contextlib.contextmanager
@@ -256,7 +218,7 @@ def _native_stderr_silenced():
 
 
 def peak_memory(fn: Callable[[], object], device: torch.device) -> Tuple[Optional[int], str]:
-    """Extra bytes one call of ``fn`` allocates at its peak, and the method (see METHOD_NOTES)."""
+    """Extra bytes one call of ``fn`` allocates at its peak, and the method (see METHOD_NOTES['peak_memory'] in :mod:`amad_fast.bench.report`)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         base = torch.cuda.memory_allocated(device)
@@ -276,18 +238,3 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> Tuple[Optiona
             running += e.nbytes()
             peak = max(peak, running)
     return int(peak), "profiler allocator events (running sum)"
-
-
-def automask_bytes(B: int, H: int, L: int, D: int, elt: int, *, divergence: bool, branches: bool, backward: bool) -> int:
-    """Minimum bytes a fused AutoMask kernel moves (formula in METHOD_NOTES['bytes'])."""
-    n, rows = B * H * L * D, B * H * L
-    extra = (2 * rows if divergence else 0) + (2 * n if branches else 0)
-    total = 4 * n + extra
-    if backward:
-        total += 4 * n + extra  # dout (+ upstream grads of kl / branches) read, dq dk dv written
-    return total * elt
-
-
-def plain_attention_bytes(B: int, H: int, L: int, D: int, elt: int, *, backward: bool) -> int:
-    """q, k, v read and out written (fwd); plus dout read and dq, dk, dv written (fwd+bwd)."""
-    return (8 if backward else 4) * B * H * L * D * elt

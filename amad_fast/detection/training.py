@@ -248,6 +248,28 @@ def _assign_and_reduce(params: List[nn.Parameter], grads: List[Tensor], scalars:
     return scalars
 
 
+def train_step(model: AMAD, optimizer: torch.optim.Optimizer, x: Tensor, cfg: TrainConfig,
+               shard_sizes: Optional[Sequence[int]] = None) -> Tensor:
+    """One optimiser step on the batch ``x`` (B, L, C): the losses of one forward, the Max-Min
+    gradients of ``cfg.maxmin`` (with ``cfg.k``, ``cfg.mu``, ``cfg.tau``), then ``optimizer.step()``.
+
+    Returns the detached loss values (L_rec, L_con, D^M, D^G), averaged over ranks under DDP. This
+    is the step :func:`train_model` takes; the throughput benchmarks time the same function.
+    ``shard_sizes`` (the windows each rank holds of the global batch, ``x`` being this rank's) is
+    needed only under an initialised process group: it weights the per-rank means and all-gathers
+    the contrastive views (see the module docstring).
+    """
+    world, rank = _dist()
+    weight = world * shard_sizes[rank] / sum(shard_sizes) if shard_sizes is not None else 1.0
+    losses = compute_losses(model, x, cfg.tau, shard_sizes if world > 1 else None)
+    grads = maxmin_gradients(model, losses, cfg.maxmin, cfg.k, cfg.mu, weight=weight, con_weight=world)
+    scalars = torch.stack([weight * losses["rec"], losses["con"], weight * losses["dm"], weight * losses["dg"]]).detach()
+    scalars = _assign_and_reduce(list(model.parameters()), grads, scalars)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return scalars
+
+
 # -- data ------------------------------------------------------------------------------------
 
 VAL_SPLITS = ("tail", "blocks")
@@ -494,13 +516,7 @@ def _train(model: AMAD, series_np: np.ndarray, series_t: Tensor, cfg: TrainConfi
             shards = np.array_split(batch, world)
             sizes = [len(s) for s in shards]
             x = train_windows[torch.as_tensor(shards[rank], device=device)]
-            losses = compute_losses(model, x, cfg.tau, sizes if world > 1 else None)
-            weight = world * sizes[rank] / len(batch)
-            grads = maxmin_gradients(model, losses, cfg.maxmin, cfg.k, cfg.mu, weight=weight, con_weight=world)
-            scalars = torch.stack([weight * losses["rec"], losses["con"], weight * losses["dm"], weight * losses["dg"]]).detach()
-            scalars = _assign_and_reduce(params, grads, scalars)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            scalars = train_step(model, optimizer, x, cfg, shard_sizes=sizes)
             global_step += 1
             vals = scalars.double().cpu().numpy()
             if not np.all(np.isfinite(vals)):
