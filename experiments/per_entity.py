@@ -35,7 +35,7 @@ from common import DATA, command_line, machine, table, write_results  # noqa: E4
 import torch  # noqa: E402
 
 from amad_fast import metrics  # noqa: E402
-from amad_fast.detection.baselines import make_detector  # noqa: E402
+from amad_fast.detection.registry import make_detector  # noqa: E402
 from amad_fast.data import iter_entities  # noqa: E402
 from amad_fast.detection.detector import AMADDetector
 from amad_fast.detection.scoring import smooth_scores

@@ -15,10 +15,11 @@ from amad_fast import metrics
 
 from amad_fast.detection import thresholds
 from amad_fast.detection.baselines import (
-    BASELINES, FORMAT, METHODS, IsolationForestDetector, L2NormDetector, MaxAbsZDetector,
+    BASELINES, FORMAT, IsolationForestDetector, L2NormDetector, MaxAbsZDetector,
     NearestNeighborDetector, PCAErrorDetector, PointScoreDetector, RandomDetector, _pca_error,
-    kth_neighbor_distance, load_detector, make_detector, pca_fit,
+    kth_neighbor_distance, pca_fit,
 )
+from amad_fast.detection.registry import METHODS, load_detector, make_detector
 from amad_fast.detection.detector import AMADDetector
 from amad_fast.detection.thresholds import THRESHOLDS
 
@@ -409,3 +410,13 @@ def test_smap_p1_l2_auroc_matches_numpy():
     got = metrics.auroc(det.decision_function(Y), y)
     assert got == pytest.approx(want, abs=1e-12)
     assert 0.5 < got < 1.0
+
+
+def test_baselines_module_does_not_import_the_amad_detector():
+    """The registry sits above both kinds of detector: baselines.py names none of AMAD's modules."""
+    import ast
+
+    tree = ast.parse((REPO / "amad_fast" / "detection" / "baselines.py").read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert "amad_fast.detection.detector" not in imported and "amad_fast.detection.registry" not in imported

@@ -21,7 +21,7 @@ def series():
 
 
 def test_detectors_come_from_the_top_level_package_without_loading_them_for_the_attention():
-    from amad_fast.detection.baselines import make_detector
+    from amad_fast.detection.registry import make_detector
     from amad_fast.detection.detector import AMADDetector
     from amad_fast.detection.estimator import DetectorBase
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import reliability
-from amad_fast.detection.baselines import load_detector, make_detector
+from amad_fast.detection.registry import load_detector, make_detector
 from amad_fast.cli import main
 from amad_fast.data import load_csv
 from amad_fast.detection.detector import AMADDetector

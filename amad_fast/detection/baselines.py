@@ -4,7 +4,7 @@ Sarfraz et al., "Quo Vadis, Unsupervised Time Series Anomaly Detection?" (ICML 2
 ``ssarfraz/QuoVadisTAD``) show that scores computed from one time step at a time beat most deep
 detectors. This module makes them first-class detectors, so methods can be compared by name::
 
-    from amad_fast.detection.baselines import make_detector, load_detector
+    from amad_fast.detection.registry import make_detector, load_detector
     det = make_detector("knn").fit(train)          # or "random", "l2", "maxz", "pca", "iforest", "amad"
     scores = det.decision_function(test); labels = det.predict(test)
     det.save("knn.pt"); det = load_detector("knn.pt")
@@ -85,7 +85,6 @@ import numpy as np
 import torch
 
 from amad_fast.data import Standardizer, check_series
-from amad_fast.detection.detector import FORMAT as AMAD_FORMAT
 from amad_fast.detection.estimator import DetectorBase
 from amad_fast.files import content_must_fit, read_file, write_file
 
@@ -98,9 +97,6 @@ __all__ = [
     "NearestNeighborDetector",
     "IsolationForestDetector",
     "BASELINES",
-    "METHODS",
-    "make_detector",
-    "load_detector",
     "pca_fit",
     "kth_neighbor_distance",
     "FORMAT",
@@ -113,13 +109,6 @@ SKLEARN_HINT = "pip install 'amad_fast[baselines]' (or pip install scikit-learn)
 def _check_int(value: Any, name: str, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-
-
-def _read(path: Any, formats=(AMAD_FORMAT, FORMAT), what: str = "a detector file") -> Dict[str, Any]:
-    """Read a detector file safely (:func:`amad_fast.files.read_file`: ``weights_only=True``, format
-    and checksum checked); a missing file is a FileNotFoundError, anything else wrong a
-    FileFormatError (ValueError) naming the path."""
-    return read_file(os.fspath(path), "detector file", formats=formats, what=what)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -355,7 +344,7 @@ class PointScoreDetector(DetectorBase):
     def load(cls, path: Any) -> "PointScoreDetector":
         """Load a detector written by :meth:`save` (of this class's method)."""
         p = os.fspath(path)
-        return cls._from_state(_read(p, (FORMAT,), "a baseline detector file"), p)
+        return cls._from_state(read_file(p, "detector file", formats=(FORMAT,), what="a baseline detector file"), p)
 
     @classmethod
     def _from_state(cls, state: Dict[str, Any], path: str) -> "PointScoreDetector":
@@ -564,7 +553,7 @@ class IsolationForestDetector(PointScoreDetector):
 
 
 # ----------------------------------------------------------------------------------------------
-# Registry
+# The baselines by name (:mod:`amad_fast.detection.registry` adds AMAD)
 # ----------------------------------------------------------------------------------------------
 BASELINES: Dict[str, Type[PointScoreDetector]] = {
     "random": RandomDetector,
@@ -574,41 +563,3 @@ BASELINES: Dict[str, Type[PointScoreDetector]] = {
     "knn": NearestNeighborDetector,
     "iforest": IsolationForestDetector,
 }
-
-#: every name :func:`make_detector` knows: AMAD and the baselines.
-METHODS = ("amad",) + tuple(BASELINES)
-
-
-def make_detector(name: str, **params: Any):
-    """A new, unfitted detector by method name (:data:`METHODS`); ``params`` go to its constructor.
-
-    ``"amad"`` gives :class:`amad_fast.detection.detector.AMADDetector`; the others the baselines of
-    :data:`BASELINES`.
-    """
-    if name == "amad":
-        from amad_fast.detection.detector import AMADDetector
-
-        return AMADDetector(**params)
-    if not isinstance(name, str) or name not in BASELINES:
-        raise ValueError(f"method: expected one of {list(METHODS)}, got {name!r}")
-    return BASELINES[name](**params)
-
-
-def load_detector(path: Any, **kwargs: Any):
-    """Open any detector file: AMAD's (format ``"amad_fast.detector/1"``, via ``AMADDetector.load``,
-    which takes ``device``/``backend`` in ``kwargs``) or a baseline's (``"amad_fast.baseline/1"``)."""
-    p = os.fspath(path)
-    state = _read(p)
-    fmt = state.get("format")
-    if fmt == AMAD_FORMAT:
-        from amad_fast.detection.detector import AMADDetector
-
-        unknown = sorted(set(kwargs) - {"device", "backend"})
-        if unknown:
-            raise TypeError(f"load_detector: unexpected keyword argument(s) {unknown}; AMAD files take device, backend")
-        return AMADDetector._from_file_state(state, p, **kwargs)
-    if kwargs:
-        raise TypeError(f"load_detector: {sorted(kwargs)} apply to AMAD detector files only; {p} is {fmt!r}")
-    if fmt == FORMAT:
-        return PointScoreDetector._from_state(state, p)
-    raise ValueError(f"{p}: expected a detector file of format {AMAD_FORMAT!r} or {FORMAT!r}, got format {fmt!r}")
