@@ -23,7 +23,7 @@ TINY = ["--window-size", "16", "--d-model", "16", "--n-heads", "2", "--n-layers"
 def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
     det = str(d / "det.pt")
-    assert main(["train", DATA, "--out", det, "--threshold", "train", "--anomaly-ratio", "5"] + TINY) == 0
+    assert main(["train", DATA, "--out", det, "--threshold", "train", "--contamination", "0.05"] + TINY) == 0
     return d, det
 
 

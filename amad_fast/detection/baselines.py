@@ -85,7 +85,9 @@ import numpy as np
 import torch
 
 from amad_fast.data import Standardizer, check_series
+from amad_fast.data.series import NAN_POLICIES
 from amad_fast.detection.estimator import DetectorBase
+from amad_fast.detection.thresholds import DEFAULT_CONTAMINATION
 from amad_fast.files import content_must_fit, read_file, write_file
 
 __all__ = [
@@ -250,11 +252,12 @@ class PointScoreDetector(DetectorBase):
     series Z (T, C) float64 and return its training scores), ``_score(Z)`` (scores of a
     standardised series), and, when they hold a fitted model, ``_state()`` / ``_set_state(state)``
     (plain tensors/lists for the file). Everything else is here: the parameters
-    (``threshold``, ``anomaly_ratio`` in percent, ``seed``, ``nan_policy`` plus the subclass's own),
-    input checks (:func:`amad_fast.data.check_series`), the thresholds (AMADDetector's rules:
-    ``"paper"`` = percentile 100 − ``anomaly_ratio`` of the training and the judged scores together;
-    ``"train"`` = that percentile of the training scores; ``"pot"`` = peaks over threshold on the
-    training scores), and persistence.
+    (``threshold``, ``contamination`` (the expected fraction of anomalous steps, in (0, 1)), ``seed``,
+    ``nan_policy`` plus the subclass's own), input checks (:func:`amad_fast.data.check_series`), the
+    thresholds (AMADDetector's rules, :mod:`amad_fast.detection.thresholds`: ``"paper"`` = the
+    ``1 − contamination`` quantile of the training and the judged scores together; ``"train"`` = that
+    quantile of the training scores; ``"pot"`` = peaks over threshold on the training scores), and
+    persistence.
 
     ``threshold`` defaults to ``"train"``, AMADDetector's default, so that detectors made by name
     with default settings are judged by the same rule. ``seed`` matters to ``random`` and
@@ -266,10 +269,10 @@ class PointScoreDetector(DetectorBase):
 
     method: str = ""
 
-    def __init__(self, threshold: str = "train", anomaly_ratio: float = 1.0, seed: int = 0,
+    def __init__(self, threshold: str = "train", contamination: float = DEFAULT_CONTAMINATION, seed: int = 0,
                  nan_policy: str = "interpolate") -> None:
         self.threshold = threshold
-        self.anomaly_ratio = anomaly_ratio
+        self.contamination = contamination
         self.seed = seed
         self.nan_policy = nan_policy
         self._check_params()
@@ -278,7 +281,7 @@ class PointScoreDetector(DetectorBase):
     def _check_params(self) -> None:
         self._check_threshold_params()
         _check_int(self.seed, "seed", 0)
-        if self.nan_policy not in ("interpolate", "raise"):
+        if self.nan_policy not in NAN_POLICIES:
             raise ValueError(f"nan_policy: expected 'interpolate' or 'raise', got {self.nan_policy!r}")
 
     # -- what subclasses provide --------------------------------------------------------------
@@ -364,7 +367,7 @@ class PointScoreDetector(DetectorBase):
         elif state.get("method") != cls.method:
             raise ValueError(f"{path}: expected a {cls.method!r} detector file for {cls.__name__}, got method "
                              f"{state.get('method')!r} (load_detector(path) opens any detector file)")
-        params = dict(state["params"])
+        params = cls._stored_params(state["params"])
         known = set(cls._param_names())
         unknown = sorted(set(params) - known)
         if unknown:
@@ -423,10 +426,10 @@ class PCAErrorDetector(PointScoreDetector):
 
     method = "pca"
 
-    def __init__(self, variance: float = 0.9, threshold: str = "train", anomaly_ratio: float = 1.0,
+    def __init__(self, variance: float = 0.9, threshold: str = "train", contamination: float = DEFAULT_CONTAMINATION,
                  seed: int = 0, nan_policy: str = "interpolate") -> None:
         self.variance = variance
-        super().__init__(threshold, anomaly_ratio, seed, nan_policy)
+        super().__init__(threshold, contamination, seed, nan_policy)
 
     def _check_params(self) -> None:
         super()._check_params()
@@ -468,10 +471,10 @@ class NearestNeighborDetector(PointScoreDetector):
 
     method = "knn"
 
-    def __init__(self, n_neighbors: int = 1, threshold: str = "train", anomaly_ratio: float = 1.0,
+    def __init__(self, n_neighbors: int = 1, threshold: str = "train", contamination: float = DEFAULT_CONTAMINATION,
                  seed: int = 0, nan_policy: str = "interpolate") -> None:
         self.n_neighbors = n_neighbors
-        super().__init__(threshold, anomaly_ratio, seed, nan_policy)
+        super().__init__(threshold, contamination, seed, nan_policy)
 
     def _check_params(self) -> None:
         super()._check_params()
@@ -512,10 +515,10 @@ class IsolationForestDetector(PointScoreDetector):
 
     method = "iforest"
 
-    def __init__(self, n_estimators: int = 100, threshold: str = "train", anomaly_ratio: float = 1.0,
-                 seed: int = 0, nan_policy: str = "interpolate") -> None:
+    def __init__(self, n_estimators: int = 100, threshold: str = "train",
+                 contamination: float = DEFAULT_CONTAMINATION, seed: int = 0, nan_policy: str = "interpolate") -> None:
         self.n_estimators = n_estimators
-        super().__init__(threshold, anomaly_ratio, seed, nan_policy)
+        super().__init__(threshold, contamination, seed, nan_policy)
 
     def _check_params(self) -> None:
         super()._check_params()

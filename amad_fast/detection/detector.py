@@ -29,6 +29,7 @@ from amad_fast.detection.scoring import (
     trailing_mean,
 )
 from amad_fast.detection.stream import StreamScorer
+from amad_fast.detection.thresholds import DEFAULT_CONTAMINATION
 from amad_fast.detection.training import TrainConfig, train_model, validation_segments
 from amad_fast.files import FileFormatError, content_must_fit, read_file, write_file
 
@@ -45,14 +46,14 @@ class AMADDetector(DetectorBase):
     training series for the thresholds. ``decision_function(X)`` gives one score per time step
     (higher = more anomalous); ``predict(X)`` 0/1 by the threshold rule:
 
-    * ``"train"`` (default): percentile 100 − ``anomaly_ratio`` of the training scores only, fixed
+    * ``"train"`` (default): the ``1 − contamination`` quantile of the training scores only, fixed
       at fit time, so predict(X) of one step does not depend on the rest of X and clean data is
       flagged only where it scores above what training saw;
     * ``"pot"``: peaks-over-threshold on the training scores (fixed at fit time);
     * ``"paper"``: the published papers' protocol (Anomaly Transformer and its followers), for
-      comparing with their tables: the same percentile of the stored training scores and X's scores
-      together. It uses statistics of the data being judged, so about ``anomaly_ratio`` % of any
-      scored batch is flagged, even of clean data.
+      comparing with their tables: the same quantile of the stored training scores and X's scores
+      together. It uses statistics of the data being judged, so about a fraction ``contamination``
+      of any scored batch is flagged, even of clean data.
 
     The defaults are the configuration chosen per entity on the development data (SMAP's 53
     entities, omi-1, 8 synthetic entities; experiments/results/per_entity_*.md, rule in
@@ -68,7 +69,8 @@ class AMADDetector(DetectorBase):
     synthetic benchmark (experiments/results/score_stride_*.md); ``position_norm="train"`` (each
     window position's error divided by its training mean, so a series' first and last steps score
     like its middle; "none" = raw errors) on the same (experiments/results/position_norm.md).
-    ``anomaly_ratio`` is in percent. ``device="auto"`` (default) trains and scores on CUDA when it
+    ``contamination`` is the expected fraction of anomalous steps in (0, 1) (PyOD's name and unit;
+    0.01 = 1 %, the default). ``device="auto"`` (default) trains and scores on CUDA when it
     is available, else on the CPU (fit's plan line says which); a saved detector loads on any
     device. After ``fit``: ``decision_scores_`` (the training scores), ``threshold_`` and
     ``labels_`` as PyOD names them. ``backend`` goes to every AutoMaskAttention. ``progress``
@@ -102,7 +104,7 @@ class AMADDetector(DetectorBase):
         smooth: Optional[int] = None,
         score_stride: Optional[int] = None,
         threshold: str = "train",
-        anomaly_ratio: float = 1.0,
+        contamination: float = DEFAULT_CONTAMINATION,
         temperature: float = 50.0,
         backend: str = "auto",
         device: str = "auto",
@@ -340,7 +342,7 @@ class AMADDetector(DetectorBase):
 
     @classmethod
     def _from_state(cls, state: dict, p: str, device: Optional[str], backend: Optional[str]) -> "AMADDetector":
-        params = dict(state["params"])
+        params = cls._stored_params(state["params"])
         params.setdefault("error_norm", "none")  # files written before these options scored the spec's way:
         params.setdefault("score_stride", params.get("window_size", 100))  # non-overlapping windows
         params.setdefault("val_split", "tail")
