@@ -443,3 +443,19 @@ def test_fit_with_progress_reports_plan_estimate_and_lines_off_a_terminal(data, 
     assert any(line.startswith("epoch 2/2 done in ") for line in lines)
     assert any(line.startswith("scoring the training series") for line in lines)
     assert "\r" not in err  # lines, not a bar
+
+
+def test_the_detector_scores_through_its_scorer(fitted, data):
+    """decision_function, score_terms/scores_from_terms and the causal scores are the scoring
+    module's WindowScorer with the detector's settings, not arithmetic of the detector's own."""
+    scorer = fitted.scorer()
+    Z = fitted.standardizer_.transform(data.test)
+    assert scorer.stride == fitted.resolved_score_stride() and scorer.smooth == fitted.resolved_smooth()
+    np.testing.assert_array_equal(fitted.decision_function(data.test), scorer.scores(Z))
+    np.testing.assert_array_equal(fitted.decision_function(data.test, causal=True), scorer.causal_scores(Z))
+    err, w = fitted.score_terms(data.test, score_stride=fitted.window_size)
+    want = step_terms(fitted.model_, Z, fitted.temperature, fitted.score_batch_size, fitted.window_size)
+    np.testing.assert_array_equal(err, want[0])
+    np.testing.assert_array_equal(w, want[1])
+    with pytest.raises(ValueError, match="position_norm: expected one of"):
+        fitted.score_terms(data.test, position_norm="window")

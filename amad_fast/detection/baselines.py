@@ -315,7 +315,7 @@ class PointScoreDetector(DetectorBase):
         self.standardizer_ = Standardizer().fit(A, name="X")
         self.n_channels_ = int(A.shape[1])
         try:
-            self.train_scores_ = self._finite_scores(self._fit_scorer(self._z(A)), "the training series X")
+            self.train_scores_ = self.finite_scores(self._fit_scorer(self._z(A)), "the training series X")
         except BaseException:
             self.standardizer_ = None
             raise
@@ -326,7 +326,7 @@ class PointScoreDetector(DetectorBase):
         """Anomaly score per time step of X (T, C), float64 (T,); higher = more anomalous."""
         self._require_fitted()
         A = check_series(X, "X", expected_channels=self.n_channels_, nan_policy=self.nan_policy)
-        return self._finite_scores(self._score(self._z(A)))
+        return self.finite_scores(self._score(self._z(A)))
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: Any) -> None:

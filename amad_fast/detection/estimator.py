@@ -99,7 +99,7 @@ class DetectorBase:
     def decision_function(self, X: Any) -> np.ndarray:  # pragma: no cover - every subclass has its own
         raise NotImplementedError
 
-    def _finite_scores(self, scores: Any, what: str = "X") -> np.ndarray:
+    def finite_scores(self, scores: Any, what: str = "X") -> np.ndarray:
         """``scores`` as float64, or a FloatingPointError when any is NaN/Inf.
 
         Every detector passes its scores through here (training scores at fit, judged scores in
