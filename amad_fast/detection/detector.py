@@ -71,7 +71,8 @@ class AMADDetector(DetectorBase):
     0.01 = 1 %, the default). ``device="auto"`` (default) trains and scores on CUDA when it
     is available, else on the CPU (fit's plan line says which); a saved detector loads on any
     device. After ``fit``: ``decision_scores_`` (the training scores), ``threshold_`` and
-    ``labels_`` as PyOD names them. ``backend`` goes to every AutoMaskAttention. ``progress``
+    ``labels_`` as PyOD names them; ``error_scale_`` (C,) and ``position_scale_`` (L,), what scoring
+    divides by (None under error_norm / position_norm "none"); ``scorer()`` the scoring itself. ``backend`` goes to every AutoMaskAttention. ``progress``
     shows a tqdm bar when stderr is a terminal. ``save``/``load`` round-trip exactly.
     """
 
