@@ -183,7 +183,7 @@ def test_score_series_batching_is_invariant(fitted, data):
 
 
 def test_default_threshold_is_fixed_from_training_scores(fitted, data):
-    """The default rule is 'train' (issue 13 item 5): the threshold is fixed at fit time from the
+    """The default rule is 'train': the threshold is fixed at fit time from the
     training scores alone, so it does not move with the data being judged, and a batch that scores
     far above training is flagged as a whole instead of a fraction ~contamination of it ('paper')."""
     assert AMADDetector().threshold == "train" and fitted.threshold == "train"
@@ -297,7 +297,7 @@ def test_score_terms_share_forward_passes_between_variants(fitted, data):
         fitted.scores_from_terms(err, w, error_norm="max")
 
 
-# -- a series' first and last steps are scored on the same footing as its middle (issue 13 item 6) --
+# -- a series' first and last steps are scored on the same footing as its middle --
 
 @pytest.fixture(scope="module")
 def edge_case():
@@ -427,7 +427,7 @@ def test_position_profile_round_trips_and_old_files_score_raw_errors(edge_case, 
 def test_fit_with_progress_reports_plan_estimate_and_lines_off_a_terminal(data, capsys, monkeypatch):
     """fit(progress=True) with stderr not a terminal (a log, a notebook): the planned work (windows,
     epochs, steps, model size) before the first step, a time estimate after the first steps, a line
-    per epoch and every PROGRESS_LINE_SECONDS, and the scoring pass (issue 13 item 3)."""
+    per epoch and every PROGRESS_LINE_SECONDS, and the scoring pass."""
     import amad_fast.detection.progress as progress_mod
 
     monkeypatch.setattr(progress_mod, "PROGRESS_LINE_SECONDS", 0.0)

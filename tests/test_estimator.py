@@ -1,4 +1,4 @@
-"""Estimator conventions users of scikit-learn and PyOD expect (issue 16, items 1 and 2): the
+"""Estimator conventions users of scikit-learn and PyOD expect: the
 detectors from the top-level package, sklearn's clone / get_params / set_params, PyOD's
 decision_scores_ / threshold_ / labels_, and device="auto"."""
 import subprocess

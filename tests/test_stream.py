@@ -1,4 +1,4 @@
-"""Live scoring (issue 16 item 3): AMADDetector.stream() against decision_function(causal=True)."""
+"""Live scoring: AMADDetector.stream() against decision_function(causal=True)."""
 import numpy as np
 import pytest
 import torch

@@ -29,7 +29,7 @@ and the input scaling ``binary_scaling`` (see :class:`amad_fast.data.Standardize
   first and last positions of its window worse than the middle (on the synthetic entities about 4×
   at p = 0 and p = L − 1); in the middle of a series every step is averaged over many positions,
   but a series' first and last steps are seen only at a window's edge, so without it they score
-  high for where they sit, not for what they are (issue 13). ``"none"`` averages raw errors.
+  high for where they sit, not for what they are. ``"none"`` averages raw errors.
   Measured per entity on the development benchmarks: experiments/results/position_norm.md.
 * ``smooth=w`` replaces each step's score by the centred mean over w steps (default None = half a
   window, window_size // 2; 1 = per step). Chosen per entity on SMAP, omi-1 and synthetic entities:
