@@ -20,7 +20,7 @@ from amad_fast.attention import (
 __version__ = "0.1.0"
 
 # the detector side, imported when first asked for (PEP 562)
-_LAZY = {"AMADDetector": "detection.detector", "make_detector": "detection.baselines", "load_detector": "detection.baselines"}
+_LAZY = {"AMADDetector": "detection.detector", "make_detector": "detection.registry", "load_detector": "detection.registry"}
 
 
 def __getattr__(name):

@@ -5,7 +5,7 @@ labelled anomalies are clear enough to separate the settings).
 
 Each configuration trains one CPU-sized AMAD per seed on omi-1 train and is scored with BOTH
 scores (recon_js, recon) from the same trained model; every metric of metrics.evaluate under the
-paper and train thresholds (r = 1 %). Results (JSON + markdown) go to experiments/results/.
+paper and train thresholds (contamination 0.01). Results (JSON + markdown) go to experiments/results/.
 
     python experiments/ablation_omi.py [--seeds 0 1] [--epochs 3]
 """
@@ -40,7 +40,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--ratio", type=float, default=1.0, help="anomaly ratio r (percent) of the thresholds")
+    ap.add_argument("--contamination", type=float, default=0.01,
+                    help="expected fraction of anomalous steps of the thresholds, in (0, 1)")
     ap.add_argument("--only", nargs="*", default=None, help="run only configs whose name contains one of these")
     ap.add_argument("--name", default="ablation_omi1")
     ap.add_argument("--data", default=None, help="data set spec for load_dataset (default: omi-1)")
@@ -69,18 +70,19 @@ def main(argv=None) -> int:
                              "final_train_rec": det.history_[-1]["rec"],
                              "best_val_rec": min(h.get("val_rec", np.inf) for h in det.history_),
                              "windows_per_s": float(np.mean([h["windows_per_s"] for h in det.history_])),
-                             "results": evaluate_both(tr, te, ds.test_labels, args.ratio)})
+                             "results": evaluate_both(tr, te, ds.test_labels, args.contamination)})
                 r = runs[-1]["results"]
                 print(f"{cname:24s} seed {seed} {score:8s} fit {fit_s:6.1f}s  auroc {r['paper']['auroc']:.3f} "
                       f"aupr {r['paper']['aupr']:.3f} best_f1 {r['paper']['best_f1']:.3f} "
                       f"f1(paper) {r['paper']['f1']:.3f} f1(train) {r['train']['f1']:.3f} "
                       f"pa_f1(paper) {r['paper']['pa_f1']:.3f}", flush=True)
-            write_partial(args, runs, ds.anomaly_ratio_percent)
-    write_partial(args, runs, ds.anomaly_ratio_percent)
+            write_partial(args, argv, runs, ds.anomaly_ratio_percent)
+    write_partial(args, argv, runs, ds.anomaly_ratio_percent)
     return 0
 
 
-def write_partial(args, runs, ds_percent) -> None:
+def write_partial(args, argv, runs, ds_percent) -> None:
+    """The result table of the runs so far (``argv``: this run's arguments, None = the process's)."""
     # mean over seeds per (config, score)
     groups = {}
     for r in runs:
@@ -103,7 +105,7 @@ def write_partial(args, runs, ds_percent) -> None:
     md = (f"# Ablation on {where}\n\nCommand: `{cmd}`\n\n"
           f"Model (CPU-sized, not the paper's): {SIZE}, epochs ≤ {args.epochs} (early stopping on the last 20 % "
           f"of the training series). Each configuration is trained once per seed; both scores come from the same "
-          f"trained model. Thresholds use r = {args.ratio} % (the test set has {ds_percent:.1f} % anomalous steps). "
+          f"trained model. Thresholds use contamination {args.contamination} (the test set has {ds_percent:.1f} % anomalous steps). "
           f"AUROC/AUPR/best-F1 are threshold-free and point-wise; f1 is point-wise, pa_f1 point-adjusted. "
           f"Mean over seeds.\n\n" + table(rows, cols) +
           f"\nMachine: {machine()} (2 shared cores: timings are indicative only).\n")

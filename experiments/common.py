@@ -16,10 +16,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from amad_fast import metrics  # noqa: E402
 
-from amad_fast.detection import thresholds  # noqa: E402
+from amad_fast import AMADDetector  # noqa: E402
 from amad_fast.data import SeriesSplit, Standardizer, load_dataset, make_synthetic  # noqa: E402
-from amad_fast.detection.detector import AMADDetector
-from amad_fast.detection.scoring import combine_terms, smooth_scores, step_terms
+from amad_fast.detection import thresholds  # noqa: E402
 
 DATA = os.environ.get("AMAD_DATA", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                                 "..", "shared", "data"))
@@ -68,34 +67,29 @@ def dev_benchmarks(entities: int = 8):
     ]
 
 
-def evaluate_both(train_scores: np.ndarray, test_scores: np.ndarray, labels: np.ndarray, ratio: float) -> Dict[str, Any]:
-    """metrics.evaluate under the paper and the train threshold rules (r = ``ratio`` percent)."""
-    return {
-        "paper": metrics.evaluate(test_scores, labels, thresholds.paper_threshold(train_scores, test_scores, ratio)),
-        "train": metrics.evaluate(test_scores, labels, thresholds.train_threshold(train_scores, ratio)),
-    }
+def evaluate_both(train_scores: np.ndarray, test_scores: np.ndarray, labels: np.ndarray,
+                  contamination: float) -> Dict[str, Any]:
+    """metrics.evaluate under the paper and the train threshold rules (``contamination`` a fraction)."""
+    return {rule: metrics.evaluate(test_scores, labels, thresholds.select_threshold(rule, train_scores, test_scores,
+                                                                                     contamination))
+            for rule in ("paper", "train")}
 
 
 def amad_terms(det: AMADDetector, train: np.ndarray, test: np.ndarray, stride: Optional[int] = None):
-    """step_terms (per-channel squared error, js softmax weight) of train and test for a fitted
-    detector, computed once so every scoring variant comes from the same forward passes; also the
-    seconds the test forward took. ``stride`` between scoring windows: None = the detector's own."""
-    stride = det.resolved_score_stride() if stride is None else stride
-    Ztr = det.standardizer_.transform(train)
-    Zte = det.standardizer_.transform(test)
-    tr = step_terms(det.model_, Ztr, det.temperature, det.score_batch_size, stride)
+    """``det.score_terms`` (per-channel squared error, js softmax weight) of train and test for a
+    fitted detector, computed once so every scoring variant comes from the same forward passes; also
+    the seconds the test forward took. ``stride`` between scoring windows: None = the detector's
+    own. Raw errors (``position_norm="none"``): the scoring these experiments' tables were made with."""
+    tr = det.score_terms(train, score_stride=stride, position_norm="none")
     t0 = time.perf_counter()
-    te = step_terms(det.model_, Zte, det.temperature, det.score_batch_size, stride)
+    te = det.score_terms(test, score_stride=stride, position_norm="none")
     return tr, te, time.perf_counter() - t0
 
 
 def amad_variant(det: AMADDetector, terms, score: str, error_norm: str, smooth: int = 1) -> np.ndarray:
-    """Scores of one (score, error_norm, smooth) variant from ``terms`` = (err, weight); the channel
-    scale is the detector's own (measured on the validation split at fit time)."""
-    if error_norm == "channel" and det.error_scale_ is None:
-        raise ValueError("error_norm='channel' needs a detector fitted with error_norm='channel'")
-    scale = det.error_scale_ if error_norm == "channel" else None
-    return smooth_scores(combine_terms(terms[0], terms[1], score, scale), smooth)
+    """Scores of one (score, error_norm, smooth) variant from ``terms`` = (err, weight)
+    (``det.scores_from_terms``; the channel scale is the detector's own, measured at fit time)."""
+    return det.scores_from_terms(terms[0], terms[1], score=score, smooth=smooth, error_norm=error_norm)
 
 
 def amad_scores(det: AMADDetector, train: np.ndarray, test: np.ndarray, score: str, error_norm: str = "channel",

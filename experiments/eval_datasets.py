@@ -5,10 +5,10 @@ error_norm channel / none × scoring-window stride L // 10 (default) / L (spec �
 default smoothed over one window length L as an extra, non-default row) from the same forward passes. Uniform random scores, IsolationForest and PCA
 reconstruction error (scikit-learn; per time step on standardised data; also smoothed over L for a
 like-for-like comparison with the smoothed AMAD row) go through the same code: every metric of amad_fast.metrics.evaluate under the paper
-threshold (percentile 100 − r of train + test scores) and the train threshold (train scores only).
+threshold (the 1 − contamination quantile of train + test scores) and the train threshold (train scores only).
 
     python experiments/eval_datasets.py --dataset SMAP --epochs 2 --train-stride 50
-    python experiments/eval_datasets.py --dataset omi-1 --epochs 3 --train-stride 5 --ratio 1
+    python experiments/eval_datasets.py --dataset omi-1 --epochs 3 --train-stride 5 --contamination 0.01
 """
 from __future__ import annotations
 
@@ -22,17 +22,18 @@ from common import (command_line, DATA, AMADDetector, amad_terms, amad_variant, 
                     flat_rows, machine, smooth_scores, table, write_results)
 
 import amad_fast  # noqa: E402
+from amad_fast.detection import thresholds  # noqa: E402
 from amad_fast.data import load_dataset  # noqa: E402
 
 # Anomaly Transformer's SMAP/MSL/PSM scripts: the configuration its published figures come from
 PAPER = dict(d_model=512, n_heads=8, n_layers=3, d_ff=512, batch_size=256, lr=1e-4, k=3.0, epochs=3, train_stride=1)
-RATIOS = {"SMAP": 1.0, "MSL": 1.0, "SMD": 0.5, "PSM": 1.0, "SWaT": 0.1}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", required=True, help="SMAP or omi-1 (a directory under the shared data)")
-    ap.add_argument("--ratio", type=float, default=None, help="r in percent (default: spec value, 1 otherwise)")
+    ap.add_argument("--contamination", type=float, default=None,
+                    help="expected fraction of anomalous steps, in (0, 1) (default: the spec's value, 0.01 otherwise)")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--train-stride", type=int, default=50)
     ap.add_argument("--d-model", type=int, default=64)
@@ -62,7 +63,8 @@ def main(argv=None) -> int:
     if args.paper:  # the preset replaces the defaults; options given explicitly still win
         ap.set_defaults(**PAPER)
         args = ap.parse_args(argv)
-    ratio = args.ratio if args.ratio is not None else RATIOS.get(args.dataset, 1.0)
+    contamination = (args.contamination if args.contamination is not None
+                     else thresholds.CONTAMINATION.get(args.dataset, thresholds.DEFAULT_CONTAMINATION))
     ds = load_dataset(os.path.join(DATA, args.dataset))
     params = dict(window_size=100, score_stride=args.score_stride, d_model=args.d_model, n_heads=args.n_heads, n_layers=args.n_layers,
                   num_scales=4, d_ff=args.d_ff or 2 * args.d_model, batch_size=args.batch_size, train_stride=args.train_stride,
@@ -71,7 +73,7 @@ def main(argv=None) -> int:
                   checkpoint_dir=args.checkpoint_dir, resume=args.resume)
     if args.shipped:
         params = dict(seed=args.seed, progress=False, checkpoint_dir=args.checkpoint_dir, resume=args.resume)
-    rows, payload = [], {"args": vars(args), "ratio": ratio, "params": params, "dataset": repr(ds),
+    rows, payload = [], {"args": vars(args), "contamination": contamination, "params": params, "dataset": repr(ds),
                          "anomaly_percent": ds.anomaly_ratio_percent,
                          "backends": {k: str(v) for k, v in amad_fast.available_backends().items()}}
     det = AMADDetector(**params)
@@ -97,7 +99,7 @@ def main(argv=None) -> int:
     variants = list(dict.fromkeys(variants))  # without the shipped smoothing two rows coincide
     for score, norm, s, smooth, tag in variants:
         tr, te = (amad_variant(det, t, score, norm, smooth) for t in terms[s][:2])
-        res = evaluate_both(tr, te, ds.test_labels, ratio)
+        res = evaluate_both(tr, te, ds.test_labels, contamination)
         split = "" if args.val_split == "tail" else f", val_split {args.val_split}"
         tag = tag if not split else ""  # [default] and [spec] hold out the tail
         label = f"AMAD ({score}, {norm}, stride {s}{f', smooth {smooth}' if smooth > 1 else ''}{split}){tag}"
@@ -108,13 +110,13 @@ def main(argv=None) -> int:
         for b in ("random", "iforest", "pca"):
             t0 = time.perf_counter()
             tr, te = baseline_scores(b, ds.train, ds.test, seed=args.seed)
-            res = evaluate_both(tr, te, ds.test_labels, ratio)
+            res = evaluate_both(tr, te, ds.test_labels, contamination)
             payload[b] = {"results": res, "seconds": time.perf_counter() - t0}
             label = {"random": "uniform random", "iforest": "IsolationForest", "pca": "PCA recon"}[b]
             rows += flat_rows(label, res)
             print(rows[-2], rows[-1], sep="\n", flush=True)
             if b != "random":
-                res = evaluate_both(smooth_scores(tr, L), smooth_scores(te, L), ds.test_labels, ratio)
+                res = evaluate_both(smooth_scores(tr, L), smooth_scores(te, L), ds.test_labels, contamination)
                 payload[f"{b}_s{L}"] = {"results": res}
                 rows += flat_rows(f"{label} (smooth {L})", res)
     cols = ["method", "threshold", "pa_f1", "precision", "recall", "f1", "auroc", "aupr", "best_f1", "affiliation_f1"]
@@ -124,7 +126,7 @@ def main(argv=None) -> int:
                      f"{h['windows_per_s']:.0f} windows/s" for h in det.history_)
     size = "paper-sized" if args.paper else ("shipped defaults" if args.shipped else "CPU-sized")
     md = (f"# {args.dataset}: AMAD ({size}) and baselines\n\nCommand: `{cmd}`\n\n"
-          f"Data: {ds!r}; {ds.anomaly_ratio_percent:.2f} % anomalous test steps. Thresholds: r = {ratio} %.\n\n"
+          f"Data: {ds!r}; {ds.anomaly_ratio_percent:.2f} % anomalous test steps. Thresholds: contamination {contamination}.\n\n"
           + ("AMAD here has Anomaly Transformer's published configuration (`--paper`), trained on 2 CPU cores: "
              if args.paper else "AMAD here is a CPU-sized model trained briefly on 2 shared cores, NOT the paper's configuration: ")
           + f"{det.get_params()}. Training took {payload['fit_seconds']:.0f} s ({hist}).\n\n"

@@ -35,10 +35,10 @@ from common import DATA, command_line, machine, table, write_results  # noqa: E4
 import torch  # noqa: E402
 
 from amad_fast import metrics  # noqa: E402
-from amad_fast.detection.baselines import make_detector  # noqa: E402
+from amad_fast.detection.registry import make_detector  # noqa: E402
 from amad_fast.data import iter_entities  # noqa: E402
-from amad_fast.detection.detector import AMADDetector
-from amad_fast.detection.scoring import smooth_scores
+from amad_fast import AMADDetector  # noqa: E402
+from amad_fast.detection.scoring import combine_terms, smooth_scores  # noqa: E402
 
 # the configuration every variant starts from: the CPU-sized model of the concatenated-SMAP
 # sessions (d_model 32 x 6 layers) at the issue's per-entity budget (2 epochs, train stride 5)
@@ -93,12 +93,10 @@ def amad_terms(config: str, seed: int, ent, cache: str) -> Dict[str, Any]:
 
 
 def variant_scores(terms: Dict[str, Any], score: str, smooth: int) -> np.ndarray:
-    """The detector's scores_from_terms, on cached terms (same arithmetic: mean over channels of
-    err / scale, times the js weight for recon_js, then the centred moving average)."""
-    s = (terms["err"].astype(np.float64) / terms["scale"]).mean(1)
-    if score == "recon_js":
-        s = s * terms["w"].astype(np.float64)
-    return smooth_scores(s, smooth)
+    """The detector's scores_from_terms, on cached terms: the scoring module's combine_terms (mean
+    over channels of err / scale, times the js weight for recon_js), then the centred moving average."""
+    raw = combine_terms(terms["err"].astype(np.float64), terms["w"].astype(np.float64), score, terms["scale"])
+    return smooth_scores(raw, smooth)
 
 
 def main(argv=None) -> int:

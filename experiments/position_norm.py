@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 from amad_fast import metrics  # noqa: E402
 from amad_fast.data import iter_entities  # noqa: E402
-from amad_fast.detection.detector import AMADDetector  # noqa: E402
+from amad_fast import AMADDetector  # noqa: E402
 
 NORMS = ("train", "none")
 

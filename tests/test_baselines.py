@@ -15,10 +15,11 @@ from amad_fast import metrics
 
 from amad_fast.detection import thresholds
 from amad_fast.detection.baselines import (
-    BASELINES, FORMAT, METHODS, IsolationForestDetector, L2NormDetector, MaxAbsZDetector,
+    BASELINES, FORMAT, IsolationForestDetector, L2NormDetector, MaxAbsZDetector,
     NearestNeighborDetector, PCAErrorDetector, PointScoreDetector, RandomDetector, _pca_error,
-    kth_neighbor_distance, load_detector, make_detector, pca_fit,
+    kth_neighbor_distance, pca_fit,
 )
+from amad_fast.detection.registry import METHODS, load_detector, make_detector
 from amad_fast.detection.detector import AMADDetector
 from amad_fast.detection.thresholds import THRESHOLDS
 
@@ -203,8 +204,8 @@ def test_random_is_deterministic_and_uniform():
 @pytest.mark.parametrize("rule", THRESHOLDS)
 def test_thresholds_follow_amad_detectors_rules(rule, series):
     train, test, labels = series
-    det = L2NormDetector(threshold=rule, anomaly_ratio=2.0).fit(train)
-    amad = AMADDetector(threshold=rule, anomaly_ratio=2.0)
+    det = L2NormDetector(threshold=rule, contamination=0.02).fit(train)
+    amad = AMADDetector(threshold=rule, contamination=0.02)
     amad.train_scores_ = det.train_scores_
     amad.model_ = object()  # stands in for a fitted model: only the threshold code runs
     amad.threshold_ = amad._fixed_threshold()
@@ -224,7 +225,7 @@ def test_thresholds_follow_amad_detectors_rules(rule, series):
 
 def test_params_repr_and_validation():
     det = PCAErrorDetector(variance=0.8, threshold="train")
-    assert det.get_params() == {"variance": 0.8, "threshold": "train", "anomaly_ratio": 1.0, "seed": 0,
+    assert det.get_params() == {"variance": 0.8, "threshold": "train", "contamination": 0.01, "seed": 0,
                                 "nan_policy": "interpolate"}
     assert repr(det) == "PCAErrorDetector(variance=0.8)"  # 'train' is the default
     assert repr(PCAErrorDetector(threshold="paper")) == "PCAErrorDetector(threshold='paper')"
@@ -232,9 +233,9 @@ def test_params_repr_and_validation():
     assert NearestNeighborDetector().threshold == "train"  # the default: fixed from the training scores
     with pytest.raises(ValueError, match=r"threshold: expected one of \('paper', 'train', 'pot'\), got 'best'"):
         L2NormDetector(threshold="best")
-    for bad in (0, 100, -1, "x"):
-        with pytest.raises(ValueError, match="anomaly_ratio: expected a percentage in"):
-            L2NormDetector(anomaly_ratio=bad)
+    for bad in (0, 1, 100, -1, "x"):
+        with pytest.raises(ValueError, match=r"contamination: expected a fraction in \(0, 1\)"):
+            L2NormDetector(contamination=bad)
     with pytest.raises(ValueError, match="variance"):
         PCAErrorDetector(variance=1.5)
     with pytest.raises(ValueError, match="n_neighbors"):
@@ -252,7 +253,7 @@ def test_params_repr_and_validation():
     assert det.threshold == "train"  # a rejected value is not kept
     # on a fitted detector a new threshold rule takes effect at once
     det.fit(TRAIN_2CH)
-    assert det.threshold_ == thresholds.train_threshold(det.train_scores_, 1.0)
+    assert det.threshold_ == thresholds.train_threshold(det.train_scores_, 0.01)
     det.set_params(threshold="pot")
     assert det.threshold_ == thresholds.pot_threshold(det.train_scores_)
 
@@ -302,7 +303,7 @@ def test_constant_training_channel_is_only_centred(name):
 def test_save_load_round_trip(name, series, tmp_path):
     _skip_without_sklearn(name)
     train, test, _ = series
-    det = make_detector(name, threshold="train", anomaly_ratio=3.0, seed=5).fit(train)
+    det = make_detector(name, threshold="train", contamination=0.03, seed=5).fit(train)
     path = tmp_path / f"{name}.pt"
     det.save(path)
     raw = torch.load(path, weights_only=True)  # plain containers only
@@ -409,3 +410,36 @@ def test_smap_p1_l2_auroc_matches_numpy():
     got = metrics.auroc(det.decision_function(Y), y)
     assert got == pytest.approx(want, abs=1e-12)
     assert 0.5 < got < 1.0
+
+
+def test_baselines_module_does_not_import_the_amad_detector():
+    """The registry sits above both kinds of detector: baselines.py names none of AMAD's modules."""
+    import ast
+
+    tree = ast.parse((REPO / "amad_fast" / "detection" / "baselines.py").read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert "amad_fast.detection.detector" not in imported and "amad_fast.detection.registry" not in imported
+
+
+@pytest.mark.parametrize("rule", ["train", "paper"])
+def test_files_storing_anomaly_ratio_in_percent_load_with_the_same_threshold(series, tmp_path, rule):
+    """A baseline file whose params hold the percent-valued ``anomaly_ratio`` (no ``contamination``)
+    loads with contamination = anomaly_ratio / 100 and the thresholds it had."""
+    from amad_fast.files import META_KEYS, write_file
+
+    train, test, _ = series
+    L2NormDetector().fit(train).save(tmp_path / "new.pt")
+    state = torch.load(tmp_path / "new.pt", weights_only=True)
+    params = {k: v for k, v in state["params"].items() if k != "contamination"}
+    params.update(threshold=rule, anomaly_ratio=2.0)
+    train_scores = state["train_scores"].numpy()
+    stored = float(np.percentile(train_scores, 100.0 - 2.0)) if rule == "train" else None
+    old = {k: v for k, v in state.items() if k not in META_KEYS}
+    old.update(params=params, threshold=stored)
+    write_file(tmp_path / "old.pt", FORMAT, old)
+    for det in (load_detector(tmp_path / "old.pt"), L2NormDetector.load(tmp_path / "old.pt")):
+        assert det.contamination == 0.02 and det.threshold_ == stored
+        scores = det.decision_function(test)
+        want = stored if rule == "train" else float(np.percentile(np.concatenate([train_scores, scores]), 98.0))
+        assert det.threshold_for(scores) == want

@@ -23,7 +23,7 @@ TINY = ["--window-size", "16", "--d-model", "16", "--n-heads", "2", "--n-layers"
 def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
     det = str(d / "det.pt")
-    assert main(["train", DATA, "--out", det, "--threshold", "train", "--anomaly-ratio", "5"] + TINY) == 0
+    assert main(["train", DATA, "--out", det, "--threshold", "train", "--contamination", "0.05"] + TINY) == 0
     return d, det
 
 
@@ -104,7 +104,7 @@ def test_python_dash_m():
 
 
 # ---------------------------------------------------------------------------------------------
-# A newcomer's first hour (issue 13)
+# A newcomer's first hour
 # ---------------------------------------------------------------------------------------------
 def _plain_csv(path, rows=400, seed=0):
     """One CSV of normal operation: a time column, four value columns a..d, a text column; no labels."""
@@ -176,3 +176,30 @@ def test_plot_title_and_short_anomaly_bands():
                        {"f1": 0.5, "pa_f1": 0.75, "auroc": 0.9, "aupr": 0.4, "vus_pr": None})
     for part in ("omi-1 test", "det.pt", "threshold train", "F1 0.500", "AUROC 0.900", "VUS-PR n/a"):
         assert part in title
+
+
+def test_choices_and_contamination_come_from_the_package(capsys):
+    """The options' choices are the package's constants, and --contamination takes a fraction:
+    a percentage (5 for 5 %) is refused by the parser instead of flagging everything."""
+    from amad_fast.attention.dispatch import BACKENDS
+    from amad_fast.cli import build_parser
+    from amad_fast.data.series import NAN_POLICIES
+    from amad_fast.detection.registry import METHODS
+    from amad_fast.detection.thresholds import DEFAULT_CONTAMINATION, THRESHOLDS
+
+    p = build_parser()
+    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    train = {a.dest: a for a in sub.choices["train"]._actions}
+    assert tuple(train["nan_policy"].choices) == NAN_POLICIES
+    assert tuple(train["threshold"].choices) == THRESHOLDS
+    assert tuple(train["backend"].choices) == ("auto", *BACKENDS)
+    assert {a.dest: a for a in sub.choices["score"]._actions}["backend"].choices == ("auto", *BACKENDS)
+    assert all(m in {a.dest: a for a in sub.choices["benchmark"]._actions}["methods"].help for m in METHODS)
+    assert train["contamination"].default == DEFAULT_CONTAMINATION
+    assert p.parse_args(["train", "x.csv", "--out", "d.pt", "--contamination", "0.05"]).contamination == 0.05
+    for bad in ("5", "1", "0", "x"):
+        with pytest.raises(SystemExit):
+            p.parse_args(["train", "x.csv", "--out", "d.pt", "--contamination", bad])
+        assert "expected a fraction in (0, 1)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        p.parse_args(["evaluate", "--scores", "s.csv", "--contamination", "1.5"])

@@ -68,7 +68,7 @@ def test_resume_skips_finished_entities_and_methods(tmp_path, monkeypatch):
     calls.clear()
     db.run_benchmark(DATA, ["l2", "random"], **quiet)
     assert calls == []  # everything done
-    db.run_benchmark(DATA, ["l2"], params={"l2": {"anomaly_ratio": 2.0}}, **quiet)
+    db.run_benchmark(DATA, ["l2"], params={"l2": {"contamination": 0.02}}, **quiet)
     assert calls == [("synthetic-0", ("l2",)), ("synthetic-1", ("l2",))]  # other parameters: run again
     calls.clear()
     db.run_benchmark(DATA, ["random"], resume=False, **quiet)
@@ -130,14 +130,14 @@ def test_workers_give_the_same_numbers(tmp_path):
 
 def test_cli_benchmark(tmp_path, capsys):
     out = tmp_path / "cli"
-    rc = main(["benchmark", DATA, "--methods", "l2,random", "--out", str(out), "--param", "l2.anomaly_ratio=2"])
+    rc = main(["benchmark", DATA, "--methods", "l2,random", "--out", str(out), "--param", "l2.contamination=0.02"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "2 entities" in text and "VUS-PR" in text
     assert (out / "benchmark.png").is_file()
     rec = json.load(open(out / "entities" / "synthetic-1.json"))
-    assert rec["methods"]["l2"]["params"]["anomaly_ratio"] == 2
+    assert rec["methods"]["l2"]["params"]["contamination"] == 0.02
     assert main(["benchmark", DATA, "--methods", "l2,nope", "--out", str(out)]) == 2
     assert "unknown: ['nope']" in capsys.readouterr().err
-    assert main(["benchmark", DATA, "--methods", "l2", "--param", "l2anomaly_ratio", "--out", str(out)]) == 2
+    assert main(["benchmark", DATA, "--methods", "l2", "--param", "l2contamination", "--out", str(out)]) == 2
     assert "METHOD.KEY=VALUE" in capsys.readouterr().err

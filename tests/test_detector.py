@@ -183,16 +183,16 @@ def test_score_series_batching_is_invariant(fitted, data):
 
 
 def test_default_threshold_is_fixed_from_training_scores(fitted, data):
-    """The default rule is 'train' (issue 13 item 5): the threshold is fixed at fit time from the
+    """The default rule is 'train': the threshold is fixed at fit time from the
     training scores alone, so it does not move with the data being judged, and a batch that scores
-    far above training is flagged as a whole instead of ~anomaly_ratio % of it ('paper')."""
+    far above training is flagged as a whole instead of a fraction ~contamination of it ('paper')."""
     assert AMADDetector().threshold == "train" and fitted.threshold == "train"
     scores = fitted.decision_function(data.test)
-    assert fitted.threshold_ == thresholds.train_threshold(fitted.train_scores_, 1.0)
+    assert fitted.threshold_ == thresholds.train_threshold(fitted.train_scores_, 0.01)
     assert fitted.threshold_for(scores) == fitted.threshold_for(scores * 100) == fitted.threshold_
     high = np.full(500, 10 * fitted.train_scores_.max())
     assert (high > fitted.threshold_for(high)).mean() == 1.0
-    assert (high > thresholds.paper_threshold(fitted.train_scores_, high, 1.0)).mean() < 0.1  # what 'paper' did
+    assert (high > thresholds.paper_threshold(fitted.train_scores_, high, 0.01)).mean() < 0.1  # what 'paper' did
 
 
 def test_thresholds(fitted, data):
@@ -201,7 +201,7 @@ def test_thresholds(fitted, data):
     paper.__dict__.update(fitted.__dict__)
     paper.set_params(threshold="paper")
     pred = paper.predict(data.test)
-    thr = thresholds.paper_threshold(fitted.train_scores_, scores, 1.0)
+    thr = thresholds.paper_threshold(fitted.train_scores_, scores, 0.01)
     assert paper.last_threshold_ == thr and paper.threshold_ is None
     np.testing.assert_array_equal(pred, (scores > thr).astype(np.int8))
     frac = (np.concatenate([fitted.train_scores_, scores]) > thr).mean()
@@ -211,7 +211,7 @@ def test_thresholds(fitted, data):
         det.__dict__.update(fitted.__dict__)
         det.threshold = rule
         det.threshold_ = det._fixed_threshold()
-        assert det.threshold_ == (thresholds.train_threshold(fitted.train_scores_, 1.0) if rule == "train"
+        assert det.threshold_ == (thresholds.train_threshold(fitted.train_scores_, 0.01) if rule == "train"
                                   else thresholds.pot_threshold(fitted.train_scores_))
         np.testing.assert_array_equal(det.predict(data.test), (scores > det.threshold_).astype(np.int8))
 
@@ -272,7 +272,7 @@ def test_bad_input(fitted, data):
         AMADDetector(**SMALL).decision_function(data.test)
     with pytest.raises(ValueError, match="window_size=16"):
         AMADDetector(**SMALL).fit(data.train[:10])
-    for bad in (dict(score="js"), dict(threshold="best"), dict(anomaly_ratio=0), dict(maxmin="on"), dict(epochs=0)):
+    for bad in (dict(score="js"), dict(threshold="best"), dict(contamination=0), dict(contamination=1.0), dict(maxmin="on"), dict(epochs=0)):
         with pytest.raises(ValueError, match=next(iter(bad))):
             AMADDetector(**dict(SMALL, **bad))
 
@@ -297,7 +297,7 @@ def test_score_terms_share_forward_passes_between_variants(fitted, data):
         fitted.scores_from_terms(err, w, error_norm="max")
 
 
-# -- a series' first and last steps are scored on the same footing as its middle (issue 13 item 6) --
+# -- a series' first and last steps are scored on the same footing as its middle --
 
 @pytest.fixture(scope="module")
 def edge_case():
@@ -357,6 +357,52 @@ def test_position_profile_is_the_mean_training_error_per_window_position(fitted,
     np.testing.assert_allclose(det.decision_function(data.test[:16]), want.numpy(), rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.parametrize("rule", ["train", "paper", "pot"])
+def test_files_storing_anomaly_ratio_in_percent_load_with_the_same_threshold(fitted, data, tmp_path, rule):
+    """A file written while the detector took ``anomaly_ratio`` in percent (its params hold
+    ``anomaly_ratio``, no ``contamination``) loads with contamination = anomaly_ratio / 100 and the
+    same thresholds: the stored one for "train"/"pot", the same percentile for "paper"."""
+    fitted.save(tmp_path / "new.pt")
+    state = torch.load(tmp_path / "new.pt", weights_only=True)
+    params = {k: v for k, v in state["params"].items() if k != "contamination"}
+    params.update(threshold=rule, anomaly_ratio=3.0)  # as such a file stores 3 %
+    train_scores = state["train_scores"].numpy()
+    old_threshold = {"train": float(np.percentile(train_scores, 100.0 - 3.0)),
+                     "pot": thresholds.pot_threshold(train_scores), "paper": None}[rule]
+    old = {k: v for k, v in state.items() if k not in META_KEYS}
+    old.update(params=params, threshold=old_threshold)
+    write_file(tmp_path / "old.pt", state["format"], old)
+    loaded = AMADDetector.load(tmp_path / "old.pt")
+    assert loaded.contamination == 0.03 and "anomaly_ratio" not in loaded.get_params()
+    assert loaded.threshold_ == old_threshold
+    scores = loaded.decision_function(data.test)
+    want = (old_threshold if rule != "paper"
+            else float(np.percentile(np.concatenate([train_scores, scores]), 100.0 - 3.0)))
+    assert loaded.threshold_for(scores) == want
+    if rule == "train":  # refitting the threshold from the converted contamination gives the stored one
+        assert loaded._fixed_threshold() == old_threshold
+
+
+def test_contamination_is_one_parameter_in_pyods_unit(fitted):
+    """``contamination`` (a fraction) is the only name for the expected anomaly share: the old
+    percent-valued ``anomaly_ratio`` is not a parameter, so passing it fails loudly instead of
+    meaning 100x; get_params/set_params/repr carry it."""
+    det = AMADDetector(contamination=0.05)
+    assert det.get_params()["contamination"] == 0.05 and "anomaly_ratio" not in det.get_params()
+    assert repr(det) == "AMADDetector(contamination=0.05)"
+    with pytest.raises(TypeError, match="anomaly_ratio"):
+        AMADDetector(anomaly_ratio=1.0)
+    with pytest.raises(ValueError, match="set_params: unknown parameter 'anomaly_ratio'"):
+        det.set_params(anomaly_ratio=1.0)
+    with pytest.raises(ValueError, match=r"contamination: expected a fraction in \(0, 1\)"):
+        det.set_params(contamination=5)
+    assert det.contamination == 0.05
+    refit = AMADDetector.__new__(AMADDetector)
+    refit.__dict__.update(fitted.__dict__)
+    refit.set_params(contamination=0.2)  # a fitted detector's "train" threshold follows at once
+    assert refit.threshold_ == thresholds.train_threshold(fitted.train_scores_, 0.2) < fitted.threshold_
+
+
 def test_position_profile_round_trips_and_old_files_score_raw_errors(edge_case, tmp_path):
     det, clean, _ = edge_case
     det.save(tmp_path / "d.pt")
@@ -381,7 +427,7 @@ def test_position_profile_round_trips_and_old_files_score_raw_errors(edge_case, 
 def test_fit_with_progress_reports_plan_estimate_and_lines_off_a_terminal(data, capsys, monkeypatch):
     """fit(progress=True) with stderr not a terminal (a log, a notebook): the planned work (windows,
     epochs, steps, model size) before the first step, a time estimate after the first steps, a line
-    per epoch and every PROGRESS_LINE_SECONDS, and the scoring pass (issue 13 item 3)."""
+    per epoch and every PROGRESS_LINE_SECONDS, and the scoring pass."""
     import amad_fast.detection.progress as progress_mod
 
     monkeypatch.setattr(progress_mod, "PROGRESS_LINE_SECONDS", 0.0)
@@ -397,3 +443,19 @@ def test_fit_with_progress_reports_plan_estimate_and_lines_off_a_terminal(data, 
     assert any(line.startswith("epoch 2/2 done in ") for line in lines)
     assert any(line.startswith("scoring the training series") for line in lines)
     assert "\r" not in err  # lines, not a bar
+
+
+def test_the_detector_scores_through_its_scorer(fitted, data):
+    """decision_function, score_terms/scores_from_terms and the causal scores are the scoring
+    module's WindowScorer with the detector's settings, not arithmetic of the detector's own."""
+    scorer = fitted.scorer()
+    Z = fitted.standardizer_.transform(data.test)
+    assert scorer.stride == fitted.resolved_score_stride() and scorer.smooth == fitted.resolved_smooth()
+    np.testing.assert_array_equal(fitted.decision_function(data.test), scorer.scores(Z))
+    np.testing.assert_array_equal(fitted.decision_function(data.test, causal=True), scorer.causal_scores(Z))
+    err, w = fitted.score_terms(data.test, score_stride=fitted.window_size)
+    want = step_terms(fitted.model_, Z, fitted.temperature, fitted.score_batch_size, fitted.window_size)
+    np.testing.assert_array_equal(err, want[0])
+    np.testing.assert_array_equal(w, want[1])
+    with pytest.raises(ValueError, match="position_norm: expected one of"):
+        fitted.score_terms(data.test, position_norm="window")

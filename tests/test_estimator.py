@@ -1,4 +1,4 @@
-"""Estimator conventions users of scikit-learn and PyOD expect (issue 16, items 1 and 2): the
+"""Estimator conventions users of scikit-learn and PyOD expect: the
 detectors from the top-level package, sklearn's clone / get_params / set_params, PyOD's
 decision_scores_ / threshold_ / labels_, and device="auto"."""
 import subprocess
@@ -21,7 +21,7 @@ def series():
 
 
 def test_detectors_come_from_the_top_level_package_without_loading_them_for_the_attention():
-    from amad_fast.detection.baselines import make_detector
+    from amad_fast.detection.registry import make_detector
     from amad_fast.detection.detector import AMADDetector
     from amad_fast.detection.estimator import DetectorBase
 
@@ -38,12 +38,14 @@ def test_detectors_come_from_the_top_level_package_without_loading_them_for_the_
 @pytest.mark.parametrize("method", ["amad", "l2", "knn"])
 def test_sklearn_clone_get_and_set_params(method):
     sklearn_base = pytest.importorskip("sklearn.base")
-    det = amad_fast.make_detector(method, threshold="pot", seed=3, **(TINY if method == "amad" else {}))
+    det = amad_fast.make_detector(method, threshold="pot", seed=3, contamination=0.02,
+                                  **(TINY if method == "amad" else {}))
     twin = sklearn_base.clone(det)
     assert type(twin) is type(det) and twin is not det and twin.get_params() == det.get_params()
-    assert "threshold='pot'" in repr(twin) and "seed=3" in repr(twin)
-    twin.set_params(seed=4)
-    assert twin.seed == 4 and det.seed == 3
+    assert "threshold='pot'" in repr(twin) and "seed=3" in repr(twin) and "contamination=0.02" in repr(twin)
+    assert twin.contamination == 0.02 and "anomaly_ratio" not in twin.get_params()
+    twin.set_params(seed=4, contamination=0.1)
+    assert twin.seed == 4 and det.seed == 3 and twin.contamination == 0.1 and det.contamination == 0.02
 
 
 @pytest.mark.parametrize("method", ["amad", "l2"])
@@ -54,8 +56,8 @@ def test_pyod_attributes_after_fit(series, method):
     assert det.decision_scores_ is det.train_scores_ and det.decision_scores_.shape == (len(series.train),)
     np.testing.assert_array_equal(det.labels_, det.predict(series.train))
     assert det.labels_.dtype == np.int8 and set(np.unique(det.labels_)) <= {0, 1}
-    # the default threshold ("train") flags about anomaly_ratio percent of the training steps
-    assert det.threshold == "train" and det.labels_.mean() <= det.anomaly_ratio / 100 + 1e-9
+    # the default threshold ("train") flags about a fraction contamination of the training steps
+    assert det.threshold == "train" and det.labels_.mean() <= det.contamination + 1e-9
     det.set_params(threshold="paper")  # a rule that needs the judged scores: labels_ follows it
     np.testing.assert_array_equal(det.labels_, det.predict(series.train))
 

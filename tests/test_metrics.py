@@ -10,7 +10,8 @@ from amad_fast.metrics import (
     precision_recall_f1, predict,
 )
 from amad_fast.detection.thresholds import (
-    fit_gpd, paper_threshold, pot_threshold, select_threshold, train_threshold,
+    fit_gpd, fit_time_threshold, paper_threshold, pot_threshold, select_threshold, stream_threshold,
+    train_threshold,
 )
 
 sk = pytest.importorskip("sklearn.metrics")
@@ -211,18 +212,39 @@ def test_affiliation_matches_bruteforce(seed):
 def test_percentile_thresholds():
     train, test = np.arange(100.0), np.arange(100.0, 200.0)
     # 99th percentile of 0..199 with linear interpolation: 0.99 · 199 = 197.01
-    assert paper_threshold(train, test, 1) == pytest.approx(197.01)
-    assert train_threshold(train, 1) == pytest.approx(98.01)
-    assert train_threshold(train, 50) == pytest.approx(49.5)
-    with pytest.raises(ValueError, match=r"anomaly_ratio_percent: expected a percentage in \(0, 100\), got 0"):
-        train_threshold(train, 0)
-    assert select_threshold("paper", train, test, 1) == paper_threshold(train, test, 1)
-    assert select_threshold("train", train, anomaly_ratio_percent=1) == train_threshold(train, 1)
+    # contamination is a fraction: 0.01 = 1 %
+    assert paper_threshold(train, test, 0.01) == pytest.approx(197.01)
+    assert train_threshold(train, 0.01) == pytest.approx(98.01)
+    assert train_threshold(train, 0.5) == pytest.approx(49.5)
+    # the percentile 100 - 100·c is the percentile 100 - r of r percent, to the last bit, for the usual ratios
+    for percent in (0.1, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0):
+        assert train_threshold(test, percent / 100) == float(np.percentile(test, 100.0 - percent))
+    for bad in (0, 1, 1.0, 5, -0.1, True, "x", None):  # a percentage (1, 5) is refused, not read as 100 %+
+        with pytest.raises(ValueError, match=r"contamination: expected a fraction in \(0, 1\)"):
+            train_threshold(train, bad)
+    assert select_threshold("paper", train, test, 0.01) == paper_threshold(train, test, 0.01)
+    assert select_threshold("train", train, contamination=0.01) == train_threshold(train, 0.01)
     assert select_threshold("pot", train) == pot_threshold(train)
-    with pytest.raises(ValueError, match="method: expected 'paper', 'train' or 'pot'"):
+    with pytest.raises(ValueError, match=r"method: expected one of \('paper', 'train', 'pot'\), got 'best'"):
         select_threshold("best", train)
     with pytest.raises(ValueError, match="test_scores"):
-        select_threshold("paper", train, anomaly_ratio_percent=1)
+        select_threshold("paper", train, contamination=0.01)
+    with pytest.raises(ValueError, match="contamination: expected a fraction"):
+        select_threshold("train", train)
+
+
+def test_fit_time_and_stream_thresholds():
+    """fit fixes "train" and "pot" from the training scores alone; "paper" has no value until the
+    judged scores come, so a stream (which never has them all) refuses it."""
+    train = np.arange(100.0)
+    assert fit_time_threshold("train", train, 0.01) == train_threshold(train, 0.01)
+    assert fit_time_threshold("pot", train, 0.01) == pot_threshold(train)
+    assert fit_time_threshold("paper", train, 0.01) is None
+    assert stream_threshold("train", 2.5) == 2.5 and stream_threshold("pot", 3) == 3.0
+    with pytest.raises(ValueError, match="'paper' needs the whole scored series"):
+        stream_threshold("paper", None)
+    with pytest.raises(ValueError, match="threshold: expected one of"):
+        fit_time_threshold("best", train, 0.01)
 
 
 def test_gpd_fit_recovers_parameters():

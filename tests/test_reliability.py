@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import reliability
-from amad_fast.detection.baselines import load_detector, make_detector
+from amad_fast.detection.registry import load_detector, make_detector
 from amad_fast.cli import main
 from amad_fast.data import load_csv
 from amad_fast.detection.detector import AMADDetector
@@ -24,7 +24,7 @@ case = reliability.case
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SMALL = dict(window_size=16, d_model=16, n_heads=2, n_layers=1, num_scales=2, d_ff=32, epochs=1, train_stride=8,
-             batch_size=16, progress=False, backend="reference", threshold="train", anomaly_ratio=5.0)
+             batch_size=16, progress=False, backend="reference", threshold="train", contamination=0.05)
 DATA = "synthetic:length=600,channels=3,seed=2,train_length=800"
 TINY = ["--window-size", "16", "--d-model", "16", "--n-heads", "2", "--n-layers", "1", "--num-scales", "2",
         "--d-ff", "32", "--epochs", "1", "--train-stride", "8", "--batch-size", "16", "--no-progress",

@@ -1,4 +1,4 @@
-"""Live scoring (issue 16 item 3): AMADDetector.stream() against decision_function(causal=True)."""
+"""Live scoring: AMADDetector.stream() against decision_function(causal=True)."""
 import numpy as np
 import pytest
 import torch
@@ -61,7 +61,7 @@ def test_stream_memory_is_bounded(fitted):
     for _ in range(10):
         st.update(d.test)
     assert st.n_seen == 10 * len(d.test)
-    assert len(st._rows) == det.window_size and len(st._recent) == det.resolved_smooth()
+    assert len(st._rows) == det.window_size and len(st._smoothing.recent) == det.resolved_smooth()
 
 
 def test_bad_stream_input_is_refused_clearly(fitted):

@@ -1,4 +1,4 @@
-"""`amad-fast watch` (issue 16 item 4): rows in, one flushed 'step,score,alarm' line per scored row."""
+"""`amad-fast watch`: rows in, one flushed 'step,score,alarm' line per scored row."""
 import io
 import os
 import signal

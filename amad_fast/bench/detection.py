@@ -57,7 +57,7 @@ ENTITY_FORMAT = "amad_fast.benchmark-entity/1"
 
 def parse_methods(methods: Any) -> List[str]:
     """Method names from a list or a comma-separated string, checked against the known methods."""
-    from amad_fast.detection.baselines import METHODS
+    from amad_fast.detection.registry import METHODS
 
     names = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else [str(m) for m in methods]
     names = [m for m in names if m]
@@ -114,7 +114,7 @@ def evaluate_entity(entity: SeriesSplit, methods: Sequence[str], params: Dict[st
     "n_anomalous", "vus_window", "methods": {name: {"params", "metrics", "fit_seconds",
     "score_seconds"} or {"params", "error"}}}``.
     """
-    from amad_fast.detection.baselines import make_detector
+    from amad_fast.detection.registry import make_detector
 
     if threads is not None:
         import torch
@@ -269,7 +269,7 @@ def run_benchmark(data: str, methods: Any = ("amad", "l2", "pca", "knn", "ifores
     params = {m: {"seed": seed, **defaults.get(m, {}), **dict((params or {}).get(m, {}))} for m in methods}
     # every constructor parameter, defaults included, is what a record is stored with and resumed by:
     # after the package's defaults change, a stored result of the old defaults is run again
-    from amad_fast.detection.baselines import make_detector
+    from amad_fast.detection.registry import make_detector
 
     params = {m: make_detector(m, **p).get_params() for m, p in params.items()}
     names = list_entities(data, data_root)

@@ -98,12 +98,11 @@ def cmd_watch(args) -> int:
     det = AMADDetector.load(args.detector, device=args.device, backend=args.backend)
     if args.threshold_value is not None:
         threshold = float(args.threshold_value)
-    elif det.threshold == "paper":
-        raise ValueError("--threshold-value: expected a number: the detector's threshold rule 'paper' needs the "
-                         "whole scored series, which a stream never has (give --threshold-value, or train with "
-                         "--threshold train)")
     else:
-        threshold = float(det.threshold_)
+        try:
+            threshold = det.stream_threshold()
+        except ValueError as exc:
+            raise ValueError(f"--threshold-value: expected a number: {exc}") from None
     if args.follow and args.input == "-":
         raise ValueError("--follow: expected a file to follow with --input FILE, got standard input (which is "
                          "followed anyway until it ends)")
@@ -168,6 +167,7 @@ def cmd_watch(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from amad_fast.data import check_labels
+    from amad_fast.detection import thresholds
     from amad_fast.files import check_writable_file
 
     if (args.scores is None) == (args.detector is None):
@@ -192,8 +192,8 @@ def cmd_evaluate(args) -> int:
         elif threshold is not None:
             rule = "from the scores file"
         else:
-            threshold = float(np.percentile(scores, 100.0 - args.anomaly_ratio))
-            rule = f"percentile {100 - args.anomaly_ratio} of these scores"
+            threshold = thresholds.percentile_threshold(scores, args.contamination)
+            rule = f"quantile {1 - args.contamination:g} of these scores"
     else:
         from amad_fast.detection.detector import AMADDetector
 
@@ -244,9 +244,9 @@ def cmd_demo(args) -> int:
             "detector_name": f"the demo detector ({_detector_summary(det)})"}
     res = _evaluate_outputs(scores, ds.test_labels, threshold, os.path.join(out, "metrics.json"),
                             os.path.join(out, "scores.png"), info, series=ds.test)
-    # threshold-free and the other rule, for context
-    other = thresholds.paper_threshold(det.train_scores_, scores, det.anomaly_ratio) if det.threshold != "paper" \
-        else thresholds.train_threshold(det.train_scores_, det.anomaly_ratio)
+    # the other percentile rule, for context
+    other_rule = "paper" if det.threshold != "paper" else "train"
+    other = thresholds.select_threshold(other_rule, det.train_scores_, scores, det.contamination)
     res["other_threshold"] = metrics.evaluate(scores, ds.test_labels, other, vus_window=res["metrics"]["vus_window"])
     _write_json(os.path.join(out, "metrics.json"), res)
     print(f"metrics ({det.threshold} threshold):")

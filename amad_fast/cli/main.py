@@ -27,13 +27,19 @@ from amad_fast.cli.options import (
     DEMO_SIZES,
     _add_data_root,
     _add_detector_options,
+    _add_device_overrides,
     _add_scoring_overrides,
+    _contamination,
     _positive_int,
     _seed,
 )
+from amad_fast.cli.outputs import SPLITS
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from amad_fast.detection.registry import METHODS
+    from amad_fast.detection.thresholds import DEFAULT_CONTAMINATION
+
     p = argparse.ArgumentParser(
         prog="amad-fast",
         description="AMAD anomaly detection (AutoMask attention) for multivariate time series.",
@@ -64,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("detector", help="detector file written by 'amad-fast train'")
     s.add_argument("data", help="data set spec, or a .npy (T, C) / .csv series file")
     s.add_argument("--out", "-o", default="scores.csv", help="CSV to write")
-    s.add_argument("--split", choices=("test", "train"), default="test", help="which part of a data set to score")
+    s.add_argument("--split", choices=SPLITS, default="test", help="which part of a data set to score")
     s.add_argument("--no-labels", dest="with_labels", action="store_false",
                    help="leave the label column out even when the data has labels")
     _add_scoring_overrides(s, "score only the first N steps")
@@ -79,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--detector", help="detector file (scores --data's test series)")
     e.add_argument("--data", help="labelled data set for --detector")
     e.add_argument("--threshold-value", type=float, default=None, help="use this threshold instead")
-    e.add_argument("--anomaly-ratio", type=float, default=1.0,
-                   help="percent, for a scores CSV without a threshold column: percentile 100-r of its scores")
+    e.add_argument("--contamination", type=_contamination, default=DEFAULT_CONTAMINATION,
+                   help="expected fraction c of anomalous steps, in (0, 1), for a scores CSV without a threshold "
+                        "column: the threshold is the 1-c quantile of its scores (default: %(default)s)")
     e.add_argument("--out", "-o", default="metrics.json", help="metrics JSON to write")
     e.add_argument("--plot", default=None, help="PNG to write (default: beside --out; '' for none)")
     _add_scoring_overrides(e, "evaluate only the first N test steps")
@@ -104,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "running again with the same OUT skips what is already done.")
     m.add_argument("data", help="data set (see 'amad-fast --help')")
     m.add_argument("--methods", default="amad,l2,pca,knn,iforest,random",
-                   help="comma-separated methods among amad, random, l2, maxz, pca, knn, iforest (default: %(default)s)")
+                   help=f"comma-separated methods among {', '.join(METHODS)} (default: %(default)s)")
     m.add_argument("--out", "-o", required=True, help="output folder (reports and per-entity results)")
     m.add_argument("--entities", default=None, help="comma-separated entity names (default: all)")
     m.add_argument("--param", action="append", metavar="METHOD.KEY=VALUE",
@@ -131,8 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep reading --input as it grows (like tail -f) until Ctrl-C")
     w.add_argument("--threshold-value", type=float, default=None,
                    help="alarm above this score (default: the detector's threshold fixed at fit time)")
-    w.add_argument("--device", default=None, help="override the stored device")
-    w.add_argument("--backend", default=None, help="override the stored attention backend")
+    _add_device_overrides(w)
     w.set_defaults(func=cmd_watch)
 
     v = sub.add_parser("env", help="versions, device, backends and extension build info",

@@ -35,11 +35,12 @@ DETECTOR_HELP: Dict[str, str] = {
     "smooth": "centred moving average of the scores over this many steps (1 = off)",
     "score_stride": "step between scoring windows; each step's score is the mean over the windows covering it "
                     "(window_size = the paper's non-overlapping windows)",
-    "threshold": "threshold rule: train (percentile 100-r of the training scores, fixed at fit time), pot (peaks "
-                 "over threshold on the training scores), or paper (the published papers' protocol, to compare "
-                 "with their tables: percentile of the training and the scored data's scores together, so about "
-                 "r%% of any scored data is flagged, even clean data)",
-    "anomaly_ratio": "anomaly ratio r in percent for the percentile thresholds (SMAP/MSL 1, SMD 0.5, SWaT 0.1)",
+    "threshold": "threshold rule: train (the 1-c quantile of the training scores, c = --contamination, fixed at "
+                 "fit time), pot (peaks over threshold on the training scores), or paper (the published papers' "
+                 "protocol, to compare with their tables: that quantile of the training and the scored data's "
+                 "scores together, so a fraction c of any scored data is flagged, even clean data)",
+    "contamination": "expected fraction c of anomalous steps, in (0, 1), for the quantile thresholds (0.01 = 1 %%; "
+                     "SMAP/MSL 0.01, SMD 0.005, SWaT 0.001)",
     "temperature": "temperature T of the recon_js score",
     "backend": "AutoMask attention backend: auto, reference, triton or cpp",
     "device": "torch device: auto (cuda when available, else cpu), cpu, cuda or cuda:N",
@@ -56,7 +57,7 @@ NONE_MEANS: Dict[str, str] = {"d_ff": "2*d_model", "smooth": "window_size // 2",
                               "checkpoint_dir": "none, no checkpoints"}
 
 DEMO_SIZES = dict(window_size=50, d_model=32, n_heads=4, n_layers=2, num_scales=2, d_ff=64, epochs=4,
-                  train_stride=10, batch_size=32, lr=1e-3, threshold="train", anomaly_ratio=5.0)
+                  train_stride=10, batch_size=32, lr=1e-3, threshold="train", contamination=0.05)
 DEMO_DATA = "synthetic:length=4000,channels=6,seed=0,train_length=6000"
 
 
@@ -82,6 +83,16 @@ def _seed(text: str) -> int:
     return value
 
 
+def _contamination(text: str) -> float:
+    """argparse type: a fraction in (0, 1) (:func:`amad_fast.detection.thresholds.check_contamination`)."""
+    from amad_fast.detection.thresholds import check_contamination
+
+    try:
+        return check_contamination(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1) (e.g. 0.01 for 1 %), got {text!r}") from None
+
+
 def _detector_defaults() -> Dict[str, Any]:
     from amad_fast.detection.detector import AMADDetector
 
@@ -91,15 +102,15 @@ def _detector_defaults() -> Dict[str, Any]:
 
 def _add_detector_options(p: argparse.ArgumentParser, overrides: Optional[Dict[str, Any]] = None) -> None:
     g = p.add_argument_group("detector and training options")
-    from amad_fast.attention.dispatch import BACKENDS
     from amad_fast.data import BINARY_SCALINGS
-    from amad_fast.detection.estimator import THRESHOLDS
+    from amad_fast.data.series import NAN_POLICIES
     from amad_fast.detection.scoring import ERROR_NORMS, POSITION_NORMS, SCORES
+    from amad_fast.detection.thresholds import THRESHOLDS
     from amad_fast.detection.training import MAXMIN_MODES, VAL_SPLITS
 
     choices = {"maxmin": MAXMIN_MODES, "score": SCORES, "error_norm": ERROR_NORMS, "position_norm": POSITION_NORMS,
-               "binary_scaling": BINARY_SCALINGS, "val_split": VAL_SPLITS, "threshold": THRESHOLDS, "backend": ("auto", *BACKENDS),
-               "nan_policy": ("interpolate", "raise")}
+               "binary_scaling": BINARY_SCALINGS, "val_split": VAL_SPLITS, "threshold": THRESHOLDS,
+               "backend": backend_choices(), "nan_policy": NAN_POLICIES}
     for name, default in _detector_defaults().items():
         default = (overrides or {}).get(name, default)
         flag = "--" + name.replace("_", "-")
@@ -110,6 +121,8 @@ def _add_detector_options(p: argparse.ArgumentParser, overrides: Optional[Dict[s
             kind = type(default) if default is not None else (str if name == "checkpoint_dir" else int)
             if name == "seed":
                 kind = _seed
+            elif name == "contamination":
+                kind = _contamination
             elif name in ("epochs", "batch_size", "train_stride", "window_size", "d_model", "n_heads", "n_layers",
                           "num_scales", "patience", "score_batch_size", "d_ff", "smooth", "score_stride"):
                 kind = _positive_int
@@ -127,9 +140,21 @@ def _add_data_root(p: argparse.ArgumentParser) -> None:
                    help="directory to look up bare data-set names in (also $AMAD_DATA)")
 
 
+def backend_choices() -> tuple:
+    """The values ``backend=`` takes: "auto" and every backend of the dispatch (imported on first use)."""
+    from amad_fast.attention.dispatch import BACKENDS
+
+    return ("auto", *BACKENDS)
+
+
+def _add_device_overrides(p: argparse.ArgumentParser) -> None:
+    """--device and --backend, which override a saved detector's stored ones."""
+    p.add_argument("--device", default=None, help="override the stored device")
+    p.add_argument("--backend", default=None, choices=backend_choices(), help="override the stored attention backend")
+
+
 def _add_scoring_overrides(p: argparse.ArgumentParser, max_steps_help: str) -> None:
     """Options shared by the subcommands that run a saved detector: step limit, device, backend, data root."""
     p.add_argument("--max-steps", type=_positive_int, default=None, metavar="N", help=max_steps_help)
-    p.add_argument("--device", default=None, help="override the stored device")
-    p.add_argument("--backend", default=None, help="override the stored attention backend")
+    _add_device_overrides(p)
     _add_data_root(p)

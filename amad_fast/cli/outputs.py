@@ -172,6 +172,10 @@ def _load_split(spec: str, data_root: Optional[str]):
     return load_dataset(spec, data_root=data_root)
 
 
+#: the parts of a data set ``amad-fast score --split`` can score
+SPLITS = ("test", "train")
+
+
 def _load_series(spec: str, data_root: Optional[str], split: str):
     """(series, labels or None, name) from a plain .npy/.csv series file or a data-set spec."""
     from amad_fast.data import load_npy

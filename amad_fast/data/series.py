@@ -137,6 +137,10 @@ def _fill_nonfinite(X: np.ndarray, name: str) -> np.ndarray:
     return X
 
 
+#: what :func:`check_series` does with non-finite values (``nan_policy=``)
+NAN_POLICIES = ("interpolate", "raise")
+
+
 def check_series(X: Any, name: str = "X", expected_channels: Optional[int] = None,
                  nan_policy: str = "interpolate") -> np.ndarray:
     """Validate a series and return it as a C-contiguous float32 (T, C) numpy array.
@@ -147,7 +151,7 @@ def check_series(X: Any, name: str = "X", expected_channels: Optional[int] = Non
     per channel (edges by the nearest finite value) with a warning giving the count; ``"raise"`` —
     a ValueError. A channel with no finite value is always an error.
     """
-    if nan_policy not in ("interpolate", "raise"):
+    if nan_policy not in NAN_POLICIES:
         raise ValueError(f"nan_policy: expected 'interpolate' or 'raise', got {nan_policy!r}")
     A = _to_numpy(X, name)
     if A.dtype.kind not in "iuf":

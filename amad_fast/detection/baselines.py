@@ -4,7 +4,7 @@ Sarfraz et al., "Quo Vadis, Unsupervised Time Series Anomaly Detection?" (ICML 2
 ``ssarfraz/QuoVadisTAD``) show that scores computed from one time step at a time beat most deep
 detectors. This module makes them first-class detectors, so methods can be compared by name::
 
-    from amad_fast.detection.baselines import make_detector, load_detector
+    from amad_fast.detection.registry import make_detector, load_detector
     det = make_detector("knn").fit(train)          # or "random", "l2", "maxz", "pca", "iforest", "amad"
     scores = det.decision_function(test); labels = det.predict(test)
     det.save("knn.pt"); det = load_detector("knn.pt")
@@ -85,8 +85,9 @@ import numpy as np
 import torch
 
 from amad_fast.data import Standardizer, check_series
-from amad_fast.detection.detector import FORMAT as AMAD_FORMAT
+from amad_fast.data.series import NAN_POLICIES
 from amad_fast.detection.estimator import DetectorBase
+from amad_fast.detection.thresholds import DEFAULT_CONTAMINATION
 from amad_fast.files import content_must_fit, read_file, write_file
 
 __all__ = [
@@ -98,9 +99,6 @@ __all__ = [
     "NearestNeighborDetector",
     "IsolationForestDetector",
     "BASELINES",
-    "METHODS",
-    "make_detector",
-    "load_detector",
     "pca_fit",
     "kth_neighbor_distance",
     "FORMAT",
@@ -113,13 +111,6 @@ SKLEARN_HINT = "pip install 'amad_fast[baselines]' (or pip install scikit-learn)
 def _check_int(value: Any, name: str, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-
-
-def _read(path: Any, formats=(AMAD_FORMAT, FORMAT), what: str = "a detector file") -> Dict[str, Any]:
-    """Read a detector file safely (:func:`amad_fast.files.read_file`: ``weights_only=True``, format
-    and checksum checked); a missing file is a FileNotFoundError, anything else wrong a
-    FileFormatError (ValueError) naming the path."""
-    return read_file(os.fspath(path), "detector file", formats=formats, what=what)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -261,11 +252,12 @@ class PointScoreDetector(DetectorBase):
     series Z (T, C) float64 and return its training scores), ``_score(Z)`` (scores of a
     standardised series), and, when they hold a fitted model, ``_state()`` / ``_set_state(state)``
     (plain tensors/lists for the file). Everything else is here: the parameters
-    (``threshold``, ``anomaly_ratio`` in percent, ``seed``, ``nan_policy`` plus the subclass's own),
-    input checks (:func:`amad_fast.data.check_series`), the thresholds (AMADDetector's rules:
-    ``"paper"`` = percentile 100 − ``anomaly_ratio`` of the training and the judged scores together;
-    ``"train"`` = that percentile of the training scores; ``"pot"`` = peaks over threshold on the
-    training scores), and persistence.
+    (``threshold``, ``contamination`` (the expected fraction of anomalous steps, in (0, 1)), ``seed``,
+    ``nan_policy`` plus the subclass's own), input checks (:func:`amad_fast.data.check_series`), the
+    thresholds (AMADDetector's rules, :mod:`amad_fast.detection.thresholds`: ``"paper"`` = the
+    ``1 − contamination`` quantile of the training and the judged scores together; ``"train"`` = that
+    quantile of the training scores; ``"pot"`` = peaks over threshold on the training scores), and
+    persistence.
 
     ``threshold`` defaults to ``"train"``, AMADDetector's default, so that detectors made by name
     with default settings are judged by the same rule. ``seed`` matters to ``random`` and
@@ -277,10 +269,10 @@ class PointScoreDetector(DetectorBase):
 
     method: str = ""
 
-    def __init__(self, threshold: str = "train", anomaly_ratio: float = 1.0, seed: int = 0,
+    def __init__(self, threshold: str = "train", contamination: float = DEFAULT_CONTAMINATION, seed: int = 0,
                  nan_policy: str = "interpolate") -> None:
         self.threshold = threshold
-        self.anomaly_ratio = anomaly_ratio
+        self.contamination = contamination
         self.seed = seed
         self.nan_policy = nan_policy
         self._check_params()
@@ -289,7 +281,7 @@ class PointScoreDetector(DetectorBase):
     def _check_params(self) -> None:
         self._check_threshold_params()
         _check_int(self.seed, "seed", 0)
-        if self.nan_policy not in ("interpolate", "raise"):
+        if self.nan_policy not in NAN_POLICIES:
             raise ValueError(f"nan_policy: expected 'interpolate' or 'raise', got {self.nan_policy!r}")
 
     # -- what subclasses provide --------------------------------------------------------------
@@ -323,7 +315,7 @@ class PointScoreDetector(DetectorBase):
         self.standardizer_ = Standardizer().fit(A, name="X")
         self.n_channels_ = int(A.shape[1])
         try:
-            self.train_scores_ = self._finite_scores(self._fit_scorer(self._z(A)), "the training series X")
+            self.train_scores_ = self.finite_scores(self._fit_scorer(self._z(A)), "the training series X")
         except BaseException:
             self.standardizer_ = None
             raise
@@ -334,7 +326,7 @@ class PointScoreDetector(DetectorBase):
         """Anomaly score per time step of X (T, C), float64 (T,); higher = more anomalous."""
         self._require_fitted()
         A = check_series(X, "X", expected_channels=self.n_channels_, nan_policy=self.nan_policy)
-        return self._finite_scores(self._score(self._z(A)))
+        return self.finite_scores(self._score(self._z(A)))
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: Any) -> None:
@@ -355,7 +347,7 @@ class PointScoreDetector(DetectorBase):
     def load(cls, path: Any) -> "PointScoreDetector":
         """Load a detector written by :meth:`save` (of this class's method)."""
         p = os.fspath(path)
-        return cls._from_state(_read(p, (FORMAT,), "a baseline detector file"), p)
+        return cls._from_state(read_file(p, "detector file", formats=(FORMAT,), what="a baseline detector file"), p)
 
     @classmethod
     def _from_state(cls, state: Dict[str, Any], path: str) -> "PointScoreDetector":
@@ -375,7 +367,7 @@ class PointScoreDetector(DetectorBase):
         elif state.get("method") != cls.method:
             raise ValueError(f"{path}: expected a {cls.method!r} detector file for {cls.__name__}, got method "
                              f"{state.get('method')!r} (load_detector(path) opens any detector file)")
-        params = dict(state["params"])
+        params = cls._stored_params(state["params"])
         known = set(cls._param_names())
         unknown = sorted(set(params) - known)
         if unknown:
@@ -434,10 +426,10 @@ class PCAErrorDetector(PointScoreDetector):
 
     method = "pca"
 
-    def __init__(self, variance: float = 0.9, threshold: str = "train", anomaly_ratio: float = 1.0,
+    def __init__(self, variance: float = 0.9, threshold: str = "train", contamination: float = DEFAULT_CONTAMINATION,
                  seed: int = 0, nan_policy: str = "interpolate") -> None:
         self.variance = variance
-        super().__init__(threshold, anomaly_ratio, seed, nan_policy)
+        super().__init__(threshold, contamination, seed, nan_policy)
 
     def _check_params(self) -> None:
         super()._check_params()
@@ -479,10 +471,10 @@ class NearestNeighborDetector(PointScoreDetector):
 
     method = "knn"
 
-    def __init__(self, n_neighbors: int = 1, threshold: str = "train", anomaly_ratio: float = 1.0,
+    def __init__(self, n_neighbors: int = 1, threshold: str = "train", contamination: float = DEFAULT_CONTAMINATION,
                  seed: int = 0, nan_policy: str = "interpolate") -> None:
         self.n_neighbors = n_neighbors
-        super().__init__(threshold, anomaly_ratio, seed, nan_policy)
+        super().__init__(threshold, contamination, seed, nan_policy)
 
     def _check_params(self) -> None:
         super()._check_params()
@@ -523,10 +515,10 @@ class IsolationForestDetector(PointScoreDetector):
 
     method = "iforest"
 
-    def __init__(self, n_estimators: int = 100, threshold: str = "train", anomaly_ratio: float = 1.0,
-                 seed: int = 0, nan_policy: str = "interpolate") -> None:
+    def __init__(self, n_estimators: int = 100, threshold: str = "train",
+                 contamination: float = DEFAULT_CONTAMINATION, seed: int = 0, nan_policy: str = "interpolate") -> None:
         self.n_estimators = n_estimators
-        super().__init__(threshold, anomaly_ratio, seed, nan_policy)
+        super().__init__(threshold, contamination, seed, nan_policy)
 
     def _check_params(self) -> None:
         super()._check_params()
@@ -564,7 +556,7 @@ class IsolationForestDetector(PointScoreDetector):
 
 
 # ----------------------------------------------------------------------------------------------
-# Registry
+# The baselines by name (:mod:`amad_fast.detection.registry` adds AMAD)
 # ----------------------------------------------------------------------------------------------
 BASELINES: Dict[str, Type[PointScoreDetector]] = {
     "random": RandomDetector,
@@ -574,41 +566,3 @@ BASELINES: Dict[str, Type[PointScoreDetector]] = {
     "knn": NearestNeighborDetector,
     "iforest": IsolationForestDetector,
 }
-
-#: every name :func:`make_detector` knows: AMAD and the baselines.
-METHODS = ("amad",) + tuple(BASELINES)
-
-
-def make_detector(name: str, **params: Any):
-    """A new, unfitted detector by method name (:data:`METHODS`); ``params`` go to its constructor.
-
-    ``"amad"`` gives :class:`amad_fast.detection.detector.AMADDetector`; the others the baselines of
-    :data:`BASELINES`.
-    """
-    if name == "amad":
-        from amad_fast.detection.detector import AMADDetector
-
-        return AMADDetector(**params)
-    if not isinstance(name, str) or name not in BASELINES:
-        raise ValueError(f"method: expected one of {list(METHODS)}, got {name!r}")
-    return BASELINES[name](**params)
-
-
-def load_detector(path: Any, **kwargs: Any):
-    """Open any detector file: AMAD's (format ``"amad_fast.detector/1"``, via ``AMADDetector.load``,
-    which takes ``device``/``backend`` in ``kwargs``) or a baseline's (``"amad_fast.baseline/1"``)."""
-    p = os.fspath(path)
-    state = _read(p)
-    fmt = state.get("format")
-    if fmt == AMAD_FORMAT:
-        from amad_fast.detection.detector import AMADDetector
-
-        unknown = sorted(set(kwargs) - {"device", "backend"})
-        if unknown:
-            raise TypeError(f"load_detector: unexpected keyword argument(s) {unknown}; AMAD files take device, backend")
-        return AMADDetector._from_file_state(state, p, **kwargs)
-    if kwargs:
-        raise TypeError(f"load_detector: {sorted(kwargs)} apply to AMAD detector files only; {p} is {fmt!r}")
-    if fmt == FORMAT:
-        return PointScoreDetector._from_state(state, p)
-    raise ValueError(f"{p}: expected a detector file of format {AMAD_FORMAT!r} or {FORMAT!r}, got format {fmt!r}")

@@ -19,16 +19,15 @@ from amad_fast.detection.scoring import (
     ERROR_NORMS,
     POSITION_NORMS,
     SCORES,
+    WindowScorer,
     _resolve_device,
-    causal_step_terms,
-    channel_error_scale,
-    combine_terms,
+    default_score_stride,
+    default_smooth,
+    fitted_channel_scale,
     position_error_profile,
-    smooth_scores,
-    step_terms,
-    trailing_mean,
 )
 from amad_fast.detection.stream import StreamScorer
+from amad_fast.detection.thresholds import DEFAULT_CONTAMINATION
 from amad_fast.detection.training import TrainConfig, train_model, validation_segments
 from amad_fast.files import FileFormatError, content_must_fit, read_file, write_file
 
@@ -45,14 +44,14 @@ class AMADDetector(DetectorBase):
     training series for the thresholds. ``decision_function(X)`` gives one score per time step
     (higher = more anomalous); ``predict(X)`` 0/1 by the threshold rule:
 
-    * ``"train"`` (default): percentile 100 − ``anomaly_ratio`` of the training scores only, fixed
+    * ``"train"`` (default): the ``1 − contamination`` quantile of the training scores only, fixed
       at fit time, so predict(X) of one step does not depend on the rest of X and clean data is
       flagged only where it scores above what training saw;
     * ``"pot"``: peaks-over-threshold on the training scores (fixed at fit time);
     * ``"paper"``: the published papers' protocol (Anomaly Transformer and its followers), for
-      comparing with their tables: the same percentile of the stored training scores and X's scores
-      together. It uses statistics of the data being judged, so about ``anomaly_ratio`` % of any
-      scored batch is flagged, even of clean data.
+      comparing with their tables: the same quantile of the stored training scores and X's scores
+      together. It uses statistics of the data being judged, so about a fraction ``contamination``
+      of any scored batch is flagged, even of clean data.
 
     The defaults are the configuration chosen per entity on the development data (SMAP's 53
     entities, omi-1, 8 synthetic entities; experiments/results/per_entity_*.md, rule in
@@ -68,10 +67,12 @@ class AMADDetector(DetectorBase):
     synthetic benchmark (experiments/results/score_stride_*.md); ``position_norm="train"`` (each
     window position's error divided by its training mean, so a series' first and last steps score
     like its middle; "none" = raw errors) on the same (experiments/results/position_norm.md).
-    ``anomaly_ratio`` is in percent. ``device="auto"`` (default) trains and scores on CUDA when it
+    ``contamination`` is the expected fraction of anomalous steps in (0, 1) (PyOD's name and unit;
+    0.01 = 1 %, the default). ``device="auto"`` (default) trains and scores on CUDA when it
     is available, else on the CPU (fit's plan line says which); a saved detector loads on any
     device. After ``fit``: ``decision_scores_`` (the training scores), ``threshold_`` and
-    ``labels_`` as PyOD names them. ``backend`` goes to every AutoMaskAttention. ``progress``
+    ``labels_`` as PyOD names them; ``error_scale_`` (C,) and ``position_scale_`` (L,), what scoring
+    divides by (None under error_norm / position_norm "none"); ``scorer()`` the scoring itself. ``backend`` goes to every AutoMaskAttention. ``progress``
     shows a tqdm bar when stderr is a terminal. ``save``/``load`` round-trip exactly.
     """
 
@@ -102,7 +103,7 @@ class AMADDetector(DetectorBase):
         smooth: Optional[int] = None,
         score_stride: Optional[int] = None,
         threshold: str = "train",
-        anomaly_ratio: float = 1.0,
+        contamination: float = DEFAULT_CONTAMINATION,
         temperature: float = 50.0,
         backend: str = "auto",
         device: str = "auto",
@@ -164,18 +165,20 @@ class AMADDetector(DetectorBase):
 
     def resolved_score_stride(self) -> int:
         """The stride between scoring windows in use: ``score_stride``, or window_size // 10 when None."""
-        return int(self.score_stride) if self.score_stride is not None else max(1, self.window_size // 10)
+        return int(self.score_stride) if self.score_stride is not None else default_score_stride(self.window_size)
 
     def resolved_smooth(self) -> int:
         """The width of the centred moving average of the scores: ``smooth``, or half a window
         (window_size // 2, at least 1) when None."""
-        return int(self.smooth) if self.smooth is not None else max(1, int(self.window_size) // 2)
+        return int(self.smooth) if self.smooth is not None else default_smooth(self.window_size)
 
-    def _position_scale(self) -> Optional[np.ndarray]:
-        """The position profile scoring divides by: the one measured at fit time under
-        ``position_norm="train"``, None under ``"none"`` (so ``set_params(position_norm="none")``
-        scores a fitted detector with raw errors, for comparison)."""
-        if self.position_norm == "none":
+    def _position_scale(self, position_norm: str) -> Optional[np.ndarray]:
+        """The position profile scoring divides by under ``position_norm``: the one measured at fit
+        time for ``"train"``, None for ``"none"`` (so ``set_params(position_norm="none")`` scores a
+        fitted detector with raw errors, for comparison)."""
+        if position_norm not in POSITION_NORMS:
+            raise ValueError(f"position_norm: expected one of {POSITION_NORMS}, got {position_norm!r}")
+        if position_norm == "none":
             return None
         scale = getattr(self, "position_scale_", None)
         if scale is None:
@@ -183,9 +186,20 @@ class AMADDetector(DetectorBase):
                                "detector was fitted with position_norm='none': refit it or set position_norm='none'")
         return scale
 
-    def _step_terms(self, Z: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        return step_terms(self.model_, Z, self.temperature, self.score_batch_size, self.resolved_score_stride(),
-                          progress=self.progress, position_scale=self._position_scale())
+    def scorer(self, score: Optional[str] = None, smooth: Optional[int] = None, error_norm: Optional[str] = None,
+               score_stride: Optional[int] = None, position_norm: Optional[str] = None) -> WindowScorer:
+        """This fitted detector's scoring (:class:`~amad_fast.detection.scoring.WindowScorer`): its
+        model, ``temperature`` and scoring parameters with what fit measured (error scale, position
+        profile), or the ``score``, ``smooth`` (1 = per step), ``error_norm``, ``score_stride`` and
+        ``position_norm`` given here, e.g. to compare scoring variants of one trained model."""
+        self._require_fitted()
+        return WindowScorer(
+            self.model_, score=self.score if score is None else score, temperature=self.temperature,
+            stride=self.resolved_score_stride() if score_stride is None else int(score_stride),
+            smooth=self.resolved_smooth() if smooth is None else int(smooth),
+            channel_scale=self._channel_scale(self.error_norm if error_norm is None else error_norm),
+            position_scale=self._position_scale(self.position_norm if position_norm is None else position_norm),
+            batch_size=self.score_batch_size, progress=self.progress)
 
     # -- fit / score / predict --------------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> "AMADDetector":
@@ -213,42 +227,30 @@ class AMADDetector(DetectorBase):
         self.position_scale_ = (position_error_profile(self.model_, Z, self.resolved_score_stride(),
                                                        self.score_batch_size)
                                 if self.position_norm == "train" else None)
-        err, weight = self._step_terms(Z)
-        self.error_scale_ = self._error_scale(err)
-        self.train_scores_ = self._finite_scores(self._combine(err, weight), "the training series X")
+        err, weight = self.scorer(error_norm="none").terms(Z)  # the terms do not depend on the error scale
+        self.error_scale_ = None
+        if self.error_norm == "channel":
+            _, held_out = validation_segments(Z.shape[0], self.window_size, float(self.val_fraction), self.val_split)
+            self.error_scale_ = fitted_channel_scale(err, held_out, self.standardizer_.binary_channels)
+        self.train_scores_ = self.finite_scores(self.scorer().scores_from_terms(err, weight), "the training series X")
         self.threshold_ = self._fixed_threshold()
         return self
 
-    def _error_scale(self, train_err: np.ndarray) -> Optional[np.ndarray]:
-        """Per-channel squared-error scale for ``error_norm="channel"``: mean over the validation
-        split of the training series (never trained on, so it measures the error the model makes on
-        unseen normal data; see ``val_split``), or over all of it when there is no split."""
-        if self.error_norm == "none":
-            return None
-        _, val = validation_segments(train_err.shape[0], self.window_size, float(self.val_fraction), self.val_split)
-        part = np.concatenate([train_err[a:b] for a, b in val]) if val else train_err
-        scale = channel_error_scale(part)
-        scale[self.standardizer_.binary_channels] = 1.0  # unit-scaled flags: an error of 1 is one flip
-        return scale
-
-    def _combine(self, err: np.ndarray, weight: np.ndarray) -> np.ndarray:
-        return self.scores_from_terms(err, weight)
-
-    def score_terms(self, X: Any) -> Tuple[np.ndarray, np.ndarray]:
+    def score_terms(self, X: Any, score_stride: Optional[int] = None,
+                    position_norm: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray]:
         """The model's per-step ingredients of X's scores, ``(err (T, C), weight (T,))`` as
-        :func:`step_terms` computes them on X standardised with the training statistics, at this
-        detector's ``score_stride``. ``scores_from_terms(*score_terms(X))`` equals
-        ``decision_function(X)``; several scoring variants can share one set of forward passes."""
-        return self._step_terms(self._standardise(X))
+        :func:`~amad_fast.detection.scoring.step_terms` computes them on X standardised with the
+        training statistics, at this detector's ``score_stride`` and ``position_norm`` or the ones
+        given here. ``scores_from_terms(*score_terms(X))`` equals ``decision_function(X)``; several
+        scoring variants can share one set of forward passes."""
+        Z = self._standardise(X)
+        return self.scorer(score_stride=score_stride, position_norm=position_norm).terms(Z)
 
     def scores_from_terms(self, err: np.ndarray, weight: np.ndarray, score: Optional[str] = None,
                           smooth: Optional[int] = None, error_norm: Optional[str] = None) -> np.ndarray:
         """Scores from :meth:`score_terms` output under this detector's ``score``, ``smooth`` and
         ``error_norm``, or the ones given here (``smooth`` 1 = per step)."""
-        score = self.score if score is None else score
-        width = self.resolved_smooth() if smooth is None else int(smooth)
-        scale = self._channel_scale(self.error_norm if error_norm is None else error_norm)
-        return smooth_scores(combine_terms(err, weight, score, scale), width)
+        return self.scorer(score=score, smooth=smooth, error_norm=error_norm).scores_from_terms(err, weight)
 
     def _channel_scale(self, error_norm: str) -> Optional[np.ndarray]:
         """The per-channel error divisor of ``error_norm`` (None for "none")."""
@@ -273,26 +275,22 @@ class AMADDetector(DetectorBase):
         """Anomaly score per time step of X (T, C), float64 (T,); higher = more anomalous. Never
         NaN/Inf: non-finite inputs follow ``nan_policy``, values beyond ``Z_LIMIT`` training
         standard deviations are clipped (with a warning) or refused, and a score the model still
-        could not compute finitely is a FloatingPointError (:meth:`DetectorBase._finite_scores`).
+        could not compute finitely is a FloatingPointError (:meth:`DetectorBase.finite_scores`).
 
         ``causal=True`` scores as a live monitor can: step t from the one window that ends at t
         (the first L − 1 steps from the first window) and smoothed over the ``smooth`` steps up to
-        t, so no step's score uses anything after it (:func:`causal_step_terms`). These are the
+        t, so no step's score uses anything after it (:meth:`WindowScorer.causal_scores`). These are the
         numbers :meth:`stream` gives; the default, centred scoring is what the benchmarks measure."""
         Z = self._standardise(X)
-        if not causal:
-            return self._finite_scores(self._combine(*self._step_terms(Z)))
-        err, weight = causal_step_terms(self.model_, Z, self.temperature, self.score_batch_size,
-                                        self._position_scale())
-        raw = combine_terms(err, weight, self.score, self._channel_scale(self.error_norm))
-        return self._finite_scores(trailing_mean(raw, self.resolved_smooth()))
+        scorer = self.scorer()
+        return self.finite_scores(scorer.causal_scores(Z) if causal else scorer.scores(Z))
 
     def stream(self) -> "StreamScorer":
         """A scorer for a series that arrives a few rows at a time (:class:`StreamScorer`): its
         ``update(rows)`` returns the scores of the steps those rows make computable, the same
         numbers as ``decision_function(whole series, causal=True)``, in O(window) memory."""
         self._require_fitted()
-        return StreamScorer(self)
+        return StreamScorer(self, self.scorer())
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: str) -> None:
@@ -340,7 +338,7 @@ class AMADDetector(DetectorBase):
 
     @classmethod
     def _from_state(cls, state: dict, p: str, device: Optional[str], backend: Optional[str]) -> "AMADDetector":
-        params = dict(state["params"])
+        params = cls._stored_params(state["params"])
         params.setdefault("error_norm", "none")  # files written before these options scored the spec's way:
         params.setdefault("score_stride", params.get("window_size", 100))  # non-overlapping windows
         params.setdefault("val_split", "tail")

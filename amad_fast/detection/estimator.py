@@ -1,14 +1,16 @@
 """What every detector of the package shares: scikit-learn-style parameters and the threshold rules.
 
-:class:`DetectorBase` is the one place where scores become a decision threshold, for AMAD
-(:class:`amad_fast.detection.detector.AMADDetector`) and the baselines (:mod:`amad_fast.detection.baselines`) alike:
+:class:`DetectorBase` applies the threshold rules of :mod:`amad_fast.detection.thresholds` (the one
+place where scores become a threshold) for AMAD (:class:`amad_fast.detection.detector.AMADDetector`)
+and the baselines (:mod:`amad_fast.detection.baselines`) alike:
 
-* ``"paper"``: percentile 100 − ``anomaly_ratio`` of the stored training scores and the judged
+* ``"paper"``: the ``1 − contamination`` quantile of the stored training scores and the judged
   scores together (Anomaly Transformer's protocol; it uses statistics of the data being judged);
-* ``"train"``: the same percentile of the training scores only (fixed at fit time);
+* ``"train"``: the same quantile of the training scores only (fixed at fit time);
 * ``"pot"``: peaks over threshold on the training scores (fixed at fit time).
 
-``anomaly_ratio`` is in percent. A step is flagged when its score is above the threshold.
+``contamination`` is the expected fraction of anomalous steps in (0, 1), PyOD's name and unit.
+A step is flagged when its score is above the threshold.
 Subclasses keep their constructor arguments as attributes of the same names, implement
 ``decision_function``, ``fitted`` and ``_check_params`` (calling :meth:`_check_threshold_params`),
 and set ``train_scores_`` and ``threshold_ = self._fixed_threshold()`` when they fit.
@@ -21,7 +23,6 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from amad_fast.detection import thresholds
-from amad_fast.detection.thresholds import THRESHOLDS
 from amad_fast.metrics.classification import predict
 
 __all__ = ["DetectorBase"]
@@ -40,7 +41,7 @@ class DetectorBase:
 
     def set_params(self, **params: Any) -> "DetectorBase":
         """Set parameters (validated; nothing changes when one is invalid). On a fitted detector a
-        new ``threshold``/``anomaly_ratio`` refreshes ``threshold_`` at once; other parameters take
+        new ``threshold``/``contamination`` refreshes ``threshold_`` at once; other parameters take
         effect at the next fit, or at once where they only change how scores are computed."""
         valid = self._param_names()
         for name in params:
@@ -68,14 +69,22 @@ class DetectorBase:
         self._check_threshold_params()
 
     def _check_threshold_params(self) -> None:
-        if self.threshold not in THRESHOLDS:
-            raise ValueError(f"threshold: expected one of {THRESHOLDS}, got {self.threshold!r}")
-        try:
-            ratio = float(self.anomaly_ratio)
-        except (TypeError, ValueError):
-            ratio = float("nan")
-        if isinstance(self.anomaly_ratio, bool) or not 0.0 < ratio < 100.0:
-            raise ValueError(f"anomaly_ratio: expected a percentage in (0, 100), got {self.anomaly_ratio!r}")
+        thresholds.check_rule(self.threshold)
+        thresholds.check_contamination(self.contamination)
+
+    @staticmethod
+    def _stored_params(params: Dict[str, Any]) -> Dict[str, Any]:
+        """The constructor parameters of a saved detector's ``params``, in today's names and units.
+
+        Files written before ``contamination`` store ``anomaly_ratio`` in percent: it becomes
+        ``contamination = anomaly_ratio / 100`` (the same threshold: the percentile rules take
+        percentile 100 − 100·contamination, the old 100 − anomaly_ratio to the last bit for the usual
+        ratios, e.g. 0.01 … 20 %)."""
+        params = dict(params)
+        if "anomaly_ratio" in params:
+            percent = params.pop("anomaly_ratio")
+            params.setdefault("contamination", float(percent) / 100.0)
+        return params
 
     # -- fitted state -----------------------------------------------------------------------------
     @property
@@ -90,7 +99,7 @@ class DetectorBase:
     def decision_function(self, X: Any) -> np.ndarray:  # pragma: no cover - every subclass has its own
         raise NotImplementedError
 
-    def _finite_scores(self, scores: Any, what: str = "X") -> np.ndarray:
+    def finite_scores(self, scores: Any, what: str = "X") -> np.ndarray:
         """``scores`` as float64, or a FloatingPointError when any is NaN/Inf.
 
         Every detector passes its scores through here (training scores at fit, judged scores in
@@ -131,18 +140,21 @@ class DetectorBase:
 
     # -- thresholds -------------------------------------------------------------------------------
     def _fixed_threshold(self) -> Optional[float]:
-        if self.threshold == "train":
-            return thresholds.train_threshold(self.train_scores_, self.anomaly_ratio)
-        if self.threshold == "pot":
-            return thresholds.pot_threshold(self.train_scores_)
-        return None  # "paper" needs the scores being judged
+        """The threshold fixed at fit time (None for "paper": :func:`thresholds.fit_time_threshold`)."""
+        return thresholds.fit_time_threshold(self.threshold, self.train_scores_, self.contamination)
 
     def threshold_for(self, scores: Any) -> float:
         """The decision threshold for these scores (fixed for "train"/"pot"; "paper" uses them)."""
         self._require_fitted()
-        if self.threshold == "paper":
-            return thresholds.paper_threshold(self.train_scores_, scores, self.anomaly_ratio)
-        return float(self.threshold_)
+        if self.threshold in thresholds.FIT_TIME_THRESHOLDS:
+            return float(self.threshold_)
+        return thresholds.select_threshold(self.threshold, self.train_scores_, scores, self.contamination)
+
+    def stream_threshold(self) -> float:
+        """The threshold a live stream compares its scores with (``threshold_``, fixed at fit time);
+        a ValueError under ``"paper"``, which has none (:func:`thresholds.stream_threshold`)."""
+        self._require_fitted()
+        return thresholds.stream_threshold(self.threshold, self.threshold_)
 
     def predict(self, X: Any) -> np.ndarray:
         """0/1 (int8) per time step: score > threshold (see :meth:`threshold_for`)."""

@@ -29,7 +29,7 @@ and the input scaling ``binary_scaling`` (see :class:`amad_fast.data.Standardize
   first and last positions of its window worse than the middle (on the synthetic entities about 4×
   at p = 0 and p = L − 1); in the middle of a series every step is averaged over many positions,
   but a series' first and last steps are seen only at a window's edge, so without it they score
-  high for where they sit, not for what they are (issue 13). ``"none"`` averages raw errors.
+  high for where they sit, not for what they are. ``"none"`` averages raw errors.
   Measured per entity on the development benchmarks: experiments/results/position_norm.md.
 * ``smooth=w`` replaces each step's score by the centred mean over w steps (default None = half a
   window, window_size // 2; 1 = per step). Chosen per entity on SMAP, omi-1 and synthetic entities:
@@ -37,7 +37,8 @@ and the input scaling ``binary_scaling`` (see :class:`amad_fast.data.Standardize
 from __future__ import annotations
 
 import sys
-from typing import Any, Optional, Tuple
+from collections import deque
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -51,6 +52,16 @@ POSITION_NORMS = ("none", "train")
 #: at most this many training windows (evenly spread) measure the position profile at fit time
 PROFILE_WINDOWS = 1000
 ERROR_SCALE_FLOOR = 1e-3
+
+
+def default_score_stride(window_size: int) -> int:
+    """The stride between scoring windows when ``score_stride`` is None: a tenth of the window (at least 1)."""
+    return max(1, int(window_size) // 10)
+
+
+def default_smooth(window_size: int) -> int:
+    """The smoothing width when ``smooth`` is None: half a window (at least 1)."""
+    return max(1, int(window_size) // 2)
 
 
 def _resolve_device(device: Any) -> torch.device:
@@ -245,7 +256,99 @@ def score_series(model: AMAD, series: np.ndarray, score: str = "recon_js", tempe
     ``smooth`` > 1 replaces each step's score by the centred mean over ``smooth`` steps.
     ``stride`` between scoring windows as in :func:`step_terms` (None = L, non-overlapping).
     """
-    if score not in SCORES:
-        raise ValueError(f"score: expected one of {SCORES}, got {score!r}")
-    err, weight = step_terms(model, series, temperature, batch_size, stride)
-    return smooth_scores(combine_terms(err, weight, score, channel_scale), smooth)
+    return WindowScorer(model, score, temperature, stride, smooth, channel_scale, None, batch_size).scores(series)
+
+
+def fitted_channel_scale(train_err: np.ndarray, held_out: Sequence[Tuple[int, int]],
+                         unit_channels: Any = ()) -> np.ndarray:
+    """The per-channel error divisor of ``error_norm="channel"``: :func:`channel_error_scale` of the
+    training series' squared errors ``train_err`` (T, C) over the ``held_out`` steps (``[a, b)``
+    ranges: the validation split, never trained on, so it measures the error on unseen normal
+    data), or over all of them when there is none. ``unit_channels`` (the two-valued channels
+    scaled to 0/1, where an error of 1 is one flip) keep the scale 1."""
+    part = np.concatenate([train_err[a:b] for a, b in held_out]) if len(held_out) else train_err
+    scale = channel_error_scale(part)
+    scale[np.asarray(unit_channels, dtype=np.int64)] = 1.0
+    return scale
+
+
+class TrailingMeanState:
+    """:func:`trailing_mean` one value at a time, in O(width) memory: ``push(values)`` returns, for
+    each new value, the mean of it and the up to ``width − 1`` values before it (a live stream's
+    smoothing; the same means as ``trailing_mean`` of the whole sequence, up to rounding)."""
+
+    def __init__(self, width: int) -> None:
+        self.recent: "deque[float]" = deque(maxlen=max(1, int(width)))
+
+    def push(self, values: Iterable[float]) -> np.ndarray:
+        out: List[float] = []
+        for v in values:
+            self.recent.append(float(v))
+            out.append(sum(self.recent) / len(self.recent))
+        return np.asarray(out, dtype=np.float64)
+
+
+class WindowScorer:
+    """How a trained model's windows become per-step anomaly scores: the model with every scoring
+    setting (module docstring) fixed, for batch, causal and live scoring alike.
+
+    ``score`` ("recon_js"/"recon"), ``temperature`` (of the js weight), ``stride`` between scoring
+    windows (None = L), ``smooth`` (width of the centred moving average; the trailing one for causal
+    scores), ``channel_scale`` (C,) (None = the spec's plain channel mean), ``position_scale`` (L,)
+    (None = raw errors), ``batch_size`` windows per forward pass, ``progress`` bar when stderr is a
+    terminal. :class:`amad_fast.detection.detector.AMADDetector` builds one from its parameters and
+    what ``fit`` measured (``det.scorer()``); its scores are this object's.
+    """
+
+    def __init__(self, model: AMAD, score: str = "recon_js", temperature: float = 50.0,
+                 stride: Optional[int] = None, smooth: int = 1, channel_scale: Optional[np.ndarray] = None,
+                 position_scale: Optional[np.ndarray] = None, batch_size: int = 128, progress: bool = False) -> None:
+        if score not in SCORES:
+            raise ValueError(f"score: expected one of {SCORES}, got {score!r}")
+        self.model, self.score, self.temperature = model, score, float(temperature)
+        self.stride, self.smooth, self.batch_size, self.progress = stride, int(smooth), int(batch_size), progress
+        self.channel_scale, self.position_scale = channel_scale, position_scale
+        self._position_tensors: dict = {}
+
+    @property
+    def window_size(self) -> int:
+        return self.model.window_size
+
+    def terms(self, Z: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """:func:`step_terms` of the standardised series Z (T, C): ``(err (T, C), weight (T,))``."""
+        return step_terms(self.model, Z, self.temperature, self.batch_size, self.stride, progress=self.progress,
+                          position_scale=self.position_scale)
+
+    def raw_scores(self, err: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        """Per-step scores of ``(err, weight)`` before smoothing (:func:`combine_terms`)."""
+        return combine_terms(err, weight, self.score, self.channel_scale)
+
+    def scores_from_terms(self, err: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        """The scores of :meth:`terms` output: :meth:`raw_scores` under the centred moving average."""
+        return smooth_scores(self.raw_scores(err, weight), self.smooth)
+
+    def scores(self, Z: np.ndarray) -> np.ndarray:
+        """Anomaly score per step of the standardised series Z (T, C), float64 (T,)."""
+        return self.scores_from_terms(*self.terms(Z))
+
+    def causal_scores(self, Z: np.ndarray) -> np.ndarray:
+        """Scores that use nothing after their step: :func:`causal_step_terms`, then the trailing
+        mean over ``smooth`` steps (:func:`trailing_mean`); what a live stream computes."""
+        err, weight = causal_step_terms(self.model, Z, self.temperature, self.batch_size, self.position_scale)
+        return trailing_mean(self.raw_scores(err, weight), self.smooth)
+
+    @torch.no_grad()
+    def window_terms(self, windows: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Squared error (B, L, C) and js weight (B, L) of a batch of standardised windows (B, L, C)
+        on the model's device and dtype, the model in eval mode (a stream scores one window per row)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return _window_terms(self.model, windows, self.temperature, self._position_tensor(windows.device))
+        finally:
+            self.model.train(was_training)
+
+    def _position_tensor(self, device: torch.device) -> Optional[torch.Tensor]:
+        if device not in self._position_tensors:
+            self._position_tensors[device] = _position_tensor(self.position_scale, self.window_size, device)
+        return self._position_tensors[device]

@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from amad_fast.detection.scoring import TrailingMeanState, WindowScorer
+
 if TYPE_CHECKING:
     from amad_fast.detection.detector import AMADDetector
-from amad_fast.detection.scoring import _position_tensor, _window_terms, combine_terms
 
 
 class StreamScorer:
@@ -20,23 +21,21 @@ class StreamScorer:
     then the first ``window_size`` scores at once, then one score per row. The numbers are
     ``det.decision_function(series, causal=True)``'s (step t from the window ending at t, the
     score smoothed over the steps up to t). Memory is O(window_size + smooth) whatever the length
-    of the stream. Compare scores with ``det.threshold_`` (the "train" and "pot" rules fix it at
-    fit time; "paper" needs the whole scored series and has no streaming threshold).
+    of the stream. Compare scores with ``det.stream_threshold()`` (the "train" and "pot" rules fix
+    it at fit time; "paper" needs the whole scored series and has no streaming threshold).
     A row with NaN/Inf is refused (a stream cannot interpolate from steps that have not arrived);
     rows far outside the training range are clipped as in ``decision_function``.
     """
 
-    def __init__(self, detector: AMADDetector) -> None:
+    def __init__(self, detector: AMADDetector, scorer: WindowScorer) -> None:
         from collections import deque
 
         self.detector = detector
-        L = detector.window_size
-        param = next(detector.model_.parameters())
+        self.scorer = scorer  # the detector's scoring (detector.scorer())
+        param = next(scorer.model.parameters())
         self._dtype, self._device = param.dtype, param.device
-        self._pos = _position_tensor(detector._position_scale(), L, param.device)
-        self._scale = detector._channel_scale(detector.error_norm)
-        self._rows: "deque[np.ndarray]" = deque(maxlen=L)  # the last L standardised rows
-        self._recent = deque(maxlen=detector.resolved_smooth())  # the last raw scores, for the smoothing
+        self._rows: "deque[np.ndarray]" = deque(maxlen=scorer.window_size)  # the last L standardised rows
+        self._smoothing = TrailingMeanState(scorer.smooth)  # the last raw scores, for the trailing mean
         self.n_seen = 0  # rows received
         self.n_scored = 0  # scores returned
 
@@ -60,7 +59,7 @@ class StreamScorer:
         if A.shape[0] == 0:
             return np.empty(0)
         Z = det.standardizer_.transform(A, name="x", nan_policy=det.nan_policy)
-        L = det.window_size
+        L = self.scorer.window_size
         windows, first = [], False
         for row in Z:
             self._rows.append(row)
@@ -70,23 +69,15 @@ class StreamScorer:
                 windows.append(np.stack(self._rows))
         if not windows:
             return np.empty(0)
-        model = det.model_
-        was_training = model.training
-        model.eval()
         errs, weights = [], []
-        with torch.no_grad():
-            for i in range(0, len(windows), det.score_batch_size):
-                xb = torch.as_tensor(np.stack(windows[i : i + det.score_batch_size]), dtype=self._dtype,
-                                     device=self._device)
-                e, w = _window_terms(model, xb, det.temperature, self._pos)
-                if i == 0 and first:  # the first window also scores its first L - 1 steps
-                    errs.append(e[0, :-1]), weights.append(w[0, :-1])
-                errs.append(e[:, -1]), weights.append(w[:, -1])
-        model.train(was_training)
-        raw = combine_terms(torch.cat(errs).cpu().numpy(), torch.cat(weights).cpu().numpy(), det.score, self._scale)
-        out = np.empty(len(raw))
-        for i, r in enumerate(raw):
-            self._recent.append(float(r))
-            out[i] = sum(self._recent) / len(self._recent)
+        batch = self.scorer.batch_size
+        for i in range(0, len(windows), batch):
+            xb = torch.as_tensor(np.stack(windows[i : i + batch]), dtype=self._dtype, device=self._device)
+            e, w = self.scorer.window_terms(xb)
+            if i == 0 and first:  # the first window also scores its first L - 1 steps
+                errs.append(e[0, :-1]), weights.append(w[0, :-1])
+            errs.append(e[:, -1]), weights.append(w[:, -1])
+        raw = self.scorer.raw_scores(torch.cat(errs).cpu().numpy(), torch.cat(weights).cpu().numpy())
+        out = self._smoothing.push(raw)
         self.n_scored += len(out)
-        return det._finite_scores(out, "the stream")
+        return det.finite_scores(out, "the stream")

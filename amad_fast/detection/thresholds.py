@@ -1,9 +1,17 @@
 """Thresholds: the one place that turns anomaly scores into a threshold (spec §4's ``paper`` rule, the
-``train`` quantile and ``pot``, peaks over threshold with a generalised Pareto tail)."""
+``train`` quantile and ``pot``, peaks over threshold with a generalised Pareto tail).
+
+Every detector (:class:`amad_fast.detection.estimator.DetectorBase`) and every command of the CLI
+asks this module, through :func:`select_threshold` (any rule), :func:`fit_time_threshold` (what
+``fit`` can fix) and :func:`stream_threshold` (what a live stream compares with).
+
+``contamination`` is the expected fraction of anomalous steps, in (0, 1): PyOD's and scikit-learn's
+name and unit for it (``contamination=0.01`` = 1 %). The percentile rules flag the scores above
+the ``1 − contamination`` quantile. A step is flagged when its score is above the threshold."""
 from __future__ import annotations
 
 import math
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
@@ -11,29 +19,56 @@ from amad_fast.metrics.classification import _scores
 
 #: the threshold rules a detector accepts (``threshold=``); see :func:`select_threshold`
 THRESHOLDS = ("paper", "train", "pot")
+#: the rules whose threshold ``fit`` fixes from the training scores alone; "paper" also needs the
+#: scores being judged, so it has no value before them (and none for a stream)
+FIT_TIME_THRESHOLDS = ("train", "pot")
+#: the default expected fraction of anomalous steps (1 %, spec §4's SMAP/MSL value)
+DEFAULT_CONTAMINATION = 0.01
+#: contamination of the ``paper`` threshold per data set, as in spec §4 / Anomaly Transformer's
+#: scripts (their ``anomaly_ratio`` percentages 1, 1, 0.5, 1, 0.1 as fractions)
+CONTAMINATION = {"SMAP": 0.01, "MSL": 0.01, "SMD": 0.005, "PSM": 0.01, "SWaT": 0.001}
 
 
-def _ratio(r: Any) -> float:
-    r = float(r)
-    if not 0.0 < r < 100.0:
-        raise ValueError(f"anomaly_ratio_percent: expected a percentage in (0, 100), got {r}")
-    return r
+def check_rule(method: Any, name: str = "threshold") -> str:
+    """``method`` when it is one of :data:`THRESHOLDS`, else a ValueError naming ``name``."""
+    if not isinstance(method, str) or method not in THRESHOLDS:
+        raise ValueError(f"{name}: expected one of {THRESHOLDS}, got {method!r}")
+    return method
 
 
-def paper_threshold(train_scores: Any, test_scores: Any, anomaly_ratio_percent: float) -> float:
-    """Percentile ``100 − r`` of the concatenated train and test scores (Anomaly Transformer's rule).
+def check_contamination(value: Any, name: str = "contamination") -> float:
+    """``value`` as a float when it is a fraction in (0, 1), else a ValueError naming ``name``.
+
+    A number of 1 or more is refused rather than read as a percentage: ``contamination=1.0``
+    would flag everything, and a percentage passed by mistake must not become a silent 100×."""
+    try:
+        c = float(value)
+    except (TypeError, ValueError):
+        c = float("nan")
+    if isinstance(value, bool) or not 0.0 < c < 1.0:
+        raise ValueError(f"{name}: expected a fraction in (0, 1) (e.g. 0.01 for 1 %), got {value!r}")
+    return c
+
+
+def percentile_threshold(scores: Any, contamination: float, name: str = "scores") -> float:
+    """The ``1 − contamination`` quantile of ``scores`` (percentile 100 − 100·contamination, linear
+    interpolation): the score above which about a fraction ``contamination`` of them lies."""
+    c = check_contamination(contamination)
+    return float(np.percentile(_scores(scores, name), 100.0 - 100.0 * c))
+
+
+def paper_threshold(train_scores: Any, test_scores: Any, contamination: float) -> float:
+    """:func:`percentile_threshold` of the concatenated train and test scores (Anomaly Transformer's rule).
 
     Uses test statistics (not labels); reported for comparability with published tables.
     """
-    r = _ratio(anomaly_ratio_percent)
     s = np.concatenate((_scores(train_scores, "train_scores"), _scores(test_scores, "test_scores")))
-    return float(np.percentile(s, 100.0 - r))
+    return percentile_threshold(s, contamination)
 
 
-def train_threshold(train_scores: Any, anomaly_ratio_percent: float) -> float:
-    """Percentile ``100 − r`` of the training scores only (no test statistics)."""
-    r = _ratio(anomaly_ratio_percent)
-    return float(np.percentile(_scores(train_scores, "train_scores"), 100.0 - r))
+def train_threshold(train_scores: Any, contamination: float) -> float:
+    """:func:`percentile_threshold` of the training scores only (no test statistics)."""
+    return percentile_threshold(train_scores, contamination, "train_scores")
 
 
 def _gpd_loglik(y: np.ndarray, gamma: float, sigma: float) -> float:
@@ -124,21 +159,35 @@ def pot_threshold(train_scores: Any, q: float = 1e-3, level: float = 0.98) -> fl
     return float(t + sigma / gamma * (r ** (-gamma) - 1.0))
 
 
-#: r (percent) of the ``paper`` threshold per data set, as in spec §4 / Anomaly Transformer's scripts.
-ANOMALY_RATIO_PERCENT = {"SMAP": 1.0, "MSL": 1.0, "SMD": 0.5, "PSM": 1.0, "SWaT": 0.1}
-
-
 def select_threshold(method: str, train_scores: Any, test_scores: Any = None,
-                     anomaly_ratio_percent: Any = None, q: float = 1e-3, level: float = 0.98) -> float:
-    """One entry point for the spec's threshold knob: ``"paper"``, ``"train"`` or ``"pot"``."""
+                     contamination: Any = None, q: float = 1e-3, level: float = 0.98) -> float:
+    """One entry point for the spec's threshold knob: ``"paper"``, ``"train"`` or ``"pot"``
+    (``contamination`` for the first two, ``q``/``level`` for ``"pot"``)."""
+    check_rule(method, "method")
     if method == "pot":
         return pot_threshold(train_scores, q=q, level=level)
-    if method not in ("paper", "train"):
-        raise ValueError(f"method: expected 'paper', 'train' or 'pot', got {method!r}")
-    if anomaly_ratio_percent is None:
-        raise ValueError(f"anomaly_ratio_percent: expected a percentage for the {method!r} threshold, got None")
+    if contamination is None:
+        raise ValueError(f"contamination: expected a fraction in (0, 1) for the {method!r} threshold, got None")
     if method == "train":
-        return train_threshold(train_scores, anomaly_ratio_percent)
+        return train_threshold(train_scores, contamination)
     if test_scores is None:
         raise ValueError("test_scores: expected the test scores for the 'paper' threshold, got None")
-    return paper_threshold(train_scores, test_scores, anomaly_ratio_percent)
+    return paper_threshold(train_scores, test_scores, contamination)
+
+
+def fit_time_threshold(method: str, train_scores: Any, contamination: Any) -> Optional[float]:
+    """The threshold ``fit`` fixes from the training scores: ``"train"``'s or ``"pot"``'s, and
+    None for ``"paper"``, which needs the scores being judged (:func:`select_threshold` then)."""
+    if check_rule(method) not in FIT_TIME_THRESHOLDS:
+        return None
+    return select_threshold(method, train_scores, contamination=contamination)
+
+
+def stream_threshold(method: str, fitted_threshold: Optional[float]) -> float:
+    """The threshold a live stream compares each score with: the one fixed at fit time
+    (``fitted_threshold``, a detector's ``threshold_``). The ``"paper"`` rule has none (it takes a
+    percentile of the whole scored series, which a stream never has): a ValueError says so."""
+    if check_rule(method) not in FIT_TIME_THRESHOLDS or fitted_threshold is None:
+        raise ValueError(f"the threshold rule {method!r} needs the whole scored series, which a stream never has; "
+                         f"give a threshold value, or fit with threshold in {FIT_TIME_THRESHOLDS}")
+    return float(fitted_threshold)
