@@ -5,10 +5,11 @@ nothing. In one call (a few minutes) it
 
 1. parity: for the triton and cpp (CUDA) backends in float32, bfloat16 and float16, compares out,
    kl_local, kl_global, out_local, out_global and the six gradients (q, k, v, freqs, weights, mix)
-   with the float64 reference. Tolerance from the dtype (the team's rule, as tests/test_triton.py):
+   with the float64 reference under the parity rule of amad_fast.attention.testing (the tests' rule):
    a kernel may be at most twice as far from float64 as the reference run in the same dtype, plus a
-   small absolute floor: err_kernel <= 2 * err_reference_same_dtype + FLOOR[dtype]; the parameter
-   grads (sums of B*L*P per-position terms, added in another order) also get SUM_RTOL[dtype] * max|x64|;
+   floor: err_kernel <= 2 * err_reference_same_dtype + floor, with the floor of the fused kernels
+   (testing.fused_floor: an absolute term of the dtype, plus a relative one for the parameter grads,
+   sums of B*L*P per-position terms added in another order);
 2. memory: peak extra memory of forward and forward+backward at L = 4096; the fused kernel must
    run where the reference runs out of memory or needs at least 8x as much;
 3. timing: forward and forward+backward of each backend, the reference, torch.compile of the
@@ -83,7 +84,7 @@ from amad_fast.bench.cases import (  # noqa: E402
 )
 from amad_fast.bench.report import METHOD_NOTES, compile_summary, format_attention_table, progress_line  # noqa: E402
 from amad_fast.bench.timing import finite_checks_off, machine_info, peak_memory  # noqa: E402
-from amad_fast.attention.reference import automask_attention_reference, default_freqs  # noqa: E402
+from amad_fast.attention import testing  # noqa: E402
 
 if ARGS.dry_run:
     DEVICE = torch.device("cpu")
@@ -107,12 +108,6 @@ else:
 
 PARITY_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 TIMING_DTYPES = [torch.bfloat16, torch.float32]
-# the absolute floors and the relative term for parameter-gradient sums of tests/test_triton.py
-FLOOR = {torch.float32: 3e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
-SUM_RTOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 1e-2}
-PARAM_GRADS = ("dfreqs", "dweights", "dmix")
-OUTPUTS = ("out", "kl_local", "kl_global", "out_local", "out_global")
-INPUTS = ("q", "k", "v", "freqs", "weights", "mix")
 
 
 RESULT: dict = {}  # everything measured so far; rewritten to $OUT as it grows
@@ -137,63 +132,24 @@ def dname(dtype: torch.dtype) -> str:
 
 
 # ------------------------------------------------------------------------------------------ parity
-def make_parity_inputs(shape, seed=0):
-    """float64 q, k, v and float32 parameters (as a model holds them), plus upstream grads."""
-    B, H, L, D, S = shape
-    g = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(B, H, L, D, generator=g, dtype=torch.float64) for _ in range(3))
-    freqs = default_freqs(H, S, D // 2) * (1 + 0.1 * torch.rand(H, S, D // 2, generator=g))
-    weights = 1.0 / S + 0.1 * torch.randn(H, S, generator=g)
-    mix = 0.5 * torch.randn(H, generator=g)
-    grads = {
-        "out": torch.randn(B, H, L, D, generator=g, dtype=torch.float64),
-        "kl_local": torch.randn(B, H, L, generator=g, dtype=torch.float64),
-        "kl_global": torch.randn(B, H, L, generator=g, dtype=torch.float64),
-        "out_local": torch.randn(B, H, L, D, generator=g, dtype=torch.float64),
-        "out_global": torch.randn(B, H, L, D, generator=g, dtype=torch.float64),
-    }
-    return [q, k, v, freqs.float(), weights.float(), mix.float()], grads
-
-
-def run_once(fn, inputs, grads, act_dtype, param_dtype):
-    """Outputs and the six grads of one call, with q/k/v in act_dtype and parameters in param_dtype."""
-    leaves = [x.to(DEVICE, act_dtype if i < 3 else param_dtype).detach().requires_grad_() for i, x in enumerate(inputs)]
-    res = fn(*leaves)
-    outs = [getattr(res, name) for name in OUTPUTS]
-    torch.autograd.backward(outs, [grads[name].to(DEVICE, o.dtype) for name, o in zip(OUTPUTS, outs)])
-    vals = {name: o.detach() for name, o in zip(OUTPUTS, outs)}
-    vals.update({"d" + name: (x.grad if x.grad is not None else torch.zeros_like(x)) for name, x in zip(INPUTS, leaves)})
-    dtypes = {name: x.dtype for name, x in zip(INPUTS, leaves)}
-    return vals, dtypes
-
-
 def parity_one(backend: str, shape, dtype: torch.dtype) -> list:
-    """Rows of (quantity, errors, tolerance, pass) for one backend, shape and dtype."""
-    inputs, grads = make_parity_inputs(shape)
-
-    def kernel(*a):
-        return amad_fast.automask_attention(*a, need_divergence=True, need_branches=True, backend=backend)
-
-    def reference(*a):
-        return automask_attention_reference(*a, need_divergence=True, need_branches=True)
-
-    exact, _ = run_once(reference, inputs, grads, torch.float64, torch.float64)
-    ref_dt, _ = run_once(reference, inputs, grads, dtype, torch.float32)
-    got, in_dtypes = run_once(kernel, inputs, grads, dtype, torch.float32)
+    """Rows of (quantity, errors, tolerance, pass) for one backend, shape and dtype: q, k, v in
+    ``dtype`` and float32 parameters (as a model holds them), under testing's rule and fused_floor."""
+    inputs = testing.make_inputs(*shape)
+    exact = testing.run("reference", inputs)
+    ref_dt = testing.run("reference", inputs, dtype, torch.float32, device=DEVICE)
+    got = testing.run(backend, inputs, dtype, torch.float32, device=DEVICE)
+    stats = testing.parity_stats([(got, ref_dt, exact)], testing.fused_floor(dtype))
     rows = []
-    for name, x64 in exact.items():
-        k, r = got[name], ref_dt[name]
-        expect_dtype = in_dtypes[name[1:]] if name.startswith("d") else dtype
-        err_k = (k.double() - x64).abs().max().item()
-        err_r = (r.double() - x64).abs().max().item()
-        floor = FLOOR[dtype] + (SUM_RTOL[dtype] * x64.abs().max().item() if name in PARAM_GRADS else 0.0)
-        tol = 2 * err_r + floor
+    for name, (ratio, p) in stats.items():
+        k = got[name]
         finite = bool(torch.isfinite(k).all())
-        ok = finite and err_k <= tol and k.dtype == expect_dtype and tuple(k.shape) == tuple(x64.shape)
+        ok = finite and ratio <= 2.0 and k.dtype == ref_dt[name].dtype and k.shape == ref_dt[name].shape
         rows.append({
             "backend": backend, "dtype": dname(dtype), "shape": list(shape), "quantity": name,
-            "err_kernel": err_k, "err_reference": err_r, "floor": floor, "tol": tol, "max_abs": x64.abs().max().item(),
-            "kernel_dtype": dname(k.dtype), "expected_dtype": dname(expect_dtype), "finite": finite, "pass": ok,
+            "err_kernel": p.error, "err_reference": p.reference_error, "floor": p.floor, "tol": p.tolerance,
+            "scale": p.scale, "kernel_dtype": dname(k.dtype), "expected_dtype": dname(ref_dt[name].dtype),
+            "finite": finite, "pass": ok,
         })
     return rows
 
@@ -389,8 +345,8 @@ def write_outputs(result: dict) -> None:
              "- backends: " + "; ".join(m["backends"].values()), ""]
     par = result.get("parity")
     if par:
-        lines += ["## Parity against float64 (tol = 2 x reference-in-dtype error + floor; floor = FLOOR[dtype] "
-                  "(+ SUM_RTOL[dtype] x max|x| for the parameter grads))", "",
+        lines += ["## Parity against float64 (tol = 2 x reference-in-dtype error + floor; floor = "
+                  "amad_fast.attention.testing.fused_floor(dtype))", "",
                   f"all pass: **{par.get('pass')}**", "",
                   "Triton config: `fixed` = the one launch config (child run with AMAD_TRITON_AUTOTUNE=0), "
                   "`autotuned` = the configs autotuning picks (the ones the timings use).", "",

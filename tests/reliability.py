@@ -34,7 +34,7 @@ CATEGORIES: Dict[str, str] = {
     "Extreme values": "Finite values far outside the training range, values beyond float32, scores that "
                       "could come out NaN/Inf.",
     "Kernels: extreme values": "The attention backends at large logits (tests/test_large_logits.py, the parity "
-                               "rule of tests/parity.py): every backend against float64, kl >= 0 always.",
+                               "rule of amad_fast.attention.testing): every backend against float64, kl >= 0 always.",
     "CSV files": "load_csv and every CSV the CLI reads. Errors name the file, the line (1-based, as an editor "
                  "shows it) and the column.",
     "Other data files": ".npy series and labels, scores CSVs for `amad-fast evaluate`.",

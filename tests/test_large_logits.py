@@ -1,10 +1,10 @@
 """Large AutoMask logits (issue 12, items 2 and 3): every backend against float64 at score scales
-1, 10, 100 and 1000 (q, k and the AutoMask weights scaled, see parity.SCORE_SCALES), for the
+1, 10, 100 and 1000 (q, k and the AutoMask weights scaled, see testing.SCORE_SCALES), for the
 outputs, both kl terms and all six gradients; kl ≥ 0 always; the reference in 16 bits finite
 where the kernels are.
 
-Parity is the rule of tests/parity.py over a sample of PARITY_SEEDS input draws per (shape, score
-scale): one draw at large scores is a lottery even for the reference against itself (see
+Parity is the rule of amad_fast.attention.testing over a sample of PARITY_SEEDS input draws per
+(shape, score scale; assert_sample_parity with eps_floor): one draw at large scores is a lottery even for the reference against itself (see
 test_one_draw_rule_is_a_lottery_even_for_the_reference). The CUDA kernels get the same checks
 through scripts/cuda_logic_on_cpu.py (run by test_cuda_kernel_logic_at_large_scores).
 """
@@ -28,11 +28,11 @@ import torch
 import amad_fast
 from amad_fast import automask_attention
 from amad_fast.attention.reference import default_freqs
-import reliability
-from parity import (
-    EXTENDED, FIELDS, PARITY_SEEDS, SCORE_SCALES, assert_parity, assert_sample_parity, make_inputs,
+from amad_fast.attention.testing import (
+    EXTENDED, FIELDS, PARITY_SEEDS, SCORE_SCALES, assert_parity, assert_sample_parity, eps_floor, make_inputs,
     permute_pairs, run, run_extended, unpermute_pairs,
 )
+import reliability
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPP = amad_fast.available_backends()["cpp"].available
@@ -85,7 +85,7 @@ def _draws(backend, shape, score_scale, dtype, param_dtype=None, seeds=PARITY_SE
 @pytest.mark.parametrize("score_scale", SCORE_SCALES, ids=lambda s: f"s{s:g}")
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
 def test_cpp_float32_parity_at_large_scores(shape, score_scale):
-    assert_sample_parity(_draws("cpp", shape, score_scale, torch.float32), torch.float32, "cpp")
+    assert_sample_parity(_draws("cpp", shape, score_scale, torch.float32), eps_floor(torch.float32), "cpp")
 
 
 @reliability.case(
@@ -106,7 +106,7 @@ def test_cpp_16bit_at_large_scores(score_scale, dtype):
     would compare the inputs' rounding noise, not the kernels."""
     draws = _draws("cpp", SHAPES[0], score_scale, dtype, torch.float32, seeds=PARITY_SEEDS // 2)
     if score_scale <= 10:
-        assert_sample_parity(draws, dtype, "cpp")
+        assert_sample_parity(draws, eps_floor(dtype), "cpp")
 
 
 @reliability.case(
@@ -126,7 +126,7 @@ def test_cpp_float64_parity_at_large_scores(shape, score_scale):
         got, ref = run("cpp", inputs), _reference(shape, seed, score_scale)
         _check_draw(got, f"cpp seed {seed}")
         draws.append((got, ref, run_extended(inputs)))
-    assert_sample_parity(draws, torch.float64, "cpp")
+    assert_sample_parity(draws, eps_floor(torch.float64), "cpp")
 
 
 @reliability.case(
@@ -139,7 +139,7 @@ def test_cpp_float64_parity_at_large_scores(shape, score_scale):
 def test_triton_float32_parity_at_large_scores(score_scale):
     """One shape, B = 1 (the interpreter's time grows with B·H; test_triton.py covers B·H > 1)."""
     draws = _draws("triton", TRITON_SHAPE, score_scale, torch.float32, device=TRITON_DEVICE)
-    assert_sample_parity(draws, torch.float32, "triton")
+    assert_sample_parity(draws, eps_floor(torch.float32), "triton")
 
 
 @pytest.mark.parametrize("score_scale", SCORE_SCALES, ids=lambda s: f"s{s:g}")
@@ -158,7 +158,7 @@ def test_reference_float32_holds_the_rule_against_itself_reordered(shape, score_
         _check_draw(ref, f"reference seed {seed}")
         _check_draw(other, f"reordered reference seed {seed}")
         draws.append((other, ref, _reference(shape, seed, score_scale)))
-    assert_sample_parity(draws, torch.float32, "reordered reference")
+    assert_sample_parity(draws, eps_floor(torch.float32), "reordered reference")
 
 
 def test_one_draw_rule_is_a_lottery_even_for_the_reference():
@@ -171,7 +171,8 @@ def test_one_draw_rule_is_a_lottery_even_for_the_reference():
         perm = torch.randperm(P, generator=torch.Generator().manual_seed(1000 + seed))
         other = unpermute_pairs(run("reference", permute_pairs(inputs, perm), torch.float32), perm)
         try:
-            assert_parity(other, run("reference", inputs, torch.float32), run("reference", inputs), torch.float32)
+            assert_parity(other, run("reference", inputs, torch.float32), run("reference", inputs),
+                          eps_floor(torch.float32))
         except AssertionError:
             failures += 1
     assert failures > 0
@@ -180,8 +181,7 @@ def test_one_draw_rule_is_a_lottery_even_for_the_reference():
 def _issue_case(seed, weight, S):
     """Issue 12's case: q, k, v ~ N(0, 1) of shape (2, 2, 16, 16), the default freqs, every AutoMask
     weight = `weight`, mix = 0 (as float64 inputs for run())."""
-    g = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(2, 2, 16, 16, generator=g, dtype=torch.float64) for _ in range(3))
+    q, k, v = make_inputs(2, 2, 16, 16, S, seed=seed)[:3]
     freqs = default_freqs(2, S, 8).double()
     return [q, k, v, freqs, torch.full((2, S), weight, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)]
 
@@ -231,7 +231,7 @@ def test_issue_case_parity_cpp_float32(weight):
         got, ref = run("cpp", inputs, torch.float32), run("reference", inputs, torch.float32)
         _check_draw(got, f"cpp seed {seed}")
         draws.append((got, ref, run("reference", inputs)))
-    assert_sample_parity(draws, torch.float32, "cpp")
+    assert_sample_parity(draws, eps_floor(torch.float32), "cpp")
 
 
 @reliability.case(
@@ -242,8 +242,7 @@ def test_issue_case_parity_cpp_float32(weight):
 def test_kl_is_nonnegative_where_the_maps_coincide():
     """P^M = P^G up to rounding (S = 1, w = 1 + 1e-7, θ = 0: q̃ ≈ q), where a sum of ± rounding
     errors could land below 0: every backend returns kl ≥ 0 (and ≈ 0)."""
-    g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 2, 37, 16, generator=g) for _ in range(3))
+    q, k, v = make_inputs(2, 2, 37, 16, 1, dtype=torch.float32)[:3]
     freqs, weights, mix = torch.zeros(2, 1, 8), torch.full((2, 1), 1 + 1e-7), torch.zeros(2)
     backends = ["reference"] + (["cpp"] if CPP else []) + (["triton"] if TRITON else [])
     for backend in backends:

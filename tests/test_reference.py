@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import amad_fast
 from amad_fast.attention.reference import automask_attention_reference, default_freqs
+from amad_fast.attention.testing import make_inputs
 
 F64 = torch.float64
 
@@ -54,21 +55,20 @@ def plain_automask(q, k, v, freqs, weights, mix, scale):
     return vec("out"), kl("kl_l"), kl("kl_g"), vec("out_l"), vec("out_g")
 
 
-def make_inputs(B=2, H=2, L=5, D=6, S=3, dtype=F64, seed=0, requires_grad=False):
-    gen = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(B, H, L, D, generator=gen, dtype=dtype) for _ in range(3))
-    freqs = (default_freqs(H, S, D // 2) + 0.1 * torch.randn(H, S, D // 2, generator=gen)).to(dtype)
-    weights = (1.0 / S + 0.2 * torch.randn(H, S, generator=gen)).to(dtype)
-    mix = (0.5 * torch.randn(H, generator=gen)).to(dtype)
-    tensors = [q, k, v, freqs, weights, mix]
-    if requires_grad:
-        for t in tensors:
-            t.requires_grad_(True)
-    return tensors
+#: the backends that run on a CPU: the reference, and the C++ kernels ``auto`` picks there
+CPU_BACKENDS = ["reference", pytest.param("cpp", marks=pytest.mark.skipif(
+    not amad_fast.available_backends()["cpp"].available, reason="cpp backend not built"))]
+
+
+def small_inputs(**kw):
+    """make_inputs at this module's default shape (B, H, L, D, S) = (2, 2, 5, 6, 3)."""
+    shape = {"B": 2, "H": 2, "L": 5, "D": 6, "S": 3}
+    shape.update({n: kw.pop(n) for n in list(kw) if n in shape})
+    return make_inputs(*shape.values(), **kw)
 
 
 def test_reference_matches_plain_forward_and_gradients():
-    inputs = make_inputs(requires_grad=True)
+    inputs = small_inputs(requires_grad=True)
     scale = 0.37
     ref = automask_attention_reference(*inputs, scale=scale, need_divergence=True, need_branches=True)
     plain = plain_automask(*inputs, scale)
@@ -84,7 +84,7 @@ def test_reference_matches_plain_forward_and_gradients():
 
 
 def test_functional_reference_backend_is_the_reference():
-    inputs = make_inputs()
+    inputs = small_inputs()
     via_api = amad_fast.automask_attention(*inputs, need_divergence=True, need_branches=True, backend="reference")
     direct = automask_attention_reference(*inputs, need_divergence=True, need_branches=True)
     for a, b in zip(via_api, direct):
@@ -92,8 +92,9 @@ def test_functional_reference_backend_is_the_reference():
     assert via_api.js.shape == (2, 2, 5)
 
 
-def test_fields_not_asked_for_are_none():
-    res = amad_fast.automask_attention(*make_inputs(), backend="reference")
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_fields_not_asked_for_are_none(backend):
+    res = amad_fast.automask_attention(*small_inputs(), backend=backend)
     assert res.out is not None and res.kl_local is None and res.kl_global is None
     assert res.out_local is None and res.out_global is None and res.js is None
 
@@ -102,7 +103,7 @@ def test_gradcheck_all_six_inputs():
     """Exact derivatives of the outputs. The kl terms are left out on purpose: their gradient
     treats the anchor as a constant, so it is not the derivative gradcheck measures; the
     closed-form test below and the plain implementation hold them instead."""
-    inputs = make_inputs(B=1, H=2, L=4, D=4, S=2, requires_grad=True)
+    inputs = small_inputs(B=1, H=2, L=4, D=4, S=2, requires_grad=True)
 
     def f(*xs):
         r = automask_attention_reference(*xs, need_branches=True)
@@ -113,7 +114,7 @@ def test_gradcheck_all_six_inputs():
 
 def test_anchor_is_constant_for_gradients():
     """d kl_local / d A_ij = P^M_ij (g_ij − kl_i): the spec's closed form, which holds only if M is detached."""
-    q, k, v, freqs, weights, mix = make_inputs(B=1, H=1, L=6, D=4, S=2)
+    q, k, v, freqs, weights, mix = small_inputs(B=1, H=1, L=6, D=4, S=2)
     q.requires_grad_(True)
     res = automask_attention_reference(q, k, v, freqs, weights, mix, need_divergence=True)
     (gq,) = torch.autograd.grad(res.kl_global.sum(), q)
@@ -157,7 +158,7 @@ def test_single_scale_unit_weight_is_rope():
 
 @pytest.mark.parametrize("sign", [+1, -1])
 def test_mix_extremes_select_one_branch(sign):
-    q, k, v, freqs, weights, _ = make_inputs()
+    q, k, v, freqs, weights, _ = small_inputs()
     mix = torch.full((2,), sign * 60.0, dtype=F64)
     res = automask_attention_reference(q, k, v, freqs, weights, mix, need_branches=True)
     expected = res.out_local if sign > 0 else res.out_global
@@ -166,15 +167,15 @@ def test_mix_extremes_select_one_branch(sign):
 
 
 def test_single_position_window():
-    res = automask_attention_reference(*make_inputs(L=1), need_divergence=True, need_branches=True)
-    q, k, v = make_inputs(L=1)[:3]
+    res = automask_attention_reference(*small_inputs(L=1), need_divergence=True, need_branches=True)
+    q, k, v = small_inputs(L=1)[:3]
     torch.testing.assert_close(res.out, v)  # one key: both maps are 1
     assert torch.all(res.kl_local == 0) and torch.all(res.kl_global == 0)
 
 
 def test_divergence_finite_when_probabilities_underflow():
     """Huge scores make probabilities underflow to 0; log-space keeps values and gradients finite."""
-    q, k, v, freqs, weights, mix = make_inputs(dtype=torch.float32)
+    q, k, v, freqs, weights, mix = small_inputs(dtype=torch.float32)
     q = (q * 300).requires_grad_(True)
     res = automask_attention_reference(q, k, v, freqs, weights, mix, need_divergence=True)
     (gq,) = torch.autograd.grad((res.kl_local + res.kl_global).sum(), q)
@@ -187,10 +188,11 @@ def test_divergence_finite_when_probabilities_underflow():
     B=st.integers(1, 3), H=st.integers(1, 3), L=st.integers(1, 12), P=st.integers(1, 5),
     S=st.integers(1, 4), seed=st.integers(0, 2**16), magnitude=st.floats(0.1, 20.0),
 )
-def test_properties_random_shapes(B, H, L, P, S, seed, magnitude):
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_properties_random_shapes(backend, B, H, L, P, S, seed, magnitude):
     q, k, v, freqs, weights, mix = make_inputs(B, H, L, 2 * P, S, seed=seed)
     res = amad_fast.automask_attention(
-        q * magnitude, k, v, freqs, weights, mix, need_divergence=True, need_branches=True, backend="reference"
+        q * magnitude, k, v, freqs, weights, mix, need_divergence=True, need_branches=True, backend=backend
     )
     assert res.out.shape == (B, H, L, 2 * P) and res.kl_local.shape == (B, H, L)
     tol = 1e-12
@@ -209,15 +211,14 @@ def test_default_freqs_follow_the_spec():
             assert theta[1, s, p].item() == pytest.approx(2.0**-s * 10000 ** (-p / 4), rel=1e-6)
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_low_precision_activations_with_float32_parameters(dtype):
+def test_low_precision_activations_with_float32_parameters(dtype, backend):
     """Angles θ·i are formed in float32 even when q is 16-bit: the error stays at the 16-bit level."""
-    q, k, v, freqs, weights, mix = make_inputs(B=2, H=2, L=100, D=16, S=4, dtype=F64)
-    exact = automask_attention_reference(q, k, v, freqs, weights, mix, need_divergence=True)
-    low = amad_fast.automask_attention(
-        q.to(dtype), k.to(dtype), v.to(dtype), freqs.float(), weights.float(), mix.float(),
-        need_divergence=True, backend="reference",
-    )
+    inputs = make_inputs(2, 2, 100, 16, 4)
+    exact = automask_attention_reference(*inputs, need_divergence=True)
+    low = amad_fast.automask_attention(*make_inputs(2, 2, 100, 16, 4, dtype=dtype, param_dtype=torch.float32),
+                                       need_divergence=True, backend=backend)
     assert low.out.dtype == dtype
     eps = torch.finfo(dtype).eps
     assert (low.out.double() - exact.out).abs().max() < 8 * eps * exact.out.abs().max()
