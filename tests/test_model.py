@@ -2,7 +2,12 @@
 import pytest
 import torch
 
+import amad_fast
 from amad_fast.detection.model import AMAD, positional_encoding
+
+#: the model's layers run on the reference and on the cpp backend (what ``auto`` picks on a CPU)
+BACKENDS = ["reference", pytest.param("cpp", marks=pytest.mark.skipif(
+    not amad_fast.available_backends()["cpp"].available, reason="the C++ extension is not built"))]
 
 
 def tiny(**kw):
@@ -12,8 +17,9 @@ def tiny(**kw):
     return AMAD(**cfg)
 
 
-def test_shapes_and_terms():
-    m = tiny()
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_shapes_and_terms(backend):
+    m = tiny(backend=backend)
     x = torch.randn(4, 16, 3)
     out = m(x)
     assert out.recon.shape == (4, 16, 3)
@@ -32,17 +38,19 @@ def test_shapes_and_terms():
         m.contrastive_views(out2)
 
 
-def test_windows_are_independent_in_batch():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_windows_are_independent_in_batch(backend):
     """Each window is reconstructed on its own (no batch coupling in the model)."""
-    m = tiny().double()
+    m = tiny(backend=backend).double()
     x = torch.randn(3, 16, 3, dtype=torch.float64)
     full = m(x).recon
     one = m(x[1:2]).recon
     assert torch.allclose(full[1:2], one, atol=1e-12)
 
 
-def test_param_routes_partition():
-    m = tiny()
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_param_routes_partition(backend):
+    m = tiny(backend=backend)
     r = m.param_routes()
     ids = [id(p) for p in r.automask] + [id(p) for p, _ in r.self_attention] + [id(p) for p in r.other]
     assert sorted(ids) == sorted(id(p) for p in m.parameters())

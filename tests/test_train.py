@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import amad_fast
 from amad_fast.files import write_file
 from amad_fast.detection.model import AMAD
 from amad_fast.detection.training import (
@@ -16,6 +17,10 @@ from amad_fast.detection.checkpoints import load_checkpoint
 from amad_fast.files import save_atomic
 
 K, MU, TAU = 3.0, 0.1, 0.1
+
+#: the model's layers run on the reference and on the cpp backend (what ``auto`` picks on a CPU)
+BACKENDS = ["reference", pytest.param("cpp", marks=pytest.mark.skipif(
+    not amad_fast.available_backends()["cpp"].available, reason="the C++ extension is not built"))]
 
 
 def tiny(dtype=torch.float64, **kw):
@@ -32,8 +37,9 @@ def grads_of(model, x, loss_fn):
     return [torch.zeros_like(p) if g is None else g for p, g in zip(model.parameters(), gs)]
 
 
-def test_exact_routes_match_separate_gradients():
-    m = tiny()
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_exact_routes_match_separate_gradients(backend):
+    m = tiny(backend=backend)
     x = torch.randn(6, 16, 3, dtype=torch.float64)
     got = maxmin_gradients(m, compute_losses(m, x, TAU), "exact", K, MU)
     plain = grads_of(m, x, lambda l: l["rec"] + MU * l["con"])
@@ -60,8 +66,9 @@ def test_exact_routes_match_separate_gradients():
     assert n_checked == {"automask": 4, "self": 4, "other": len(list(m.parameters())) - 8}
 
 
-def test_joint_and_off_modes():
-    m = tiny()
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_joint_and_off_modes(backend):
+    m = tiny(backend=backend)
     x = torch.randn(5, 16, 3, dtype=torch.float64)
     joint = maxmin_gradients(m, compute_losses(m, x, TAU), "joint", K, MU)
     want = grads_of(m, x, lambda l: 2 * l["rec"] + 2 * MU * l["con"] - K * l["dm"] + K * l["dg"])
