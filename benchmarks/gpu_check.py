@@ -1,4 +1,4 @@
-"""One-shot GPU check of the fused backends (issue 3): parity, peak memory, timings.
+"""One-shot GPU check of the fused backends: parity, peak memory, timings.
 
 Meant for a short session on a GPU machine after ``pip install --no-build-isolation .``; it builds
 nothing. In one call (a few minutes) it

@@ -1,4 +1,4 @@
-"""Choose AMAD's defaults per entity, on development data only (issue 17).
+"""Choose AMAD's defaults per entity, on development data only.
 
 Trains one AMAD per entity and seed for each named configuration on three development
 benchmarks: SMAP's 53 entities (each spacecraft channel on its own rows of SMAP_entities.csv),

@@ -1,4 +1,4 @@
-"""position_norm: the detector's default AMAD scored with and without the position profile (issue 13).
+"""position_norm: the detector's default AMAD scored with and without the position profile.
 
 Fits ``AMADDetector(seed=s, progress=False)`` (the shipped defaults, ``position_norm="train"``) on
 each entity of the three development benchmarks (SMAP's 53 entities, omi-1, 8 synthetic entities)

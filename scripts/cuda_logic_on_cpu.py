@@ -13,7 +13,7 @@ Checks (inputs, cotangents and the parity rule from amad_fast.attention.testing)
   1. logic: float64, the kernels as built (kThreads = 128), several shapes (several key tiles,
      several columns per thread, underflowing probabilities): the rule against the float64
      reference itself (FLOAT64_FLOOR: ≤ 1e-9 relative).
-  2. large logits (issue 12), kThreads = 4 (several key tiles and columns per thread at small
+  2. large logits, kThreads = 4 (several key tiles and columns per thread at small
      shapes; a faster emulation), at
      every score scale of testing.SCORE_SCALES: float32 under the parity rule over a sample of
      seeds against the float64 reference; float64 under the same rule against the long-double

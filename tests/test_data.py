@@ -487,7 +487,7 @@ def test_sliding_windows_view_and_overlap():
 
 
 # ---------------------------------------------------------------------------------------------
-# Which CSV columns are values: by name and content, never by position (issue 13 items 1, 2)
+# Which CSV columns are values: by name and content, never by position
 # ---------------------------------------------------------------------------------------------
 def test_csv_first_column_is_data_unless_it_is_an_index(tmp_path):
     """A file a,b,c,d trains on all four columns (it lost 'a' as an 'index' before), an unnamed or

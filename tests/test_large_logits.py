@@ -1,4 +1,4 @@
-"""Large AutoMask logits (issue 12, items 2 and 3): every backend against float64 at score scales
+"""Large AutoMask logits: every backend against float64 at score scales
 1, 10, 100 and 1000 (q, k and the AutoMask weights scaled, see testing.SCORE_SCALES), for the
 outputs, both kl terms and all six gradients; kl ≥ 0 always; the reference in 16 bits finite
 where the kernels are.

@@ -1,4 +1,4 @@
-"""Reliability cases (issue 12): bad inputs, hostile and damaged files, faults, extreme values and
+"""Reliability cases: bad inputs, hostile and damaged files, faults, extreme values and
 concurrency, each with the behaviour a user gets. Every test here is a row of docs/reliability.md
 (see tests/reliability.py); the last test fails when that file is out of date."""
 import errno

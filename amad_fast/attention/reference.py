@@ -56,7 +56,7 @@ def _score_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype the reference forms scores, softmaxes and divergences in: at least float32.
 
     float16 tops out at 65504, so q·k of 16-bit q and k × 100 (|score| ~ 1e5) would overflow to
-    inf and the softmax to NaN; the kernels accumulate scores in float32 and stay finite (issue 12).
+    inf and the softmax to NaN; the kernels accumulate scores in float32 and stay finite.
     """
     return torch.promote_types(dtype, torch.float32)
 
