@@ -5,6 +5,7 @@ model on one thread). Writes stream-<machine>.json / .md under --out-dir.
     python benchmarks/bench_stream.py --out-dir benchmarks/results
 """
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -12,9 +13,8 @@ import time
 
 import numpy as np
 
-try:
-    import amad_fast  # noqa: F401
-except ImportError:  # a source checkout that is not installed: use the tree beside this file
+# a source checkout that is not installed: use the tree beside this file
+if importlib.util.find_spec("amad_fast") is None:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
