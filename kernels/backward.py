@@ -4,11 +4,17 @@
 ``dkdv_kernel`` (one per key block) writes dk, dv and the (dc, ds) terms at key positions;
 ``dq_kernel`` (one per query block) writes dq and (dc, ds) at query positions. No atomics: every
 output element has one writer, so the backward is deterministic. The anchor M is a constant.
+
+Masks are the forward's predicates (:func:`.tiles.keys_allowed`); under IS_CAUSAL the query-block
+kernels stop at the block's last row and ``dkdv_kernel`` starts at the first query block that can
+see its keys, so fully masked tiles are skipped. Masked entries get zero probability and zero
+score gradient, so a row with no allowed key has zero gradients.
 """
 import triton
 import triton.language as tl
 
-from .tiles import dot, kv_block, load_rows, log_probs_and_integrands, modulation, rotated, scores, store_halves
+from .tiles import (causal_key_end, dot, keys_allowed, kv_block, load_rows, log_probs_and_integrands, modulation,
+                    rotated, scores, store_halves)
 
 
 @triton.jit
@@ -80,11 +86,11 @@ def _unrotate(x1, x2, dm1, dm2, d1, d2, c, s, scale):
 
 @triton.jit
 def delta_kernel(
-    Q, K, V, FREQS, WEIGHTS, DOM, DOG, LSE_L, LSE_G, DELTA_L, DELTA_G, DKL_L, DKL_G,
+    Q, K, V, FREQS, WEIGHTS, KPM, DOM, DOG, LSE_L, LSE_G, DELTA_L, DELTA_G, DKL_L, DKL_G,
     sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
     H, L, L_KEY, scale,
     HEAD_DIM: tl.constexpr, P: tl.constexpr, PB: tl.constexpr, S: tl.constexpr, HAS_KL: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """δ_i = Σ_j P_ij dP_ij per query row, from the same recomputed P as the two gradient kernels.
 
@@ -118,12 +124,12 @@ def delta_kernel(
         LSE_L, LSE_G, DELTA_L, DELTA_G, DKL_L, DKL_G, row, m_mask, HAS_KL)
     delta_l = tl.zeros([BLOCK_M], tl.float32)
     delta_g = tl.zeros([BLOCK_M], tl.float32)
-    for start_n in range(0, L, BLOCK_N):
+    for start_n in range(0, causal_key_end(pid_m * BLOCK_M, L, BLOCK_M, IS_CAUSAL), BLOCK_N):
         k1, k2, km1, km2, v, n_mask = kv_block(k_base, v_base, skl, skd, svl, svd, start_n, offs_n0, L,
                                                offs_p, p_mask, offs_d, fr, wt, P, S)
         pm, pg, dpm, dpg = _probs_and_dp(q1, q2, qm1, qm2, k1, k2, km1, km2, v, dom, dog,
                                          hi_l, lo_l, hi_g, lo_g, dkl_l, dkl_g, scale, HAS_KL, DT)
-        mask = m_mask[:, None] & n_mask[None, :]
+        mask = m_mask[:, None] & keys_allowed(KPM, b, L, offs_m, start_n + offs_n0, n_mask, HAS_KPM, IS_CAUSAL)
         delta_l += tl.sum(tl.where(mask, pm * dpm, 0.0), 1)
         delta_g += tl.sum(tl.where(mask, pg * dpg, 0.0), 1)
     tl.store(DELTA_L + row, delta_l, mask=m_mask)
@@ -132,12 +138,12 @@ def delta_kernel(
 
 @triton.jit
 def dkdv_kernel(
-    Q, K, V, FREQS, WEIGHTS, DOM, DOG, LSE_L, LSE_G, DELTA_L, DELTA_G, DKL_L, DKL_G,
+    Q, K, V, FREQS, WEIGHTS, KPM, DOM, DOG, LSE_L, LSE_G, DELTA_L, DELTA_G, DKL_L, DKL_G,
     DK, DV, DC, DS,
     sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
     H, L, L_KEY, scale,
     HEAD_DIM: tl.constexpr, P: tl.constexpr, PB: tl.constexpr, S: tl.constexpr, HAS_KL: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """One program per key block: dk, dv and dc/ds at the key positions, looping over query blocks."""
     DT = Q.dtype.element_ty
@@ -164,7 +170,12 @@ def dkdv_kernel(
     dkm2 = tl.zeros([BLOCK_N, PB], tl.float32)
     dk1 = tl.zeros([BLOCK_N, PB], tl.float32)
     dk2 = tl.zeros([BLOCK_N, PB], tl.float32)
-    for start_m in range(0, L, BLOCK_M):
+    # under IS_CAUSAL, query rows before this key block's first key see none of it
+    if IS_CAUSAL:
+        first_m = (pid_n * BLOCK_N // BLOCK_M) * BLOCK_M
+    else:
+        first_m = 0
+    for start_m in range(first_m, L, BLOCK_M):
         offs_m = start_m + offs_m0
         m_mask = offs_m < L
         row = bh * L + offs_m
@@ -176,7 +187,9 @@ def dkdv_kernel(
             LSE_L, LSE_G, DELTA_L, DELTA_G, DKL_L, DKL_G, row, m_mask, HAS_KL)
         pm, pg, da, dg = _bwd_tile(q1, q2, qm1, qm2, k1, k2, km1, km2, v, dom, dog,
                                    hi_l, lo_l, hi_g, lo_g, delta_l, delta_g, dkl_l, dkl_g,
-                                   m_mask[:, None] & n_mask[None, :], scale, HAS_KL, DT)
+                                   m_mask[:, None] & keys_allowed(KPM, b, L, offs_m, offs_n, n_mask,
+                                                                  HAS_KPM, IS_CAUSAL),
+                                   scale, HAS_KL, DT)
         dv += dot(tl.trans(pm), dom, DT) + dot(tl.trans(pg), dog, DT)
         da_t = tl.trans(da)
         dg_t = tl.trans(dg)
@@ -198,12 +211,12 @@ def dkdv_kernel(
 
 @triton.jit
 def dq_kernel(
-    Q, K, V, FREQS, WEIGHTS, DOM, DOG, LSE_L, LSE_G, DELTA_L, DELTA_G, DKL_L, DKL_G,
+    Q, K, V, FREQS, WEIGHTS, KPM, DOM, DOG, LSE_L, LSE_G, DELTA_L, DELTA_G, DKL_L, DKL_G,
     DQ, DC, DS,
     sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
     H, L, L_KEY, scale,
     HEAD_DIM: tl.constexpr, P: tl.constexpr, PB: tl.constexpr, S: tl.constexpr, HAS_KL: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """One program per query block: dq and dc/ds at the query positions, looping over key blocks."""
     DT = Q.dtype.element_ty
@@ -235,12 +248,14 @@ def dq_kernel(
     dqm2 = tl.zeros([BLOCK_M, PB], tl.float32)
     dq1 = tl.zeros([BLOCK_M, PB], tl.float32)
     dq2 = tl.zeros([BLOCK_M, PB], tl.float32)
-    for start_n in range(0, L, BLOCK_N):
+    for start_n in range(0, causal_key_end(pid_m * BLOCK_M, L, BLOCK_M, IS_CAUSAL), BLOCK_N):
         k1, k2, km1, km2, v, n_mask = kv_block(k_base, v_base, skl, skd, svl, svd, start_n, offs_n0, L,
                                                offs_p, p_mask, offs_d, fr, wt, P, S)
         pm, pg, da, dg = _bwd_tile(q1, q2, qm1, qm2, k1, k2, km1, km2, v, dom, dog,
                                    hi_l, lo_l, hi_g, lo_g, delta_l, delta_g, dkl_l, dkl_g,
-                                   m_mask[:, None] & n_mask[None, :], scale, HAS_KL, DT)
+                                   m_mask[:, None] & keys_allowed(KPM, b, L, offs_m, start_n + offs_n0, n_mask,
+                                                                  HAS_KPM, IS_CAUSAL),
+                                   scale, HAS_KL, DT)
         dqm1 += dot(da, km1, DT)
         dqm2 += dot(da, km2, DT)
         dq1 += dot(dg, k1, DT)

@@ -5,21 +5,27 @@ score maps, both softmaxes online in fp32, the branch outputs O^M = P^M v and O^
 out = λ O^M + (1 − λ) O^G and, with NEED_KL, the per-row divergences kl_local, kl_global: in the
 same pass when L fits one key block (SINGLE_BLOCK), else in a second pass over k with the final
 log-sum-exps. It stores both rows' lse in float64 for the backward.
+
+Masks are predicates on the key index (:func:`.tiles.keys_allowed`): HAS_KPM reads the (B, L)
+key padding vector, IS_CAUSAL compares positions and stops the key loops after the block's last
+row (fully masked key tiles are never visited). A row with no allowed key stores zeros for its
+outputs and kl terms, and lse 0 (every entry of it is masked again in the backward).
 """
 import triton
 import triton.language as tl
 
-from .tiles import kv_block, log_probs_and_integrands, online_update, rotated, scores
+from .tiles import (causal_key_end, keys_allowed, kv_block, log_probs_and_integrands, online_update, rotated,
+                    scores)
 
 
 @triton.jit
 def forward_kernel(
-    Q, K, V, FREQS, WEIGHTS, LAM,
+    Q, K, V, FREQS, WEIGHTS, LAM, KPM,
     OUT, OUT_L, OUT_G, KL_L, KL_G, LSE_L, LSE_G,
     sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
     H, L, L_KEY, scale,
     HEAD_DIM: tl.constexpr, P: tl.constexpr, PB: tl.constexpr, S: tl.constexpr,
-    NEED_KL: tl.constexpr, STORE_BRANCHES: tl.constexpr,
+    NEED_KL: tl.constexpr, STORE_BRANCHES: tl.constexpr, HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE_BLOCK: tl.constexpr,
 ):
     DT = Q.dtype.element_ty
@@ -55,41 +61,47 @@ def forward_kernel(
         k1, k2, km1, km2, v, n_mask = kv_block(k_base, v_base, skl, skd, svl, svd, 0, offs_n0, L,
                                                offs_p, p_mask, offs_d, fr, wt, P, S)
         a, g = scores(q1, q2, qm1, qm2, k1, k2, km1, km2, scale, DT)
-        m_l, l_l, acc_l = online_update(tl.where(n_mask[None, :], a, float("-inf")), m_l, l_l, acc_l, v, DT)
-        m_g, l_g, acc_g = online_update(tl.where(n_mask[None, :], g, float("-inf")), m_g, l_g, acc_g, v, DT)
+        allowed = keys_allowed(KPM, b, L, offs_m, offs_n0, n_mask, HAS_KPM, IS_CAUSAL)
+        m_l, l_l, acc_l = online_update(tl.where(allowed, a, float("-inf")), m_l, l_l, acc_l, v, DT)
+        m_g, l_g, acc_g = online_update(tl.where(allowed, g, float("-inf")), m_g, l_g, acc_g, v, DT)
         r_l = tl.log(l_l)
         r_g = tl.log(l_g)
         if NEED_KL:
-            # a, g are unmasked here (finite): padded keys are dropped by the where below.
+            # a, g are unmasked here (finite): masked keys are dropped by the where below.
             pm, pg, gm, gg = log_probs_and_integrands(a, g, m_l, r_l, m_g, r_g)
-            kl_l = tl.sum(tl.where(n_mask[None, :], pm * gm, 0.0), 1)
-            kl_g = tl.sum(tl.where(n_mask[None, :], pg * gg, 0.0), 1)
+            kl_l = tl.sum(tl.where(allowed, pm * gm, 0.0), 1)
+            kl_g = tl.sum(tl.where(allowed, pg * gg, 0.0), 1)
     else:
-        for start_n in range(0, L, BLOCK_N):
+        key_end = causal_key_end(pid_m * BLOCK_M, L, BLOCK_M, IS_CAUSAL)
+        for start_n in range(0, key_end, BLOCK_N):
             k1, k2, km1, km2, v, n_mask = kv_block(k_base, v_base, skl, skd, svl, svd, start_n, offs_n0, L,
                                                    offs_p, p_mask, offs_d, fr, wt, P, S)
             a, g = scores(q1, q2, qm1, qm2, k1, k2, km1, km2, scale, DT)
-            a = tl.where(n_mask[None, :], a, float("-inf"))
-            g = tl.where(n_mask[None, :], g, float("-inf"))
+            allowed = keys_allowed(KPM, b, L, offs_m, start_n + offs_n0, n_mask, HAS_KPM, IS_CAUSAL)
+            a = tl.where(allowed, a, float("-inf"))
+            g = tl.where(allowed, g, float("-inf"))
             m_l, l_l, acc_l = online_update(a, m_l, l_l, acc_l, v, DT)
             m_g, l_g, acc_g = online_update(g, m_g, l_g, acc_g, v, DT)
         r_l = tl.log(l_l)
         r_g = tl.log(l_g)
         if NEED_KL:
             # Second pass over k with the final lse's (the divergence needs normalised maps).
-            for start_n in range(0, L, BLOCK_N):
+            for start_n in range(0, key_end, BLOCK_N):
                 offs_n = start_n + offs_n0
                 n_mask = offs_n < L
                 k1, k2, km1, km2, _c2, _s2 = rotated(k_base, skl, skd, offs_n, n_mask, offs_p, p_mask,
                                                      fr, wt, P, S)
                 a, g = scores(q1, q2, qm1, qm2, k1, k2, km1, km2, scale, DT)
                 pm, pg, gm, gg = log_probs_and_integrands(a, g, m_l, r_l, m_g, r_g)
-                kl_l += tl.sum(tl.where(n_mask[None, :], pm * gm, 0.0), 1)
-                kl_g += tl.sum(tl.where(n_mask[None, :], pg * gg, 0.0), 1)
+                allowed = keys_allowed(KPM, b, L, offs_m, offs_n, n_mask, HAS_KPM, IS_CAUSAL)
+                kl_l += tl.sum(tl.where(allowed, pm * gm, 0.0), 1)
+                kl_g += tl.sum(tl.where(allowed, pg * gg, 0.0), 1)
 
     lam = tl.load(LAM + h)
-    o_l = acc_l / l_l[:, None]
-    o_g = acc_g / l_g[:, None]
+    # a row with no allowed key has l = 0 and acc = 0: its outputs are 0, not 0/0
+    has_keys = l_l > 0.0
+    o_l = acc_l / tl.where(has_keys, l_l, 1.0)[:, None]
+    o_g = acc_g / tl.where(has_keys, l_g, 1.0)[:, None]
     row = bh * L + offs_m
     o_off = row[:, None] * HEAD_DIM + offs_d[None, :]
     o_mask = m_mask[:, None]
@@ -102,5 +114,5 @@ def forward_kernel(
         tl.store(KL_L + row, tl.maximum(kl_l, 0.0), mask=m_mask)
         tl.store(KL_G + row, tl.maximum(kl_g, 0.0), mask=m_mask)
     # lse in float64: exact enough to split back into (hi, lo) fp32 in the backward
-    tl.store(LSE_L + row, m_l.to(tl.float64) + r_l.to(tl.float64), mask=m_mask)
-    tl.store(LSE_G + row, m_g.to(tl.float64) + r_g.to(tl.float64), mask=m_mask)
+    tl.store(LSE_L + row, tl.where(has_keys, m_l.to(tl.float64) + r_l.to(tl.float64), 0.0), mask=m_mask)
+    tl.store(LSE_G + row, tl.where(has_keys, m_g.to(tl.float64) + r_g.to(tl.float64), 0.0), mask=m_mask)

@@ -20,7 +20,8 @@ INTERPRETED = interpreted()
 # Launch configuration: autotuned on a GPU, one small config under the interpreter
 # ----------------------------------------------------------------------------------------------
 
-_AUTOTUNE_KEY = ["L_KEY", "HEAD_DIM", "S"]
+#: IS_CAUSAL in the key: a causal launch visits about half the tiles, so it may tune differently
+_AUTOTUNE_KEY = ["L_KEY", "HEAD_DIM", "S", "IS_CAUSAL"]
 
 
 def _configs(backward: bool) -> List[triton.Config]:
@@ -116,14 +117,18 @@ def aot_compile(arch: int = 90, dtype: str = "fp16", head_dim: int = 64, scales:
     ptr = {n: f"*{dtype}" for n in ("Q", "K", "V", "OUT", "OUT_L", "OUT_G", "DOM", "DOG", "DQ", "DK", "DV")}
     ptr.update({n: "*fp32" for n in ("FREQS", "WEIGHTS", "LAM", "KL_L", "KL_G", "DELTA_L", "DELTA_G",
                                      "DKL_L", "DKL_G", "DC", "DS")})
-    ptr.update({"LSE_L": "*fp64", "LSE_G": "*fp64"})
+    ptr.update({"LSE_L": "*fp64", "LSE_G": "*fp64", "KPM": "*u8"})
     shape = dict(HEAD_DIM=head_dim, P=head_dim // 2, PB=max(16, head_dim // 2), S=scales,
                  BLOCK_M=block_m, BLOCK_N=block_n)
-    variants = {f"fwd single={sb} kl={kl}": (forward_kernel, dict(NEED_KL=kl, STORE_BRANCHES=True, SINGLE_BLOCK=sb))
+    unmasked, masked = dict(HAS_KPM=False, IS_CAUSAL=False), dict(HAS_KPM=True, IS_CAUSAL=True)
+    variants = {f"fwd single={sb} kl={kl}": (forward_kernel, dict(NEED_KL=kl, STORE_BRANCHES=True, SINGLE_BLOCK=sb,
+                                                                   **unmasked))
                 for sb in (True, False) for kl in (True, False)}
+    variants["fwd masked"] = (forward_kernel, dict(NEED_KL=True, STORE_BRANCHES=True, SINGLE_BLOCK=False, **masked))
     for name, fn in (("delta", delta_kernel), ("dkdv", dkdv_kernel), ("dq", dq_kernel)):
         for kl in (True, False):
-            variants[f"{name} kl={kl}"] = (fn, dict(HAS_KL=kl))
+            variants[f"{name} kl={kl}"] = (fn, dict(HAS_KL=kl, **unmasked))
+        variants[f"{name} masked"] = (fn, dict(HAS_KL=True, **masked))
     out = {}
     for name, (fn, extra) in variants.items():
         if only is not None and not name.startswith(only):

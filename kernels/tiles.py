@@ -103,13 +103,41 @@ def log_probs_and_integrands(a, g, hi_m, lo_m, hi_g, lo_g):
 
 @triton.jit
 def online_update(x, m, l, acc, v, DT: tl.constexpr):
-    """One online-softmax step of a map with scores x against values v (running max m, sum l)."""
+    """One online-softmax step of a map with scores x against values v (running max m, sum l).
+
+    A row whose keys so far are all masked (x and m all −inf) keeps m = −inf and l = 0: its
+    exponents are taken against 0 instead of −inf, which would give NaN.
+    """
     m_new = tl.maximum(m, tl.max(x, 1))
-    alpha = tl.exp2((m - m_new) * LOG2E)
-    p = tl.exp2((x - m_new[:, None]) * LOG2E)
+    m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2((m - m_ref) * LOG2E)
+    p = tl.exp2((x - m_ref[:, None]) * LOG2E)
     l = l * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None] + dot(p, v, DT)
     return m_new, l, acc
+
+
+@triton.jit
+def keys_allowed(KPM, b, L, offs_m, offs_n, n_mask, HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr):
+    """[M, N] bool: key j (``offs_n``) takes part in query row i (``offs_m``): j < L, not padding
+    (KPM, the (B, L) key padding mask, nonzero = ignore) and, under IS_CAUSAL, j ≤ i."""
+    allowed = (offs_m[:, None] >= 0) & n_mask[None, :]
+    if HAS_KPM:
+        padded = tl.load(KPM + b * L + offs_n, mask=n_mask, other=1)
+        allowed = allowed & (padded == 0)[None, :]
+    if IS_CAUSAL:
+        allowed = allowed & (offs_n[None, :] <= offs_m[:, None])
+    return allowed
+
+
+@triton.jit
+def causal_key_end(start_m, L, BLOCK_M: tl.constexpr, IS_CAUSAL: tl.constexpr):
+    """One past the last key a block of query rows from ``start_m`` may attend: L, or under
+    IS_CAUSAL the block's last row + 1 (the key tiles after it are fully masked and skipped)."""
+    if IS_CAUSAL:
+        return tl.minimum(L, start_m + BLOCK_M)
+    else:
+        return L
 
 
 @triton.jit

@@ -16,9 +16,18 @@ class AutoMaskAttention(nn.Module):
     """Multi-head AutoMask attention with the call signature of ``nn.MultiheadAttention``.
 
     ``out, weights = attn(x, x, x, need_weights=False)``; also usable as the ``self_attn`` of
-    ``nn.TransformerEncoderLayer``. Query, key and value must share one shape (positions i and
-    j index the same window). Masks and ``is_causal=True`` are refused: AutoMask attention is
-    defined on whole windows and no backend implements masking.
+    ``nn.TransformerEncoderLayer`` / ``nn.TransformerEncoder``, with ``src_key_padding_mask``,
+    ``mask`` and ``is_causal``. Query, key and value must share one shape (positions i and j
+    index the same sequence), so ``kdim`` and ``vdim`` can only be ``embed_dim``.
+
+    Masks as ``nn.MultiheadAttention`` takes them: ``key_padding_mask`` (B, L) (or (L,) for an
+    unbatched input), bool (True = ignore that key) or float (added to the scores);
+    ``attn_mask`` (L, L) or (B·H, L, L), bool or float; ``is_causal=True`` alone, or with an
+    ``attn_mask`` that blocks every future key, lets row i attend keys j ≤ i only. Masked keys take
+    part in neither map nor in the divergence; a row with no allowed key gives zeros (where
+    ``nn.MultiheadAttention`` gives NaN). A float key padding mask of 0 and −inf only (what
+    ``nn.TransformerEncoder`` passes for a bool ``src_key_padding_mask``) is read as the bool mask,
+    so the fused kernels can take it; other float padding values join ``attn_mask``.
 
     The divergence terms reach training and scoring in two ways: :meth:`forward_with_terms`
     returns them directly, and with ``keep_terms = True`` every forward also stores them (with
@@ -31,8 +40,9 @@ class AutoMaskAttention(nn.Module):
     ``backend`` without dropout support is refused at construction when ``dropout > 0``.
     """
 
-    # torch's TransformerEncoderLayer takes a fused fast path (plain attention on
-    # in_proj_weight) in inference when this is True; False keeps it on our forward.
+    # torch's TransformerEncoderLayer takes a fused fast path (plain attention on in_proj_weight)
+    # in inference, and TransformerEncoder turns a padded batch into a nested tensor for it, only
+    # when this is True; False keeps every call on our forward with the padding mask intact.
     _qkv_same_embed_dim = False
 
     def __init__(
@@ -46,8 +56,16 @@ class AutoMaskAttention(nn.Module):
         backend: str = "auto",
         device=None,
         dtype=None,
+        kdim: Optional[int] = None,
+        vdim: Optional[int] = None,
     ) -> None:
         super().__init__()
+        for name, value in (("kdim", kdim), ("vdim", vdim)):
+            if value is not None and value != embed_dim:
+                raise ValueError(
+                    f"{name}: AutoMask attention is self-attention (queries and keys are positions of one "
+                    f"sequence), so {name} must be None or embed_dim={embed_dim}; got {value!r}"
+                )
         for name, value in (("embed_dim", embed_dim), ("num_heads", num_heads), ("num_scales", num_scales)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected a positive int, got {value!r}")
@@ -137,11 +155,38 @@ class AutoMaskAttention(nn.Module):
         The returned :class:`AutoMaskResult` always carries ``kl_local``/``kl_global`` (B, H, L)
         and, with ``need_branches``, ``out_local``/``out_global`` (B, H, L, D).
         """
-        y, res, _ = self._attend(x, x if key is None else key, x if value is None else value, True, need_branches)
+        y, res, _, _ = self._attend(x, x if key is None else key, x if value is None else value, True, need_branches)
         return y, res
 
-    def _attend(self, query, key, value, need_divergence, need_branches):
-        """Output after out_proj, the backend's AutoMaskResult, and the projected (q, k) heads."""
+    def _masks(self, key_padding_mask, attn_mask, unbatched: bool):
+        """nn.MultiheadAttention's masks in the form of the functional API: a (B, L) bool padding
+        mask (a float one of 0/−inf read as bool, other float values added into attn_mask)."""
+        if key_padding_mask is None:
+            return None, attn_mask
+        if not isinstance(key_padding_mask, Tensor):
+            raise TypeError(f"key_padding_mask: expected a torch.Tensor or None, got {type(key_padding_mask).__name__}")
+        if unbatched and key_padding_mask.dim() == 1:
+            key_padding_mask = key_padding_mask.unsqueeze(0)
+        if not key_padding_mask.is_floating_point():
+            return key_padding_mask, attn_mask
+        blocked = key_padding_mask == float("-inf")
+        if bool(((key_padding_mask == 0) | blocked).all()):
+            return blocked, attn_mask
+        if key_padding_mask.dim() != 2:
+            return key_padding_mask, attn_mask  # the functional API's check names the shape
+        B, L = key_padding_mask.shape
+        bias = key_padding_mask[:, None, None, :].expand(B, self.num_heads, L, L)
+        if attn_mask is not None:
+            if attn_mask.dtype == torch.bool:
+                attn_mask = torch.zeros(attn_mask.shape, dtype=key_padding_mask.dtype,
+                                        device=attn_mask.device).masked_fill(attn_mask, float("-inf"))
+            bias = bias + (attn_mask if attn_mask.dim() == 2 else attn_mask.view(B, self.num_heads, L, L))
+        return None, bias.reshape(B * self.num_heads, L, L)
+
+    def _attend(self, query, key, value, need_divergence, need_branches,
+                key_padding_mask=None, attn_mask=None, is_causal=False):
+        """Output after out_proj, the backend's AutoMaskResult, the projected (q, k) heads and the
+        masks as the functional API took them."""
         q_in, unbatched = self._batched("query", query)
         k_in, _ = self._batched("key", key)
         v_in, _ = self._batched("value", value)
@@ -151,17 +196,34 @@ class AutoMaskAttention(nn.Module):
                 f"query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}"
             )
         q, k, v = self._heads(q_in, 0), self._heads(k_in, 1), self._heads(v_in, 2)
+        masks = dict(zip(("key_padding_mask", "attn_mask"), self._masks(key_padding_mask, attn_mask, unbatched)))
+        masks["is_causal"] = is_causal
         res = automask_attention(
             q, k, v, self.freqs, self.weights, self.mix,
             need_divergence=need_divergence, need_branches=need_branches,
-            dropout_p=self.dropout if self.training else 0.0, backend=self.backend,
+            dropout_p=self.dropout if self.training else 0.0, backend=self.backend, **masks,
         )
         y = self.out_proj(res.out.transpose(1, 2).flatten(2))
         if unbatched:
             y = y.squeeze(0)
         elif not self.batch_first:
             y = y.transpose(0, 1)
-        return y, res, (q, k)
+        return y, res, (q, k), masks
+
+    def _forward_nested(self, query: Tensor, key: Tensor, value: Tensor, attn_mask, is_causal: bool) -> Tensor:
+        """Self-attention over a nested tensor of sequences (B, L_b, E), as ``nn.TransformerEncoder``
+        builds from a padded batch in inference: run padded with their lengths as the key padding
+        mask, and return the rows of each sequence as a nested tensor again."""
+        if key is not query or value is not query:
+            raise ValueError("query: a nested tensor is taken for self-attention only (key and value the same tensor)")
+        if not self.batch_first:
+            raise ValueError("query: a nested tensor needs batch_first=True")
+        rows = query.unbind()
+        lengths = torch.tensor([r.shape[0] for r in rows], device=query.device)
+        padded = torch.nested.to_padded_tensor(query, 0.0)
+        key_padding_mask = torch.arange(padded.shape[1], device=query.device)[None, :] >= lengths[:, None]
+        y, _, _, _ = self._attend(padded, padded, padded, False, False, key_padding_mask, attn_mask, is_causal)
+        return torch.nested.as_nested_tensor([y[i, : r.shape[0]] for i, r in enumerate(rows)], layout=query.layout)
 
     def forward(
         self,
@@ -174,24 +236,21 @@ class AutoMaskAttention(nn.Module):
         average_attn_weights: bool = True,
         is_causal: bool = False,
     ) -> Tuple[Tensor, Optional[Tensor]]:
-        """Same call and return as ``nn.MultiheadAttention.forward``.
+        """Same call and return as ``nn.MultiheadAttention.forward`` (masks: see the class docstring).
 
         With ``need_weights`` the returned weights are the mixed map λ·P^M + (1−λ)·P^G
-        (the matrix that multiplies v), averaged over heads unless ``average_attn_weights=False``;
-        computing them materialises L×L per head, as nn.MultiheadAttention does.
+        (the matrix that multiplies v; 0 at masked keys), averaged over heads unless
+        ``average_attn_weights=False``; computing them materialises L×L per head, as
+        nn.MultiheadAttention does.
         """
-        if key_padding_mask is not None:
-            raise ValueError("key_padding_mask: AutoMaskAttention supports no masks; expected None, got a tensor")
-        if attn_mask is not None:
-            raise ValueError("attn_mask: AutoMaskAttention supports no masks; expected None, got a tensor")
-        if is_causal:
-            raise ValueError("is_causal: AutoMaskAttention attends over whole windows; expected False, got True")
+        if isinstance(query, Tensor) and query.is_nested:
+            return self._forward_nested(query, key, value, attn_mask, is_causal), None
         keep = self.keep_terms
-        y, res, (q, k) = self._attend(query, key, value, keep, keep)
+        y, res, (q, k), masks = self._attend(query, key, value, keep, keep, key_padding_mask, attn_mask, is_causal)
         self.last_terms = res if keep else None
         if not need_weights:
             return y, None
-        weights = mixed_attention_weights(q, k, self.freqs, self.weights, self.mix)
+        weights = mixed_attention_weights(q, k, self.freqs, self.weights, self.mix, **masks)
         if average_attn_weights:
             weights = weights.mean(1)
         if query.dim() == 2:  # unbatched input

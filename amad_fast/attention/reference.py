@@ -20,6 +20,7 @@ __all__ = [
     "rotate_pairs",
     "default_freqs",
     "mixed_attention_weights",
+    "blocked_keys",
 ]
 
 
@@ -61,8 +62,63 @@ def _score_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _log_probs(q: Tensor, k: Tensor, freqs: Tensor, weights: Tensor, scale: float):
-    """log P^M, log P^G in _score_dtype(q.dtype); q̃, k̃ are formed (rounded) in q's dtype first."""
+def blocked_keys(
+    batch: int, heads: int, length: int, device: torch.device,
+    key_padding_mask: Optional[Tensor] = None, attn_mask: Optional[Tensor] = None, is_causal: bool = False,
+) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    """Which (query row, key) pairs the masks forbid, and the additive bias of a float attn_mask.
+
+    Returns (blocked, bias): blocked a bool tensor broadcastable to (B, H, L, L), True where key j
+    takes no part in row i (padding, j > i under ``is_causal``, a True or −inf attn_mask entry);
+    bias the float attn_mask viewed as (L, L) or (B, H, L, L) (None unless one is given).
+    (None, None) when nothing is masked.
+    """
+    blocked: Optional[Tensor] = None
+    bias: Optional[Tensor] = None
+
+    def union(more: Tensor) -> Tensor:
+        return more if blocked is None else blocked | more
+
+    if key_padding_mask is not None:
+        blocked = union(key_padding_mask[:, None, None, :])
+    if is_causal:
+        blocked = union(torch.ones(length, length, dtype=torch.bool, device=device).triu(1))
+    if attn_mask is not None:
+        mask = attn_mask if attn_mask.dim() == 2 else attn_mask.view(batch, heads, length, length)
+        if mask.dtype == torch.bool:
+            blocked = union(mask)
+        else:
+            bias = mask
+            blocked = union(mask == float("-inf"))
+    return blocked, bias
+
+
+def _masked_log_softmax(scores: Tensor, blocked: Optional[Tensor], bias: Optional[Tensor]) -> Tensor:
+    """log_softmax over the allowed keys of each row; 0 (not −inf) at blocked entries and on rows
+    with no allowed key, so every later product stays finite and its gradient too."""
+    if blocked is None:
+        return torch.log_softmax(scores, dim=-1)
+    if bias is not None:
+        scores = scores + bias.to(scores.dtype)
+    scores = scores.masked_fill(blocked, float("-inf"))
+    empty_row = blocked.all(-1, keepdim=True)
+    scores = scores.masked_fill(empty_row, 0.0)  # any finite row: its probabilities are zeroed below
+    return torch.log_softmax(scores, dim=-1).masked_fill(blocked, 0.0)
+
+
+def _probabilities(log_p: Tensor, blocked: Optional[Tensor]) -> Tensor:
+    """exp(log P), exactly 0 at blocked entries (so a row with no allowed key is all zeros)."""
+    p = log_p.exp()
+    return p if blocked is None else p.masked_fill(blocked, 0.0)
+
+
+def _log_probs(q: Tensor, k: Tensor, freqs: Tensor, weights: Tensor, scale: float,
+               blocked: Optional[Tensor] = None, bias: Optional[Tensor] = None):
+    """log P^M, log P^G in _score_dtype(q.dtype); q̃, k̃ are formed (rounded) in q's dtype first.
+
+    With ``blocked`` (see :func:`blocked_keys`), both softmaxes run over the allowed keys only and
+    the log-probabilities are 0 at the blocked entries (see :func:`_masked_log_softmax`).
+    """
     # angles θ·i need at least float32 (bf16 would be off by ~0.4 rad at i = 100), then q's dtype
     table_dtype = torch.promote_types(torch.promote_types(freqs.dtype, q.dtype), torch.float32)
     cos, sin = modulation_tables(freqs.to(table_dtype), weights.to(table_dtype), q.shape[-2])
@@ -70,19 +126,25 @@ def _log_probs(q: Tensor, k: Tensor, freqs: Tensor, weights: Tensor, scale: floa
     q_mod, k_mod = rotate_pairs(q, cos, sin), rotate_pairs(k, cos, sin)
     sd = _score_dtype(q.dtype)  # a no-op for float32/float64
     q_mod, k_mod, q_s, k_s = (x.to(sd) for x in (q_mod, k_mod, q, k))
-    log_p_local = torch.log_softmax(scale * (q_mod @ k_mod.transpose(-1, -2)), dim=-1)
-    log_p_global = torch.log_softmax(scale * (q_s @ k_s.transpose(-1, -2)), dim=-1)
+    log_p_local = _masked_log_softmax(scale * (q_mod @ k_mod.transpose(-1, -2)), blocked, bias)
+    log_p_global = _masked_log_softmax(scale * (q_s @ k_s.transpose(-1, -2)), blocked, bias)
     return log_p_local, log_p_global
 
 
 def mixed_attention_weights(
-    q: Tensor, k: Tensor, freqs: Tensor, weights: Tensor, mix: Tensor, scale: Optional[float] = None
+    q: Tensor, k: Tensor, freqs: Tensor, weights: Tensor, mix: Tensor, scale: Optional[float] = None,
+    key_padding_mask: Optional[Tensor] = None, attn_mask: Optional[Tensor] = None, is_causal: bool = False,
 ) -> Tensor:
-    """The effective attention map λ·P^M + (1−λ)·P^G, (B, H, L, L); ``out`` equals it times v."""
+    """The effective attention map λ·P^M + (1−λ)·P^G, (B, H, L, L); ``out`` equals it times v.
+
+    Masked keys get weight 0; a row with no allowed key is all zeros."""
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    log_pl, log_pg = _log_probs(q, k, freqs, weights, scale)
+    B, H, L, _ = q.shape
+    blocked, bias = blocked_keys(B, H, L, q.device, key_padding_mask, attn_mask, is_causal)
+    log_pl, log_pg = _log_probs(q, k, freqs, weights, scale, blocked, bias)
     lam = torch.sigmoid(mix.to(q.dtype))[:, None, None]
-    return lam * log_pl.exp().to(q.dtype) + (1 - lam) * log_pg.exp().to(q.dtype)
+    p_local, p_global = _probabilities(log_pl, blocked), _probabilities(log_pg, blocked)
+    return lam * p_local.to(q.dtype) + (1 - lam) * p_global.to(q.dtype)
 
 
 def _nonnegative(kl: Tensor) -> Tensor:
@@ -101,6 +163,9 @@ def automask_attention_reference(
     need_divergence: bool = False,
     need_branches: bool = False,
     dropout_p: float = 0.0,
+    key_padding_mask: Optional[Tensor] = None,
+    attn_mask: Optional[Tensor] = None,
+    is_causal: bool = False,
 ) -> AutoMaskResult:
     """Spec §1 for one call. Shapes: q, k, v (B, H, L, D); freqs (H, S, D/2); weights (H, S); mix (H,).
 
@@ -114,12 +179,22 @@ def automask_attention_reference(
     can take a sum of terms of both signs a few ulp below 0 where P^M ≈ P^G), its gradient is
     that of the unclamped sum, as in the kernels. ``dropout_p`` drops attention
     probabilities of both maps before they meet v (as ``nn.MultiheadAttention`` does); the
-    divergence terms always use the undropped maps. Inputs are not validated here: go through
-    :func:`amad_fast.automask_attention` for checked inputs.
+    divergence terms always use the undropped maps.
+
+    Masks (``key_padding_mask`` (B, L) bool, ``attn_mask`` (L, L) or (B·H, L, L) bool or additive
+    float, ``is_causal``; True = not allowed, as in ``nn.MultiheadAttention``): a masked key takes
+    part in neither map nor in the divergence (both softmaxes and both KL sums run over the
+    allowed keys only); a float attn_mask is added to both maps' scaled scores. A query row with
+    no allowed key gives zeros for its output, its branches and its kl terms, with zero (finite)
+    gradients. Inputs are not validated here: go through :func:`amad_fast.automask_attention`
+    for checked inputs.
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    log_pl, log_pg = _log_probs(q, k, freqs, weights, scale)
-    p_local, p_global = log_pl.exp().to(q.dtype), log_pg.exp().to(q.dtype)
+    B, H, L, _ = q.shape
+    blocked, bias = blocked_keys(B, H, L, q.device, key_padding_mask, attn_mask, is_causal)
+    log_pl, log_pg = _log_probs(q, k, freqs, weights, scale, blocked, bias)
+    p_local = _probabilities(log_pl, blocked).to(q.dtype)
+    p_global = _probabilities(log_pg, blocked).to(q.dtype)
     if dropout_p > 0.0:
         p_local = torch.nn.functional.dropout(p_local, dropout_p)
         p_global = torch.nn.functional.dropout(p_global, dropout_p)
@@ -131,8 +206,9 @@ def automask_attention_reference(
     if need_divergence:
         # log M = logaddexp(log P^M, log P^G) − log 2, held constant for gradients (spec §1.5).
         log_anchor = (torch.logaddexp(log_pl, log_pg) - math.log(2.0)).detach()
-        kl_local = _nonnegative((log_pl.exp() * (log_pl - log_anchor)).sum(-1)).to(q.dtype)
-        kl_global = _nonnegative((log_pg.exp() * (log_pg - log_anchor)).sum(-1)).to(q.dtype)
+        # blocked entries: P = 0 and log P = 0 on both sides, so their terms are exactly 0
+        kl_local = _nonnegative((_probabilities(log_pl, blocked) * (log_pl - log_anchor)).sum(-1)).to(q.dtype)
+        kl_global = _nonnegative((_probabilities(log_pg, blocked) * (log_pg - log_anchor)).sum(-1)).to(q.dtype)
     if not need_branches:
         out_local = out_global = None
     return AutoMaskResult(out, kl_local, kl_global, out_local, out_global)

@@ -6,7 +6,7 @@ kernel launches.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional
+from typing import FrozenSet, NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -114,3 +114,103 @@ def check_inputs(q, k, v, freqs, weights, mix, scale: Optional[float], dropout_p
                     "(they would poison every row they reach)"
                 )
     return Dims(B, H, L, D, S)
+
+
+class AttentionMasks(NamedTuple):
+    """The masks of one call, checked: which keys each query row may not attend.
+
+    key_padding: (B, L) bool, True = that key is ignored by every query row (padding);
+    attn: (L, L) or (B·H, L, L), bool (True = not allowed) or an additive float bias whose −inf
+    entries are not allowed; causal: key j > i is not allowed for query row i. An ``attn`` that
+    is exactly the causal mask given with ``causal`` is dropped (``causal`` says the same), so the
+    backends that take ``is_causal`` but not ``attn_mask`` can run it.
+    """
+
+    key_padding: Optional[Tensor] = None
+    attn: Optional[Tensor] = None
+    causal: bool = False
+
+    @property
+    def kinds(self) -> FrozenSet[str]:
+        """The arguments that mask anything: a subset of MASK_KINDS, as backends declare them."""
+        present = (("key_padding_mask", self.key_padding is not None), ("attn_mask", self.attn is not None),
+                   ("is_causal", self.causal))
+        return frozenset(name for name, given in present if given)
+
+
+#: the masking arguments a backend may declare (``Support.masks``)
+MASK_KINDS = frozenset({"key_padding_mask", "attn_mask", "is_causal"})
+NO_MASKS = AttentionMasks()
+
+
+def _require_mask_tensor(name: str, x, device: torch.device) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor or None, got {type(x).__name__}")
+    if x.device != device:
+        raise ValueError(f"{name}: expected device {device} (that of q), got {x.device}")
+    return x
+
+
+def _future_keys(length: int, device: torch.device) -> Tensor:
+    """(L, L) bool, True where key j lies after query row i (j > i): what ``is_causal`` blocks."""
+    return torch.ones(length, length, dtype=torch.bool, device=device).triu(1)
+
+
+def check_masks(key_padding_mask, attn_mask, is_causal, dims: Dims, device: torch.device) -> AttentionMasks:
+    """Validate the masking arguments of the functional API against the inputs' dimensions.
+
+    key_padding_mask (B, L) bool; attn_mask bool or floating point, (L, L) or (B·H, L, L), its float
+    entries finite or −inf; is_causal a bool, and with an attn_mask the mask must block every
+    future key (it is then the causal mask, possibly with more blocked).
+    """
+    B, H, L = dims.batch, dims.heads, dims.length
+    if not isinstance(is_causal, bool):
+        raise TypeError(f"is_causal: expected a bool, got {type(is_causal).__name__}")
+    if key_padding_mask is not None:
+        _require_mask_tensor("key_padding_mask", key_padding_mask, device)
+        if key_padding_mask.dtype != torch.bool:
+            raise TypeError(
+                f"key_padding_mask: expected dtype torch.bool (True = ignore that key), got {key_padding_mask.dtype}"
+            )
+        if tuple(key_padding_mask.shape) != (B, L):
+            raise ValueError(
+                f"key_padding_mask: expected shape (B, L) = {(B, L)}, got {tuple(key_padding_mask.shape)}"
+            )
+    if attn_mask is None:
+        return AttentionMasks(key_padding_mask, None, is_causal)
+
+    _require_mask_tensor("attn_mask", attn_mask, device)
+    if attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
+        raise TypeError(
+            "attn_mask: expected dtype torch.bool (True = not allowed) or a floating-point additive mask, "
+            f"got {attn_mask.dtype}"
+        )
+    if tuple(attn_mask.shape) not in ((L, L), (B * H, L, L)):
+        raise ValueError(
+            f"attn_mask: expected shape (L, L) = {(L, L)} or (B·H, L, L) = {(B * H, L, L)}, "
+            f"got {tuple(attn_mask.shape)}"
+        )
+    if attn_mask.is_floating_point():
+        if not torch.compiler.is_compiling():
+            nan, pos_inf = int(attn_mask.isnan().sum()), int((attn_mask == float("inf")).sum())
+            if nan or pos_inf:
+                raise ValueError(
+                    f"attn_mask: expected finite values or -inf (not allowed), got {nan} NaN and {pos_inf} +inf "
+                    f"of {attn_mask.numel()}"
+                )
+        blocked = attn_mask == float("-inf")
+    else:
+        blocked = attn_mask
+    if not is_causal:
+        return AttentionMasks(key_padding_mask, attn_mask, False)
+    future = _future_keys(L, device)
+    allowed_future = int((future & ~blocked).sum())
+    if allowed_future:
+        raise ValueError(
+            "attn_mask: is_causal=True needs an attn_mask that blocks every future key (j > i), "
+            f"got one that allows {allowed_future} of them"
+        )
+    only_causal = bool((blocked == future).all())
+    if only_causal and attn_mask.is_floating_point():
+        only_causal = bool((attn_mask.masked_fill(future, 0.0) == 0).all())
+    return AttentionMasks(key_padding_mask, None if only_causal else attn_mask, True)

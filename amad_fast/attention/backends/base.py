@@ -1,7 +1,7 @@
 """The one contract every AutoMask attention backend fulfils, and the declaration it is checked by.
 
 A backend states once, as data (:class:`Support`), what it can run: device types, dtypes, head
-dims, scale count, dropout, what it needs installed and where ``backend="auto"`` may pick it.
+dims, scale count, dropout, masks, what it needs installed and where ``backend="auto"`` may pick it.
 :meth:`Backend.availability` (can it run on this machine at all) and
 :meth:`Backend.unsupported_reason` (can it take these inputs) are generic checks over that
 declaration, plus a hook (:meth:`Backend.special_reason`) for what data cannot say. Inputs reach
@@ -19,7 +19,7 @@ from torch import Tensor
 
 from amad_fast.attention.backends.extension import automask_ops_error
 from amad_fast.attention.result import AutoMaskResult
-from amad_fast.attention.validation import Dims
+from amad_fast.attention.validation import NO_MASKS, AttentionMasks, Dims
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,9 @@ class Support:
     max_scales: Optional[int] = None
     #: whether it implements attention dropout (``dropout_p > 0``)
     dropout: bool = False
+    #: the masking arguments it implements, a subset of
+    #: :data:`amad_fast.attention.validation.MASK_KINDS` ("key_padding_mask", "attn_mask", "is_causal")
+    masks: FrozenSet[str] = frozenset()
     #: whether it needs Triton installed
     needs_triton: bool = False
     #: whether it needs the compiled extension ``amad_fast._C`` with its AutoMask ops
@@ -113,7 +116,8 @@ class Backend:
         return None
 
     def unsupported_reason(
-        self, q: Tensor, freqs: Tensor, dims: Optional[Dims], dropout_p: float = 0.0
+        self, q: Tensor, freqs: Tensor, dims: Optional[Dims], dropout_p: float = 0.0,
+        masks: AttentionMasks = NO_MASKS,
     ) -> Optional[str]:
         """None when these (validated) inputs can run here, else why not.
 
@@ -137,6 +141,12 @@ class Backend:
             return f"freqs: expected at most {support.max_scales} scales S, got S = {scales}"
         if dropout_p > 0.0 and not support.dropout:
             return "dropout not supported"
+        missing = masks.kinds - support.masks
+        if missing:
+            if not support.masks:
+                return "attention masks not supported yet"
+            return (f"{', '.join(sorted(missing))} not supported (it takes "
+                    f"{', '.join(sorted(support.masks))})")
         return self.special_reason(q, freqs, dims)
 
     def special_reason(self, q: Tensor, freqs: Tensor, dims: Optional[Dims]) -> Optional[str]:
@@ -155,9 +165,11 @@ class Backend:
         need_divergence: bool,
         need_branches: bool,
         dropout_p: float = 0.0,
+        masks: AttentionMasks = NO_MASKS,
     ) -> AutoMaskResult:
         """Spec §1 with autograd to all six inputs; ``mix`` is the raw mixup logit (λ = sigmoid(mix)).
 
-        ``dropout_p > 0`` reaches only a backend that declares dropout support.
+        ``dropout_p > 0`` reaches only a backend that declares dropout support, and ``masks`` (checked
+        by :func:`amad_fast.attention.validation.check_masks`) only one that declares each of its kinds.
         """
         raise NotImplementedError

@@ -17,6 +17,7 @@ import torch
 from amad_fast.attention.backends.base import Backend, Support
 from amad_fast.attention.backends.extension import automask_ops_error, build_info
 from amad_fast.attention.result import AutoMaskResult
+from amad_fast.attention.validation import NO_MASKS
 
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -66,7 +67,7 @@ _SUPPORT = Support(
     dtypes=_KERNEL_DTYPES,
     param_dtypes=_KERNEL_DTYPES,
     needs_extension=True,
-)
+)  # no masks yet: masked inputs go to another backend
 
 
 class CppBackend(Backend):
@@ -81,7 +82,8 @@ class CppBackend(Backend):
             return "the extension was built without CUDA kernels (rebuild with AMAD_FAST_CUDA=1)"
         return None
 
-    def forward(self, q, k, v, freqs, weights, mix, scale, need_divergence, need_branches, dropout_p=0.0):
+    def forward(self, q, k, v, freqs, weights, mix, scale, need_divergence, need_branches, dropout_p=0.0,
+                masks=NO_MASKS):
         out, out_local, out_global, kl_local, kl_global, _, _ = torch.ops.amad_fast.automask_forward(
             q, k, v, freqs, weights, mix, float(scale), bool(need_divergence)
         )

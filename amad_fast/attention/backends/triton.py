@@ -8,6 +8,7 @@ inputs are refused without importing it.
 from __future__ import annotations
 
 from amad_fast.attention.backends.base import Backend, HeadDims, Support
+from amad_fast.attention.validation import NO_MASKS
 from amad_fast.kernels import limits
 
 _HEAD_DIMS = HeadDims(
@@ -21,6 +22,7 @@ _SUPPORT = Support(
     dtypes=limits.DTYPES,
     head_dims=_HEAD_DIMS,
     max_scales=limits.MAX_SCALES,
+    masks=limits.MASKS,
     needs_triton=True,
     device_hint=(" (CPU tensors run on Triton's interpreter, slowly, when TRITON_INTERPRET=1 is set "
                  "before Triton is imported)"),
@@ -33,6 +35,7 @@ _INTERPRETER_SUPPORT = Support(
     dtypes=limits.INTERPRETER_DTYPES,
     head_dims=_HEAD_DIMS,
     max_scales=limits.MAX_SCALES,
+    masks=limits.MASKS,
     needs_triton=True,
     setting=" on Triton's CPU interpreter (TRITON_INTERPRET=1)",
 )
@@ -44,7 +47,9 @@ class TritonBackend(Backend):
     def support(self) -> Support:
         return _INTERPRETER_SUPPORT if limits.interpreted() else _SUPPORT
 
-    def forward(self, q, k, v, freqs, weights, mix, scale, need_divergence, need_branches, dropout_p=0.0):
+    def forward(self, q, k, v, freqs, weights, mix, scale, need_divergence, need_branches, dropout_p=0.0,
+                masks=NO_MASKS):
         from amad_fast.kernels.automask import automask_attention_triton
 
-        return automask_attention_triton(q, k, v, freqs, weights, mix, scale, need_divergence, need_branches)
+        return automask_attention_triton(q, k, v, freqs, weights, mix, scale, need_divergence, need_branches,
+                                         key_padding_mask=masks.key_padding, is_causal=masks.causal)
