@@ -7,14 +7,13 @@ TRITON_INTERPRET=1 before Triton is imported), on small shapes: it is slow.
 """
 import importlib.util
 import math
-from unittest import mock
 
 import pytest
 import torch
 from torch import nn
 
-import parity
 from amad_fast import AutoMaskAttention, automask_attention
+from amad_fast.attention import testing
 from amad_fast.attention.dispatch import BACKENDS, select_backend
 from amad_fast.attention.reference import automask_attention_reference
 from amad_fast.attention.validation import check_inputs, check_masks
@@ -129,31 +128,36 @@ def mask_cases(L=L, B=B, H=H):
 
 
 def run_masked(backend, inputs, masks, dtype=None, device="cpu"):
-    """parity.run (outputs and the six gradients under its fixed cotangents) with masks added."""
+    """testing.run (outputs and the six gradients under its fixed cotangents) with masks added."""
     masks = {name: (m.to(device) if isinstance(m, torch.Tensor) else m) for name, m in masks.items()}
 
     def masked_call(*args, **kwargs):
-        return automask_attention(*args, **kwargs, **masks)
+        return automask_attention(*args, **kwargs, backend=backend, **masks)
 
-    with mock.patch.object(parity, "automask_attention", masked_call):
-        return parity.run(backend, inputs, dtype=dtype, device=device)
+    return testing.run(masked_call, inputs, dtype, device=device)
+
+
+def rel_err(a, b, natural_scale=0.0):
+    """max |a − b| / max(max |b|, natural_scale) in float64."""
+    a, b = a.double(), b.double()
+    return ((a - b).abs().max() / b.abs().max().clamp_min(max(natural_scale, 1e-300))).item()
 
 
 @pytest.mark.parametrize("label, masks", mask_cases(), ids=[c[0] for c in mask_cases()])
 def test_reference_float64_equals_dense_masked_computation(label, masks):
-    inputs = parity.make_inputs(B, H, L, D, S, seed=11)
+    inputs = testing.make_inputs(B, H, L, D, S, seed=11)
     got = run_masked("reference", inputs, masks)
     xs = [x.detach().clone().requires_grad_() for x in inputs]
     allowed, bias = dense_allowed_and_bias(B, H, L, **masks)
     dense = dense_masked(*xs, allowed, bias)
-    g = torch.Generator().manual_seed(1)  # parity.run's cotangents, in its order
+    g = torch.Generator().manual_seed(1)  # testing.cotangents, in FIELDS order
     loss = sum((dense[name] * torch.randn(dense[name].shape, generator=g, dtype=torch.float64)).sum()
-               for name in parity.FIELDS)
+               for name in testing.FIELDS)
     loss.backward()
-    dense.update({name: x.grad for name, x in zip(parity.GRADS, xs)})
-    for name in parity.FIELDS + parity.GRADS:
+    dense.update({name: x.grad for name, x in zip(testing.GRADS, xs)})
+    for name in testing.FIELDS + testing.GRADS:
         assert torch.isfinite(got[name]).all(), name
-        err = parity.rel_err(got[name], dense[name].detach(), parity.NATURAL_SCALE.get(name, 0.0))
+        err = rel_err(got[name], dense[name].detach(), testing.NATURAL_SCALE.get(name, 0.0))
         assert err < 1e-12, f"{label} {name}: {err:.2e}"
     empty = ~allowed.any(-1)
     if empty.any():  # rows with no allowed key: zeros, not NaN
@@ -163,27 +167,27 @@ def test_reference_float64_equals_dense_masked_computation(label, masks):
 
 @pytest.mark.parametrize("label, masks", mask_cases(), ids=[c[0] for c in mask_cases()])
 def test_reference_float32_is_close_to_float64(label, masks):
-    inputs = parity.make_inputs(B, H, L, D, S, seed=12)
+    inputs = testing.make_inputs(B, H, L, D, S, seed=12)
     exact = run_masked("reference", inputs, masks)
     got = run_masked("reference", inputs, masks, dtype=torch.float32)
-    for name in parity.FIELDS + parity.GRADS:
+    for name in testing.FIELDS + testing.GRADS:
         assert torch.isfinite(got[name]).all(), name
-        err = parity.rel_err(got[name], exact[name], parity.NATURAL_SCALE.get(name, 0.0))
+        err = rel_err(got[name], exact[name], testing.NATURAL_SCALE.get(name, 0.0))
         assert err < 1e-5, f"{label} {name}: {err:.2e}"
 
 
 def test_unmasked_reference_is_unchanged_by_empty_masks():
-    inputs = parity.make_inputs(B, H, L, D, S, seed=13)
+    inputs = testing.make_inputs(B, H, L, D, S, seed=13)
     plain = run_masked("reference", inputs, {})
     none_padded = run_masked("reference", inputs, dict(key_padding_mask=torch.zeros(B, L, dtype=torch.bool)))
     zero_bias = run_masked("reference", inputs, dict(attn_mask=torch.zeros(L, L, dtype=torch.float64)))
-    for name in parity.FIELDS + parity.GRADS:
+    for name in testing.FIELDS + testing.GRADS:
         torch.testing.assert_close(none_padded[name], plain[name], rtol=1e-13, atol=1e-14)
         torch.testing.assert_close(zero_bias[name], plain[name], rtol=1e-13, atol=1e-14)
 
 
 # ----------------------------------------------------------------------------------------------
-# Triton against the float64 reference (parity rule of tests/parity.py)
+# Triton against the float64 reference (the parity rule of amad_fast.attention.testing)
 # ----------------------------------------------------------------------------------------------
 
 TRITON_CASES = [
@@ -207,13 +211,13 @@ def _triton_device():
 @needs_triton
 @pytest.mark.parametrize("label, length, masks", TRITON_CASES, ids=[c[0] for c in TRITON_CASES])
 def test_triton_masked_parity(label, length, masks):
-    inputs = parity.make_inputs(2, 2, length, 16, 2, seed=21)
+    inputs = testing.make_inputs(2, 2, length, 16, 2, seed=21)
     exact = run_masked("reference", inputs, masks)
     ref = run_masked("reference", inputs, masks, dtype=torch.float32)
     got = run_masked("triton", inputs, masks, dtype=torch.float32, device=_triton_device())
-    for name in parity.FIELDS + parity.GRADS:
+    for name in testing.FIELDS + testing.GRADS:
         assert torch.isfinite(got[name]).all(), f"{label} {name}"
-    parity.assert_parity(got, ref, exact, torch.float32, label=f"triton {label}")
+    testing.assert_parity(got, ref, exact, testing.fused_floor(torch.float32), label=f"triton {label}")
     if "key_padding_mask" in masks:
         kpm = masks["key_padding_mask"]
         assert (got["dk"].permute(0, 2, 1, 3)[kpm] == 0).all()  # padded keys get no gradient
@@ -221,7 +225,7 @@ def test_triton_masked_parity(label, length, masks):
 
 @needs_triton
 def test_triton_refuses_attn_mask_and_auto_falls_back():
-    inputs = [x.float() for x in parity.make_inputs(1, 1, 5, 16, 1)]
+    inputs = [x.float() for x in testing.make_inputs(1, 1, 5, 16, 1)]
     mask = torch.zeros(5, 5, dtype=torch.bool)
     mask[1, 0] = True
     with pytest.raises(RuntimeError, match=r"backend 'triton' cannot run these inputs: attn_mask not supported"):
@@ -234,7 +238,7 @@ def test_triton_refuses_attn_mask_and_auto_falls_back():
 
 
 def _float_inputs(L=5, D=4):
-    return [x.float() for x in parity.make_inputs(2, 2, L, D, 2, seed=3)]
+    return [x.float() for x in testing.make_inputs(2, 2, L, D, 2, seed=3)]
 
 
 def test_backends_declare_their_masks():
