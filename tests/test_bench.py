@@ -73,6 +73,41 @@ def test_byte_model_matches_the_documented_formula():
     assert cases.plain_attention_bytes(B, H, L, D, e, backward=True) == 8 * n * e
 
 
+def test_flop_model_matches_hand_counted_products():
+    """FLOPs counted by hand on tiny shapes: an (m x k) by (k x n) product is m*n*k multiply-adds = 2*m*n*k FLOPs."""
+    # one (batch, head), L = 2, D = 1: q k^T is (2x1)(1x2) = 8 FLOPs, p v is (2x2)(2x1) = 8 FLOPs
+    assert cases.plain_attention_flops(1, 1, 2, 1, backward=False) == 16
+    # backward: dv = p^T dout, dp = dout v^T, dq = ds k, dk = ds^T q, 8 FLOPs each
+    assert cases.plain_attention_flops(1, 1, 2, 1, backward=True) == 16 + 32
+    # two maps, each with plain attention's products
+    assert cases.automask_flops(1, 1, 2, 1, backward=False) == 32
+    assert cases.automask_flops(1, 1, 2, 1, backward=True) == 96
+    # B=2, H=3, L=4, D=5: per (batch, head) two products of 2*4*4*5 = 160 FLOPs, six (batch, head) pairs
+    assert cases.plain_attention_flops(2, 3, 4, 5, backward=False) == 6 * 2 * 160
+    # four E x E projections of B*L tokens: L = 2 tokens, E = 3: 2*2*3*3 = 36 FLOPs each; backward:
+    # the input's and the weight's gradient, 36 each
+    assert cases.projection_flops(1, 2, 3, backward=False) == 4 * 36
+    assert cases.projection_flops(1, 2, 3, backward=True) == 4 * 36 * 3
+
+
+def test_gemm_fractions_divide_by_the_rate_of_the_records_dtype():
+    gemm = [{"dtype": "float32", "status": "ok", "gflops": 100.0}, {"dtype": "bfloat16", "status": "ok", "gflops": 400.0},
+            {"dtype": "float16", "status": "failed", "error": "no matmul"}]
+    recs = [{"dtype": "bfloat16", "gflops": 50.0}, {"dtype": "float16", "gflops": 10.0}, {"dtype": "float32"}]
+    cases.add_gemm_fractions(recs, gemm)
+    assert recs[0]["gemm_fraction"] == 50.0 / 400.0 and recs[0]["gemm_fraction_float32"] == 50.0 / 100.0
+    assert "gemm_fraction" not in recs[1] and recs[1]["gemm_fraction_float32"] == 0.1  # no float16 rate measured
+    assert "gemm_fraction" not in recs[2] and "gemm_fraction_float32" not in recs[2]  # no GFLOP/s figure
+
+
+def test_gemm_rate_times_a_square_matmul():
+    rec = cases.gemm_rate(torch.device("cpu"), torch.float32, {"repeats": 3, "warmup": 1, "min_sample_s": 1e-4,
+                                                                "budget_s": 0.05})
+    n = cases.GEMM_SIZE["cpu"]
+    assert rec["status"] == "ok" and rec["dtype"] == "float32" and rec["flops"] == 2 * n**3
+    assert rec["gflops"] == pytest.approx(rec["flops"] / rec["median_s"] / 1e9)
+
+
 def test_batch_keeps_elements_roughly_constant():
     assert cases.batch_for_length(100, 8) == 8
     assert cases.batch_for_length(2048, 8) == 1  # never below one window
@@ -121,6 +156,10 @@ def test_quick_sweep_writes_well_formed_results(tmp_path, capsys):
     backends = data["config"]["backends"]
     assert "reference" in backends and "triton" not in backends  # triton is never timed on CPU
 
+    gemm = {g["dtype"]: g for g in data["gemm"]}
+    assert set(gemm) == {"float32"} and gemm["float32"]["status"] == "ok" and gemm["float32"]["gflops"] > 0
+    assert "GFLOP/s" in printed and "%GEMM" in printed and "GEMM (" in printed
+
     att = data["attention"]
     labels = {r["label"] for r in att}
     assert set(backends) | {"sdpa", "mha", "amad-module"} <= labels
@@ -130,6 +169,17 @@ def test_quick_sweep_writes_well_formed_results(tmp_path, capsys):
         assert r["B"] == cases.batch_for_length(r["L"], 2) and (r["H"], r["D"], r["S"]) == (2, 8, 2)
         _check_timed(r)
         assert r["gbps"] == pytest.approx(r["bytes"] / r["median_s"] / 1e9)
+        B, H, L, D, E = r["B"], r["H"], r["L"], r["D"], r["H"] * r["D"]
+        bw = r["mode"] == "fwdbwd"
+        expected_flops = {
+            "sdpa": cases.plain_attention_flops(B, H, L, D, backward=bw),
+            "mha": cases.plain_attention_flops(B, H, L, D, backward=bw) + cases.projection_flops(B, L, E, backward=bw),
+            "amad-module": cases.automask_flops(B, H, L, D, backward=bw) + cases.projection_flops(B, L, E, backward=bw),
+        }.get(r["label"], cases.automask_flops(B, H, L, D, backward=bw))
+        assert r["flops"] == expected_flops, r
+        assert r["gflops"] == pytest.approx(r["flops"] / r["median_s"] / 1e9)
+        assert r["gemm_fraction"] == pytest.approx(r["gflops"] / gemm["float32"]["gflops"])
+        assert r["gemm_fraction_float32"] == r["gemm_fraction"]  # the sweep's dtype is float32
         assert isinstance(r["peak_bytes"], int) and r["peak_bytes"] >= 0
         assert r["x_sdpa"] > 0 and r["ref_over"] > 0
     assert all(r["x_sdpa"] == 1.0 for r in att if r["label"] == "sdpa")
@@ -143,6 +193,7 @@ def test_quick_sweep_writes_well_formed_results(tmp_path, capsys):
 
     md = (tmp_path / "t.md").read_text()
     assert "## Attention" in md and "## Method" in md
+    assert "GFLOP/s" in md and "GEMM (" in md and "**flops**" in md and "**gemm**" in md
     png = tmp_path / "t.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -156,10 +207,12 @@ def test_a_failing_case_becomes_a_record_not_an_exception():
     def fine():
         return torch.ones(4) * 2
 
-    group = [cases.Case("x", "baseline", boom, boom, 1, 1), cases.Case("y", "baseline", fine, fine, 8, 16)]
+    group = [cases.Case("x", "baseline", boom, boom, 1, 1),
+             cases.Case("y", "baseline", fine, fine, 8, 16, flops_fwd=100, flops_fwdbwd=300)]
     bad, good = cases.measure_group(group, shape, "fwdbwd", {"repeats": 3, "min_sample_s": 1e-4})
     assert bad["status"] == "oom" and "out of memory" in bad["error"] and "median_s" not in bad
     assert good["status"] == "ok" and good["bytes"] == 16 and good["samples"] == 3
+    assert good["flops"] == 300 and good["gflops"] == pytest.approx(300 / good["median_s"] / 1e9)
 
 
 def test_e2e_times_the_training_loops_step():

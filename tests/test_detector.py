@@ -459,3 +459,28 @@ def test_the_detector_scores_through_its_scorer(fitted, data):
     np.testing.assert_array_equal(w, want[1])
     with pytest.raises(ValueError, match="position_norm: expected one of"):
         fitted.score_terms(data.test, position_norm="window")
+
+
+def test_fit_reuses_the_profile_forwards_for_the_training_scores(data):
+    """fit's second pass over the training series takes the position profile's model outputs where
+    a batch holds the same windows: the same terms bit for bit as a pass that computes every forward,
+    with only the batch holding the end-aligned tail window computed again."""
+    from amad_fast.detection.scoring import ForwardCache, position_error_profile
+
+    X = data.train[:611]  # window 16, stride 2: 298 regular windows (batches 128, 128, 42) and a tail window
+    det = AMADDetector(**{**SMALL, "epochs": 1, "position_norm": "train", "score_stride": 2}).fit(X)
+    assert np.array_equal(det.train_scores_, det.decision_function(X))
+    Z = det.standardizer_.transform(X, name="X")
+    calls = []
+    hook = det.model_.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        cache = ForwardCache()
+        profile = position_error_profile(det.model_, Z, 2, cache=cache)
+        assert len(calls) == 3 and len(cache.outputs) == 3
+        err, weight = step_terms(det.model_, Z, det.temperature, stride=2, position_scale=profile, cache=cache)
+        assert len(calls) == 4 and len(cache.outputs) == 1  # the last batch (42 regular windows + tail) is new
+    finally:
+        hook.remove()
+    err_full, weight_full = step_terms(det.model_, Z, det.temperature, stride=2, position_scale=profile)
+    assert np.array_equal(err, err_full) and np.array_equal(weight, weight_full)
+    assert np.array_equal(profile, det.position_scale_)

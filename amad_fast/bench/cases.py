@@ -1,6 +1,7 @@
 """What the attention benchmark times: shapes, their inputs, one case per backend and baseline with
-the bytes it must move (the byte-traffic model behind every GB/s figure), the measurement of a
-group of cases at one shape, and the sweep over lengths, head dims and dtypes.
+the bytes it must move and the FLOPs it must do (the models behind every GB/s and GFLOP/s figure),
+the machine's GEMM rate they are compared with, the measurement of a group of cases at one shape,
+and the sweep over lengths, head dims and dtypes.
 
 A case that fails (an error, out of memory) becomes a record with its status and error rather than
 an exception, so one unusable backend or shape never loses the rest of a sweep."""
@@ -16,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from amad_fast.bench.report import progress_line
-from amad_fast.bench.timing import finite_checks_off, peak_memory, synchronize, time_interleaved
+from amad_fast.bench.timing import finite_checks_off, peak_memory, synchronize, time_fn, time_interleaved
 
 # The plain-attention baselines every sweep times beside the AutoMask backends (see plain_cases).
 PLAIN_BASELINES = ("sdpa", "mha", "amad-module")
@@ -37,6 +38,32 @@ def plain_attention_bytes(B: int, H: int, L: int, D: int, elt: int, *, backward:
     """Bytes charged to plain attention (SDPA, nn.MultiheadAttention's core): q, k, v read and out
     written (fwd); plus dout read and dq, dk, dv written (fwd+bwd)."""
     return (8 if backward else 4) * B * H * L * D * elt
+
+
+# The matrix products of one attention map: forward q k^T and p v (2 each); backward dv = p^T dout,
+# dp = dout v^T, dq = ds k, dk = ds^T q (4 more), so fwd+bwd is 3x the forward (no recomputation).
+_MAP_PRODUCTS = {False: 2, True: 6}
+
+
+def plain_attention_flops(B: int, H: int, L: int, D: int, *, backward: bool) -> int:
+    """FLOPs of plain attention's matrix products (SDPA, nn.MultiheadAttention's core): one map,
+    each product of (L x D) by (D x L) or (L x L) by (L x D) 2*L*L*D FLOPs per (batch, head)
+    (formula in METHOD_NOTES['flops'], :mod:`amad_fast.bench.report`)."""
+    return _MAP_PRODUCTS[backward] * 2 * B * H * L * L * D
+
+
+def automask_flops(B: int, H: int, L: int, D: int, *, backward: bool) -> int:
+    """FLOPs of AutoMask attention's matrix products: two maps (the modulated P^M and the plain P^G),
+    each with plain attention's products, so twice :func:`plain_attention_flops`; the GFLOP/s of every
+    AutoMask case and of torch.compile(reference)."""
+    return 2 * plain_attention_flops(B, H, L, D, backward=backward)
+
+
+def projection_flops(B: int, L: int, E: int, *, backward: bool) -> int:
+    """FLOPs of the input (q, k, v: three E x E) and output (E x E) projections of an attention module
+    on B x L tokens of width E: 2*B*L*E*E per projection forward; backward twice that (the input's
+    and the weight's gradients)."""
+    return (3 if backward else 1) * 4 * 2 * B * L * E * E
 
 
 @dataclass
@@ -66,6 +93,8 @@ class Case:
     bytes_fwd: int
     bytes_fwdbwd: int
     compiled: bool = False  # torch.compile'd: its first call (the compilation) is timed apart
+    flops_fwd: Optional[int] = None  # None: no FLOP model, no GFLOP/s
+    flops_fwdbwd: Optional[int] = None
 
 
 def automask_inputs(shape: Shape, seed: int, requires_grad: bool) -> Tuple[List[Tensor], torch.Generator]:
@@ -110,6 +139,11 @@ def _make_step(fwd: Callable[..., Sequence[Tensor]], leaves: List[Tensor], g: to
     return step
 
 
+def _flops_by_mode(flops: Callable[[bool], int]) -> Dict[str, int]:
+    """Case keyword arguments ``flops_fwd`` and ``flops_fwdbwd`` from ``flops(backward)``."""
+    return {"flops_fwd": flops(False), "flops_fwdbwd": flops(True)}
+
+
 def _no_grad(fn: Callable[..., object], *args) -> Callable[[], object]:
     """A no-argument callable running ``fn(*args)`` under ``torch.no_grad()`` (the forward cases)."""
 
@@ -131,6 +165,7 @@ def automask_cases(
     nb = dict(divergence=divergence, branches=branches)
     b_f = automask_bytes(shape.B, shape.H, shape.L, shape.D, elt, backward=False, **nb)
     b_fb = automask_bytes(shape.B, shape.H, shape.L, shape.D, elt, backward=True, **nb)
+    flops = _flops_by_mode(lambda bw: automask_flops(shape.B, shape.H, shape.L, shape.D, backward=bw))
     cases = []
     for name in backends:
 
@@ -141,7 +176,7 @@ def automask_cases(
 
         plain, g = automask_inputs(shape, seed, False)
         leaves, g2 = automask_inputs(shape, seed, True)
-        cases.append(Case(name, "automask", _no_grad(fwd, *plain), _make_step(fwd, leaves, g2), b_f, b_fb))
+        cases.append(Case(name, "automask", _no_grad(fwd, *plain), _make_step(fwd, leaves, g2), b_f, b_fb, **flops))
     if compile_reference:
 
         def ref(q, k, v, f, w, m):
@@ -151,7 +186,7 @@ def automask_cases(
         plain, _ = automask_inputs(shape, seed, False)
         leaves, g2 = automask_inputs(shape, seed, True)
         cases.append(Case("compile(reference)", "baseline", _no_grad(compiled, *plain),
-                          _make_step(compiled, leaves, g2), b_f, b_fb, compiled=True))
+                          _make_step(compiled, leaves, g2), b_f, b_fb, compiled=True, **flops))
     return cases
 
 
@@ -163,6 +198,15 @@ def plain_cases(shape: Shape, *, which: Sequence[str] = PLAIN_BASELINES, seed: i
     elt = torch.empty((), dtype=shape.dtype).element_size()
     b_f = plain_attention_bytes(shape.B, shape.H, shape.L, shape.D, elt, backward=False)
     b_fb = plain_attention_bytes(shape.B, shape.H, shape.L, shape.D, elt, backward=True)
+    E = shape.H * shape.D
+    B, H, L, D = shape.B, shape.H, shape.L, shape.D
+    plain_flops = _flops_by_mode(lambda bw: plain_attention_flops(B, H, L, D, backward=bw))
+    module_flops = {  # the attention core plus the four projections
+        "mha": _flops_by_mode(lambda bw: plain_attention_flops(B, H, L, D, backward=bw)
+                              + projection_flops(B, L, E, backward=bw)),
+        "amad-module": _flops_by_mode(lambda bw: automask_flops(B, H, L, D, backward=bw)
+                                      + projection_flops(B, L, E, backward=bw)),
+    }
     g = torch.Generator().manual_seed(seed)
     dev, dt = shape.device, shape.dtype
 
@@ -174,9 +218,9 @@ def plain_cases(shape: Shape, *, which: Sequence[str] = PLAIN_BASELINES, seed: i
     qkv_g = [rnd(shape.B, shape.H, shape.L, shape.D, rg=True) for _ in range(3)]
     cases = []
     if "sdpa" in which:
-        cases.append(Case("sdpa", "baseline", _no_grad(sdpa, *qkv), _make_step(lambda *a: (sdpa(*a),), qkv_g, g), b_f, b_fb))
+        cases.append(Case("sdpa", "baseline", _no_grad(sdpa, *qkv), _make_step(lambda *a: (sdpa(*a),), qkv_g, g),
+                          b_f, b_fb, **plain_flops))
 
-    E = shape.H * shape.D
     modules = []
     if "mha" in which:
         modules.append(("mha", nn.MultiheadAttention(E, shape.H, batch_first=True, device=dev, dtype=dt)))
@@ -196,7 +240,8 @@ def plain_cases(shape: Shape, *, which: Sequence[str] = PLAIN_BASELINES, seed: i
 
         x = rnd(shape.B, shape.L, E)
         xg = rnd(shape.B, shape.L, E, rg=True)
-        cases.append(Case(label, "baseline", _no_grad(fwd, x), _make_step(fwd, [xg], g, params=list(mod.parameters())), b_f, b_fb))
+        cases.append(Case(label, "baseline", _no_grad(fwd, x), _make_step(fwd, [xg], g, params=list(mod.parameters())),
+                          b_f, b_fb, **module_flops[label]))
     return cases
 
 
@@ -251,6 +296,10 @@ def measure_group(cases: Sequence[Case], shape: Shape, mode: str, timing: dict, 
             rec.update(t)
             rec["bytes"] = case.bytes_fwd if mode == "fwd" else case.bytes_fwdbwd
             rec["gbps"] = rec["bytes"] / t["median_s"] / 1e9
+            flops = case.flops_fwd if mode == "fwd" else case.flops_fwdbwd
+            if flops is not None:
+                rec["flops"] = flops
+                rec["gflops"] = flops / t["median_s"] / 1e9
             rec["windows_per_s"] = shape.B / t["median_s"]
             if memory:
                 try:
@@ -276,6 +325,42 @@ def add_ratios(records: List[dict]) -> None:
                 r["x_sdpa"] = r["median_s"] / sdpa["median_s"]
             if ref:
                 r["ref_over"] = ref["median_s"] / r["median_s"]
+
+
+# The side of the square matrices whose product stands for the machine's GEMM rate: large enough
+# for the BLAS to reach its steady rate, small enough to time in a fraction of a second.
+GEMM_SIZE = {"cpu": 1024, "cuda": 4096}
+
+
+def gemm_rate(device: torch.device, dtype: torch.dtype, timing: Optional[dict] = None) -> dict:
+    """The machine's GEMM rate in ``dtype``, measured now: torch.matmul of two n x n matrices (n =
+    :data:`GEMM_SIZE` of the device type), 2*n^3 FLOPs per call, timed as the cases are
+    (:func:`~amad_fast.bench.timing.time_fn` with ``timing``). A record with the size, the time
+    statistics and ``gflops``; a dtype without a matmul on the device gives a failed record."""
+    n = GEMM_SIZE.get(device.type, GEMM_SIZE["cpu"])
+    rec = {"dtype": str(dtype).replace("torch.", ""), "n": n, "flops": 2 * n**3, "status": "ok"}
+    try:
+        g = torch.Generator().manual_seed(0)
+        a, b = (torch.randn(n, n, generator=g).to(device, dtype) for _ in range(2))
+        rec.update(time_fn(lambda: torch.matmul(a, b), device, **(timing or {})))
+    except Exception as exc:  # noqa: BLE001 - a record, like a failing case
+        return record_failure(rec, exc)
+    rec["gflops"] = rec["flops"] / rec["median_s"] / 1e9
+    return rec
+
+
+def add_gemm_fractions(records: List[dict], gemm: Sequence[dict]) -> None:
+    """gemm_fraction = GFLOP/s / the machine's GEMM GFLOP/s in the record's dtype, and
+    gemm_fraction_float32 = the same against the float32 GEMM (``gemm``: :func:`gemm_rate` records
+    of this run), on every record with a GFLOP/s figure."""
+    rates = {g["dtype"]: g["gflops"] for g in gemm if g.get("status") == "ok"}
+    for r in records:
+        if "gflops" not in r:
+            continue
+        if r["dtype"] in rates:
+            r["gemm_fraction"] = r["gflops"] / rates[r["dtype"]]
+        if "float32" in rates:
+            r["gemm_fraction_float32"] = r["gflops"] / rates["float32"]
 
 
 def benchmark_backends(device: torch.device) -> Tuple[List[str], Dict[str, str]]:

@@ -21,13 +21,20 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from amad_fast.bench.cases import PLAIN_BASELINES, benchmark_backends, run_attention_sweep
+from amad_fast.bench.cases import (
+    PLAIN_BASELINES,
+    add_gemm_fractions,
+    benchmark_backends,
+    gemm_rate,
+    run_attention_sweep,
+)
 from amad_fast.bench.e2e import run_e2e
 from amad_fast.bench.report import (
     METHOD_NOTES,
     compile_summary,
     format_attention_table,
     format_e2e_table,
+    format_gemm_line,
     plot,
     summarize,
     write_markdown,
@@ -186,18 +193,23 @@ def _run(args) -> int:
             "e2e_overrides": cfg["e2e_overrides"],
         },
         "notes": dict(METHOD_NOTES),
+        "gemm": [],
         "attention": [],
         "e2e": [],
     }
     t_start = time.perf_counter()
     if "attention" in cfg["parts"]:
         log("attention:")
+        for name in dict.fromkeys(["float32"] + cfg["dtypes"]):
+            result["gemm"].append(gemm_rate(device, DTYPES[name], cfg["timing"]))
+        log(format_gemm_line(result["gemm"]))
         result["attention"] = run_attention_sweep(
             device, cfg["lengths"], cfg["head_dims"], [DTYPES[d] for d in cfg["dtypes"]],
             batch100=cfg["batch100"], heads=cfg["heads"], scales=cfg["scales"], backends=backends,
             compile_reference=cfg["compile"], divergence=cfg["divergence"], branches=cfg["branches"],
             timing=cfg["timing"], memory=cfg["memory"], log=log,
         )
+        add_gemm_fractions(result["attention"], result["gemm"])
     if "e2e" in cfg["parts"]:
         result["e2e_note"] = (
             f"AMAD (amad_fast.detection.model.AMAD) at its default size{' but ' + str(cfg['e2e_overrides']) if cfg['e2e_overrides'] else ''}, "
@@ -214,6 +226,7 @@ def _run(args) -> int:
 
     print()
     if result["attention"]:
+        print(format_gemm_line(result["gemm"]))
         print(format_attention_table(result["attention"]))
         for line in compile_summary(result["attention"]):
             print(line)

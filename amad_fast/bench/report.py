@@ -32,6 +32,24 @@ METHOD_NOTES = {
         "(and dout, dq, dk, dv) bytes of their attention core: their GB/s is an effective figure "
         "proportional to 1/time, comparable across rows of one shape. achieved GB/s = bytes / time."
     ),
+    "flops": (
+        "FLOPs of the matrix products only, with F = 2*B*H*L*L*D (one product of an L x D by a D x L "
+        "matrix, or of an L x L by an L x D one, per batch and head): plain attention (sdpa, and the core "
+        "of mha) forward 2F (q k^T, p v); fwd+bwd 6F (plus dv = p^T dout, dp = dout v^T, dq = ds k, "
+        "dk = ds^T q; no recomputation counted). AutoMask attention (its backends, compile(reference)) "
+        "has two maps (modulated P^M and plain P^G), each with those products: forward 4F, fwd+bwd 12F. "
+        "mha and amad-module add their input and output projections (four E x E, E = H*D): "
+        "8*B*L*E*E forward, three times that fwd+bwd. Softmax, exponentials, the divergence terms and "
+        "the rotation are not counted, so the figure understates the work, AutoMask's more than "
+        "plain attention's. GFLOP/s = FLOPs / median time."
+    ),
+    "gemm": (
+        "The machine's GEMM rate, measured in the same run just before the attention sweep and timed "
+        "the same way: torch.matmul of two n x n matrices (n = 1024 on CPU, 4096 on GPU; 2*n^3 FLOPs) "
+        "in float32 and in each swept dtype. gemm_fraction = a case's GFLOP/s / the GEMM GFLOP/s in the "
+        "case's dtype (the table's %GEMM column); gemm_fraction_float32 = the same against float32's "
+        "GEMM. The load on a shared machine can change between the GEMM's and a case's samples."
+    ),
     "peak_memory": (
         "Extra memory one call allocates beyond what existed before it (inputs, parameters and "
         "upstream grads are allocated beforehand and not counted). GPU: torch.cuda.max_memory_allocated "
@@ -76,10 +94,20 @@ def _fmt(x, spec: str, none: str = "-") -> str:
     return none if x is None else format(x, spec)
 
 
+def format_gemm_line(gemm: List[dict]) -> str:
+    """The GEMM rates of the run, one line: ``GEMM (n x n matmul): float32 123.4 GFLOP/s, ...``."""
+    parts = [f"{g['dtype']} {g['gflops']:.1f} GFLOP/s" if g.get("status") == "ok"
+             else f"{g['dtype']} {g.get('status')}: {g.get('error', '')[:60]}" for g in gemm]
+    size = gemm[0]["n"] if gemm else "?"
+    return f"GEMM ({size} x {size} matmul, this run): " + (", ".join(parts) if parts else "not measured")
+
+
 def format_attention_table(records: List[dict]) -> str:
-    """The attention records as a fixed-width table, one row per label, shape and mode."""
+    """The attention records as a fixed-width table, one row per label, shape and mode; %GEMM is the
+    GFLOP/s as a percentage of the run's GEMM rate in the record's dtype."""
     head = (f"{'dtype':>8} {'L':>5} {'D':>3} {'B':>4} {'mode':<6} {'label':<19} {'median ms':>10} {'IQR ms':>8} "
-            f"{'min ms':>9} {'windows/s':>10} {'GB/s':>7} {'peak MB':>8} {'x sdpa':>7} {'ref/x':>6}")
+            f"{'min ms':>9} {'windows/s':>10} {'GB/s':>7} {'GFLOP/s':>8} {'%GEMM':>6} {'peak MB':>8} {'x sdpa':>7} "
+            f"{'ref/x':>6}")
     lines = [head, "-" * len(head)]
     for r in records:
         if r.get("part", "attention") != "attention":
@@ -91,7 +119,8 @@ def format_attention_table(records: List[dict]) -> str:
         peak = r.get("peak_bytes")
         lines.append(
             f"{pre} {r['median_s'] * 1e3:10.3f} {r['iqr_s'] * 1e3:8.3f} {r['min_s'] * 1e3:9.3f} {r['windows_per_s']:10.1f} "
-            f"{r['gbps']:7.2f} "
+            f"{r['gbps']:7.2f} {_fmt(r.get('gflops'), '8.2f'):>8} "
+            f"{_fmt(None if 'gemm_fraction' not in r else 100 * r['gemm_fraction'], '6.1f'):>6} "
             f"{_fmt(None if peak is None else peak / 2**20, '8.1f'):>8} {_fmt(r.get('x_sdpa'), '7.2f'):>7} "
             f"{_fmt(r.get('ref_over'), '6.2f'):>6}"
         )
@@ -176,6 +205,7 @@ def write_markdown(path: str, result: dict) -> None:
     if summary:
         lines += ["", "## Summary (geometric means over the sweep; ratios within this run)", "", "```"] + summary + ["```"]
     lines += ["", "## Attention (H = %d, S = %d)" % (result["config"]["heads"], result["config"]["scales"]), "",
+              format_gemm_line(result.get("gemm", [])), "",
               "```", format_attention_table(result["attention"]), "```", ""]
     comp = compile_summary(result["attention"])
     if comp:

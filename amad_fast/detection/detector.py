@@ -19,6 +19,7 @@ from amad_fast.detection.scoring import (
     ERROR_NORMS,
     POSITION_NORMS,
     SCORES,
+    ForwardCache,
     WindowScorer,
     _resolve_device,
     default_score_stride,
@@ -224,10 +225,12 @@ class AMADDetector(DetectorBase):
             n_win = len(window_starts(Z.shape[0], self.window_size, self.resolved_score_stride(), cover_tail=True))
             progress_line(f"scoring the training series for the threshold ({n_win} windows, twice: the position "
                           f"profile, then the scores)")
+        forwards = ForwardCache()  # the profile's forwards serve the scores' pass where its batches match
         self.position_scale_ = (position_error_profile(self.model_, Z, self.resolved_score_stride(),
-                                                       self.score_batch_size)
+                                                       self.score_batch_size, cache=forwards)
                                 if self.position_norm == "train" else None)
-        err, weight = self.scorer(error_norm="none").terms(Z)  # the terms do not depend on the error scale
+        err, weight = self.scorer(error_norm="none").terms(Z, forwards)  # the terms do not depend on the error scale
+        del forwards
         self.error_scale_ = None
         if self.error_norm == "channel":
             _, held_out = validation_segments(Z.shape[0], self.window_size, float(self.val_fraction), self.val_split)

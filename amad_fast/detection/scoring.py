@@ -73,11 +73,36 @@ def _resolve_device(device: Any) -> torch.device:
     return dev
 
 
+class ForwardCache:
+    """Model outputs of scoring batches kept for a later pass over the same windows: fit scores the
+    training series twice (the position profile, then the scores divided by it), and where a batch
+    of the second pass holds exactly the windows of one of the first (same starts, same order), its
+    forward is taken from here instead of being computed again (the same numbers bit for bit: the
+    same model on the same input). An entry is dropped when it is used; at most
+    ``PROFILE_WINDOWS`` windows' outputs are kept."""
+
+    def __init__(self) -> None:
+        self.outputs: dict = {}
+
+    @staticmethod
+    def _key(starts: np.ndarray) -> bytes:
+        return np.ascontiguousarray(starts, dtype=np.int64).tobytes()
+
+    def put(self, starts: np.ndarray, output: Any) -> None:
+        self.outputs[self._key(starts)] = output
+
+    def take(self, starts: np.ndarray) -> Any:
+        """The output stored for this batch of window starts (removed), or None."""
+        return self.outputs.pop(self._key(starts), None)
+
+
 def _window_terms(model: AMAD, x: torch.Tensor, temperature: float,
-                  pos: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+                  pos: Optional[torch.Tensor], res: Any = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Per window of x (B, L, C): the squared error (B, L, C) (divided by the position profile
-    ``pos`` (L,) when given) and the recon_js weight (B, L), softmax over positions of −T·js̄."""
-    res = model(x, need_branches=False)
+    ``pos`` (L,) when given) and the recon_js weight (B, L), softmax over positions of −T·js̄.
+    ``res``: the model's output for x when already computed (:class:`ForwardCache`)."""
+    if res is None:
+        res = model(x, need_branches=False)
     e = (x - res.recon).double() ** 2
     if pos is not None:
         e = e / pos[None, :, None]
@@ -95,10 +120,11 @@ def _position_tensor(position_scale: Optional[np.ndarray], L: int, device: torch
     return pos
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def step_terms(model: AMAD, series: np.ndarray, temperature: float = 50.0, batch_size: int = 128,
                stride: Optional[int] = None, progress: bool = False,
-               position_scale: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+               position_scale: Optional[np.ndarray] = None,
+               cache: Optional[ForwardCache] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Per-step ingredients of every score of a standardised series (T, C), spec §4.
 
     Returns ``(err, weight)``: ``err`` (T, C) float64 the squared reconstruction error per channel,
@@ -108,7 +134,8 @@ def step_terms(model: AMAD, series: np.ndarray, temperature: float = 50.0, batch
     windows leave the last steps uncovered, a window aligned to the series end scores only those.
     ``position_scale`` (L,) divides each window's squared error at position p by
     ``position_scale[p]`` first (:func:`position_error_profile`; None = raw errors).
-    Batched, under ``torch.no_grad``, in eval mode; ``progress`` shows a bar when stderr is a terminal.
+    Batched, under ``torch.inference_mode``, in eval mode; ``progress`` shows a bar when stderr is a
+    terminal. ``cache``: forwards of an earlier pass over the same series, used where a batch matches.
     """
     L = model.window_size
     T, C = series.shape
@@ -135,7 +162,8 @@ def step_terms(model: AMAD, series: np.ndarray, temperature: float = 50.0, batch
                disable=not (progress and sys.stderr.isatty()))
     for i in range(0, len(starts), batch_size):
         idx = torch.as_tensor(starts[i : i + batch_size], device=data.device)[:, None] + offsets  # (B, L)
-        e, w = _window_terms(model, data[idx], temperature, pos)
+        stored = cache.take(starts[i : i + batch_size]) if cache is not None else None
+        e, w = _window_terms(model, data[idx], temperature, pos, stored)
         is_tail = torch.arange(i, i + idx.shape[0], device=data.device)[:, None] >= n_regular
         keep = (~is_tail | (idx >= regular_end)).reshape(-1).double()  # the tail adds uncovered steps only
         flat = idx.reshape(-1)
@@ -148,17 +176,19 @@ def step_terms(model: AMAD, series: np.ndarray, temperature: float = 50.0, batch
     return (err / count[:, None]).cpu().numpy(), (weight / count).cpu().numpy()
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def position_error_profile(model: AMAD, series: np.ndarray, stride: int, batch_size: int = 128,
-                           max_windows: int = PROFILE_WINDOWS) -> np.ndarray:
+                           max_windows: int = PROFILE_WINDOWS, cache: Optional[ForwardCache] = None) -> np.ndarray:
     """The model's mean squared reconstruction error at each position of its window, (L,) float64
     with mean 1 over positions: over the windows of the standardised series (T, C) that start every
     ``stride`` steps (at most ``max_windows`` of them, evenly spread) and over channels, floored at
-    ``ERROR_SCALE_FLOOR``. ``position_norm="train"`` divides scoring errors by it (module docstring)."""
+    ``ERROR_SCALE_FLOOR``. ``position_norm="train"`` divides scoring errors by it (module docstring).
+    ``cache`` keeps each batch's model output for a :func:`step_terms` pass over the same windows."""
     L = model.window_size
     starts = window_starts(series.shape[0], L, int(stride), cover_tail=False)
     if len(starts) > max_windows:
         starts = starts[np.linspace(0, len(starts) - 1, max_windows).round().astype(np.int64)]
+        cache = None  # a spread subset: no batch of a full pass over the series holds the same windows
     param = next(model.parameters())
     was_training = model.training
     model.eval()
@@ -167,7 +197,10 @@ def position_error_profile(model: AMAD, series: np.ndarray, stride: int, batch_s
     total = torch.zeros(L, dtype=torch.float64, device=data.device)
     for i in range(0, len(starts), batch_size):
         x = data[torch.as_tensor(starts[i : i + batch_size], device=data.device)[:, None] + offsets]
-        total += ((x - model(x, need_branches=False).recon).double() ** 2).mean(dim=2).sum(dim=0)
+        res = model(x, need_branches=False)
+        if cache is not None:
+            cache.put(starts[i : i + batch_size], res)
+        total += ((x - res.recon).double() ** 2).mean(dim=2).sum(dim=0)
     model.train(was_training)
     profile = total.cpu().numpy()
     mean = profile.mean()
@@ -314,10 +347,11 @@ class WindowScorer:
     def window_size(self) -> int:
         return self.model.window_size
 
-    def terms(self, Z: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """:func:`step_terms` of the standardised series Z (T, C): ``(err (T, C), weight (T,))``."""
+    def terms(self, Z: np.ndarray, cache: Optional[ForwardCache] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """:func:`step_terms` of the standardised series Z (T, C): ``(err (T, C), weight (T,))``
+        (``cache``: forwards of an earlier pass over Z, see :class:`ForwardCache`)."""
         return step_terms(self.model, Z, self.temperature, self.batch_size, self.stride, progress=self.progress,
-                          position_scale=self.position_scale)
+                          position_scale=self.position_scale, cache=cache)
 
     def raw_scores(self, err: np.ndarray, weight: np.ndarray) -> np.ndarray:
         """Per-step scores of ``(err, weight)`` before smoothing (:func:`combine_terms`)."""

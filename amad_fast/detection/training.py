@@ -340,9 +340,10 @@ def _clone_state(model: nn.Module) -> Dict[str, Tensor]:
 
 # -- the loop ---------------------------------------------------------------------------------
 
-@torch.no_grad()
+@torch.inference_mode()
 def _validation_loss(model: AMAD, windows: "SegmentWindows", batch_size: int) -> float:
-    """Mean reconstruction error over the validation windows (sharded over ranks, then summed)."""
+    """Mean reconstruction error over the validation windows (sharded over ranks, then summed),
+    under inference_mode: nothing of this pass is differentiated, so no autograd bookkeeping."""
     world, rank = _dist()
     was_training = model.training
     model.eval()
