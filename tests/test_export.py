@@ -121,3 +121,20 @@ def test_scoring_window_starts_are_window_starts(T, L, stride):
     np.testing.assert_array_equal(starts.numpy(), want)
     assert n_regular == len(window_starts(T, L, stride, cover_tail=False))
     assert regular_end == (n_regular - 1) * stride + L
+
+
+def test_export_command_writes_the_detectors_scorer(fitted, series, tmp_path, capsys):
+    from amad_fast.cli.main import main
+
+    fitted.save(tmp_path / "det.amad")
+    assert main(["export", str(tmp_path / "det.amad"), str(tmp_path / "det.ts")]) == 0
+    assert "threshold" in capsys.readouterr().out
+    scorer = torch.jit.load(str(tmp_path / "det.ts"))
+    test = series[1][:200]
+    np.testing.assert_array_equal(scorer(torch.from_numpy(test)).numpy(),
+                                  AMADDetector.load(tmp_path / "det.amad", backend="reference").decision_function(test))
+    assert scorer.threshold == fitted.threshold_
+    with pytest.raises(SystemExit) as refused:  # argparse: not one of the formats offered
+        main(["export", str(tmp_path / "det.amad"), str(tmp_path / "det.onnx"), "--format", "onnx"])
+    assert refused.value.code == 2
+    assert main(["export", str(tmp_path / "missing.amad"), str(tmp_path / "x.ts")]) == 2

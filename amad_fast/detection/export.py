@@ -23,12 +23,16 @@ interpolated (the detector's ``nan_policy="interpolate"``); the warning for clip
 is not given (the values are clipped all the same); it runs on the CPU in float32, as traced. A
 detector with ``threshold="paper"`` has no fixed threshold and is refused.
 
-Why TorchScript and not ONNX: the scorer's length-dependent parts (the number of windows, the
-batch loop, the index additions, the moving average's cumulative sums) need a format with control
-flow over a runtime length, which TorchScript scripting gives directly; and the reference attention
-forms the divergence anchor with ``aten::logaddexp``, which torch's TorchScript-based ONNX exporter
-has no symbolic for (``UnsupportedOperatorError`` at opset 17 and 20), while the dynamo-based one
-needs the ``onnx``/``onnxscript`` packages, which ``amad_fast`` does not depend on.
+Why TorchScript and not ONNX (checked with torch 2.13): torch's TorchScript-based ONNX exporter
+has no symbolic for ``aten::logaddexp``, which the reference attention forms the divergence anchor
+with (``UnsupportedOperatorError`` at opsets 17 and 20); writing it as
+``max(a, b) + log1p(exp(−|a − b|))`` avoids that operator but differs from ``logaddexp`` by up to
+one float32 ulp, so the reference's numbers would change; past that operator the exporter stops
+for want of the ``onnx`` package (the dynamo-based one for want of ``onnxscript``), which amad_fast
+does not depend on, so whether the rest of the graph exports is unchecked;
+and the scorer's length-dependent parts (the number of windows, the batch loop, the index
+additions) need control flow over the runtime length, which scripting gives directly. TorchScript
+itself is deprecated in torch 2.13 (``torch.jit`` warns so) but still writes and loads these files.
 """
 from __future__ import annotations
 
