@@ -1,4 +1,4 @@
-"""The subcommands of ``amad-fast``: train, score, watch, evaluate, demo, benchmark, env and bench."""
+"""The subcommands of ``amad-fast``: train, score, watch, export, evaluate, demo, benchmark, env and bench."""
 from __future__ import annotations
 
 import csv
@@ -163,6 +163,20 @@ def cmd_watch(args) -> int:
     print(f"amad-fast watch: {live.n_seen} rows, {live.n_scored} scored, {alarms} alarms, {skipped} lines skipped"
           + (" (interrupted)" if interrupted else ""), file=sys.stderr, flush=True)
     return 130 if interrupted else 0
+
+
+def cmd_export(args) -> int:
+    """Write a saved AMAD detector's scoring as one TorchScript file (:meth:`AMADDetector.export`)."""
+    from amad_fast.detection.detector import AMADDetector
+    from amad_fast.files import check_writable_file
+
+    check_writable_file(args.out, "OUT")
+    det = AMADDetector.load(args.detector, device="cpu")
+    det.export(args.out, format=args.format)
+    print(f"exported {args.detector} to {args.out} ({args.format}: torch.jit.load(path)(X) gives the scores of "
+          f"decision_function(X) for a raw (T, {det.n_channels_}) series; threshold {det.threshold_:.6g} "
+          f"as its 'threshold' attribute)")
+    return 0
 
 
 def cmd_evaluate(args) -> int:

@@ -1,4 +1,4 @@
-"""``amad-fast``: train, score, evaluate, demo, env and bench from the command line.
+"""``amad-fast``: train, score, watch, export, evaluate, demo, benchmark, env and bench from the command line.
 
 Every subcommand has ``--help``. Data arguments take what :func:`amad_fast.data.load_dataset`
 takes (``synthetic[:key=value,...]``, a data directory such as ``../shared/data/SMAP``, a
@@ -18,6 +18,7 @@ from amad_fast.cli.commands import (
     cmd_demo,
     cmd_env,
     cmd_evaluate,
+    cmd_export,
     cmd_score,
     cmd_train,
     cmd_watch,
@@ -37,6 +38,7 @@ from amad_fast.cli.outputs import SPLITS
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from amad_fast.detection.export import EXPORT_FORMATS
     from amad_fast.detection.registry import METHODS
     from amad_fast.detection.thresholds import DEFAULT_CONTAMINATION
 
@@ -140,6 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="alarm above this score (default: the detector's threshold fixed at fit time)")
     _add_device_overrides(w)
     w.set_defaults(func=cmd_watch)
+
+    x = sub.add_parser("export", help="write a saved detector's scoring as one TorchScript file (needs only torch)",
+                       description="Write DETECTOR (an AMAD detector file) to OUT as one TorchScript file that "
+                                   "scores a raw (T, C) series exactly as the detector's decision_function does "
+                                   "(standardisation, windows, scales, smoothing; the reference attention on the "
+                                   "CPU), loadable with torch.jit.load where amad_fast is not installed; the fixed "
+                                   "threshold is its 'threshold' attribute. ONNX is not offered: the reference "
+                                   "attention's logaddexp has no ONNX export in torch.")
+    x.add_argument("detector", help="AMAD detector file written by 'amad-fast train'")
+    x.add_argument("out", help="where to write the TorchScript file")
+    x.add_argument("--format", choices=EXPORT_FORMATS, default="torchscript", help="file format")
+    x.set_defaults(func=cmd_export)
 
     v = sub.add_parser("env", help="versions, device, backends and extension build info",
                        description="Print what this installation runs on: the amad_fast, Python, torch and triton "

@@ -317,6 +317,17 @@ class AMADDetector(DetectorBase):
         }
         write_file(os.fspath(path), FORMAT, state)
 
+    def export(self, path: str, format: str = "torchscript") -> None:
+        """Write this fitted detector's scoring as one self-contained TorchScript file, loadable with
+        ``torch.jit.load(path)`` where ``amad_fast`` is not installed: the loaded module maps a raw
+        (T, C) float tensor to the float64 (T,) scores of :meth:`decision_function` (through the
+        reference attention, on the CPU) and holds ``threshold_`` as its ``threshold`` attribute.
+        Non-finite input is refused rather than interpolated; ``threshold="paper"`` (no fixed
+        threshold) is refused. Why not ONNX: :mod:`amad_fast.detection.export`."""
+        from amad_fast.detection.export import export_detector
+
+        export_detector(self, path, format)
+
     @classmethod
     def load(cls, path: str, device: Optional[str] = None, backend: Optional[str] = None) -> "AMADDetector":
         """Load a detector written by :meth:`save`; ``device``/``backend`` override the stored ones.

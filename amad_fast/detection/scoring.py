@@ -120,6 +120,35 @@ def _position_tensor(position_scale: Optional[np.ndarray], L: int, device: torch
     return pos
 
 
+def scoring_window_starts(T: int, L: int, stride: int, device: torch.device) -> Tuple[torch.Tensor, int, int]:
+    """The scoring windows of a series of T steps, as :func:`amad_fast.data.window_starts` with
+    ``cover_tail=True`` places them, in torch so that the exported scorer computes them too:
+    ``(starts (N,) int64, n_regular, regular_end)``. Windows start at 0, stride, 2·stride, … while
+    they fit (the first ``n_regular``, covering steps [0, regular_end)); when steps remain
+    uncovered, one more window aligned to the series end (start T − L) follows."""
+    n_regular = (T - L) // stride + 1
+    regular_end = (n_regular - 1) * stride + L
+    starts = torch.arange(n_regular, dtype=torch.long, device=device) * stride
+    if regular_end < T:
+        starts = torch.cat([starts, torch.full([1], T - L, dtype=torch.long, device=device)])
+    return starts, n_regular, regular_end
+
+
+def add_window_terms(err: torch.Tensor, weight: torch.Tensor, count: torch.Tensor, idx: torch.Tensor,
+                     first: int, n_regular: int, regular_end: int, e: torch.Tensor, w: torch.Tensor) -> None:
+    """Add one batch of windows' terms into the per-step sums ``err`` (T, C), ``weight`` (T,) and
+    ``count`` (T,) (float64, in place). ``idx`` (B, L) are the batch's step indices, ``first`` the
+    index of its first window among all scoring windows, ``e`` (B, L, C) and ``w`` (B, L) its
+    squared errors and js weights (:func:`_window_terms`). The end-aligned tail window (index ≥
+    ``n_regular``) adds only the steps the regular windows leave uncovered (≥ ``regular_end``)."""
+    is_tail = torch.arange(first, first + idx.shape[0], device=idx.device)[:, None] >= n_regular
+    keep = (~is_tail | (idx >= regular_end)).reshape(-1).double()
+    flat = idx.reshape(-1)
+    err.index_add_(0, flat, e.reshape(-1, err.shape[1]) * keep[:, None])
+    weight.index_add_(0, flat, w.reshape(-1) * keep)
+    count.index_add_(0, flat, keep)
+
+
 @torch.inference_mode()
 def step_terms(model: AMAD, series: np.ndarray, temperature: float = 50.0, batch_size: int = 128,
                stride: Optional[int] = None, progress: bool = False,
@@ -131,7 +160,8 @@ def step_terms(model: AMAD, series: np.ndarray, temperature: float = 50.0, batch
     ``weight`` (T,) float64 the softmax over the step's window positions of (−T·js̄_t). Windows
     start at 0, ``stride``, 2·``stride``, … (``stride`` None = L, spec §4's non-overlapping
     windows); a step covered by several windows gets the mean of their values. When the regular
-    windows leave the last steps uncovered, a window aligned to the series end scores only those.
+    windows leave the last steps uncovered, a window aligned to the series end scores only those
+    (:func:`scoring_window_starts`, :func:`add_window_terms`).
     ``position_scale`` (L,) divides each window's squared error at position p by
     ``position_scale[p]`` first (:func:`position_error_profile`; None = raw errors).
     Batched, under ``torch.inference_mode``, in eval mode; ``progress`` shows a bar when stderr is a
@@ -148,9 +178,7 @@ def step_terms(model: AMAD, series: np.ndarray, temperature: float = 50.0, batch
     was_training = model.training
     model.eval()
     data = torch.as_tensor(series, dtype=param.dtype, device=param.device)
-    starts = window_starts(T, L, stride, cover_tail=True)
-    n_regular = (T - L) // stride + 1  # starts[n_regular:] is the end-aligned tail window, if any
-    regular_end = (n_regular - 1) * stride + L  # steps [0, regular_end) are covered by regular windows
+    starts, n_regular, regular_end = scoring_window_starts(T, L, stride, data.device)
     err = torch.zeros(T, C, dtype=torch.float64, device=data.device)
     weight = torch.zeros(T, dtype=torch.float64, device=data.device)
     count = torch.zeros(T, dtype=torch.float64, device=data.device)
@@ -161,15 +189,11 @@ def step_terms(model: AMAD, series: np.ndarray, temperature: float = 50.0, batch
     bar = tqdm(total=len(starts), desc="scoring windows", unit="win", leave=False, dynamic_ncols=True,
                disable=not (progress and sys.stderr.isatty()))
     for i in range(0, len(starts), batch_size):
-        idx = torch.as_tensor(starts[i : i + batch_size], device=data.device)[:, None] + offsets  # (B, L)
-        stored = cache.take(starts[i : i + batch_size]) if cache is not None else None
+        batch = starts[i : i + batch_size]
+        idx = batch[:, None] + offsets  # (B, L)
+        stored = cache.take(batch.cpu().numpy()) if cache is not None else None
         e, w = _window_terms(model, data[idx], temperature, pos, stored)
-        is_tail = torch.arange(i, i + idx.shape[0], device=data.device)[:, None] >= n_regular
-        keep = (~is_tail | (idx >= regular_end)).reshape(-1).double()  # the tail adds uncovered steps only
-        flat = idx.reshape(-1)
-        err.index_add_(0, flat, e.reshape(-1, C) * keep[:, None])
-        weight.index_add_(0, flat, w.reshape(-1) * keep)
-        count.index_add_(0, flat, keep)
+        add_window_terms(err, weight, count, idx, i, n_regular, regular_end, e, w)
         bar.update(idx.shape[0])
     bar.close()
     model.train(was_training)
@@ -209,15 +233,29 @@ def position_error_profile(model: AMAD, series: np.ndarray, stride: int, batch_s
     return np.maximum(profile / mean, ERROR_SCALE_FLOOR)
 
 
+def combine_step_terms(err: torch.Tensor, weight: torch.Tensor, recon_js: bool,
+                       channel_scale: Optional[torch.Tensor]) -> torch.Tensor:
+    """Score per step (T,) from per-step terms (float64 tensors): mean over channels of err (T, C)
+    / ``channel_scale`` (C,) (None = 1, the spec's plain mean), times ``weight`` (T,) when
+    ``recon_js``. The one implementation behind :func:`combine_terms` and the exported scorer."""
+    e = err if channel_scale is None else err / channel_scale
+    s = e.mean(dim=1)
+    return s * weight if recon_js else s
+
+
 def combine_terms(err: np.ndarray, weight: np.ndarray, score: str = "recon_js",
                   channel_scale: Optional[np.ndarray] = None) -> np.ndarray:
     """Score per step from :func:`step_terms` output: mean over channels of err / channel_scale
-    (``channel_scale`` None = 1, the spec's plain mean), times ``weight`` for ``"recon_js"``."""
+    (``channel_scale`` None = 1, the spec's plain mean), times ``weight`` for ``"recon_js"``
+    (:func:`combine_step_terms` on float64 arrays)."""
     if score not in SCORES:
         raise ValueError(f"score: expected one of {SCORES}, got {score!r}")
-    e = err if channel_scale is None else err / np.asarray(channel_scale, dtype=np.float64)
-    s = e.mean(axis=1)
-    return s * weight if score == "recon_js" else s
+    scale = None if channel_scale is None else torch.from_numpy(np.asarray(channel_scale, dtype=np.float64))
+    return combine_step_terms(_float64_tensor(err), _float64_tensor(weight), score == "recon_js", scale).numpy()
+
+
+def _float64_tensor(values: Any) -> torch.Tensor:
+    return torch.from_numpy(np.array(values, dtype=np.float64))
 
 
 def channel_error_scale(err: np.ndarray, floor: float = ERROR_SCALE_FLOOR) -> np.ndarray:
@@ -226,17 +264,24 @@ def channel_error_scale(err: np.ndarray, floor: float = ERROR_SCALE_FLOOR) -> np
     return np.maximum(np.asarray(err, dtype=np.float64).mean(axis=0), float(floor))
 
 
-def smooth_scores(scores: np.ndarray, width: int) -> np.ndarray:
-    """Centred moving average of length ``width`` (odd widths are symmetric); near the ends the mean
-    is over the neighbours that exist, so the ends are not pulled towards zero. width 1 = identity."""
-    s = np.asarray(scores, dtype=np.float64)
+def centred_moving_average(scores: torch.Tensor, width: int) -> torch.Tensor:
+    """Centred moving average of length ``width`` of a float64 (T,) tensor (odd widths are
+    symmetric); near the ends the mean is over the neighbours that exist, so the ends are not
+    pulled towards zero. width 1 = identity. The one implementation behind :func:`smooth_scores`
+    and the exported scorer."""
     if width <= 1:
-        return s
-    c = np.concatenate(([0.0], np.cumsum(s)))
-    i = np.arange(len(s))
-    lo = np.clip(i - (width - 1) // 2, 0, len(s))
-    hi = np.clip(i + width // 2 + 1, 0, len(s))
+        return scores
+    n = scores.shape[0]
+    c = torch.cat([torch.zeros(1, dtype=scores.dtype, device=scores.device), torch.cumsum(scores, dim=0)])
+    i = torch.arange(n, device=scores.device)
+    lo = torch.clamp(i - (width - 1) // 2, 0, n)
+    hi = torch.clamp(i + width // 2 + 1, 0, n)
     return (c[hi] - c[lo]) / (hi - lo)
+
+
+def smooth_scores(scores: np.ndarray, width: int) -> np.ndarray:
+    """Centred moving average of length ``width`` (:func:`centred_moving_average`), float64 numpy."""
+    return centred_moving_average(_float64_tensor(scores), int(width)).numpy()
 
 
 def trailing_mean(scores: np.ndarray, width: int) -> np.ndarray:
