@@ -1,6 +1,7 @@
 """Estimator conventions users of scikit-learn and PyOD expect: the
 detectors from the top-level package, sklearn's clone / get_params / set_params, PyOD's
 decision_scores_ / threshold_ / labels_, and device="auto"."""
+import math
 import subprocess
 import sys
 
@@ -72,3 +73,59 @@ def test_device_auto_is_the_default_and_resolves_here(series, tmp_path):
     back = amad_fast.AMADDetector.load(tmp_path / "d.pt")  # "auto" is stored: it loads on whatever is here
     assert back.device == "auto" and next(back.model_.parameters()).device.type == want
     np.testing.assert_array_equal(back.decision_function(series.test), det.decision_function(series.test))
+
+
+def binomial_upper_tail(n, m, p):
+    """P(X > n − m) for X ~ Binomial(n, p), summed term by term (independent of SciPy)."""
+    return sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(n - m + 1, n + 1))
+
+
+@pytest.fixture(scope="module")
+def fitted_l2(series):
+    return amad_fast.make_detector("l2", contamination=0.05).fit(series.train)
+
+
+def test_predict_proba_linear_is_the_min_max_scaled_score(series, fitted_l2):
+    train = fitted_l2.decision_scores_
+    scores = fitted_l2.decision_function(series.test)
+    proba = fitted_l2.predict_proba(series.test)
+    want = np.clip((scores - train.min()) / (train.max() - train.min()), 0, 1)
+    np.testing.assert_allclose(proba[:, 1], want, rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(proba[:, 0], 1 - proba[:, 1])
+    assert (proba[:, 1] == 1).any() and (proba[:, 1] < 1).any()  # scores above the training range clip to 1
+    with pytest.raises(ValueError, match="method: expected one of"):
+        fitted_l2.predict_proba(series.test, method="sigmoid")
+    with pytest.raises(RuntimeError, match="not fitted"):
+        amad_fast.make_detector("l2").predict_proba(series.test)
+
+
+def test_predict_proba_unify_is_the_gaussian_scaled_score(series, fitted_l2):
+    pytest.importorskip("scipy")
+    train = fitted_l2.decision_scores_
+    scores = fitted_l2.decision_function(series.test)
+    z = (scores - train.mean()) / (train.std() * math.sqrt(2))
+    want = np.clip([math.erf(v) for v in z], 0, 1)
+    np.testing.assert_allclose(fitted_l2.predict_proba(series.test, method="unify")[:, 1], want, rtol=1e-12, atol=1e-15)
+    constant = amad_fast.make_detector("l2").fit(series.train)
+    constant.train_scores_ = np.full_like(constant.train_scores_, 2.0)
+    with pytest.raises(ValueError, match="standard deviation 0"):
+        constant.predict_proba(series.test, method="unify")
+
+
+@pytest.mark.parametrize("rule", ["train", "pot"])
+def test_predict_confidence_is_exceeds_binomial_confidence_in_the_label(series, rule):
+    pytest.importorskip("scipy")
+    det = amad_fast.make_detector("l2", contamination=0.05, threshold=rule).fit(series.train)
+    train = np.sort(det.decision_scores_)
+    n = train.size
+    flagged_in_training = int(n * 0.05) if rule == "train" else int((train > det.threshold_).sum())
+    judged = np.array([train[0] - 1, train[n // 2], det.threshold_, train[-1] + 1])
+    det.decision_function = lambda X: judged  # the confidence of chosen scores
+    labels, confidence = det.predict(series.test, return_confidence=True)
+    np.testing.assert_array_equal(labels, [0, 0, 0, 1])
+    for score, label, got in zip(judged, labels, confidence):
+        tail = binomial_upper_tail(n, flagged_in_training, (1 + int((train <= score).sum())) / (2 + n))
+        assert got == pytest.approx(tail if label else 1 - tail, rel=1e-9, abs=1e-12)
+    if rule == "train":  # 40 training steps flagged: far from the threshold a label is near certain, at it not
+        assert confidence[0] > 0.999 and confidence[3] > 0.999 and confidence[2] < 0.9
+    np.testing.assert_array_equal(det.predict_confidence(series.test), confidence)

@@ -11,6 +11,10 @@ and the baselines (:mod:`amad_fast.detection.baselines`) alike:
 
 ``contamination`` is the expected fraction of anomalous steps in (0, 1), PyOD's name and unit.
 A step is flagged when its score is above the threshold.
+:meth:`DetectorBase.predict_proba` and :meth:`DetectorBase.predict_confidence` are PyOD's
+transformations of a score against the training scores (min-max or Gaussian scaling; ExCeeD's
+confidence in the 0/1 label), with PyOD's definitions; neither is a calibrated probability that a
+step is anomalous.
 Subclasses keep their constructor arguments as attributes of the same names, implement
 ``decision_function``, ``fitted`` and ``_check_params`` (calling :meth:`_check_threshold_params`),
 and set ``train_scores_`` and ``threshold_ = self._fixed_threshold()`` when they fit.
@@ -25,11 +29,15 @@ import numpy as np
 from amad_fast.detection import thresholds
 from amad_fast.metrics.classification import predict
 
-__all__ = ["DetectorBase"]
+__all__ = ["DetectorBase", "PROBA_METHODS"]
+
+#: the rules of :meth:`DetectorBase.predict_proba` (PyOD's)
+PROBA_METHODS = ("linear", "unify")
 
 
 class DetectorBase:
-    """Parameters (``get_params``/``set_params``/``repr``), thresholds and ``predict`` of a detector."""
+    """Parameters (``get_params``/``set_params``/``repr``), thresholds, ``predict`` and PyOD's
+    ``predict_proba``/``predict_confidence`` of a detector."""
 
     # -- parameters -------------------------------------------------------------------------------
     @classmethod
@@ -133,6 +141,19 @@ class DetectorBase:
         self._require_fitted_attribute("labels_")
         return predict(self.train_scores_, self.threshold_for(self.train_scores_))
 
+    def __sklearn_is_fitted__(self) -> bool:
+        """Whether ``fit`` has run, for scikit-learn's ``check_is_fitted`` (which otherwise guesses
+        from the attributes ending in ``_``)."""
+        return self.fitted
+
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn's description of the estimator (asked for by its utilities such as
+        ``check_is_fitted`` from version 1.6 on, where these tags exist): an outlier detector, as PyOD
+        marks its own, that needs fit and takes no target."""
+        from sklearn.utils import Tags, TargetTags
+
+        return Tags(estimator_type="outlier_detector", target_tags=TargetTags(required=False))
+
     def _require_fitted_attribute(self, name: str) -> None:
         # an AttributeError, as for any attribute fit has not set yet (hasattr / sklearn's check_is_fitted)
         if not self.fitted:
@@ -156,11 +177,96 @@ class DetectorBase:
         self._require_fitted()
         return thresholds.stream_threshold(self.threshold, self.threshold_)
 
-    def predict(self, X: Any) -> np.ndarray:
-        """0/1 (int8) per time step: score > threshold (see :meth:`threshold_for`)."""
+    def predict(self, X: Any, return_confidence: bool = False) -> Any:
+        """0/1 (int8) per time step: score > threshold (see :meth:`threshold_for`); with
+        ``return_confidence=True`` also :meth:`predict_confidence`'s value per step (PyOD's signature),
+        from the same scores."""
         scores = self.decision_function(X)
         self.last_threshold_ = self.threshold_for(scores)
-        return predict(scores, self.last_threshold_)
+        labels = predict(scores, self.last_threshold_)
+        if return_confidence:
+            return labels, self._confidence_of_scores(scores, self.last_threshold_)
+        return labels
 
     def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
         return self.fit(X).predict(X)
+
+    # -- PyOD's transformations of the scores -------------------------------------------------------
+    def predict_proba(self, X: Any, method: str = "linear", return_confidence: bool = False) -> Any:
+        """PyOD's ``predict_proba``: per time step ``[1 − p, p]`` (shape ``(n, 2)``), ``p`` a score
+        rescaled into [0, 1] by a fixed rule against the training scores ``decision_scores_``.
+
+        ``p`` is **not** a calibrated probability that the step is anomalous: it is a monotone
+        transformation of the score, and nothing ties its value to how often such steps are anomalous.
+        It orders steps exactly as the score does (up to the clipping at 0 and 1) and does not depend on
+        the threshold. The rules, as in ``pyod.models.base.BaseDetector.predict_proba``:
+
+        * ``"linear"``: min-max scaling, ``(s − min) / (max − min)`` of the training scores, clipped
+          to [0, 1] (computed as scikit-learn's ``MinMaxScaler`` does: a range under 10 machine epsilons
+          counts as 1). A score above every training score gives 1, one below them 0.
+        * ``"unify"``: Kriegel et al. (2011)'s Gaussian scaling, ``erf((s − μ) / (σ √2))`` clipped to
+          [0, 1], with μ and σ the mean and (population) standard deviation of the training scores; it
+          supposes those scores Gaussian, and every score at or below μ gives 0. Needs SciPy (installed
+          with scikit-learn, the ``baselines`` extra); a ValueError when the training scores are
+          constant (σ = 0), where the rule is undefined.
+
+        ``return_confidence=True`` also returns :meth:`predict_confidence`'s values for the same scores.
+        """
+        if method not in PROBA_METHODS:
+            raise ValueError(f"predict_proba: method: expected one of {PROBA_METHODS}, got {method!r}")
+        self._require_fitted()
+        scores = self.decision_function(X)
+        train = np.asarray(self.train_scores_, dtype=np.float64)
+        if method == "linear":
+            span = float(train.max() - train.min())
+            scale = 1.0 / (1.0 if span < 10 * np.finfo(np.float64).eps else span)
+            p = scores * scale + (0.0 - train.min() * scale)
+        else:
+            from scipy.special import erf
+
+            sigma = np.std(train)
+            if sigma == 0:
+                raise ValueError(f"{type(self).__name__}.predict_proba(method='unify'): the training scores are "
+                                 f"all equal (standard deviation 0), so the Gaussian scaling is undefined; use "
+                                 f"method='linear'")
+            p = erf((scores - np.mean(train)) / (sigma * np.sqrt(2)))
+        p = p.clip(0, 1)
+        proba = np.stack((1 - p, p), axis=1)
+        if return_confidence:
+            return proba, self._confidence_of_scores(scores, self.threshold_for(scores))
+        return proba
+
+    def predict_confidence(self, X: Any) -> np.ndarray:
+        """PyOD's ``predict_confidence``: per time step, ExCeeD's confidence (Perini et al., 2020) in
+        :meth:`predict`'s 0/1 label, in [0, 1].
+
+        It is **not** a probability that the step is anomalous: it is the probability, under ExCeeD's
+        Bayesian model, that the detector would give the step the same label had it been fitted on
+        another sample of ``n`` training scores. A step's position among the ``n`` training scores
+        (``k`` of them at or below its score) gives ``p = (1 + k) / (2 + n)``; the step is flagged when
+        it ranks among the top ``m`` training scores, with probability
+        ``c = 1 − BinomialCDF(n − m; n, p)``; the confidence is ``c`` for a flagged step and
+        ``1 − c`` for the others. ``m = int(n · contamination)`` under ``threshold="train"`` (PyOD's rule
+        for a contamination-quantile threshold); under ``"pot"`` and ``"paper"``, whose thresholds do not
+        come from ``contamination``, ``m`` is the number of training scores above the threshold the
+        label uses (PyOD's rule for a threshold given by other means). ExCeeD treats the training scores
+        as independent draws; the steps of a series are correlated, so there are fewer independent
+        scores than ``n`` and the confidences are higher than the data warrant. Needs SciPy.
+        """
+        scores = self.decision_function(X)
+        return self._confidence_of_scores(scores, self.threshold_for(scores))
+
+    def _confidence_of_scores(self, scores: np.ndarray, threshold: float) -> np.ndarray:
+        """:meth:`predict_confidence` of the steps with these scores, labelled by ``threshold``."""
+        from scipy.stats import binom
+
+        train = np.sort(np.asarray(self.train_scores_, dtype=np.float64))
+        n = train.size
+        if self.threshold == "train":
+            n_flagged = int(n * self.contamination)
+        else:
+            n_flagged = int(np.count_nonzero(train > threshold))
+        at_or_below = np.searchsorted(train, scores, side="right")
+        posterior = (1 + at_or_below) / (2 + n)
+        confidence = 1 - binom.cdf(n - n_flagged, n, posterior)
+        return np.where(scores > threshold, confidence, 1 - confidence)
