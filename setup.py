@@ -80,7 +80,8 @@ setup(
     install_requires=["torch>=2.4", "numpy>=1.22", "tqdm>=4.60", "matplotlib>=3.5"],
     extras_require={
         "triton": ["triton>=3.2"],
-        "test": ["pytest>=7", "hypothesis>=6", "pytest-benchmark>=4", "scikit-learn>=1.1"],
+        # pyod (tests/test_pyod.py) brings numba, llvmlite and scipy; torch is only its optional extra
+        "test": ["pytest>=7", "hypothesis>=6", "pytest-benchmark>=4", "scikit-learn>=1.1", "pyod>=2"],
         "baselines": ["scikit-learn>=1.1"],
     },
     entry_points={"console_scripts": ["amad-fast = amad_fast.cli:main"]},
