@@ -7,9 +7,19 @@
 //
 // Inputs may have any strides (read through them); float16/bfloat16 inputs are converted to
 // float32 first and the outputs cast back. The hot loops are compiled three times, for x86-64-v4
-// (AVX-512), x86-64-v3 (AVX2+FMA) and the baseline, and the best one the CPU supports runs
-// (AMAD_FAST_CPU_ISA=avx512|avx2|default lowers the choice, for testing).
+// (AVX-512), x86-64-v3 (AVX2+FMA) and the baseline, and the best one the CPU supports runs.
+// On x86-64-v4 the block products (scores, P·V and the backward's five products) go by default
+// through ATen's cpublas::brgemm (MKL / oneDNN) instead of the kernels' own micro-kernels, and
+// bfloat16 inputs are multiplied as bfloat16 on the CPU's 16-bit units (AMX or AVX-512-BF16,
+// float32 accumulation) where it has them (issue 18). AMAD_FAST_CPU_ISA lowers the choice, for
+// testing and comparison:
+//   brgemm   the default where available: AVX-512 elementwise + library block products, bfloat16
+//            on the 16-bit units when the CPU has them (oneDNN picks AMX over AVX-512-BF16; its
+//            own ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 caps that, set before the first call);
+//   avx512, avx2, default   the micro-kernels only, 16-bit inputs computed in float32.
+// float64 always runs on the micro-kernels.
 #include <ATen/Parallel.h>
+#include <ATen/native/CPUBlas.h>
 #include <torch/library.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -34,7 +44,7 @@ using at::Tensor;
 
 namespace {
 
-enum class Isa { Default = 0, Avx2 = 1, Avx512 = 2 };
+enum class Isa { Default = 0, Avx2 = 1, Avx512 = 2, Brgemm = 3 };
 
 #ifdef AMAD_MULTI_ISA
 Isa hardware_isa() {
@@ -45,11 +55,23 @@ Isa hardware_isa() {
     const bool v4 = v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                     __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                     __builtin_cpu_supports("avx512cd");
-    return v4 ? Isa::Avx512 : v3 ? Isa::Avx2 : Isa::Default;
+    return v4 ? Isa::Brgemm : v3 ? Isa::Avx2 : Isa::Default;
   }();
   return isa;
 }
+
+// Whether bfloat16 products can run on 16-bit units: AMX-BF16 or AVX-512-BF16, and a oneDNN
+// behind cpublas::brgemm that has the kernels for them (could_pack: its bfloat16 ukernel exists).
+bool hardware_bf16() {
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    const bool units = __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
+    return units && at::native::cpublas::could_pack(at::kBFloat16);
+  }();
+  return ok;
+}
 #else
+bool hardware_bf16() { return false; }
 Isa hardware_isa() { return Isa::Default; }
 #endif
 
@@ -58,9 +80,12 @@ Isa active_isa() {
   Isa isa = hardware_isa();
   if (const char* env = std::getenv("AMAD_FAST_CPU_ISA")) {
     const std::string want(env);
-    Isa cap = want == "default" ? Isa::Default : want == "avx2" ? Isa::Avx2 : Isa::Avx512;
-    TORCH_CHECK(want == "default" || want == "avx2" || want == "avx512" || want.empty(),
-                "AMAD_FAST_CPU_ISA: expected default, avx2 or avx512, got '", want, "'");
+    Isa cap = want == "default" ? Isa::Default
+              : want == "avx2"  ? Isa::Avx2
+              : want == "avx512" ? Isa::Avx512
+                                 : Isa::Brgemm;
+    TORCH_CHECK(want == "default" || want == "avx2" || want == "avx512" || want == "brgemm" || want.empty(),
+                "AMAD_FAST_CPU_ISA: expected default, avx2, avx512 or brgemm, got '", want, "'");
     if (static_cast<int>(cap) < static_cast<int>(isa)) isa = cap;
   }
   return isa;
@@ -68,6 +93,8 @@ Isa active_isa() {
 
 std::string isa_name() {
   switch (active_isa()) {
+    case Isa::Brgemm:
+      return "brgemm";
     case Isa::Avx512:
       return "avx512";
     case Isa::Avx2:
@@ -80,7 +107,7 @@ std::string isa_name() {
 template <typename T>
 void run_forward(Isa isa, const cpu::FwdArgs<T>& a, int64_t t0, int64_t t1, T* w) {
 #ifdef AMAD_MULTI_ISA
-  if (isa == Isa::Avx512) return cpu::forward_avx512<T>(a, t0, t1, w);
+  if (isa >= Isa::Avx512) return cpu::forward_avx512<T>(a, t0, t1, w);
   if (isa == Isa::Avx2) return cpu::forward_avx2<T>(a, t0, t1, w);
 #endif
   cpu::forward_default<T>(a, t0, t1, w);
@@ -89,10 +116,36 @@ void run_forward(Isa isa, const cpu::FwdArgs<T>& a, int64_t t0, int64_t t1, T* w
 template <typename T>
 void run_backward(Isa isa, const cpu::BwdArgs<T>& a, int64_t t0, int64_t t1, T* w) {
 #ifdef AMAD_MULTI_ISA
-  if (isa == Isa::Avx512) return cpu::backward_avx512<T>(a, t0, t1, w);
+  if (isa >= Isa::Avx512) return cpu::backward_avx512<T>(a, t0, t1, w);
   if (isa == Isa::Avx2) return cpu::backward_avx2<T>(a, t0, t1, w);
 #endif
   cpu::backward_default<T>(a, t0, t1, w);
+}
+
+// The library block products (cpu::GemmLib): ATen's cpublas::brgemm, C (M×N) (+)= A (M×K) · B (K×N)
+// row-major; single-threaded inside the kernels' own parallel region.
+void lib_f32(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, bool add, const float* A,
+             const float* B, float* C) {
+  at::native::cpublas::brgemm(M, N, K, lda, ldb, ldc, add, A, B, C, false);
+}
+void lib_bf16(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, bool add, const uint16_t* A,
+              const uint16_t* B, float* C) {
+  at::native::cpublas::brgemm(M, N, K, lda, ldb, ldc, add, reinterpret_cast<const at::BFloat16*>(A),
+                              reinterpret_cast<const at::BFloat16*>(B), C, true);
+}
+const cpu::GemmLib kLibF32{lib_f32, lib_bf16, false};
+const cpu::GemmLib kLibBf16{lib_f32, lib_bf16, true};
+
+// The GemmLib a call uses (null: the micro-kernels): bfloat16 operands for bfloat16 inputs where the
+// CPU has the units, float32 operands otherwise; none for float64 or below Isa::Brgemm.
+const cpu::GemmLib* gemm_lib(Isa isa, at::ScalarType input, at::ScalarType acc) {
+  if (isa != Isa::Brgemm || acc != at::kFloat) return nullptr;
+  return input == at::kBFloat16 && hardware_bf16() ? &kLibBf16 : &kLibF32;
+}
+
+// Releases the AMX tile state a bfloat16 GemmLib left on this thread (cpublas::brgemm keeps it).
+void release_lib(const void* lib) {
+  if (lib == &kLibBf16) at::native::cpublas::brgemm_release(true);
 }
 
 // Flush-to-zero and denormals-are-zero while a worker runs the kernels (restored after): products
@@ -158,9 +211,11 @@ void parallel_tasks(int64_t ntasks, int64_t chunk, int64_t work_size, const Fn& 
   });
 }
 
-// Query rows per task: the block's score rows (R×L per map) stay within ~64 KiB of float32.
+// Query rows per task: the block's score rows (R×L per map) stay within ~256 KiB of float32 (the
+// four R×L buffers of a block within a 1-2 MiB L2), with up to 64 rows: taller blocks keep the
+// block products efficient (16 rows at L = 1024 left a library GEMM at 160 GFLOP/s, 64 at 175).
 int64_t block_rows(int64_t L) {
-  int64_t r = 16384 / L;
+  int64_t r = 65536 / L;
   r = r < 1 ? 1 : (r > 64 ? 64 : r);
   return r < L ? r : L;
 }
@@ -336,8 +391,11 @@ ForwardResult automask_forward_cpu(const Tensor& q, const Tensor& k, const Tenso
     a.lse_local = lse_local.data_ptr<double>();
     a.lse_global = lse_global.data_ptr<double>();
     a.need_divergence = need_divergence;
-    parallel_tasks<T>(B * H * nblk, nblk, cpu::forward_work_size<T>(L, D, R),
-                      [&](int64_t t0, int64_t t1, T* work) { run_forward<T>(isa, a, t0, t1, work); });
+    a.lib = reinterpret_cast<const cpu::GemmLib*>(gemm_lib(isa, q.scalar_type(), acc));
+    parallel_tasks<T>(B * H * nblk, nblk, cpu::forward_work_size<T>(L, D, R), [&](int64_t t0, int64_t t1, T* work) {
+      run_forward<T>(isa, a, t0, t1, work);
+      release_lib(a.lib);
+    });
   });
   const auto dt = q.scalar_type();
   if (dt != acc) {
@@ -412,8 +470,11 @@ BackwardResult automask_backward_cpu(const c10::optional<Tensor>& grad_out,
     a.ds = ds_ws.data_ptr<T>();
     a.dmix_ws = dmix_ws.data_ptr<T>();
     a.nsplit = nsplit, a.blocks_per_split = bps;
-    parallel_tasks<T>(B * H * nsplit, 1, cpu::backward_work_size<T>(L, D, R),
-                      [&](int64_t t0, int64_t t1, T* work) { run_backward<T>(isa, a, t0, t1, work); });
+    a.lib = reinterpret_cast<const cpu::GemmLib*>(gemm_lib(isa, q.scalar_type(), acc));
+    parallel_tasks<T>(B * H * nsplit, 1, cpu::backward_work_size<T>(L, D, R), [&](int64_t t0, int64_t t1, T* work) {
+      run_backward<T>(isa, a, t0, t1, work);
+      release_lib(a.lib);
+    });
     if (nsplit > 1) reduce_key_side<T>(a);
     dc = sum_leading<T>(dc_ws, B).view({H, L, P});
     ds = sum_leading<T>(ds_ws, B).view({H, L, P});
@@ -429,4 +490,7 @@ BackwardResult automask_backward_cpu(const c10::optional<Tensor>& grad_out,
 
 TORCH_LIBRARY_FRAGMENT(amad_fast, m) {
   m.def("automask_cpu_isa() -> str", [] { return amad_fast::isa_name(); });
+  // whether bfloat16 inputs run on 16-bit units (AMX / AVX-512-BF16) at the active ISA
+  m.def("automask_cpu_bf16_units() -> bool",
+        [] { return amad_fast::active_isa() == amad_fast::Isa::Brgemm && amad_fast::hardware_bf16(); });
 }
