@@ -14,8 +14,7 @@
 // float32 accumulation) where it has them (issue 18). AMAD_FAST_CPU_ISA lowers the choice, for
 // testing and comparison:
 //   brgemm   the default where available: AVX-512 elementwise + library block products, bfloat16
-//            on the 16-bit units when the CPU has them (oneDNN picks AMX over AVX-512-BF16; its
-//            own ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 caps that, set before the first call);
+//            on the 16-bit units when the CPU has them (AMX; see hardware_bf16);
 //   avx512, avx2, default   the micro-kernels only, 16-bit inputs computed in float32.
 // float64 always runs on the micro-kernels.
 #include <ATen/Parallel.h>
@@ -61,7 +60,9 @@ Isa hardware_isa() {
 }
 
 // Whether bfloat16 products can run on 16-bit units: AMX-BF16 or AVX-512-BF16, and a oneDNN
-// behind cpublas::brgemm that has the kernels for them (could_pack: its bfloat16 ukernel exists).
+// behind cpublas::brgemm with a bfloat16 ukernel for them (could_pack). In ATen 2.13 that is AMX
+// only: with oneDNN capped at AVX512_CORE_BF16 could_pack is false and brgemm's bfloat16 fallback
+// ran at 18-100 GFLOP/s on the Intel Xeon against 160-185 in float32, so such CPUs keep float32.
 bool hardware_bf16() {
   static const bool ok = [] {
     __builtin_cpu_init();
