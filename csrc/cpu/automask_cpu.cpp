@@ -284,27 +284,47 @@ void reduce_key_side(const cpu::BwdArgs<T>& a) {
 constexpr int64_t kReseed = 32;
 inline int64_t reseed_for(at::ScalarType dtype) { return dtype == at::kDouble ? 1 : kReseed; }
 
-// Calls fn(h, s, p, i, cos θi, sin θi) for every head, scale, pair and position: heads in
-// parallel (fn must only touch its head's entries), the rest in that order.
+// (c, sn) ← (c, sn) rotated by (c1, s1), pair by pair.
+inline void step_rotation(double* __restrict__ c, double* __restrict__ sn, const double* __restrict__ c1,
+                          const double* __restrict__ s1, int64_t P) {
+  for (int64_t p = 0; p < P; ++p) {
+    const double cn = c[p] * c1[p] - sn[p] * s1[p];
+    sn[p] = sn[p] * c1[p] + c[p] * s1[p];
+    c[p] = cn;
+  }
+}
+
+// c += w·cs, sv += w·sn over P entries.
+inline void accumulate_scaled(double* __restrict__ c, double* __restrict__ sv, const double* __restrict__ cs,
+                              const double* __restrict__ sn, double w, int64_t P) {
+  for (int64_t p = 0; p < P; ++p) c[p] += w * cs[p], sv[p] += w * sn[p];
+}
+
+// Calls fn(h, s, i, cos, sin) for every head, scale and position, cos and sin the P pairs' cos θi,
+// sin θi (θ = freqs[h, s, :]): heads in parallel (fn must only touch its head's entries), the rest
+// in that order. The pairs are stepped together, so the loops over them vectorise (one pair at a
+// time, position by position, took a sixth of a forward's time at L = 1024); each pair's
+// arithmetic is the same as stepped alone.
 template <typename Fn>
-void for_each_angle(const Tensor& freqs, int64_t L, int64_t reseed, const Fn& fn) {
+void for_each_position(const Tensor& freqs, int64_t L, int64_t reseed, const Fn& fn) {
   auto f = freqs.to(at::kDouble).contiguous();
   const double* th = f.data_ptr<double>();
   const int64_t H = f.size(0), S = f.size(1), P = f.size(2);
   at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
+    std::vector<double> buf(4 * P);
+    double *c1 = buf.data(), *s1 = c1 + P, *c = s1 + P, *sn = c + P;
     for (int64_t h = h0; h < h1; ++h)
-      for (int64_t s = 0; s < S; ++s)
-        for (int64_t p = 0; p < P; ++p) {
-          const double t = th[(h * S + s) * P + p], c1 = std::cos(t), s1 = std::sin(t);
-          double c = 1, sn = 0;
-          for (int64_t i = 0; i < L; ++i) {
-            if (i % reseed == 0) c = std::cos(t * static_cast<double>(i)), sn = std::sin(t * static_cast<double>(i));
-            fn(h, s, p, i, c, sn);
-            const double cn = c * c1 - sn * s1;
-            sn = sn * c1 + c * s1;
-            c = cn;
-          }
+      for (int64_t s = 0; s < S; ++s) {
+        const double* t = th + (h * S + s) * P;
+        for (int64_t p = 0; p < P; ++p) c1[p] = std::cos(t[p]), s1[p] = std::sin(t[p]);
+        for (int64_t i = 0; i < L; ++i) {
+          if (i % reseed == 0)
+            for (int64_t p = 0; p < P; ++p)
+              c[p] = std::cos(t[p] * static_cast<double>(i)), sn[p] = std::sin(t[p] * static_cast<double>(i));
+          fn(h, s, i, static_cast<const double*>(c), static_cast<const double*>(sn));
+          step_rotation(c, sn, c1, s1, P);
         }
+      }
   });
 }
 
@@ -316,9 +336,9 @@ std::tuple<Tensor, Tensor> cpu_modulation_tables(const Tensor& freqs, const Tens
   const double* wp = w.data_ptr<double>();
   auto cd = at::zeros({H, L, P}, freqs.options().dtype(at::kDouble)), sd = at::zeros_like(cd);
   double *c = cd.data_ptr<double>(), *sv = sd.data_ptr<double>();
-  for_each_angle(freqs, L, reseed_for(dtype), [&](int64_t h, int64_t s, int64_t p, int64_t i, double cs, double sn) {
-    c[(h * L + i) * P + p] += wp[h * S + s] * cs;
-    sv[(h * L + i) * P + p] += wp[h * S + s] * sn;
+  for_each_position(freqs, L, reseed_for(dtype), [&](int64_t h, int64_t s, int64_t i, const double* cs,
+                                                       const double* sn) {
+    accumulate_scaled(c + (h * L + i) * P, sv + (h * L + i) * P, cs, sn, wp[h * S + s], P);
   });
   return {cd.to(dtype), sd.to(dtype)};
 }
@@ -336,11 +356,15 @@ std::tuple<Tensor, Tensor> cpu_modulation_backward(const Tensor& dc, const Tenso
   auto dfreqs = at::zeros({H, S, P}, freqs.options().dtype(at::kDouble));
   auto dweights = at::zeros({H, S}, freqs.options().dtype(at::kDouble));
   double *df = dfreqs.data_ptr<double>(), *dw = dweights.data_ptr<double>();
-  for_each_angle(freqs, L, reseed_for(dc.scalar_type()), [&](int64_t h, int64_t s, int64_t p, int64_t i, double cs,
-                                                               double sn) {
-    const double a = gc[(h * L + i) * P + p], b = gs[(h * L + i) * P + p];
-    df[(h * S + s) * P + p] += wp[h * S + s] * static_cast<double>(i) * (cs * b - sn * a);
-    dw[h * S + s] += cs * a + sn * b;
+  for_each_position(freqs, L, reseed_for(dc.scalar_type()), [&](int64_t h, int64_t s, int64_t i, const double* cs,
+                                                                  const double* sn) {
+    const T *a = gc + (h * L + i) * P, *b = gs + (h * L + i) * P;
+    const double wi = wp[h * S + s] * static_cast<double>(i);
+    double* d = df + (h * S + s) * P;
+    for (int64_t p = 0; p < P; ++p) d[p] += wi * (cs[p] * b[p] - sn[p] * a[p]);
+    double acc = dw[h * S + s];
+    for (int64_t p = 0; p < P; ++p) acc += cs[p] * a[p] + sn[p] * b[p];
+    dw[h * S + s] = acc;
   });
   return {dfreqs.to(freqs.scalar_type()), dweights.to(weights.scalar_type())};
 }
