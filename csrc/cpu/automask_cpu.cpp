@@ -27,6 +27,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cmath>
 #include <cstring>
@@ -196,6 +197,47 @@ class ThreadWorkspace {
 // competed with them for the cores: a 2-thread training step of the benchmark shape took 13.8 ms
 // on average against 8.0 ms here. Every task writes only its own outputs, so results do not
 // depend on who ran what.
+//
+// Under contention (more runnable threads than cores) a parallel region costs far more than its
+// work: each one ends in OpenMP's barrier, where threads that finished spin while the one they wait
+// for is descheduled behind other processes. On the 2-core Intel Xeon with other jobs beside it
+// (load ≈ 6) a 2-thread training step of the benchmark shape took 330 ms against 75 ms on one
+// thread (and 27-64 ms with OMP_WAIT_POLICY=passive, which a library cannot set for its host).
+// So every region measures how much of its threads' wall time went into work; when less than
+// half (the threads were mostly waiting or not running), the next kSerialCalls calls of the CPU
+// kernels run on the calling thread alone, then one parallel call measures again. Which thread
+// runs a task never changes a result, so this changes only speed.
+constexpr int kSerialCalls = 32;
+std::atomic<int> serial_calls_left{0};
+
+// Whether the next parallel region of these kernels should run on the calling thread alone.
+bool run_serially() {
+  int left = serial_calls_left.load(std::memory_order_relaxed);
+  while (left > 0 && !serial_calls_left.compare_exchange_weak(left, left - 1, std::memory_order_relaxed)) {
+  }
+  return left > 0;
+}
+
+// Runs body(b, e) over [0, n) like at::parallel_for (grain 1 per index, or serially when the
+// machine looks oversubscribed, see run_serially) and judges the region: total_busy_ns is what the
+// threads spent inside body, summed; the region counts as contended when that is under half of
+// nthreads × its wall time (regions under 50 µs are not judged: thread wake-up dominates them).
+template <typename Body>
+void judged_parallel_for(int64_t n, int64_t grain, const Body& body) {
+  const int64_t nthreads = std::min<int64_t>(at::get_num_threads(), (n + grain - 1) / grain);
+  if (nthreads <= 1 || at::in_parallel_region() || run_serially()) return body(0, n);
+  std::atomic<int64_t> busy_ns{0};
+  const auto t0 = std::chrono::steady_clock::now();
+  at::parallel_for(0, n, grain, [&](int64_t b, int64_t e) {  // exceptions propagate to the caller
+    const auto s = std::chrono::steady_clock::now();
+    body(b, e);
+    busy_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - s).count();
+  });
+  const int64_t wall =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+  if (wall > 50000 && 2 * busy_ns.load() < nthreads * wall) serial_calls_left.store(kSerialCalls);
+}
+
 template <typename T, typename Fn>
 void parallel_tasks(int64_t ntasks, int64_t chunk, int64_t work_size, const Fn& fn) {
   const int64_t nchunks = (ntasks + chunk - 1) / chunk;
@@ -206,8 +248,7 @@ void parallel_tasks(int64_t ntasks, int64_t chunk, int64_t work_size, const Fn& 
     for (int64_t t0; (t0 = next.fetch_add(chunk)) < ntasks;) fn(t0, std::min(t0 + chunk, ntasks), work.get(work_size));
   };
   const int64_t nthreads = std::min<int64_t>(at::get_num_threads(), nchunks);
-  if (nthreads <= 1 || at::in_parallel_region()) return run();
-  at::parallel_for(0, nthreads, 1, [&](int64_t b, int64_t e) {  // exceptions propagate to the caller
+  judged_parallel_for(nthreads, 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) run();
   });
 }
@@ -310,7 +351,7 @@ void for_each_position(const Tensor& freqs, int64_t L, int64_t reseed, const Fn&
   auto f = freqs.to(at::kDouble).contiguous();
   const double* th = f.data_ptr<double>();
   const int64_t H = f.size(0), S = f.size(1), P = f.size(2);
-  at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
+  judged_parallel_for(H, 1, [&](int64_t h0, int64_t h1) {
     std::vector<double> buf(4 * P);
     double *c1 = buf.data(), *s1 = c1 + P, *c = s1 + P, *sn = c + P;
     for (int64_t h = h0; h < h1; ++h)
@@ -376,7 +417,7 @@ Tensor sum_leading(const Tensor& x, int64_t n) {
   auto out = at::zeros({m}, x.options());
   const T* src = x.data_ptr<T>();
   T* dst = out.data_ptr<T>();
-  at::parallel_for(0, m, 4096, [&](int64_t j0, int64_t j1) {  // columns in parallel, rows in order
+  judged_parallel_for(m, 4096, [&](int64_t j0, int64_t j1) {  // columns in parallel, rows in order
     for (int64_t i = 0; i < n; ++i)
       for (int64_t j = j0; j < j1; ++j) dst[j] += src[i * m + j];
   });
