@@ -25,6 +25,7 @@ and .md. FLOPs are nominal: plain attention forward 4·B·H·L²·D, forward+bac
 
 Usage: python benchmarks/bench_cpp_cpu.py [--repeats 20] [--threads 2 1] [--out benchmarks/results/cpu-cpp-targets.json]
        python benchmarks/bench_cpp_cpu.py --sweep [--threads 1 2] [--lengths 64 256] [--dims 32] [--dtypes float32]
+                                          [--compare-isa avx512] [--suffix=-name]
 """
 from __future__ import annotations
 
@@ -172,7 +173,22 @@ def gemm_rates(repeats):
             for name, ms in t["median"].items()}
 
 
-def sweep_case(shape, dtype, repeats):
+def with_isa(isa, fn):
+    """fn run with AMAD_FAST_CPU_ISA=isa (read by the extension at every call), restored after."""
+    def call():
+        before = os.environ.get("AMAD_FAST_CPU_ISA")
+        os.environ["AMAD_FAST_CPU_ISA"] = isa
+        try:
+            fn()
+        finally:
+            if before is None:
+                del os.environ["AMAD_FAST_CPU_ISA"]
+            else:
+                os.environ["AMAD_FAST_CPU_ISA"] = before
+    return call
+
+
+def sweep_case(shape, dtype, repeats, compare_isa=()):
     B, H, L, D, S = (shape[k] for k in "BHLDS")
     inputs = make_inputs(B, H, L, D, S)
     inputs = [x.detach().to(dtype if i < 3 else torch.float32).requires_grad_() for i, x in enumerate(inputs)]
@@ -180,17 +196,24 @@ def sweep_case(shape, dtype, repeats):
     grad = torch.randn(B, H, L, D).to(dtype)
     fns = {
         "cpp_fwd": lambda: forward_only("cpp", inputs, True),
+        "cpp_fwd_nokl": lambda: forward_only("cpp", inputs, False),
         "sdpa_fwd": lambda: sdpa(qkv),
         "cpp_fwd_bwd": lambda: fwd_bwd("cpp", inputs),
         "sdpa_fwd_bwd": lambda: sdpa_fwd_bwd(qkv, grad),
     }
+    for isa in compare_isa:  # the same kernels at a lowered AMAD_FAST_CPU_ISA, interleaved with the rest
+        fns[f"cpp_fwd@{isa}"] = with_isa(isa, fns["cpp_fwd"])
+        fns[f"cpp_fwd_bwd@{isa}"] = with_isa(isa, fns["cpp_fwd_bwd"])
     stats, errors = time_interleaved(fns, torch.device("cpu"), warmup=2, repeats=repeats, min_sample_s=0.02,
                                      budget_s=1.5)
     if errors:
         raise next(iter(errors.values()))
     ms = {stat: {n: round(s[key] * 1e3, 3) for n, s in stats.items()} for stat, key in (("min", "min_s"), ("median", "median_s"))}
     plain = 4.0 * B * H * L * L * D  # nominal plain-attention forward FLOPs
-    flops = {"cpp_fwd": 2 * plain, "sdpa_fwd": plain, "cpp_fwd_bwd": 6 * plain, "sdpa_fwd_bwd": 3 * plain}
+    flops = {"cpp_fwd": 2 * plain, "cpp_fwd_nokl": 2 * plain, "sdpa_fwd": plain, "cpp_fwd_bwd": 6 * plain,
+             "sdpa_fwd_bwd": 3 * plain}
+    for isa in compare_isa:
+        flops[f"cpp_fwd@{isa}"], flops[f"cpp_fwd_bwd@{isa}"] = 2 * plain, 6 * plain
     return {
         "shape": shape,
         "dtype": str(dtype).split(".")[-1],
@@ -198,8 +221,14 @@ def sweep_case(shape, dtype, repeats):
         "samples": {n: s["samples"] for n, s in stats.items()},
         "gflops_median": {n: round(flops[n] / (ms["median"][n] * 1e-3) / 1e9, 1) for n in fns},
         "cpp_over_sdpa": {
-            mode: {stat: round(ms[stat][f"cpp_{mode}"] / ms[stat][f"sdpa_{mode}"], 2) for stat in ("min", "median")}
-            for mode in ("fwd", "fwd_bwd")
+            mode: {stat: round(ms[stat][f"cpp_{mode}"] / ms[stat][f"sdpa_{mode.replace('_nokl', '')}"], 2)
+                   for stat in ("min", "median")}
+            for mode in ("fwd", "fwd_nokl", "fwd_bwd")
+        },
+        "cpp_over_cpp_at_isa": {
+            f"{mode}@{isa}": {stat: round(ms[stat][f"cpp_{mode}"] / ms[stat][f"cpp_{mode}@{isa}"], 2)
+                              for stat in ("min", "median")}
+            for isa in compare_isa for mode in ("fwd", "fwd_bwd")
         },
     }
 
@@ -220,18 +249,25 @@ def sweep_markdown(result):
         lines += [f"## {key.replace('_', ' ')}", "",
                   f"torch.mm n=1024: float32 {g['float32']['median']} GFLOP/s, bfloat16 {g['bfloat16']['median']} GFLOP/s "
                   "(medians); load average after: " + str(run["load_after"]), "",
-                  "| dtype | (B, H, L, D) | cpp fwd ms | SDPA fwd ms | fwd ratio (med / min) | cpp fwd GFLOP/s "
-                  "| cpp f+b ms | SDPA f+b ms | f+b ratio (med / min) | cpp f+b GFLOP/s |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| dtype | (B, H, L, D) | cpp fwd ms (kl / no kl) | SDPA fwd ms | fwd ratio (med / min) "
+                  "| fwd no-kl ratio (med / min) | cpp fwd GFLOP/s | cpp f+b ms | SDPA f+b ms | f+b ratio (med / min) "
+                  "| cpp f+b GFLOP/s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for c in run["cases"]:
             s, ms, r, gf = c["shape"], c["ms"]["median"], c["cpp_over_sdpa"], c["gflops_median"]
             lines.append(
-                f"| {c['dtype']} | ({s['B']}, {s['H']}, {s['L']}, {s['D']}) | {ms['cpp_fwd']:.2f} | {ms['sdpa_fwd']:.2f} "
-                f"| {r['fwd']['median']} / {r['fwd']['min']} | {gf['cpp_fwd']} | {ms['cpp_fwd_bwd']:.2f} "
+                f"| {c['dtype']} | ({s['B']}, {s['H']}, {s['L']}, {s['D']}) | {ms['cpp_fwd']:.2f} / {ms['cpp_fwd_nokl']:.2f} "
+                f"| {ms['sdpa_fwd']:.2f} | {r['fwd']['median']} / {r['fwd']['min']} "
+                f"| {r['fwd_nokl']['median']} / {r['fwd_nokl']['min']} | {gf['cpp_fwd']} | {ms['cpp_fwd_bwd']:.2f} "
                 f"| {ms['sdpa_fwd_bwd']:.2f} | {r['fwd_bwd']['median']} / {r['fwd_bwd']['min']} | {gf['cpp_fwd_bwd']} |")
         lines.append("")
         for dt, gm in run["geomean_cpp_over_sdpa_median"].items():
-            lines.append(f"- {dt}: geomean cpp/SDPA (medians) fwd {gm['fwd']}, fwd+bwd {gm['fwd_bwd']}")
+            lines.append(f"- {dt}: geomean cpp/SDPA (medians) fwd {gm['fwd']} (without the kl terms "
+                         f"{gm['fwd_nokl']}), fwd+bwd {gm['fwd_bwd']}")
+        cmp = [(c, k, v) for c in run["cases"] for k, v in c.get("cpp_over_cpp_at_isa", {}).items()]
+        if cmp:
+            lines.append("- cpp time over cpp at a lowered AMAD_FAST_CPU_ISA, same run (median / min): " + ", ".join(
+                f"{c['dtype']} L{c['shape']['L']}D{c['shape']['D']} {k}: {v['median']} / {v['min']}" for c, k, v in cmp))
         if run.get("bf16_speedup_over_f32"):
             lines.append("- cpp bfloat16 speed-up over cpp float32, same shape (median times; fwd, fwd+bwd): " + ", ".join(
                 f"L{k}: {v['fwd']}, {v['fwd_bwd']}" for k, v in run["bf16_speedup_over_f32"].items()))
@@ -256,7 +292,7 @@ def sweep(args):
         for dtype in dtypes:
             for L in args.lengths:
                 for D in args.dims:
-                    c = sweep_case(sweep_shape(L, D), dtype, args.repeats)
+                    c = sweep_case(sweep_shape(L, D), dtype, args.repeats, args.compare_isa)
                     print(json.dumps({"threads": n, **{k: c[k] for k in ("shape", "dtype", "cpp_over_sdpa", "gflops_median")}}),
                           flush=True)
                     cases.append(c)
@@ -265,7 +301,7 @@ def sweep(args):
             name = str(dtype).split(".")[-1]
             sel = [c for c in cases if c["dtype"] == name]
             geo[name] = {mode: round(math.exp(sum(math.log(c["cpp_over_sdpa"][mode]["median"]) for c in sel) / len(sel)), 2)
-                         for mode in ("fwd", "fwd_bwd")}
+                         for mode in ("fwd", "fwd_nokl", "fwd_bwd")}
         speed = {}
         for c in cases:
             if c["dtype"] != "bfloat16":
@@ -285,9 +321,10 @@ def sweep(args):
         "isa_env": os.environ.get("AMAD_FAST_CPU_ISA"),
         "load_start": [round(x, 2) for x in load_start],
         "load_end": [round(x, 2) for x in os.getloadavg()],
-        "method": "Per case the four calls (cpp forward with kl terms, SDPA forward, cpp forward+backward of all "
+        "method": "Per case the five calls (cpp forward with and without the kl terms, SDPA forward, cpp forward+backward of all "
         "outputs and gradients, SDPA forward+backward) are sampled round-robin (amad_fast.bench.time_interleaved); "
-        "ms are medians and minima per call, ratios cpp/SDPA of each. GFLOP/s nominal: plain attention forward "
+        "ms are medians and minima per call, ratios cpp/SDPA of each (SDPA computes no divergences: the no-kl forward "
+        "is the like-for-like one). GFLOP/s nominal: plain attention forward "
         "4·B·H·L²·D, forward+backward 3× that; AutoMask 2× (two maps). Inputs in the dtype, parameters float32.",
         "targets": {"float32 cpp/SDPA fwd and fwd+bwd": "<= 2.0", "bfloat16 cpp speed vs float32 cpp": ">= 3x"},
         "runs": runs,
@@ -314,6 +351,8 @@ def main():
     ap.add_argument("--dims", type=int, nargs="+", default=[32, 64])
     ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     ap.add_argument("--suffix", default="", help="--sweep: appended to the output file name")
+    ap.add_argument("--compare-isa", nargs="*", default=[],
+                    help="--sweep: also time cpp at these AMAD_FAST_CPU_ISA values, interleaved (e.g. avx512)")
     args = ap.parse_args()
     args.out_given = "--out" in sys.argv
     if args.sweep:
