@@ -16,7 +16,16 @@ VmHWM through /proc/self/clear_refs (Linux); inputs and a warm-up call come befo
 Timings are taken at each of --threads (default: torch's thread count, then 1): on a shared
 2-core box a 2-thread run suffers most from other processes, the 1-thread run shows the kernels.
 
+``--sweep`` instead times, at each thread count, cpp forward and forward+backward
+against plain SDPA of the same (B, H, L, D) at L in {64, 256, 1024, 2048}, D in {32, 64}, float32
+and bfloat16 (B·H·L = 8192 tokens per call), beside torch's own GEMM rate (float32 and bfloat16,
+n = 1024) measured in the same run, and writes benchmarks/results/cpu-cpp-sweep-<machine>.json
+and .md. FLOPs are nominal: plain attention forward 4·B·H·L²·D, forward+backward 3× that
+(recomputation not counted); AutoMask twice plain attention's (two maps).
+
 Usage: python benchmarks/bench_cpp_cpu.py [--repeats 20] [--threads 2 1] [--out benchmarks/results/cpu-cpp-targets.json]
+       python benchmarks/bench_cpp_cpu.py --sweep [--threads 1 2] [--lengths 64 256] [--dims 32] [--dtypes float32]
+                                          [--compare-isa avx512] [--suffix=-name]
 """
 from __future__ import annotations
 
@@ -33,7 +42,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import amad_fast  # noqa: E402
-from amad_fast.bench.timing import cpu_model, time_interleaved  # noqa: E402
+from amad_fast.bench.timing import cpu_model, machine_info, machine_slug, time_interleaved  # noqa: E402
 from amad_fast.attention.reference import default_freqs  # noqa: E402
 
 
@@ -124,6 +133,200 @@ def memory(backend, B, H, L, D, S):
     return json.loads(out.strip().splitlines()[-1])["peak_growth_mib"]
 
 
+# ---------------------------------------------------------------------------------------------
+# --sweep: cpp vs plain SDPA over lengths, head dims, dtypes and thread counts
+
+SWEEP_TOKENS = 8192  # B·H·L per call
+SWEEP_H = 8
+
+
+def sweep_shape(L, D):
+    bh = max(1, SWEEP_TOKENS // L)
+    H = min(SWEEP_H, bh)
+    return dict(B=max(1, bh // H), H=H, L=L, D=D, S=4)
+
+
+def sdpa_fwd_bwd(qkv, grad):
+    for t in qkv:
+        t.grad = None
+    torch.nn.functional.scaled_dot_product_attention(*qkv).backward(grad)
+
+
+def gemm_rates(repeats):
+    """torch.mm GFLOP/s at n = 1024 (float32, bfloat16), interleaved."""
+    n = 1024
+    mats = {dt: [torch.randn(n, n).to(dt) for _ in range(2)] for dt in (torch.float32, torch.bfloat16)}
+    t = timed({str(dt).split(".")[-1]: (lambda a=a, b=b: torch.mm(a, b)) for dt, (a, b) in mats.items()}, repeats)
+    return {name: {"median": round(2 * n**3 / (ms * 1e-3) / 1e9, 1), "max": round(2 * n**3 / (t["min"][name] * 1e-3) / 1e9, 1)}
+            for name, ms in t["median"].items()}
+
+
+def with_isa(isa, fn):
+    """fn run with AMAD_FAST_CPU_ISA=isa (read by the extension at every call), restored after."""
+    def call():
+        before = os.environ.get("AMAD_FAST_CPU_ISA")
+        os.environ["AMAD_FAST_CPU_ISA"] = isa
+        try:
+            fn()
+        finally:
+            if before is None:
+                del os.environ["AMAD_FAST_CPU_ISA"]
+            else:
+                os.environ["AMAD_FAST_CPU_ISA"] = before
+    return call
+
+
+def sweep_case(shape, dtype, repeats, compare_isa=()):
+    B, H, L, D, S = (shape[k] for k in "BHLDS")
+    inputs = make_inputs(B, H, L, D, S)
+    inputs = [x.detach().to(dtype if i < 3 else torch.float32).requires_grad_() for i, x in enumerate(inputs)]
+    qkv = [x.detach().clone().requires_grad_() for x in inputs[:3]]
+    grad = torch.randn(B, H, L, D).to(dtype)
+    fns = {
+        "cpp_fwd": lambda: forward_only("cpp", inputs, True),
+        "cpp_fwd_nokl": lambda: forward_only("cpp", inputs, False),
+        "sdpa_fwd": lambda: sdpa(qkv),
+        "cpp_fwd_bwd": lambda: fwd_bwd("cpp", inputs),
+        "sdpa_fwd_bwd": lambda: sdpa_fwd_bwd(qkv, grad),
+    }
+    for isa in compare_isa:  # the same kernels at a lowered AMAD_FAST_CPU_ISA, interleaved with the rest
+        fns[f"cpp_fwd@{isa}"] = with_isa(isa, fns["cpp_fwd"])
+        fns[f"cpp_fwd_bwd@{isa}"] = with_isa(isa, fns["cpp_fwd_bwd"])
+    stats, errors = time_interleaved(fns, torch.device("cpu"), warmup=2, repeats=repeats, min_sample_s=0.02,
+                                     budget_s=1.5)
+    if errors:
+        raise next(iter(errors.values()))
+    ms = {stat: {n: round(s[key] * 1e3, 3) for n, s in stats.items()} for stat, key in (("min", "min_s"), ("median", "median_s"))}
+    plain = 4.0 * B * H * L * L * D  # nominal plain-attention forward FLOPs
+    flops = {"cpp_fwd": 2 * plain, "cpp_fwd_nokl": 2 * plain, "sdpa_fwd": plain, "cpp_fwd_bwd": 6 * plain,
+             "sdpa_fwd_bwd": 3 * plain}
+    for isa in compare_isa:
+        flops[f"cpp_fwd@{isa}"], flops[f"cpp_fwd_bwd@{isa}"] = 2 * plain, 6 * plain
+    return {
+        "shape": shape,
+        "dtype": str(dtype).split(".")[-1],
+        "ms": ms,
+        "samples": {n: s["samples"] for n, s in stats.items()},
+        "gflops_median": {n: round(flops[n] / (ms["median"][n] * 1e-3) / 1e9, 1) for n in fns},
+        "cpp_over_sdpa": {
+            mode: {stat: round(ms[stat][f"cpp_{mode}"] / ms[stat][f"sdpa_{mode.replace('_nokl', '')}"], 2)
+                   for stat in ("min", "median")}
+            for mode in ("fwd", "fwd_nokl", "fwd_bwd")
+        },
+        "cpp_over_cpp_at_isa": {
+            f"{mode}@{isa}": {stat: round(ms[stat][f"cpp_{mode}"] / ms[stat][f"cpp_{mode}@{isa}"], 2)
+                              for stat in ("min", "median")}
+            for isa in compare_isa for mode in ("fwd", "fwd_bwd")
+        },
+    }
+
+
+def sweep_markdown(result):
+    m = result["machine"]
+    lines = [
+        f"# cpp vs plain SDPA sweep: {m['cpu_model']}",
+        "",
+        f"CPU {m['cpu_model']} ({m.get('cpu_count')} logical CPUs, features {m.get('cpu_features')}), torch {m.get('torch')}, cpp ISA {result['cpp_isa']}, "
+        f"load average at start {result['load_start']}, at end {result['load_end']}.",
+        "",
+        result["method"],
+        "",
+    ]
+    for key, run in result["runs"].items():
+        g = run["gemm_gflops"]
+        lines += [f"## {key.replace('_', ' ')}", "",
+                  f"torch.mm n=1024: float32 {g['float32']['median']} GFLOP/s, bfloat16 {g['bfloat16']['median']} GFLOP/s "
+                  "(medians); load average after: " + str(run["load_after"]), "",
+                  "| dtype | (B, H, L, D) | cpp fwd ms (kl / no kl) | SDPA fwd ms | fwd ratio (med / min) "
+                  "| fwd no-kl ratio (med / min) | cpp fwd GFLOP/s | cpp f+b ms | SDPA f+b ms | f+b ratio (med / min) "
+                  "| cpp f+b GFLOP/s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for c in run["cases"]:
+            s, ms, r, gf = c["shape"], c["ms"]["median"], c["cpp_over_sdpa"], c["gflops_median"]
+            lines.append(
+                f"| {c['dtype']} | ({s['B']}, {s['H']}, {s['L']}, {s['D']}) | {ms['cpp_fwd']:.2f} / {ms['cpp_fwd_nokl']:.2f} "
+                f"| {ms['sdpa_fwd']:.2f} | {r['fwd']['median']} / {r['fwd']['min']} "
+                f"| {r['fwd_nokl']['median']} / {r['fwd_nokl']['min']} | {gf['cpp_fwd']} | {ms['cpp_fwd_bwd']:.2f} "
+                f"| {ms['sdpa_fwd_bwd']:.2f} | {r['fwd_bwd']['median']} / {r['fwd_bwd']['min']} | {gf['cpp_fwd_bwd']} |")
+        lines.append("")
+        for dt, gm in run["geomean_cpp_over_sdpa_median"].items():
+            lines.append(f"- {dt}: geomean cpp/SDPA (medians) fwd {gm['fwd']} (without the kl terms "
+                         f"{gm['fwd_nokl']}), fwd+bwd {gm['fwd_bwd']}")
+        cmp = [(c, k, v) for c in run["cases"] for k, v in c.get("cpp_over_cpp_at_isa", {}).items()]
+        if cmp:
+            lines.append("- cpp time over cpp at a lowered AMAD_FAST_CPU_ISA, same run (median / min): " + ", ".join(
+                f"{c['dtype']} L{c['shape']['L']}D{c['shape']['D']} {k}: {v['median']} / {v['min']}" for c, k, v in cmp))
+        if run.get("bf16_speedup_over_f32"):
+            lines.append("- cpp bfloat16 speed-up over cpp float32, same shape (median times; fwd, fwd+bwd): " + ", ".join(
+                f"L{k}: {v['fwd']}, {v['fwd_bwd']}" for k, v in run["bf16_speedup_over_f32"].items()))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def sweep(args):
+    import math
+
+    amad_fast.set_finite_checks(False)
+    info = machine_info(torch.device("cpu"))
+    dtypes = [getattr(torch, d) for d in args.dtypes]
+    threads = args.threads or [1, 2]
+    load_start = os.getloadavg()
+    default_threads = torch.get_num_threads()
+    runs = {}
+    for n in threads:
+        torch.set_num_threads(n)
+        cases = []
+        gemm = gemm_rates(args.repeats)
+        for dtype in dtypes:
+            for L in args.lengths:
+                for D in args.dims:
+                    c = sweep_case(sweep_shape(L, D), dtype, args.repeats, args.compare_isa)
+                    print(json.dumps({"threads": n, **{k: c[k] for k in ("shape", "dtype", "cpp_over_sdpa", "gflops_median")}}),
+                          flush=True)
+                    cases.append(c)
+        geo = {}
+        for dtype in dtypes:
+            name = str(dtype).split(".")[-1]
+            sel = [c for c in cases if c["dtype"] == name]
+            geo[name] = {mode: round(math.exp(sum(math.log(c["cpp_over_sdpa"][mode]["median"]) for c in sel) / len(sel)), 2)
+                         for mode in ("fwd", "fwd_nokl", "fwd_bwd")}
+        speed = {}
+        for c in cases:
+            if c["dtype"] != "bfloat16":
+                continue
+            s = c["shape"]
+            f32 = [x for x in cases if x["dtype"] == "float32" and x["shape"] == s]
+            if f32:
+                speed[f"{s['L']}D{s['D']}"] = {m: round(f32[0]["ms"]["median"][f"cpp_{m}"] / c["ms"]["median"][f"cpp_{m}"], 2)
+                                               for m in ("fwd", "fwd_bwd")}
+        runs[f"{n}_threads"] = {"gemm_gflops": gemm, "cases": cases, "geomean_cpp_over_sdpa_median": geo,
+                                "bf16_speedup_over_f32": speed,
+                                "load_after": [round(x, 2) for x in os.getloadavg()]}
+    torch.set_num_threads(default_threads)
+    result = {
+        "machine": info,
+        "cpp_isa": torch.ops.amad_fast.automask_cpu_isa(),
+        "isa_env": os.environ.get("AMAD_FAST_CPU_ISA"),
+        "load_start": [round(x, 2) for x in load_start],
+        "load_end": [round(x, 2) for x in os.getloadavg()],
+        "method": "Per case the five calls (cpp forward with and without the kl terms, SDPA forward, cpp forward+backward of all "
+        "outputs and gradients, SDPA forward+backward) are sampled round-robin (amad_fast.bench.time_interleaved); "
+        "ms are medians and minima per call, ratios cpp/SDPA of each (SDPA computes no divergences: the no-kl forward "
+        "is the like-for-like one). GFLOP/s nominal: plain attention forward "
+        "4·B·H·L²·D, forward+backward 3× that; AutoMask 2× (two maps). Inputs in the dtype, parameters float32.",
+        "targets": {"float32 cpp/SDPA fwd and fwd+bwd": "<= 2.0", "bfloat16 cpp speed vs float32 cpp": ">= 3x"},
+        "runs": runs,
+    }
+    out = args.out if args.out_given else os.path.join(
+        ROOT, "benchmarks", "results", f"cpu-cpp-sweep-{machine_slug(info).replace('cpu-', '', 1)}{args.suffix}.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as fh:
+        json.dump(result, fh, indent=2)
+    with open(out[: -len(".json")] + ".md", "w") as fh:
+        fh.write(sweep_markdown(result) + "\n")
+    print(f"wrote {out} and .md")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=20)
@@ -131,7 +334,20 @@ def main():
     ap.add_argument("--memory-length", type=int, default=2048)
     ap.add_argument("--threads", type=int, nargs="+", default=None)
     ap.add_argument("--memory-child", nargs=2, metavar=("BACKEND", "B,H,L,D,S"), help=argparse.SUPPRESS)
+    ap.add_argument("--sweep", action="store_true", help="cpp vs SDPA over L, D, dtype, threads")
+    ap.add_argument("--lengths", type=int, nargs="+", default=[64, 256, 1024, 2048])
+    ap.add_argument("--dims", type=int, nargs="+", default=[32, 64])
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    ap.add_argument("--suffix", default="", help="--sweep: appended to the output file name")
+    ap.add_argument("--compare-isa", nargs="*", default=[],
+                    help="--sweep: also time cpp at these AMAD_FAST_CPU_ISA values, interleaved (e.g. avx512)")
     args = ap.parse_args()
+    args.out_given = "--out" in sys.argv
+    if args.sweep:
+        if "--repeats" not in sys.argv:
+            args.repeats = 7
+        sweep(args)
+        return
     if args.memory_child:
         backend, shape = args.memory_child
         memory_child(backend, *map(int, shape.split(",")))

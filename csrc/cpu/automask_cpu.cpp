@@ -7,9 +7,18 @@
 //
 // Inputs may have any strides (read through them); float16/bfloat16 inputs are converted to
 // float32 first and the outputs cast back. The hot loops are compiled three times, for x86-64-v4
-// (AVX-512), x86-64-v3 (AVX2+FMA) and the baseline, and the best one the CPU supports runs
-// (AMAD_FAST_CPU_ISA=avx512|avx2|default lowers the choice, for testing).
+// (AVX-512), x86-64-v3 (AVX2+FMA) and the baseline, and the best one the CPU supports runs.
+// On x86-64-v4 the block products (scores, P·V and the backward's five products) go by default
+// through ATen's cpublas::brgemm (MKL / oneDNN) instead of the kernels' own micro-kernels, and
+// bfloat16 inputs are multiplied as bfloat16 on the CPU's 16-bit units (AMX or AVX-512-BF16,
+// float32 accumulation) where it has them. AMAD_FAST_CPU_ISA lowers the choice, for
+// testing and comparison:
+//   brgemm   the default where available: AVX-512 elementwise + library block products, bfloat16
+//            on the 16-bit units when the CPU has them (AMX; see hardware_bf16);
+//   avx512, avx2, default   the micro-kernels only, 16-bit inputs computed in float32.
+// float64 always runs on the micro-kernels.
 #include <ATen/Parallel.h>
+#include <ATen/native/CPUBlas.h>
 #include <torch/library.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -18,6 +27,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cmath>
 #include <cstring>
@@ -34,7 +44,7 @@ using at::Tensor;
 
 namespace {
 
-enum class Isa { Default = 0, Avx2 = 1, Avx512 = 2 };
+enum class Isa { Default = 0, Avx2 = 1, Avx512 = 2, Brgemm = 3 };
 
 #ifdef AMAD_MULTI_ISA
 Isa hardware_isa() {
@@ -45,11 +55,25 @@ Isa hardware_isa() {
     const bool v4 = v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                     __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                     __builtin_cpu_supports("avx512cd");
-    return v4 ? Isa::Avx512 : v3 ? Isa::Avx2 : Isa::Default;
+    return v4 ? Isa::Brgemm : v3 ? Isa::Avx2 : Isa::Default;
   }();
   return isa;
 }
+
+// Whether bfloat16 products can run on 16-bit units: AMX-BF16 or AVX-512-BF16, and a oneDNN
+// behind cpublas::brgemm with a bfloat16 ukernel for them (could_pack). In ATen 2.13 that is AMX
+// only: with oneDNN capped at AVX512_CORE_BF16 could_pack is false and brgemm's bfloat16 fallback
+// ran at 18-100 GFLOP/s on the Intel Xeon against 160-185 in float32, so such CPUs keep float32.
+bool hardware_bf16() {
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    const bool units = __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
+    return units && at::native::cpublas::could_pack(at::kBFloat16);
+  }();
+  return ok;
+}
 #else
+bool hardware_bf16() { return false; }
 Isa hardware_isa() { return Isa::Default; }
 #endif
 
@@ -58,9 +82,12 @@ Isa active_isa() {
   Isa isa = hardware_isa();
   if (const char* env = std::getenv("AMAD_FAST_CPU_ISA")) {
     const std::string want(env);
-    Isa cap = want == "default" ? Isa::Default : want == "avx2" ? Isa::Avx2 : Isa::Avx512;
-    TORCH_CHECK(want == "default" || want == "avx2" || want == "avx512" || want.empty(),
-                "AMAD_FAST_CPU_ISA: expected default, avx2 or avx512, got '", want, "'");
+    Isa cap = want == "default" ? Isa::Default
+              : want == "avx2"  ? Isa::Avx2
+              : want == "avx512" ? Isa::Avx512
+                                 : Isa::Brgemm;
+    TORCH_CHECK(want == "default" || want == "avx2" || want == "avx512" || want == "brgemm" || want.empty(),
+                "AMAD_FAST_CPU_ISA: expected default, avx2, avx512 or brgemm, got '", want, "'");
     if (static_cast<int>(cap) < static_cast<int>(isa)) isa = cap;
   }
   return isa;
@@ -68,6 +95,8 @@ Isa active_isa() {
 
 std::string isa_name() {
   switch (active_isa()) {
+    case Isa::Brgemm:
+      return "brgemm";
     case Isa::Avx512:
       return "avx512";
     case Isa::Avx2:
@@ -80,7 +109,7 @@ std::string isa_name() {
 template <typename T>
 void run_forward(Isa isa, const cpu::FwdArgs<T>& a, int64_t t0, int64_t t1, T* w) {
 #ifdef AMAD_MULTI_ISA
-  if (isa == Isa::Avx512) return cpu::forward_avx512<T>(a, t0, t1, w);
+  if (isa >= Isa::Avx512) return cpu::forward_avx512<T>(a, t0, t1, w);
   if (isa == Isa::Avx2) return cpu::forward_avx2<T>(a, t0, t1, w);
 #endif
   cpu::forward_default<T>(a, t0, t1, w);
@@ -89,10 +118,36 @@ void run_forward(Isa isa, const cpu::FwdArgs<T>& a, int64_t t0, int64_t t1, T* w
 template <typename T>
 void run_backward(Isa isa, const cpu::BwdArgs<T>& a, int64_t t0, int64_t t1, T* w) {
 #ifdef AMAD_MULTI_ISA
-  if (isa == Isa::Avx512) return cpu::backward_avx512<T>(a, t0, t1, w);
+  if (isa >= Isa::Avx512) return cpu::backward_avx512<T>(a, t0, t1, w);
   if (isa == Isa::Avx2) return cpu::backward_avx2<T>(a, t0, t1, w);
 #endif
   cpu::backward_default<T>(a, t0, t1, w);
+}
+
+// The library block products (cpu::GemmLib): ATen's cpublas::brgemm, C (M×N) (+)= A (M×K) · B (K×N)
+// row-major; single-threaded inside the kernels' own parallel region.
+void lib_f32(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, bool add, const float* A,
+             const float* B, float* C) {
+  at::native::cpublas::brgemm(M, N, K, lda, ldb, ldc, add, A, B, C, false);
+}
+void lib_bf16(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, bool add, const uint16_t* A,
+              const uint16_t* B, float* C) {
+  at::native::cpublas::brgemm(M, N, K, lda, ldb, ldc, add, reinterpret_cast<const at::BFloat16*>(A),
+                              reinterpret_cast<const at::BFloat16*>(B), C, true);
+}
+const cpu::GemmLib kLibF32{lib_f32, lib_bf16, false};
+const cpu::GemmLib kLibBf16{lib_f32, lib_bf16, true};
+
+// The GemmLib a call uses (null: the micro-kernels): bfloat16 operands for bfloat16 inputs where the
+// CPU has the units, float32 operands otherwise; none for float64 or below Isa::Brgemm.
+const cpu::GemmLib* gemm_lib(Isa isa, at::ScalarType input, at::ScalarType acc) {
+  if (isa != Isa::Brgemm || acc != at::kFloat) return nullptr;
+  return input == at::kBFloat16 && hardware_bf16() ? &kLibBf16 : &kLibF32;
+}
+
+// Releases the AMX tile state a bfloat16 GemmLib left on this thread (cpublas::brgemm keeps it).
+void release_lib(const void* lib) {
+  if (lib == &kLibBf16) at::native::cpublas::brgemm_release(true);
 }
 
 // Flush-to-zero and denormals-are-zero while a worker runs the kernels (restored after): products
@@ -142,6 +197,47 @@ class ThreadWorkspace {
 // competed with them for the cores: a 2-thread training step of the benchmark shape took 13.8 ms
 // on average against 8.0 ms here. Every task writes only its own outputs, so results do not
 // depend on who ran what.
+//
+// Under contention (more runnable threads than cores) a parallel region costs far more than its
+// work: each one ends in OpenMP's barrier, where threads that finished spin while the one they wait
+// for is descheduled behind other processes. On the 2-core Intel Xeon with other jobs beside it
+// (load ≈ 6) a 2-thread training step of the benchmark shape took 330 ms against 75 ms on one
+// thread (and 27-64 ms with OMP_WAIT_POLICY=passive, which a library cannot set for its host).
+// So every region measures how much of its threads' wall time went into work; when less than
+// half (the threads were mostly waiting or not running), the next kSerialCalls calls of the CPU
+// kernels run on the calling thread alone, then one parallel call measures again. Which thread
+// runs a task never changes a result, so this changes only speed.
+constexpr int kSerialCalls = 32;
+std::atomic<int> serial_calls_left{0};
+
+// Whether the next parallel region of these kernels should run on the calling thread alone.
+bool run_serially() {
+  int left = serial_calls_left.load(std::memory_order_relaxed);
+  while (left > 0 && !serial_calls_left.compare_exchange_weak(left, left - 1, std::memory_order_relaxed)) {
+  }
+  return left > 0;
+}
+
+// Runs body(b, e) over [0, n) like at::parallel_for (grain 1 per index, or serially when the
+// machine looks oversubscribed, see run_serially) and judges the region: total_busy_ns is what the
+// threads spent inside body, summed; the region counts as contended when that is under half of
+// nthreads × its wall time (regions under 50 µs are not judged: thread wake-up dominates them).
+template <typename Body>
+void judged_parallel_for(int64_t n, int64_t grain, const Body& body) {
+  const int64_t nthreads = std::min<int64_t>(at::get_num_threads(), (n + grain - 1) / grain);
+  if (nthreads <= 1 || at::in_parallel_region() || run_serially()) return body(0, n);
+  std::atomic<int64_t> busy_ns{0};
+  const auto t0 = std::chrono::steady_clock::now();
+  at::parallel_for(0, n, grain, [&](int64_t b, int64_t e) {  // exceptions propagate to the caller
+    const auto s = std::chrono::steady_clock::now();
+    body(b, e);
+    busy_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - s).count();
+  });
+  const int64_t wall =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+  if (wall > 50000 && 2 * busy_ns.load() < nthreads * wall) serial_calls_left.store(kSerialCalls);
+}
+
 template <typename T, typename Fn>
 void parallel_tasks(int64_t ntasks, int64_t chunk, int64_t work_size, const Fn& fn) {
   const int64_t nchunks = (ntasks + chunk - 1) / chunk;
@@ -152,15 +248,16 @@ void parallel_tasks(int64_t ntasks, int64_t chunk, int64_t work_size, const Fn& 
     for (int64_t t0; (t0 = next.fetch_add(chunk)) < ntasks;) fn(t0, std::min(t0 + chunk, ntasks), work.get(work_size));
   };
   const int64_t nthreads = std::min<int64_t>(at::get_num_threads(), nchunks);
-  if (nthreads <= 1 || at::in_parallel_region()) return run();
-  at::parallel_for(0, nthreads, 1, [&](int64_t b, int64_t e) {  // exceptions propagate to the caller
+  judged_parallel_for(nthreads, 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) run();
   });
 }
 
-// Query rows per task: the block's score rows (R×L per map) stay within ~64 KiB of float32.
+// Query rows per task: the block's score rows (R×L per map) stay within ~256 KiB of float32 (the
+// four R×L buffers of a block within a 1-2 MiB L2), with up to 64 rows: taller blocks keep the
+// block products efficient (16 rows at L = 1024 left a library GEMM at 160 GFLOP/s, 64 at 175).
 int64_t block_rows(int64_t L) {
-  int64_t r = 16384 / L;
+  int64_t r = 65536 / L;
   r = r < 1 ? 1 : (r > 64 ? 64 : r);
   return r < L ? r : L;
 }
@@ -228,27 +325,47 @@ void reduce_key_side(const cpu::BwdArgs<T>& a) {
 constexpr int64_t kReseed = 32;
 inline int64_t reseed_for(at::ScalarType dtype) { return dtype == at::kDouble ? 1 : kReseed; }
 
-// Calls fn(h, s, p, i, cos θi, sin θi) for every head, scale, pair and position: heads in
-// parallel (fn must only touch its head's entries), the rest in that order.
+// (c, sn) ← (c, sn) rotated by (c1, s1), pair by pair.
+inline void step_rotation(double* __restrict__ c, double* __restrict__ sn, const double* __restrict__ c1,
+                          const double* __restrict__ s1, int64_t P) {
+  for (int64_t p = 0; p < P; ++p) {
+    const double cn = c[p] * c1[p] - sn[p] * s1[p];
+    sn[p] = sn[p] * c1[p] + c[p] * s1[p];
+    c[p] = cn;
+  }
+}
+
+// c += w·cs, sv += w·sn over P entries.
+inline void accumulate_scaled(double* __restrict__ c, double* __restrict__ sv, const double* __restrict__ cs,
+                              const double* __restrict__ sn, double w, int64_t P) {
+  for (int64_t p = 0; p < P; ++p) c[p] += w * cs[p], sv[p] += w * sn[p];
+}
+
+// Calls fn(h, s, i, cos, sin) for every head, scale and position, cos and sin the P pairs' cos θi,
+// sin θi (θ = freqs[h, s, :]): heads in parallel (fn must only touch its head's entries), the rest
+// in that order. The pairs are stepped together, so the loops over them vectorise (one pair at a
+// time, position by position, took a sixth of a forward's time at L = 1024); each pair's
+// arithmetic is the same as stepped alone.
 template <typename Fn>
-void for_each_angle(const Tensor& freqs, int64_t L, int64_t reseed, const Fn& fn) {
+void for_each_position(const Tensor& freqs, int64_t L, int64_t reseed, const Fn& fn) {
   auto f = freqs.to(at::kDouble).contiguous();
   const double* th = f.data_ptr<double>();
   const int64_t H = f.size(0), S = f.size(1), P = f.size(2);
-  at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
+  judged_parallel_for(H, 1, [&](int64_t h0, int64_t h1) {
+    std::vector<double> buf(4 * P);
+    double *c1 = buf.data(), *s1 = c1 + P, *c = s1 + P, *sn = c + P;
     for (int64_t h = h0; h < h1; ++h)
-      for (int64_t s = 0; s < S; ++s)
-        for (int64_t p = 0; p < P; ++p) {
-          const double t = th[(h * S + s) * P + p], c1 = std::cos(t), s1 = std::sin(t);
-          double c = 1, sn = 0;
-          for (int64_t i = 0; i < L; ++i) {
-            if (i % reseed == 0) c = std::cos(t * static_cast<double>(i)), sn = std::sin(t * static_cast<double>(i));
-            fn(h, s, p, i, c, sn);
-            const double cn = c * c1 - sn * s1;
-            sn = sn * c1 + c * s1;
-            c = cn;
-          }
+      for (int64_t s = 0; s < S; ++s) {
+        const double* t = th + (h * S + s) * P;
+        for (int64_t p = 0; p < P; ++p) c1[p] = std::cos(t[p]), s1[p] = std::sin(t[p]);
+        for (int64_t i = 0; i < L; ++i) {
+          if (i % reseed == 0)
+            for (int64_t p = 0; p < P; ++p)
+              c[p] = std::cos(t[p] * static_cast<double>(i)), sn[p] = std::sin(t[p] * static_cast<double>(i));
+          fn(h, s, i, static_cast<const double*>(c), static_cast<const double*>(sn));
+          step_rotation(c, sn, c1, s1, P);
         }
+      }
   });
 }
 
@@ -260,9 +377,9 @@ std::tuple<Tensor, Tensor> cpu_modulation_tables(const Tensor& freqs, const Tens
   const double* wp = w.data_ptr<double>();
   auto cd = at::zeros({H, L, P}, freqs.options().dtype(at::kDouble)), sd = at::zeros_like(cd);
   double *c = cd.data_ptr<double>(), *sv = sd.data_ptr<double>();
-  for_each_angle(freqs, L, reseed_for(dtype), [&](int64_t h, int64_t s, int64_t p, int64_t i, double cs, double sn) {
-    c[(h * L + i) * P + p] += wp[h * S + s] * cs;
-    sv[(h * L + i) * P + p] += wp[h * S + s] * sn;
+  for_each_position(freqs, L, reseed_for(dtype), [&](int64_t h, int64_t s, int64_t i, const double* cs,
+                                                       const double* sn) {
+    accumulate_scaled(c + (h * L + i) * P, sv + (h * L + i) * P, cs, sn, wp[h * S + s], P);
   });
   return {cd.to(dtype), sd.to(dtype)};
 }
@@ -280,11 +397,15 @@ std::tuple<Tensor, Tensor> cpu_modulation_backward(const Tensor& dc, const Tenso
   auto dfreqs = at::zeros({H, S, P}, freqs.options().dtype(at::kDouble));
   auto dweights = at::zeros({H, S}, freqs.options().dtype(at::kDouble));
   double *df = dfreqs.data_ptr<double>(), *dw = dweights.data_ptr<double>();
-  for_each_angle(freqs, L, reseed_for(dc.scalar_type()), [&](int64_t h, int64_t s, int64_t p, int64_t i, double cs,
-                                                               double sn) {
-    const double a = gc[(h * L + i) * P + p], b = gs[(h * L + i) * P + p];
-    df[(h * S + s) * P + p] += wp[h * S + s] * static_cast<double>(i) * (cs * b - sn * a);
-    dw[h * S + s] += cs * a + sn * b;
+  for_each_position(freqs, L, reseed_for(dc.scalar_type()), [&](int64_t h, int64_t s, int64_t i, const double* cs,
+                                                                  const double* sn) {
+    const T *a = gc + (h * L + i) * P, *b = gs + (h * L + i) * P;
+    const double wi = wp[h * S + s] * static_cast<double>(i);
+    double* d = df + (h * S + s) * P;
+    for (int64_t p = 0; p < P; ++p) d[p] += wi * (cs[p] * b[p] - sn[p] * a[p]);
+    double acc = dw[h * S + s];
+    for (int64_t p = 0; p < P; ++p) acc += cs[p] * a[p] + sn[p] * b[p];
+    dw[h * S + s] = acc;
   });
   return {dfreqs.to(freqs.scalar_type()), dweights.to(weights.scalar_type())};
 }
@@ -296,7 +417,7 @@ Tensor sum_leading(const Tensor& x, int64_t n) {
   auto out = at::zeros({m}, x.options());
   const T* src = x.data_ptr<T>();
   T* dst = out.data_ptr<T>();
-  at::parallel_for(0, m, 4096, [&](int64_t j0, int64_t j1) {  // columns in parallel, rows in order
+  judged_parallel_for(m, 4096, [&](int64_t j0, int64_t j1) {  // columns in parallel, rows in order
     for (int64_t i = 0; i < n; ++i)
       for (int64_t j = j0; j < j1; ++j) dst[j] += src[i * m + j];
   });
@@ -336,8 +457,11 @@ ForwardResult automask_forward_cpu(const Tensor& q, const Tensor& k, const Tenso
     a.lse_local = lse_local.data_ptr<double>();
     a.lse_global = lse_global.data_ptr<double>();
     a.need_divergence = need_divergence;
-    parallel_tasks<T>(B * H * nblk, nblk, cpu::forward_work_size<T>(L, D, R),
-                      [&](int64_t t0, int64_t t1, T* work) { run_forward<T>(isa, a, t0, t1, work); });
+    a.lib = reinterpret_cast<const cpu::GemmLib*>(gemm_lib(isa, q.scalar_type(), acc));
+    parallel_tasks<T>(B * H * nblk, nblk, cpu::forward_work_size<T>(L, D, R), [&](int64_t t0, int64_t t1, T* work) {
+      run_forward<T>(isa, a, t0, t1, work);
+      release_lib(a.lib);
+    });
   });
   const auto dt = q.scalar_type();
   if (dt != acc) {
@@ -412,8 +536,11 @@ BackwardResult automask_backward_cpu(const c10::optional<Tensor>& grad_out,
     a.ds = ds_ws.data_ptr<T>();
     a.dmix_ws = dmix_ws.data_ptr<T>();
     a.nsplit = nsplit, a.blocks_per_split = bps;
-    parallel_tasks<T>(B * H * nsplit, 1, cpu::backward_work_size<T>(L, D, R),
-                      [&](int64_t t0, int64_t t1, T* work) { run_backward<T>(isa, a, t0, t1, work); });
+    a.lib = reinterpret_cast<const cpu::GemmLib*>(gemm_lib(isa, q.scalar_type(), acc));
+    parallel_tasks<T>(B * H * nsplit, 1, cpu::backward_work_size<T>(L, D, R), [&](int64_t t0, int64_t t1, T* work) {
+      run_backward<T>(isa, a, t0, t1, work);
+      release_lib(a.lib);
+    });
     if (nsplit > 1) reduce_key_side<T>(a);
     dc = sum_leading<T>(dc_ws, B).view({H, L, P});
     ds = sum_leading<T>(ds_ws, B).view({H, L, P});
@@ -429,4 +556,7 @@ BackwardResult automask_backward_cpu(const c10::optional<Tensor>& grad_out,
 
 TORCH_LIBRARY_FRAGMENT(amad_fast, m) {
   m.def("automask_cpu_isa() -> str", [] { return amad_fast::isa_name(); });
+  // whether bfloat16 inputs run on 16-bit units (AMX / AVX-512-BF16) at the active ISA
+  m.def("automask_cpu_bf16_units() -> bool",
+        [] { return amad_fast::active_isa() == amad_fast::Isa::Brgemm && amad_fast::hardware_bf16(); });
 }

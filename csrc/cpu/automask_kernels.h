@@ -70,21 +70,23 @@ AMAD_AI double vexp(double x) {
   return std::exp(x);
 }
 
-// log(1 + e) for e in [0, 1], vectorisable: 2·atanh(z), z = e/(2+e) in [0, 1/3], odd series to z^15
-// (truncation < 1e-9, relative accuracy kept for small e).
+// log(1 + e) for e in [0, 1], vectorisable and without a division: e·q(e), q a degree-9 Chebyshev
+// fit of log1p(e)/e on [0, 1] (fit error 3e-9, below float's rounding; ≤ 1.9e-7 relative evaluated
+// in float, relative accuracy kept for small e). It replaced 2·atanh(e/(2+e)), whose division was
+// the costliest instruction of the forward's kl pass.
 template <bool F>
 AMAD_AI float vlog1p_unit(float e) {
-  const float z = e / (2.0f + e);
-  const float z2 = z * z;
-  float p = 1.0f / 15;
-  p = madd<F>(p, z2, 1.0f / 13);
-  p = madd<F>(p, z2, 1.0f / 11);
-  p = madd<F>(p, z2, 1.0f / 9);
-  p = madd<F>(p, z2, 1.0f / 7);
-  p = madd<F>(p, z2, 1.0f / 5);
-  p = madd<F>(p, z2, 1.0f / 3);
-  p = madd<F>(p, z2, 1.0f);
-  return 2.0f * z * p;
+  float p = -0.003256378462538123f;
+  p = madd<F>(p, e, 0.019907161593437195f);
+  p = madd<F>(p, e, -0.057064201682806015f);
+  p = madd<F>(p, e, 0.10614264756441116f);
+  p = madd<F>(p, e, -0.15311862528324127f);
+  p = madd<F>(p, e, 0.19678117334842682f);
+  p = madd<F>(p, e, -0.24954558908939362f);
+  p = madd<F>(p, e, 0.33330005407333374f);
+  p = madd<F>(p, e, -0.4999990463256836f);
+  p = madd<F>(p, e, 1.0f);
+  return e * p;
 }
 template <bool F>
 AMAD_AI double vlog1p_unit(double e) {
@@ -98,7 +100,7 @@ AMAD_AI double vlog1p_unit(double e) {
 // as (score − row max) − log(row sum) (see log_prob): at large scores (|A| ~ 1e6 when the AutoMask
 // weights are ~1e3) any grouping that subtracts two large numbers first, such as
 // (A − G) − (lse^M − lse^G), loses ulp(|A|) ≈ 0.06 of absolute accuracy in d, which turned the
-// float32 kl terms negative (issue 12). (Taking exp(−|d|) as min(P^M, P^G)/max(P^M, P^G) saves an
+// float32 kl terms negative. (Taking exp(−|d|) as min(P^M, P^G)/max(P^M, P^G) saves an
 // exponential, but was tried and doubled the float32 error of the kl terms at large scores.)
 template <typename T, bool F>
 AMAD_AI void kl_gaps(T d, T& gM, T& gG) {
@@ -132,15 +134,25 @@ AMAD_AI void split_lse(double lse, T& hi, T& lo) {
 constexpr int64_t kPad = W;
 inline int64_t padded(int64_t L) { return (L + kPad - 1) / kPad * kPad; }
 
-// max over the first L entries of a padded row x.
+// max over the first L entries of a row x, in W-wide generic vectors (GCC did not vectorise the
+// scalar form, with or without the bound test: a fifth of the forward's time at L = 1024); a
+// maximum does not depend on the order.
 template <typename T>
 AMAD_AI T row_max(const T* __restrict__ x, int64_t L) {
-  T acc[W];
-  for (int64_t l = 0; l < W; ++l) acc[l] = x[0];
-  for (int64_t j = 0; j < L; j += W)
-    for (int64_t l = 0; l < W; ++l) acc[l] = j + l < L && x[j + l] > acc[l] ? x[j + l] : acc[l];
-  T m = acc[0];
-  for (int64_t l = 1; l < W; ++l) m = acc[l] > m ? acc[l] : m;
+  typedef T V __attribute__((vector_size(W * sizeof(T))));
+  const int64_t full = L / W * W;
+  T m = x[0];
+  if (full > 0) {
+    V acc;
+    std::memcpy(&acc, x, sizeof(V));
+    for (int64_t j = W; j < full; j += W) {
+      V v;
+      std::memcpy(&v, x + j, sizeof(V));
+      acc = v > acc ? v : acc;
+    }
+    for (int64_t l = 0; l < W; ++l) m = acc[l] > m ? acc[l] : m;
+  }
+  for (int64_t j = full; j < L; ++j) m = x[j] > m ? x[j] : m;
   return m;
 }
 
@@ -338,6 +350,71 @@ AMAD_AI void gemm_tn_acc(T* Y, const T* P, int64_t ldp, const T* X, int64_t R, i
                 }));
 }
 
+// Block products through a library GEMM instead of the micro-kernels above (float32 compute only):
+// automask_cpu.cpp points these at ATen's cpublas::brgemm (MKL / oneDNN, which reach 160-185
+// GFLOP/s on one core of the Intel Xeon at the kernels' tile shapes, against ~115 for the
+// micro-kernels). Plain function pointers: this header stays free of ATen.
+struct GemmLib {
+  // C (M×N, row stride ldc) (+)= A (M×K, row stride lda) · B (K×N, row stride ldb), float32
+  void (*f32)(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, bool add, const float* A,
+              const float* B, float* C);
+  // the same with bfloat16 A (row-major) and B in row pairs ([K/2][N][2], see pack_pairs), float32 C:
+  // computed on the 16-bit units (AMX or AVX-512-BF16), accumulating in float32
+  void (*bf16)(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, bool add, const uint16_t* A,
+               const uint16_t* B, float* C);
+  bool use_bf16;  // bfloat16 operands (bfloat16 inputs on a CPU with the units), else float32
+};
+
+// float32 → bfloat16, round to nearest even (finite inputs).
+AMAD_AI uint16_t to_bf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof(u));
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+// dst (rows×cols, row stride ldd) = bfloat16 of src (row stride lds).
+AMAD_AI void cvt_rows(uint16_t* __restrict__ dst, int64_t ldd, const float* __restrict__ src, int64_t lds, int64_t rows,
+                      int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[r * ldd + c] = to_bf16(src[r * lds + c]);
+}
+
+// dst (cols×rowsp, bfloat16) = srcᵀ of src (rows×cols, row stride lds), columns [rows, rowsp) zero.
+AMAD_AI void cvt_transpose(uint16_t* __restrict__ dst, const float* __restrict__ src, int64_t lds, int64_t rows,
+                           int64_t rowsp, int64_t cols) {
+  for (int64_t c = 0; c < cols; ++c)
+    for (int64_t r = 0; r < rowsp; ++r) dst[c * rowsp + r] = r < rows ? to_bf16(src[r * lds + c]) : uint16_t(0);
+}
+
+// The B operand of GemmLib::bf16: src (K×N, row stride lds) as bfloat16 row pairs [Kp/2][N][2]
+// (rows [K, Kp) zero, Kp even): the layout the 16-bit dot-product units read.
+AMAD_AI void pack_pairs(uint16_t* __restrict__ dst, const float* __restrict__ src, int64_t lds, int64_t K, int64_t Kp,
+                        int64_t N) {
+  for (int64_t k2 = 0; k2 < Kp / 2; ++k2) {
+    const float* __restrict__ r0 = src + 2 * k2 * lds;
+    const float* __restrict__ r1 = r0 + lds;
+    uint16_t* __restrict__ d = dst + 2 * k2 * N;
+    if (2 * k2 + 1 < K) {
+      for (int64_t n = 0; n < N; ++n) d[2 * n] = to_bf16(r0[n]), d[2 * n + 1] = to_bf16(r1[n]);
+    } else if (2 * k2 < K) {
+      for (int64_t n = 0; n < N; ++n) d[2 * n] = to_bf16(r0[n]), d[2 * n + 1] = 0;
+    } else {
+      for (int64_t n = 0; n < 2 * N; ++n) d[n] = 0;
+    }
+  }
+}
+
+// dst (cols×rows, row stride ldd) = srcᵀ, src (rows×cols, row stride lds).
+template <typename T>
+AMAD_AI void transpose_to(T* __restrict__ dst, int64_t ldd, const T* __restrict__ src, int64_t lds, int64_t rows,
+                          int64_t cols) {
+  for (int64_t c = 0; c < cols; ++c)
+    for (int64_t r = 0; r < rows; ++r) dst[c * ldd + r] = src[r * lds + c];
+}
+
+inline int64_t even_up(int64_t n) { return (n + 1) / 2 * 2; }
+
 // What the forward and the backward both read: q, k, v (B, H, L, D) with any strides; cos, sin
 // (H, L, P) and lam (H) contiguous; the shapes, R query rows per row block, nblk row blocks.
 template <typename T>
@@ -347,6 +424,7 @@ struct CallInputs {
   const T *cos, *sin, *lam;
   int64_t B, H, L, D, R, nblk;
   T scale;
+  const GemmLib* lib;  // null: the micro-kernels (always so for float64)
 };
 
 // One forward call: outputs contiguous (B, H, L, D) or (B, H, L). Work units: task t covers
@@ -520,6 +598,14 @@ AMAD_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* work)
   T* oG = oM + R * D;
   T* stat = oG + R * D;  // invA, invG: 2R (of 4R)
   T *invA = stat, *invG = stat + R;
+  // GemmLib with bfloat16 operands: packed keys and values per (b, h), converted rows per block
+  uint16_t* kTr_b = reinterpret_cast<uint16_t*>(stat + 4 * R);  // D×Lp row pairs
+  uint16_t* kT_b = kTr_b + D * Lp;
+  uint16_t* v_b = kT_b + D * Lp;  // Lp×D row pairs
+  uint16_t* q_b = v_b + Lp * D;   // R×D
+  uint16_t* e_b = q_b + R * D;    // R×Lp
+  const GemmLib* lib = std::is_same_v<T, float> ? a.lib : nullptr;
+  const bool b16 = lib && lib->use_bf16;
   int64_t cached = -1;
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t bh = t / a.nblk, b = bh / a.H, h = bh % a.H;
@@ -527,11 +613,30 @@ AMAD_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* work)
     const int64_t n = (L - i0) < R ? (L - i0) : R;
     if (bh != cached) {
       fill_key_cache(kc, a.k, a.sk, a.v, a.sv, b, h, L, D, a.cos, a.sin, false);
+      if constexpr (std::is_same_v<T, float>)
+        if (b16) {
+          pack_pairs(kTr_b, kc.kT_rot, Lp, D, D, Lp);
+          pack_pairs(kT_b, kc.kT, Lp, D, D, Lp);
+          pack_pairs(v_b, kc.v_rows, D, L, Lp, D);
+        }
       cached = bh;
     }
     load_rows(a.q, a.sq, b, h, i0, n, D, L, a.cos, a.sin, a.scale, qg, qr);
-    gemm_rowsT<T, VB>(SA, Lp, qr, kc.kT_rot, n, D, Lp);
-    gemm_rowsT<T, VB>(SG, Lp, qg, kc.kT, n, D, Lp);
+    if constexpr (std::is_same_v<T, float>) {
+      if (b16) {
+        cvt_rows(q_b, D, qr, D, n, D);
+        lib->bf16(n, Lp, D, D, Lp, Lp, false, q_b, kTr_b, SA);
+        cvt_rows(q_b, D, qg, D, n, D);
+        lib->bf16(n, Lp, D, D, Lp, Lp, false, q_b, kT_b, SG);
+      } else if (lib) {
+        lib->f32(n, Lp, D, D, Lp, Lp, false, qr, kc.kT_rot, SA);
+        lib->f32(n, Lp, D, D, Lp, Lp, false, qg, kc.kT, SG);
+      }
+    }
+    if (!lib) {
+      gemm_rowsT<T, VB>(SA, Lp, qr, kc.kT_rot, n, D, Lp);
+      gemm_rowsT<T, VB>(SG, Lp, qg, kc.kT, n, D, Lp);
+    }
     const int64_t row0 = bh * L + i0;  // index of the block's first row in (B, H, L)
     for (int64_t r = 0; r < n; ++r) {
       T mx[2], ls[2], inv[2], kl[2];
@@ -543,8 +648,21 @@ AMAD_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* work)
       a.lse_global[row0 + r] = static_cast<double>(mx[1]) + static_cast<double>(ls[1]);
       if (a.need_divergence) a.kl_local[row0 + r] = kl[0], a.kl_global[row0 + r] = kl[1];
     }
-    gemm_rows<T, VB>(oM, EA, Lp, kc.v_rows, n, L, D);
-    gemm_rows<T, VB>(oG, EG, Lp, kc.v_rows, n, L, D);
+    if constexpr (std::is_same_v<T, float>) {
+      if (b16) {
+        cvt_rows(e_b, Lp, EA, Lp, n, Lp);
+        lib->bf16(n, D, Lp, Lp, D, D, false, e_b, v_b, oM);
+        cvt_rows(e_b, Lp, EG, Lp, n, Lp);
+        lib->bf16(n, D, Lp, Lp, D, D, false, e_b, v_b, oG);
+      } else if (lib) {
+        lib->f32(n, D, L, Lp, D, D, false, EA, kc.v_rows, oM);
+        lib->f32(n, D, L, Lp, D, D, false, EG, kc.v_rows, oG);
+      }
+    }
+    if (!lib) {
+      gemm_rows<T, VB>(oM, EA, Lp, kc.v_rows, n, L, D);
+      gemm_rows<T, VB>(oG, EG, Lp, kc.v_rows, n, L, D);
+    }
     const T lam = a.lam[h];
     for (int64_t r = 0; r < n; ++r) {
       const int64_t o = (row0 + r) * D;
@@ -563,7 +681,8 @@ AMAD_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* work)
 
 template <typename T>
 constexpr int64_t forward_work_size(int64_t L, int64_t D, int64_t R) {
-  return 2 * padded(L) * D + 3 * L * D + 4 * R * D + 4 * R * padded(L) + 4 * R;
+  return 2 * padded(L) * D + 3 * L * D + 4 * R * D + 4 * R * padded(L) + 4 * R +
+         (3 * padded(L) * D + R * D + R * padded(L)) / 2 + 16;  // + GemmLib's bfloat16 buffers
 }
 
 // One query row of the backward: pa, pg get P^M, P^G from the saved log-sum-exps (each split
@@ -618,6 +737,23 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
   T* XG = XA + R * Lp;
   T* gkA = XG + R * Lp;  // per row: the kl gradients of each map (R each)
   T* gkG = gkA + R;
+  // GemmLib: the key side accumulates transposed, dk̃ᵀ, dkᵀ, dvᵀ (D×Lp) += xᵀ (D×R) · P (R×Lp), so
+  // both operands are read as stored; transposed into dkr, dkg, dv when the task ends
+  const int64_t Rp = even_up(R);
+  T* dkrT = gkG + R + 2 * L * D;  // after the own-task dkr, dkg (2·L·D)
+  T* dkgT = dkrT + D * Lp;
+  T* dvT = dkgT + D * Lp;
+  T* xT = dvT + D * Lp;  // D×R: a transposed row block
+  uint16_t* kTr_b = reinterpret_cast<uint16_t*>(xT + D * Rp);  // D×Lp row pairs
+  uint16_t* kT_b = kTr_b + D * Lp;
+  uint16_t* vT_b = kT_b + D * Lp;
+  uint16_t* kr_b = vT_b + D * Lp;  // Lp×D row pairs
+  uint16_t* kg_b = kr_b + Lp * D;
+  uint16_t* x_b = kg_b + Lp * D;  // R×D
+  uint16_t* p_b = x_b + R * D;    // R×Lp, or Rp×Lp row pairs
+  uint16_t* xT_b = p_b + Rp * Lp;  // D×Rp
+  const GemmLib* lib = std::is_same_v<T, float> ? a.lib : nullptr;
+  const bool b16 = lib && lib->use_bf16;
   const bool kl_grad = a.g_kl_local || a.g_kl_global;
   int64_t cached = -1;
   for (int64_t t = t0; t < t1; ++t) {
@@ -625,13 +761,24 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
     const int64_t sp = t % a.nsplit;
     if (bh != cached) {
       fill_key_cache(kc, a.k, a.sk, a.v, a.sv, b, h, L, D, a.cos, a.sin, true);
+      if constexpr (std::is_same_v<T, float>)
+        if (b16) {
+          pack_pairs(kTr_b, kc.kT_rot, Lp, D, D, Lp);
+          pack_pairs(kT_b, kc.kT, Lp, D, D, Lp);
+          pack_pairs(vT_b, kc.vT, Lp, D, D, Lp);
+          pack_pairs(kr_b, kc.k_rot, D, L, Lp, D);
+          pack_pairs(kg_b, kc.k_plain, D, L, Lp, D);
+        }
       cached = bh;
     }
     const bool own = a.nsplit == 1;  // this task holds all of (b, h): finish its keys itself
     T* dkr = own ? gkG + R : a.dkr_ws + t * L * D;
     T* dkg = own ? dkr + L * D : a.dkg_ws + t * L * D;
     T* dv = own ? a.dv + bh * L * D : a.dv_ws + t * L * D;  // dv needs no finishing: straight to the output
-    for (int64_t x = 0; x < L * D; ++x) dkr[x] = dkg[x] = dv[x] = T(0);
+    if (lib)
+      for (int64_t x = 0; x < D * Lp; ++x) dkrT[x] = dkgT[x] = dvT[x] = T(0);
+    else
+      for (int64_t x = 0; x < L * D; ++x) dkr[x] = dkg[x] = dv[x] = T(0);
     const T lam = a.lam[h];
     T dmix = 0;
     const int64_t blk_end = (sp + 1) * a.blocks_per_split < a.nblk ? (sp + 1) * a.blocks_per_split : a.nblk;
@@ -678,8 +825,21 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
           gkG[r] = a.g_kl_global ? a.g_kl_global[row0 + r] : T(0);
         }
       }
-      gemm_rowsT<T, VB>(XA, Lp, qr, kc.kT_rot, n, D, Lp);
-      gemm_rowsT<T, VB>(XG, Lp, qg, kc.kT, n, D, Lp);
+      if constexpr (std::is_same_v<T, float>) {
+        if (b16) {  // the forward's products exactly (same operands, same calls)
+          cvt_rows(x_b, D, qr, D, n, D);
+          lib->bf16(n, Lp, D, D, Lp, Lp, false, x_b, kTr_b, XA);
+          cvt_rows(x_b, D, qg, D, n, D);
+          lib->bf16(n, Lp, D, D, Lp, Lp, false, x_b, kT_b, XG);
+        } else if (lib) {
+          lib->f32(n, Lp, D, D, Lp, Lp, false, qr, kc.kT_rot, XA);
+          lib->f32(n, Lp, D, D, Lp, Lp, false, qg, kc.kT, XG);
+        }
+      }
+      if (!lib) {
+        gemm_rowsT<T, VB>(XA, Lp, qr, kc.kT_rot, n, D, Lp);
+        gemm_rowsT<T, VB>(XG, Lp, qg, kc.kT, n, D, Lp);
+      }
       for (int64_t r = 0; r < n; ++r) {
         T hiA, loA, hiG, loG;
         split_lse(a.lse_local[row0 + r], hiA, loA);
@@ -691,18 +851,61 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
           probs_and_gaps_row<T, F, false>(xa, xg, PA + r * Lp, PG + r * Lp, L, hiA, loA, hiG, loG, T(0), T(0));
       }
       // X += dO · vᵀ (dP), then dS = P ∘ (X − δ), δ = Σ_j P X
-      gemm_rowsT<T, VB, true>(XA, Lp, dOM, kc.vT, n, D, Lp);
-      gemm_rowsT<T, VB, true>(XG, Lp, dOG, kc.vT, n, D, Lp);
-      // dv += P^Mᵀ dO^M + P^Gᵀ dO^G (before P turns into dS)
-      gemm_tn_acc<T, VB>(dv, PA, Lp, dOM, n, L, D);
-      gemm_tn_acc<T, VB>(dv, PG, Lp, dOG, n, L, D);
-      softmax_backward_rows<T, F>(PA, XA, n, L, Lp);
-      softmax_backward_rows<T, F>(PG, XG, n, L, Lp);
-      // dq̃ = scale·dS^M k̃, dq = scale·dS^G k (scale applied below); dk̃ += dS^Mᵀ (scale·q̃) etc.
-      gemm_rows<T, VB>(dqr, PA, Lp, kc.k_rot, n, L, D);
-      gemm_rows<T, VB>(dqg, PG, Lp, kc.k_plain, n, L, D);
-      gemm_tn_acc<T, VB>(dkr, PA, Lp, qr, n, L, D);
-      gemm_tn_acc<T, VB>(dkg, PG, Lp, qg, n, L, D);
+      if constexpr (std::is_same_v<T, float>) {
+        if (b16) {
+          // X += dO · vᵀ; dvᵀ += dOᵀ · P (before P turns into dS)
+          for (int m = 0; m < 2; ++m) {
+            const T* dO = m ? dOG : dOM;
+            T* P_ = m ? PG : PA;
+            cvt_rows(x_b, D, dO, D, n, D);
+            lib->bf16(n, Lp, D, D, Lp, Lp, true, x_b, vT_b, m ? XG : XA);
+            cvt_transpose(xT_b, dO, D, n, Rp, D);
+            pack_pairs(p_b, P_, Lp, n, Rp, Lp);
+            lib->bf16(D, Lp, Rp, Rp, Lp, Lp, true, xT_b, p_b, dvT);
+          }
+          softmax_backward_rows<T, F>(PA, XA, n, L, Lp);
+          softmax_backward_rows<T, F>(PG, XG, n, L, Lp);
+          // dq̃ = scale·dS^M k̃, dq = scale·dS^G k (scale applied below); dk̃ᵀ += (scale·q̃)ᵀ dS^M etc.
+          for (int m = 0; m < 2; ++m) {
+            const T* x = m ? qg : qr;
+            const T* S = m ? PG : PA;
+            cvt_rows(p_b, Lp, S, Lp, n, Lp);
+            lib->bf16(n, D, Lp, Lp, D, D, false, p_b, m ? kg_b : kr_b, m ? dqg : dqr);
+            cvt_transpose(xT_b, x, D, n, Rp, D);
+            pack_pairs(p_b, S, Lp, n, Rp, Lp);
+            lib->bf16(D, Lp, Rp, Rp, Lp, Lp, true, xT_b, p_b, m ? dkgT : dkrT);
+          }
+        } else if (lib) {
+          lib->f32(n, Lp, D, D, Lp, Lp, true, dOM, kc.vT, XA);
+          lib->f32(n, Lp, D, D, Lp, Lp, true, dOG, kc.vT, XG);
+          transpose_to(xT, n, dOM, D, n, D);
+          lib->f32(D, Lp, n, n, Lp, Lp, true, xT, PA, dvT);
+          transpose_to(xT, n, dOG, D, n, D);
+          lib->f32(D, Lp, n, n, Lp, Lp, true, xT, PG, dvT);
+          softmax_backward_rows<T, F>(PA, XA, n, L, Lp);
+          softmax_backward_rows<T, F>(PG, XG, n, L, Lp);
+          lib->f32(n, D, L, Lp, D, D, false, PA, kc.k_rot, dqr);
+          lib->f32(n, D, L, Lp, D, D, false, PG, kc.k_plain, dqg);
+          transpose_to(xT, n, qr, D, n, D);
+          lib->f32(D, Lp, n, n, Lp, Lp, true, xT, PA, dkrT);
+          transpose_to(xT, n, qg, D, n, D);
+          lib->f32(D, Lp, n, n, Lp, Lp, true, xT, PG, dkgT);
+        }
+      }
+      if (!lib) {
+        gemm_rowsT<T, VB, true>(XA, Lp, dOM, kc.vT, n, D, Lp);
+        gemm_rowsT<T, VB, true>(XG, Lp, dOG, kc.vT, n, D, Lp);
+        // dv += P^Mᵀ dO^M + P^Gᵀ dO^G (before P turns into dS)
+        gemm_tn_acc<T, VB>(dv, PA, Lp, dOM, n, L, D);
+        gemm_tn_acc<T, VB>(dv, PG, Lp, dOG, n, L, D);
+        softmax_backward_rows<T, F>(PA, XA, n, L, Lp);
+        softmax_backward_rows<T, F>(PG, XG, n, L, Lp);
+        // dq̃ = scale·dS^M k̃, dq = scale·dS^G k (scale applied below); dk̃ += dS^Mᵀ (scale·q̃) etc.
+        gemm_rows<T, VB>(dqr, PA, Lp, kc.k_rot, n, L, D);
+        gemm_rows<T, VB>(dqg, PG, Lp, kc.k_plain, n, L, D);
+        gemm_tn_acc<T, VB>(dkr, PA, Lp, qr, n, L, D);
+        gemm_tn_acc<T, VB>(dkg, PG, Lp, qg, n, L, D);
+      }
       // un-rotate dq̃ at the row's own position, dq = scale·(dq_plain + Rᵀ dq̃); the q-side dc, ds
       // (qg holds scale·q, the x that dq̃'s row was rotated from, up to that same scale)
       for (int64_t r = 0; r < n; ++r) {
@@ -713,13 +916,20 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
       }
     }
     a.dmix_ws[t] = dmix;
+    if (lib) {
+      transpose_to(dkr, D, dkrT, Lp, D, L);
+      transpose_to(dkg, D, dkgT, Lp, D, L);
+      transpose_to(dv, D, dvT, Lp, D, L);
+    }
     if (own) finish_keys(a, bh, dkr, dkg, dv, kc.k_plain);
   }
 }
 
 template <typename T>
 constexpr int64_t backward_work_size(int64_t L, int64_t D, int64_t R) {
-  return 3 * padded(L) * D + 5 * L * D + 6 * R * D + 4 * R * padded(L) + 2 * R;
+  return 3 * padded(L) * D + 5 * L * D + 6 * R * D + 4 * R * padded(L) + 2 * R +
+         3 * D * padded(L) + D * even_up(R) +  // GemmLib's transposed key side and row block
+         (5 * D * padded(L) + R * D + even_up(R) * padded(L) + D * even_up(R)) / 2 + 16;  // its bfloat16 buffers
 }
 
 // Entry points, one per instruction set. The always-inline bodies above take on each entry's

@@ -5,7 +5,7 @@
 // Softmax statistics are exact (two passes: online max/sum, then outputs and kl). No L×L buffer.
 // Reductions are fixed-order trees, so results are deterministic.
 //
-// Large scores (issue 12; the CPU kernels, csrc/cpu/automask_kernels.h, do the same): log P is
+// Large scores (the CPU kernels, csrc/cpu/automask_kernels.h, do the same): log P is
 // formed as (score − hi) − lo with the row's log-sum-exp split as hi + lo (hi ≈ the row max), so
 // it keeps full precision when |A| ~ 1e6; the log-sum-exps are saved in float64 (split back into
 // hi + lo in T by the backward); the divergence gap d = log P^M − log P^G comes from the two
