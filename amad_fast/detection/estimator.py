@@ -10,7 +10,8 @@ and the baselines (:mod:`amad_fast.detection.baselines`) alike:
 * ``"pot"``: peaks over threshold on the training scores (fixed at fit time).
 
 ``contamination`` is the expected fraction of anomalous steps in (0, 1), PyOD's name and unit.
-A step is flagged when its score is above the threshold.
+A step is flagged when its score is above the threshold. NaN scores (AMAD's missing steps under
+``nan_policy="mask"``) are left out of every threshold and never flagged.
 Subclasses keep their constructor arguments as attributes of the same names, implement
 ``decision_function``, ``fitted`` and ``_check_params`` (calling :meth:`_check_threshold_params`),
 and set ``train_scores_`` and ``threshold_ = self._fixed_threshold()`` when they fit.
@@ -99,8 +100,9 @@ class DetectorBase:
     def decision_function(self, X: Any) -> np.ndarray:  # pragma: no cover - every subclass has its own
         raise NotImplementedError
 
-    def finite_scores(self, scores: Any, what: str = "X") -> np.ndarray:
-        """``scores`` as float64, or a FloatingPointError when any is NaN/Inf.
+    def finite_scores(self, scores: Any, what: str = "X", missing: Optional[np.ndarray] = None) -> np.ndarray:
+        """``scores`` as float64, or a FloatingPointError when any is NaN/Inf (other than the NaN of
+        the ``missing`` steps (T,) bool, which have no score).
 
         Every detector passes its scores through here (training scores at fit, judged scores in
         ``decision_function``), so that no NaN/Inf score is ever returned or used for a threshold
@@ -110,6 +112,8 @@ class DetectorBase:
         """
         s = np.asarray(scores, dtype=np.float64)
         bad = ~np.isfinite(s)
+        if missing is not None:
+            bad &= ~(missing & np.isnan(s))
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
             raise FloatingPointError(
@@ -131,7 +135,7 @@ class DetectorBase:
         """0/1 (int8) per training step: its score above the threshold (PyOD's name), i.e. what
         ``predict`` would say of the training series without recomputing its scores."""
         self._require_fitted_attribute("labels_")
-        return predict(self.train_scores_, self.threshold_for(self.train_scores_))
+        return _flags(self.train_scores_, self.threshold_for(self.train_scores_))
 
     def _require_fitted_attribute(self, name: str) -> None:
         # an AttributeError, as for any attribute fit has not set yet (hasattr / sklearn's check_is_fitted)
@@ -141,14 +145,15 @@ class DetectorBase:
     # -- thresholds -------------------------------------------------------------------------------
     def _fixed_threshold(self) -> Optional[float]:
         """The threshold fixed at fit time (None for "paper": :func:`thresholds.fit_time_threshold`)."""
-        return thresholds.fit_time_threshold(self.threshold, self.train_scores_, self.contamination)
+        return thresholds.fit_time_threshold(self.threshold, _scored(self.train_scores_), self.contamination)
 
     def threshold_for(self, scores: Any) -> float:
         """The decision threshold for these scores (fixed for "train"/"pot"; "paper" uses them)."""
         self._require_fitted()
         if self.threshold in thresholds.FIT_TIME_THRESHOLDS:
             return float(self.threshold_)
-        return thresholds.select_threshold(self.threshold, self.train_scores_, scores, self.contamination)
+        return thresholds.select_threshold(self.threshold, _scored(self.train_scores_), _scored(scores),
+                                           self.contamination)
 
     def stream_threshold(self) -> float:
         """The threshold a live stream compares its scores with (``threshold_``, fixed at fit time);
@@ -160,7 +165,24 @@ class DetectorBase:
         """0/1 (int8) per time step: score > threshold (see :meth:`threshold_for`)."""
         scores = self.decision_function(X)
         self.last_threshold_ = self.threshold_for(scores)
-        return predict(scores, self.last_threshold_)
+        return _flags(scores, self.last_threshold_)
 
     def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
         return self.fit(X).predict(X)
+
+
+def _scored(scores: Any) -> np.ndarray:
+    """The scores that exist: ``scores`` without its NaN (missing steps, which have no score)."""
+    s = np.asarray(scores, dtype=np.float64)
+    return s[~np.isnan(s)]
+
+
+def _flags(scores: Any, threshold: float) -> np.ndarray:
+    """0/1 (int8) per step, score > threshold; 0 where the score is NaN (a missing step)."""
+    s = np.asarray(scores, dtype=np.float64)
+    scored = ~np.isnan(s)
+    if scored.all():
+        return predict(s, threshold)
+    flags = np.zeros(s.shape, dtype=np.int8)
+    flags[scored] = predict(s[scored], threshold)
+    return flags
