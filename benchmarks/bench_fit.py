@@ -20,6 +20,7 @@ The JSON also splits each fit's time into its parts (steps inside the epochs, th
 loop, what fit does outside the loop) to show where the time that is not steps goes.
 """
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -28,9 +29,8 @@ import time
 
 import numpy as np
 
-try:
-    import amad_fast  # noqa: F401
-except ImportError:  # a source checkout that is not installed: use the tree beside this file
+# a source checkout that is not installed: use the tree beside this file
+if importlib.util.find_spec("amad_fast") is None:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402

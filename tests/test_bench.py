@@ -162,9 +162,27 @@ def test_quick_sweep_writes_well_formed_results(tmp_path, capsys):
 
     att = data["attention"]
     labels = {r["label"] for r in att}
-    assert set(backends) | {"sdpa", "mha", "amad-module"} <= labels
+    masked_labels = {f"{b} {kind}" for b in backends for kind in cases.MASK_KINDS}
+    assert set(backends) | {"sdpa", "mha", "amad-module"} | masked_labels == labels
+    assert data["config"]["masks"] == list(cases.MASK_KINDS)
     assert {(r["L"], r["mode"]) for r in att} == {(L, mode) for L in (8, 16) for mode in ("fwd", "fwdbwd")}
+    by_key = {(r["label"], r["L"], r["mode"]): r for r in att}
+    # the reference takes every mask, so its masked cases are timed beside its unmasked one
+    assert all(by_key[(f"reference {kind}", L, mode)]["status"] == "ok"
+               for kind in cases.MASK_KINDS for L in (8, 16) for mode in ("fwd", "fwdbwd"))
     for r in att:
+        if r["mask"] != "none":
+            assert r["label"] == f"{r['unmasked_label']} {r['mask']}"
+            if r["status"] == "unsupported":  # a backend that cannot take the mask: dispatch's reason, no time
+                assert r["error"].startswith(f"backend {r['unmasked_label']!r} cannot run these inputs"), r
+                assert "median_s" not in r and r["label"] in printed
+                continue
+            unmasked = by_key[(r["unmasked_label"], r["L"], r["mode"])]
+            assert r["x_unmasked"] == pytest.approx(r["median_s"] / unmasked["median_s"])
+            assert r["ref_over"] == pytest.approx(by_key[(f"reference {r['mask']}", r["L"], r["mode"])]["median_s"]
+                                                  / r["median_s"])
+        else:
+            assert "x_unmasked" not in r
         assert r["status"] == "ok", r
         assert r["B"] == cases.batch_for_length(r["L"], 2) and (r["H"], r["D"], r["S"]) == (2, 8, 2)
         _check_timed(r)
@@ -192,10 +210,61 @@ def test_quick_sweep_writes_well_formed_results(tmp_path, capsys):
     assert all(r["steps_per_s"] > 0 for r in e2e if r["mode"] == "train")
 
     md = (tmp_path / "t.md").read_text()
-    assert "## Attention" in md and "## Method" in md
+    assert "## Attention" in md and "## Method" in md and "## Masks" in md and "**masks**" in md
+    assert "reference causal    fwdbwd time / unmasked time: L=8" in printed
     assert "GFLOP/s" in md and "GEMM (" in md and "**flops**" in md and "**gemm**" in md
     png = tmp_path / "t.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mask_arguments_pad_a_quarter_of_every_sequence_or_ask_for_causal():
+    shape = cases.Shape(3, 2, 10, 4, 2, torch.float32, torch.device("cpu"))
+    assert cases.mask_arguments("causal", shape) == {"is_causal": True}
+    padded = cases.mask_arguments("padded", shape)["key_padding_mask"]
+    assert padded.dtype == torch.bool and padded.shape == (3, 10)
+    assert padded[:, :8].logical_not().all() and padded[:, 8:].all()  # round(0.25 * 10) = 2 padded keys
+    tiny = cases.Shape(1, 1, 2, 4, 1, torch.float32, torch.device("cpu"))
+    assert cases.mask_arguments("padded", tiny)["key_padding_mask"].tolist() == [[False, True]]  # at least one
+    with pytest.raises(ValueError, match="mask"):
+        cases.mask_arguments("sliding", shape)
+
+
+def test_a_backend_that_cannot_take_a_mask_is_listed_with_dispatchs_reason(monkeypatch):
+    """Masked cases of a backend whose declaration lacks the mask are records with dispatch's
+    reason, not timed and not dropped; its unmasked case is timed as before."""
+    import dataclasses
+
+    from amad_fast.attention.backends.reference import ReferenceBackend
+
+    declared = ReferenceBackend().support()
+    monkeypatch.setattr(ReferenceBackend, "support", lambda self: dataclasses.replace(declared, masks=frozenset()))
+    shape = cases.Shape(2, 2, 8, 4, 2, torch.float32, torch.device("cpu"))
+    group = cases.automask_cases(shape, ["reference"], divergence=True, branches=False, compile_reference=False,
+                                 masks=cases.MASK_KINDS)
+    assert [c.label for c in group] == ["reference", "reference causal", "reference padded"]
+    expected = "backend 'reference' cannot run these inputs: attention masks not supported yet"
+    assert [c.refused for c in group] == [None, expected, expected]
+    records = cases.measure_group(group, shape, "fwdbwd", {"repeats": 3, "min_sample_s": 1e-4, "budget_s": 0.02},
+                                  memory=False)
+    cases.add_ratios(records)
+    plain, causal, padded = records
+    assert plain["status"] == "ok" and plain["mask"] == "none"
+    for rec, kind in ((causal, "causal"), (padded, "padded")):
+        assert rec["status"] == "unsupported" and rec["error"] == expected and rec["mask"] == kind
+        assert "median_s" not in rec and "x_unmasked" not in rec
+    from amad_fast.bench import report
+
+    assert f"reference causal    not measured: {expected}" in report.mask_summary(records)
+    assert f"unsupported: {expected[:40]}" in report.format_attention_table(records)
+
+
+def test_bad_mask_option_is_refused():
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    assert parser.parse_args(["--masks", "none"]).masks == []
+    assert parser.parse_args(["--masks", "padded"]).masks == ["padded"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--masks", "causal,diagonal"])
 
 
 def test_a_failing_case_becomes_a_record_not_an_exception():

@@ -148,14 +148,17 @@ class AutoMaskAttention(nn.Module):
         return (x if self.batch_first else x.transpose(0, 1)), False
 
     def forward_with_terms(
-        self, x: Tensor, key: Optional[Tensor] = None, value: Optional[Tensor] = None, need_branches: bool = True
+        self, x: Tensor, key: Optional[Tensor] = None, value: Optional[Tensor] = None, need_branches: bool = True,
+        key_padding_mask: Optional[Tensor] = None,
     ) -> Tuple[Tensor, AutoMaskResult]:
         """Attention output after ``out_proj`` (shaped like ``x``) and the per-head terms.
 
         The returned :class:`AutoMaskResult` always carries ``kl_local``/``kl_global`` (B, H, L)
-        and, with ``need_branches``, ``out_local``/``out_global`` (B, H, L, D).
+        and, with ``need_branches``, ``out_local``/``out_global`` (B, H, L, D). ``key_padding_mask``
+        as in :meth:`forward`.
         """
-        y, res, _, _ = self._attend(x, x if key is None else key, x if value is None else value, True, need_branches)
+        y, res, _, _ = self._attend(x, x if key is None else key, x if value is None else value, True, need_branches,
+                                    key_padding_mask)
         return y, res
 
     def _masks(self, key_padding_mask, attn_mask, unbatched: bool):

@@ -1,7 +1,9 @@
 """What the attention benchmark times: shapes, their inputs, one case per backend and baseline with
 the bytes it must move and the FLOPs it must do (the models behind every GB/s and GFLOP/s figure),
 the machine's GEMM rate they are compared with, the measurement of a group of cases at one shape,
-and the sweep over lengths, head dims and dtypes.
+and the sweep over lengths, head dims and dtypes. Each AutoMask backend is also timed with a causal
+mask and with padded keys (:data:`MASK_KINDS`) beside its unmasked case; a backend that cannot take
+a mask gets a record with dispatch's reason instead of a time.
 
 A case that fails (an error, out of memory) becomes a record with its status and error rather than
 an exception, so one unusable backend or shape never loses the rest of a sweep."""
@@ -21,6 +23,10 @@ from amad_fast.bench.timing import finite_checks_off, peak_memory, synchronize, 
 
 # The plain-attention baselines every sweep times beside the AutoMask backends (see plain_cases).
 PLAIN_BASELINES = ("sdpa", "mha", "amad-module")
+# The masked variants of every AutoMask backend's case: ``is_causal=True``, and a key_padding_mask
+# that pads the last PADDED_FRACTION of each sequence (see mask_arguments).
+MASK_KINDS = ("causal", "padded")
+PADDED_FRACTION = 0.25
 
 
 def automask_bytes(B: int, H: int, L: int, D: int, elt: int, *, divergence: bool, branches: bool, backward: bool) -> int:
@@ -95,6 +101,9 @@ class Case:
     compiled: bool = False  # torch.compile'd: its first call (the compilation) is timed apart
     flops_fwd: Optional[int] = None  # None: no FLOP model, no GFLOP/s
     flops_fwdbwd: Optional[int] = None
+    mask: str = "none"  # "none" or one of MASK_KINDS
+    unmasked_label: Optional[str] = None  # a masked case: the label of the same backend's unmasked case
+    refused: Optional[str] = None  # why dispatch refuses this case (it is then not timed)
 
 
 def automask_inputs(shape: Shape, seed: int, requires_grad: bool) -> Tuple[List[Tensor], torch.Generator]:
@@ -154,10 +163,44 @@ def _no_grad(fn: Callable[..., object], *args) -> Callable[[], object]:
     return call
 
 
+def mask_arguments(kind: str, shape: Shape) -> Dict[str, object]:
+    """The masking keyword arguments of ``automask_attention`` for a masked case of ``kind`` at
+    ``shape``: ``is_causal=True`` ("causal"), or a (B, L) key_padding_mask that pads the last
+    ``PADDED_FRACTION`` of every sequence, at least one key ("padded")."""
+    if kind == "causal":
+        return {"is_causal": True}
+    if kind == "padded":
+        padded = max(1, int(round(PADDED_FRACTION * shape.L)))
+        mask = torch.zeros(shape.B, shape.L, dtype=torch.bool)
+        mask[:, shape.L - padded:] = True
+        return {"key_padding_mask": mask.to(shape.device)}
+    raise ValueError(f"mask: expected one of {MASK_KINDS}, got {kind!r}")
+
+
+def dispatch_refusal(name: str, inputs: Sequence[Tensor], masking: Dict[str, object]) -> Optional[str]:
+    """Why dispatch refuses to run backend ``name`` on ``inputs`` (q, k, v, freqs, weights, mix)
+    with the masking arguments ``masking``, in its own words; None when it runs them."""
+    from amad_fast.attention.dispatch import select_backend
+    from amad_fast.attention.validation import check_inputs, check_masks
+
+    q, k, v, freqs, weights, mix = inputs
+    dims = check_inputs(q, k, v, freqs, weights, mix, None, 0.0)
+    masks = check_masks(masking.get("key_padding_mask"), None, bool(masking.get("is_causal", False)), dims, q.device)
+    try:
+        select_backend(q, freqs, dims, name, 0.0, masks)
+    except RuntimeError as exc:
+        return str(exc)
+    return None
+
+
 def automask_cases(
-    shape: Shape, backends: Sequence[str], *, divergence: bool, branches: bool, compile_reference: bool, seed: int = 0
+    shape: Shape, backends: Sequence[str], *, divergence: bool, branches: bool, compile_reference: bool, seed: int = 0,
+    masks: Sequence[str] = (),
 ) -> List[Case]:
-    """The AutoMask backends and torch.compile(reference) at ``shape``."""
+    """The AutoMask backends and torch.compile(reference) at ``shape``; with ``masks`` (kinds among
+    :data:`MASK_KINDS`), each backend's masked cases after its unmasked one, charged the unmasked
+    byte and FLOP models (METHOD_NOTES['masks']). A masked case dispatch refuses carries the reason
+    (``Case.refused``) and is not timed."""
     from amad_fast import automask_attention
     from amad_fast.attention.reference import automask_attention_reference
 
@@ -168,15 +211,24 @@ def automask_cases(
     flops = _flops_by_mode(lambda bw: automask_flops(shape.B, shape.H, shape.L, shape.D, backward=bw))
     cases = []
     for name in backends:
+        for kind in ("none", *masks):
+            masking = {} if kind == "none" else mask_arguments(kind, shape)
 
-        def fwd(q, k, v, f, w, m, _name=name):
-            return tuple(automask_attention(
-                q, k, v, f, w, m, need_divergence=divergence, need_branches=branches, backend=_name
-            ))
+            def fwd(q, k, v, f, w, m, _name=name, _masking=masking):
+                return tuple(automask_attention(
+                    q, k, v, f, w, m, need_divergence=divergence, need_branches=branches, backend=_name, **_masking
+                ))
 
-        plain, g = automask_inputs(shape, seed, False)
-        leaves, g2 = automask_inputs(shape, seed, True)
-        cases.append(Case(name, "automask", _no_grad(fwd, *plain), _make_step(fwd, leaves, g2), b_f, b_fb, **flops))
+            plain, g = automask_inputs(shape, seed, False)
+            label = name if kind == "none" else f"{name} {kind}"
+            variant = {} if kind == "none" else {"mask": kind, "unmasked_label": name}
+            refused = dispatch_refusal(name, plain, masking) if kind != "none" else None
+            if refused:
+                cases.append(Case(label, "automask", fwd, fwd, b_f, b_fb, refused=refused, **variant, **flops))
+                continue
+            leaves, g2 = automask_inputs(shape, seed, True)
+            cases.append(Case(label, "automask", _no_grad(fwd, *plain), _make_step(fwd, leaves, g2), b_f, b_fb,
+                              **variant, **flops))
     if compile_reference:
 
         def ref(q, k, v, f, w, m):
@@ -265,15 +317,22 @@ def record_failure(rec: dict, exc: BaseException) -> dict:
 def measure_group(cases: Sequence[Case], shape: Shape, mode: str, timing: dict, *, memory: bool = True) -> List[dict]:
     """Time every case at one shape in one mode ("fwd" or "fwdbwd"), samples interleaved.
 
-    Never raises: a failing case becomes a record with status "failed" or "oom". A compiled
+    Never raises: a failing case becomes a record with status "failed" or "oom"; a case dispatch
+    refuses (``Case.refused``) one with status "unsupported" and the reason as its error. A compiled
     case's first call (the compilation) is timed apart as ``compile_s``.
     """
     recs, fns = {}, {}
     with finite_checks_off():
         for case in cases:
             fn = case.forward if mode == "fwd" else case.step
-            rec = {"label": case.label, "family": case.family, "mode": mode, **shape.as_dict(), "status": "ok"}
+            rec = {"label": case.label, "family": case.family, "mode": mode, **shape.as_dict(), "status": "ok",
+                   "mask": case.mask}
+            if case.unmasked_label is not None:
+                rec["unmasked_label"] = case.unmasked_label
             recs[case.label] = rec
+            if case.refused is not None:
+                rec["status"], rec["error"] = "unsupported", case.refused
+                continue
             if case.compiled:
                 try:
                     synchronize(shape.device)
@@ -312,19 +371,25 @@ def measure_group(cases: Sequence[Case], shape: Shape, mode: str, timing: dict, 
 
 
 def add_ratios(records: List[dict]) -> None:
-    """x_sdpa = time / sdpa time and ref_over = reference time / time, within each shape and mode."""
+    """Within each shape and mode: x_sdpa = time / sdpa time (unmasked sdpa for every record);
+    ref_over = reference time / time, against the reference with the record's own mask; and for a
+    masked record x_unmasked = time / the time of the same backend's unmasked case."""
     groups: Dict[tuple, Dict[str, dict]] = {}
     for r in records:
         if r.get("status") == "ok":
             key = (r.get("part", "attention"), r["dtype"], r["B"], r["H"], r["L"], r["D"], r["S"], r["mode"])
             groups.setdefault(key, {})[r["label"]] = r
     for by_label in groups.values():
-        sdpa, ref = by_label.get("sdpa"), by_label.get("reference")
+        sdpa = by_label.get("sdpa")
         for r in by_label.values():
+            ref = by_label.get("reference" if r.get("mask", "none") == "none" else f"reference {r['mask']}")
+            unmasked = by_label.get(r.get("unmasked_label"))
             if sdpa:
                 r["x_sdpa"] = r["median_s"] / sdpa["median_s"]
             if ref:
                 r["ref_over"] = ref["median_s"] / r["median_s"]
+            if unmasked:
+                r["x_unmasked"] = r["median_s"] / unmasked["median_s"]
 
 
 # The side of the square matrices whose product stands for the machine's GEMM rate: large enough
@@ -398,9 +463,11 @@ def run_attention_sweep(
     branches: bool = False,
     timing: Optional[dict] = None,
     memory: bool = True,
+    masks: Sequence[str] = MASK_KINDS,
     log=print,
 ) -> List[dict]:
-    """The attention sweep: every backend and baseline at every (dtype, D, L), both modes."""
+    """The attention sweep: every backend (unmasked and with each of ``masks``) and baseline at
+    every (dtype, D, L), both modes."""
     if backends is None:
         backends, _ = benchmark_backends(device)
     timing = timing or {}
@@ -413,7 +480,7 @@ def run_attention_sweep(
                     torch._dynamo.reset()  # fresh compile per shape, not the recompile limit
                 try:
                     cases = automask_cases(shape, backends, divergence=divergence, branches=branches,
-                                           compile_reference=compile_reference)
+                                           compile_reference=compile_reference, masks=masks)
                     cases += plain_cases(shape)
                 except Exception as exc:  # noqa: BLE001
                     records.append({"part": "attention", "label": "*", "mode": "*", **shape.as_dict(),

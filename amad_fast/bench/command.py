@@ -5,7 +5,9 @@ if present, else cpu), every backend that :func:`amad_fast.available_backends` r
 (Triton is skipped on CPU, where only its slow interpreter runs), and in the same run the
 baselines: torch.compile of the reference, ``scaled_dot_product_attention`` doing plain attention
 of the same shape, ``nn.MultiheadAttention`` and ``AutoMaskAttention`` (both with projections).
-Every comparison is a ratio of two figures from one run. It prints a table and writes JSON,
+Each backend is timed unmasked and, beside it, with a causal mask and with padded keys
+(``--masks``; a backend that cannot take a mask is listed with dispatch's reason), the masked
+time given as a ratio to the unmasked one. Every comparison is a ratio of two figures from one run. It prints a table and writes JSON,
 markdown and a PNG plot. The methods are spelled out in
 :data:`amad_fast.bench.report.METHOD_NOTES` (also in the JSON). This module holds the options,
 their defaults and the assembly of one result from the parts."""
@@ -22,6 +24,7 @@ from typing import List, Optional, Sequence
 import torch
 
 from amad_fast.bench.cases import (
+    MASK_KINDS,
     PLAIN_BASELINES,
     add_gemm_fractions,
     benchmark_backends,
@@ -35,6 +38,7 @@ from amad_fast.bench.report import (
     format_attention_table,
     format_e2e_table,
     format_gemm_line,
+    mask_summary,
     plot,
     summarize,
     write_markdown,
@@ -67,6 +71,18 @@ def _dtype_list(text: str) -> List[str]:
     return names
 
 
+def _mask_list(text: str) -> List[str]:
+    """argparse type: a comma list of names among :data:`~amad_fast.bench.cases.MASK_KINDS`, or
+    ``none`` for unmasked cases only."""
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    if names == ["none"]:
+        return []
+    bad = [n for n in names if n not in MASK_KINDS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"expected 'none' or names among {list(MASK_KINDS)}, got {text!r}")
+    return list(dict.fromkeys(names))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``amad-fast bench`` / ``python -m amad_fast.bench``."""
     parser.add_argument("--quick", action="store_true",
@@ -85,6 +101,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--branches", action="store_true", help="also return out_local/out_global (need_branches)")
     parser.add_argument("--no-divergence", action="store_true", help="skip kl_local/kl_global (need_divergence=False)")
+    parser.add_argument("--masks", type=_mask_list, default=list(MASK_KINDS),
+                        help="masked cases timed beside each backend's unmasked one: a comma list among "
+                             f"{','.join(MASK_KINDS)}, or none (default {','.join(MASK_KINDS)})")
     parser.add_argument("--repeats", type=int, help="timed samples per case (default 15; quick 5)")
     parser.add_argument("--warmup", type=int, help="warm-up calls per case, the last also calibrates (default 3; quick 1)")
     parser.add_argument("--min-sample-ms", type=float, help="shortest sample; calls are repeated within it (default 10; quick 2)")
@@ -125,6 +144,7 @@ def resolve_config(args) -> dict:
         "compile": pick(args.compile, False, True),
         "divergence": not args.no_divergence,
         "branches": args.branches,
+        "masks": list(args.masks),
         "timing": {
             "repeats": pick(args.repeats, 5, 15),
             "warmup": pick(args.warmup, 1, 3),
@@ -188,7 +208,7 @@ def _run(args) -> int:
             "device": str(device), "quick": cfg["quick"], "parts": cfg["parts"], "lengths": cfg["lengths"],
             "head_dims": cfg["head_dims"], "dtypes": cfg["dtypes"], "batch_at_L100": cfg["batch100"],
             "heads": cfg["heads"], "scales": cfg["scales"], "need_divergence": cfg["divergence"],
-            "need_branches": cfg["branches"], "timing": cfg["timing"], "backends": backends,
+            "need_branches": cfg["branches"], "masks": cfg["masks"], "timing": cfg["timing"], "backends": backends,
             "skipped_backends": skipped, "baselines": baselines, "e2e_batch": cfg["e2e_batch"],
             "e2e_overrides": cfg["e2e_overrides"],
         },
@@ -207,7 +227,7 @@ def _run(args) -> int:
             device, cfg["lengths"], cfg["head_dims"], [DTYPES[d] for d in cfg["dtypes"]],
             batch100=cfg["batch100"], heads=cfg["heads"], scales=cfg["scales"], backends=backends,
             compile_reference=cfg["compile"], divergence=cfg["divergence"], branches=cfg["branches"],
-            timing=cfg["timing"], memory=cfg["memory"], log=log,
+            timing=cfg["timing"], memory=cfg["memory"], masks=cfg["masks"], log=log,
         )
         add_gemm_fractions(result["attention"], result["gemm"])
     if "e2e" in cfg["parts"]:
@@ -231,7 +251,7 @@ def _run(args) -> int:
         for line in compile_summary(result["attention"]):
             print(line)
         print()
-        for line in summarize(result["attention"]):
+        for line in summarize(result["attention"]) + mask_summary(result["attention"]):
             print(line)
         print()
     if result["e2e"]:

@@ -76,7 +76,19 @@ METHOD_NOTES = {
         "B = max(1, round(B0 * 100 / L)), B0 the batch at L = 100; attention work grows as B*L^2, i.e. "
         "linearly in L along the sweep."
     ),
-    "ratios": "x_sdpa = time / sdpa time; ref_over = reference time / time; both within one run and shape.",
+    "ratios": (
+        "x_sdpa = time / sdpa time (unmasked sdpa); ref_over = reference time / time (the reference with the "
+        "same mask); x_unmasked = a masked case's time / its backend's unmasked time; all within one run and shape."
+    ),
+    "masks": (
+        "Every AutoMask backend is timed unmasked and, beside it in the same interleaved rounds, with "
+        "is_causal=True (label 'BACKEND causal') and with a key_padding_mask that pads the last quarter of "
+        "every sequence (at least one key; label 'BACKEND padded'). A backend whose declaration does not "
+        "take the mask is listed with status 'unsupported' and dispatch's reason, not timed. Masked cases "
+        "are charged the unmasked byte and FLOP models, so their GB/s and GFLOP/s are effective figures "
+        "(proportional to 1/time): a kernel that skips masked tiles shows as a higher figure and an "
+        "x_unmasked below 1 (causal does about half the products)."
+    ),
 }
 
 
@@ -107,14 +119,14 @@ def format_attention_table(records: List[dict]) -> str:
     GFLOP/s as a percentage of the run's GEMM rate in the record's dtype."""
     head = (f"{'dtype':>8} {'L':>5} {'D':>3} {'B':>4} {'mode':<6} {'label':<19} {'median ms':>10} {'IQR ms':>8} "
             f"{'min ms':>9} {'windows/s':>10} {'GB/s':>7} {'GFLOP/s':>8} {'%GEMM':>6} {'peak MB':>8} {'x sdpa':>7} "
-            f"{'ref/x':>6}")
+            f"{'ref/x':>6} {'x unmask':>8}")
     lines = [head, "-" * len(head)]
     for r in records:
         if r.get("part", "attention") != "attention":
             continue
         pre = f"{r['dtype']:>8} {r['L']:>5} {r['D']:>3} {r['B']:>4} {r['mode']:<6} {r['label']:<19}"
         if r["status"] != "ok":
-            lines.append(f"{pre} {r['status']}: {r.get('error', '')[:60]}")
+            lines.append(f"{pre} {r['status']}: {r.get('error', '')[:100]}")
             continue
         peak = r.get("peak_bytes")
         lines.append(
@@ -122,7 +134,7 @@ def format_attention_table(records: List[dict]) -> str:
             f"{r['gbps']:7.2f} {_fmt(r.get('gflops'), '8.2f'):>8} "
             f"{_fmt(None if 'gemm_fraction' not in r else 100 * r['gemm_fraction'], '6.1f'):>6} "
             f"{_fmt(None if peak is None else peak / 2**20, '8.1f'):>8} {_fmt(r.get('x_sdpa'), '7.2f'):>7} "
-            f"{_fmt(r.get('ref_over'), '6.2f'):>6}"
+            f"{_fmt(r.get('ref_over'), '6.2f'):>6} {_fmt(r.get('x_unmasked'), '8.2f'):>8}"
         )
     return "\n".join(lines)
 
@@ -151,7 +163,7 @@ def summarize(records: List[dict]) -> List[str]:
     ok = [r for r in records if r.get("part", "attention") == "attention" and r.get("status") == "ok"]
     lines = []
     for label in dict.fromkeys(r["label"] for r in ok):
-        if label in ("reference", "sdpa"):
+        if label in ("sdpa", "reference") or label.startswith("reference "):  # the reference's own masked cases
             continue
         for mode in ("fwd", "fwdbwd"):
             rows = [r for r in ok if r["label"] == label and r["mode"] == mode]
@@ -171,6 +183,28 @@ def summarize(records: List[dict]) -> List[str]:
             if ratios:
                 text += f"; at L={big} the reference needs {_geomean(ratios):.1f}x its peak memory"
             lines.append(text)
+    return lines
+
+
+def mask_summary(records: List[dict]) -> List[str]:
+    """Per masked label and mode, the masked time over the unmasked time of its backend at each L
+    (x_unmasked; geometric mean over the other shape dimensions), and one line per masked label
+    dispatch refused, with its reason."""
+    att = [r for r in records if r.get("part", "attention") == "attention" and r.get("mask", "none") != "none"]
+    lines = []
+    for label in dict.fromkeys(r["label"] for r in att):
+        rows = [r for r in att if r["label"] == label]
+        for mode in ("fwd", "fwdbwd"):
+            by_length: dict = {}
+            for r in rows:
+                if r["mode"] == mode and "x_unmasked" in r:
+                    by_length.setdefault(r["L"], []).append(r["x_unmasked"])
+            if by_length:
+                lines.append(f"{label:<19} {mode:<6} time / unmasked time: " + ", ".join(
+                    f"L={L} {_geomean(xs):.2f}" for L, xs in sorted(by_length.items())))
+        refused = [r for r in rows if r["status"] == "unsupported"]
+        if refused:
+            lines.append(f"{label:<19} not measured: {refused[0].get('error', '')}")
     return lines
 
 
@@ -204,6 +238,9 @@ def write_markdown(path: str, result: dict) -> None:
     summary = summarize(result["attention"])
     if summary:
         lines += ["", "## Summary (geometric means over the sweep; ratios within this run)", "", "```"] + summary + ["```"]
+    masked = mask_summary(result["attention"])
+    if masked:
+        lines += ["", "## Masks (masked time over the backend's unmasked time, this run)", "", "```"] + masked + ["```"]
     lines += ["", "## Attention (H = %d, S = %d)" % (result["config"]["heads"], result["config"]["scales"]), "",
               format_gemm_line(result.get("gemm", [])), "",
               "```", format_attention_table(result["attention"]), "```", ""]

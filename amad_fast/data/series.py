@@ -138,7 +138,26 @@ def _fill_nonfinite(X: np.ndarray, name: str) -> np.ndarray:
 
 
 #: what :func:`check_series` does with non-finite values (``nan_policy=``)
-NAN_POLICIES = ("interpolate", "raise")
+NAN_POLICIES = ("interpolate", "raise", "mask")
+
+
+def missing_steps(Z: np.ndarray) -> Optional[np.ndarray]:
+    """The missing steps of a series checked under ``nan_policy="mask"``: (T,) bool, True where any
+    channel is NaN; None when every step is observed (so the unmasked path runs unchanged)."""
+    missing = np.isnan(Z).any(axis=1)
+    return missing if missing.any() else None
+
+
+def fill_missing_steps(Z: np.ndarray, missing: Optional[np.ndarray]) -> np.ndarray:
+    """Z with every channel of each ``missing`` step set to 0 (the training mean after
+    standardisation): the model's token embedding mixes neighbouring steps, so a missing step must
+    hold the same values whatever was observed in its other channels; attention ignores it
+    through the key padding mask. Z itself when ``missing`` is None."""
+    if missing is None:
+        return Z
+    filled = Z.copy()
+    filled[missing] = 0.0
+    return filled
 
 
 def check_series(X: Any, name: str = "X", expected_channels: Optional[int] = None,
@@ -149,10 +168,11 @@ def check_series(X: Any, name: str = "X", expected_channels: Optional[int] = Non
     Errors name the argument, what was expected and what came. Non-finite values (NaN, ±Inf, or
     values beyond the float32 range) are, by ``nan_policy``: ``"interpolate"`` — filled linearly
     per channel (edges by the nearest finite value) with a warning giving the count; ``"raise"`` —
-    a ValueError. A channel with no finite value is always an error.
+    a ValueError; ``"mask"`` — kept as NaN (±Inf become NaN): the step is missing
+    (:func:`missing_steps`). A channel with no finite value is always an error.
     """
     if nan_policy not in NAN_POLICIES:
-        raise ValueError(f"nan_policy: expected 'interpolate' or 'raise', got {nan_policy!r}")
+        raise ValueError(f"nan_policy: expected one of {NAN_POLICIES}, got {nan_policy!r}")
     A = _to_numpy(X, name)
     if A.dtype.kind not in "iuf":
         raise TypeError(f"{name}: expected a numeric (integer or floating) array, got dtype {A.dtype}")
@@ -174,7 +194,13 @@ def check_series(X: Any, name: str = "X", expected_channels: Optional[int] = Non
             t, c = np.argwhere(bad)[0]
             raise ValueError(f"{name}: expected finite values, got {int(bad.sum())} non-finite value(s) "
                              f"(NaN, ±Inf, or beyond the float32 range), first at step {int(t)}, channel {int(c)}")
-        A = _fill_nonfinite(A, name)
+        if nan_policy == "interpolate":
+            return _fill_nonfinite(A, name)
+        A = np.where(np.isfinite(A), A, np.float32("nan"))
+        empty = [int(c) for c in np.flatnonzero(np.isnan(A).all(axis=0))]
+        if empty:
+            raise ValueError(f"{name}: channel(s) {empty} contain no finite value; expected at least one observed "
+                             f"value per channel (its standardisation statistics come from them)")
     return A
 
 
@@ -257,8 +283,15 @@ class Standardizer:
         self._require_fitted()
         return int(self.mean.shape[0])
 
-    def fit(self, X: Any, name: str = "train", warn: bool = True) -> "Standardizer":
-        A = check_series(X, name).astype(np.float64)
+    def fit(self, X: Any, name: str = "train", warn: bool = True, nan_policy: str = "interpolate") -> "Standardizer":
+        """Per-channel statistics of X (checked under ``nan_policy``); under ``"mask"`` from the
+        observed steps only (a step with any NaN channel is missing, all of its values unused)."""
+        A = check_series(X, name, nan_policy=nan_policy).astype(np.float64)
+        missing = missing_steps(A)
+        if missing is not None:
+            if missing.all():
+                raise ValueError(f"{name}: expected some fully observed steps, got a missing value in every step")
+            A = A[~missing]
         mean = A.mean(axis=0)
         std = A.std(axis=0)
         const = std <= self.eps * np.maximum(1.0, np.abs(mean))

@@ -281,8 +281,9 @@ class PointScoreDetector(DetectorBase):
     def _check_params(self) -> None:
         self._check_threshold_params()
         _check_int(self.seed, "seed", 0)
-        if self.nan_policy not in NAN_POLICIES:
-            raise ValueError(f"nan_policy: expected 'interpolate' or 'raise', got {self.nan_policy!r}")
+        if self.nan_policy not in NAN_POLICIES or self.nan_policy == "mask":
+            raise ValueError(f"nan_policy: expected 'interpolate' or 'raise' ('mask' is AMADDetector's only), "
+                             f"got {self.nan_policy!r}")
 
     # -- what subclasses provide --------------------------------------------------------------
     def _fit_scorer(self, Z: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from amad_fast.data import BINARY_SCALINGS, Standardizer, check_series, window_starts
+from amad_fast.data.series import NAN_POLICIES, missing_steps
 from amad_fast.detection.estimator import DetectorBase
 from amad_fast.detection.model import AMAD
 from amad_fast.detection.progress import progress_line
@@ -75,6 +76,12 @@ class AMADDetector(DetectorBase):
     ``labels_`` as PyOD names them; ``error_scale_`` (C,) and ``position_scale_`` (L,), what scoring
     divides by (None under error_norm / position_norm "none"); ``scorer()`` the scoring itself. ``backend`` goes to every AutoMaskAttention. ``progress``
     shows a tqdm bar when stderr is a terminal. ``save``/``load`` round-trip exactly.
+    ``nan_policy`` says what a NaN/Inf input value is: ``"interpolate"`` (default) fills it linearly
+    per channel, ``"raise"`` refuses it, ``"mask"`` makes its step (any channel missing) a missing
+    step: the standardisation statistics come from observed values, the step is a masked key
+    (``key_padding_mask``) of every window holding it, the losses and score terms leave it out,
+    windows with no observed step are skipped, and its score is NaN (never flagged, left out of
+    thresholds). ``stream()`` and ``causal=True`` refuse missing steps.
     """
 
     def __init__(
@@ -143,6 +150,8 @@ class AMADDetector(DetectorBase):
                                    or not 1 <= stride <= self.window_size):
             raise ValueError(f"score_stride: expected None or an integer in [1, window_size={self.window_size}] "
                              f"(window_size = the paper's non-overlapping windows), got {stride!r}")
+        if self.nan_policy not in NAN_POLICIES:
+            raise ValueError(f"nan_policy: expected one of {NAN_POLICIES}, got {self.nan_policy!r}")
         self._check_threshold_params()
         if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature: expected a finite positive number, got {self.temperature!r}")
@@ -209,8 +218,11 @@ class AMADDetector(DetectorBase):
         A = check_series(X, "X", nan_policy=self.nan_policy)
         if A.shape[0] < self.window_size:
             raise ValueError(f"X: expected at least window_size={self.window_size} time steps, got {A.shape[0]}")
-        self.standardizer_ = Standardizer(binary=self.binary_scaling).fit(A, name="X")
+        self.standardizer_ = Standardizer(binary=self.binary_scaling).fit(A, name="X", nan_policy=self.nan_policy)
         Z = self.standardizer_.transform(A, name="X", nan_policy=self.nan_policy)
+        missing = missing_steps(Z)
+        if missing is not None and missing.all():
+            raise ValueError("X: expected some fully observed steps, got a missing value in every step")
         device = _resolve_device(self.device)
         torch.manual_seed(self.seed)
         model = self._build_model(A.shape[1]).to(device)
@@ -235,7 +247,8 @@ class AMADDetector(DetectorBase):
         if self.error_norm == "channel":
             _, held_out = validation_segments(Z.shape[0], self.window_size, float(self.val_fraction), self.val_split)
             self.error_scale_ = fitted_channel_scale(err, held_out, self.standardizer_.binary_channels)
-        self.train_scores_ = self.finite_scores(self.scorer().scores_from_terms(err, weight), "the training series X")
+        self.train_scores_ = self.finite_scores(self.scorer().scores_from_terms(err, weight), "the training series X",
+                                                missing)
         self.threshold_ = self._fixed_threshold()
         return self
 
@@ -276,7 +289,8 @@ class AMADDetector(DetectorBase):
 
     def decision_function(self, X: Any, causal: bool = False) -> np.ndarray:
         """Anomaly score per time step of X (T, C), float64 (T,); higher = more anomalous. Never
-        NaN/Inf: non-finite inputs follow ``nan_policy``, values beyond ``Z_LIMIT`` training
+        NaN/Inf but for missing steps under ``nan_policy="mask"`` (NaN: a missing step has no
+        score; causal scoring refuses them): non-finite inputs follow ``nan_policy``, values beyond ``Z_LIMIT`` training
         standard deviations are clipped (with a warning) or refused, and a score the model still
         could not compute finitely is a FloatingPointError (:meth:`DetectorBase.finite_scores`).
 
@@ -286,7 +300,7 @@ class AMADDetector(DetectorBase):
         numbers :meth:`stream` gives; the default, centred scoring is what the benchmarks measure."""
         Z = self._standardise(X)
         scorer = self.scorer()
-        return self.finite_scores(scorer.causal_scores(Z) if causal else scorer.scores(Z))
+        return self.finite_scores(scorer.causal_scores(Z) if causal else scorer.scores(Z), missing=missing_steps(Z))
 
     def stream(self) -> "StreamScorer":
         """A scorer for a series that arrives a few rows at a time (:class:`StreamScorer`): its

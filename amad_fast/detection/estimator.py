@@ -15,6 +15,9 @@ A step is flagged when its score is above the threshold.
 transformations of a score against the training scores (min-max or Gaussian scaling; ExCeeD's
 confidence in the 0/1 label), with PyOD's definitions; neither is a calibrated probability that a
 step is anomalous.
+
+A step is flagged when its score is above the threshold. NaN scores (AMAD's missing steps under
+``nan_policy="mask"``) are left out of every threshold and never flagged.
 Subclasses keep their constructor arguments as attributes of the same names, implement
 ``decision_function``, ``fitted`` and ``_check_params`` (calling :meth:`_check_threshold_params`),
 and set ``train_scores_`` and ``threshold_ = self._fixed_threshold()`` when they fit.
@@ -107,8 +110,9 @@ class DetectorBase:
     def decision_function(self, X: Any) -> np.ndarray:  # pragma: no cover - every subclass has its own
         raise NotImplementedError
 
-    def finite_scores(self, scores: Any, what: str = "X") -> np.ndarray:
-        """``scores`` as float64, or a FloatingPointError when any is NaN/Inf.
+    def finite_scores(self, scores: Any, what: str = "X", missing: Optional[np.ndarray] = None) -> np.ndarray:
+        """``scores`` as float64, or a FloatingPointError when any is NaN/Inf (other than the NaN of
+        the ``missing`` steps (T,) bool, which have no score).
 
         Every detector passes its scores through here (training scores at fit, judged scores in
         ``decision_function``), so that no NaN/Inf score is ever returned or used for a threshold
@@ -118,6 +122,8 @@ class DetectorBase:
         """
         s = np.asarray(scores, dtype=np.float64)
         bad = ~np.isfinite(s)
+        if missing is not None:
+            bad &= ~(missing & np.isnan(s))
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
             raise FloatingPointError(
@@ -139,7 +145,7 @@ class DetectorBase:
         """0/1 (int8) per training step: its score above the threshold (PyOD's name), i.e. what
         ``predict`` would say of the training series without recomputing its scores."""
         self._require_fitted_attribute("labels_")
-        return predict(self.train_scores_, self.threshold_for(self.train_scores_))
+        return _flags(self.train_scores_, self.threshold_for(self.train_scores_))
 
     def __sklearn_is_fitted__(self) -> bool:
         """Whether ``fit`` has run, for scikit-learn's ``check_is_fitted`` (which otherwise guesses
@@ -162,14 +168,15 @@ class DetectorBase:
     # -- thresholds -------------------------------------------------------------------------------
     def _fixed_threshold(self) -> Optional[float]:
         """The threshold fixed at fit time (None for "paper": :func:`thresholds.fit_time_threshold`)."""
-        return thresholds.fit_time_threshold(self.threshold, self.train_scores_, self.contamination)
+        return thresholds.fit_time_threshold(self.threshold, _scored(self.train_scores_), self.contamination)
 
     def threshold_for(self, scores: Any) -> float:
         """The decision threshold for these scores (fixed for "train"/"pot"; "paper" uses them)."""
         self._require_fitted()
         if self.threshold in thresholds.FIT_TIME_THRESHOLDS:
             return float(self.threshold_)
-        return thresholds.select_threshold(self.threshold, self.train_scores_, scores, self.contamination)
+        return thresholds.select_threshold(self.threshold, _scored(self.train_scores_), _scored(scores),
+                                           self.contamination)
 
     def stream_threshold(self) -> float:
         """The threshold a live stream compares its scores with (``threshold_``, fixed at fit time);
@@ -183,7 +190,7 @@ class DetectorBase:
         from the same scores."""
         scores = self.decision_function(X)
         self.last_threshold_ = self.threshold_for(scores)
-        labels = predict(scores, self.last_threshold_)
+        labels = _flags(scores, self.last_threshold_)
         if return_confidence:
             return labels, self._confidence_of_scores(scores, self.last_threshold_)
         return labels
@@ -270,3 +277,20 @@ class DetectorBase:
         posterior = (1 + at_or_below) / (2 + n)
         confidence = 1 - binom.cdf(n - n_flagged, n, posterior)
         return np.where(scores > threshold, confidence, 1 - confidence)
+
+
+def _scored(scores: Any) -> np.ndarray:
+    """The scores that exist: ``scores`` without its NaN (missing steps, which have no score)."""
+    s = np.asarray(scores, dtype=np.float64)
+    return s[~np.isnan(s)]
+
+
+def _flags(scores: Any, threshold: float) -> np.ndarray:
+    """0/1 (int8) per step, score > threshold; 0 where the score is NaN (a missing step)."""
+    s = np.asarray(scores, dtype=np.float64)
+    scored = ~np.isnan(s)
+    if scored.all():
+        return predict(s, threshold)
+    flags = np.zeros(s.shape, dtype=np.int8)
+    flags[scored] = predict(s[scored], threshold)
+    return flags

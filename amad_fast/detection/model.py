@@ -75,9 +75,9 @@ class _Block(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, need_branches: bool):
+    def forward(self, x: Tensor, need_branches: bool, key_padding_mask: Optional[Tensor] = None):
         # forward_with_terms already applies out_proj (= W_O)
-        y, terms = self.attention.forward_with_terms(x, need_branches=need_branches)
+        y, terms = self.attention.forward_with_terms(x, need_branches=need_branches, key_padding_mask=key_padding_mask)
         x = self.norm1(x + self.dropout(y))
         x = self.norm2(x + self.dropout(self.ffn(x)))
         return x, terms
@@ -142,8 +142,13 @@ class AMAD(nn.Module):
     def attention_modules(self) -> List[AutoMaskAttention]:
         return [b.attention for b in self.blocks]
 
-    def forward(self, x: Tensor, need_branches: bool = True) -> AMADOutput:
-        """x (B, L, C) standardised windows → :class:`AMADOutput`."""
+    def forward(self, x: Tensor, need_branches: bool = True, key_padding_mask: Optional[Tensor] = None) -> AMADOutput:
+        """x (B, L, C) standardised windows → :class:`AMADOutput`.
+
+        ``key_padding_mask`` (B, L) bool marks missing steps: every block's attention ignores them
+        as keys (both maps and the divergence run over the other steps; their rows are still
+        computed). The token embedding mixes each step with its neighbours, so the caller gives
+        missing steps fixed values (:func:`amad_fast.data.series.fill_missing_steps`)."""
         if x.dim() != 3 or x.shape[1] != self.window_size or x.shape[2] != self.n_channels:
             raise ValueError(
                 f"x: expected (B, L, C) = (B, {self.window_size}, {self.n_channels}), got shape {tuple(x.shape)}"
@@ -152,7 +157,7 @@ class AMAD(nn.Module):
         h = self.embed_dropout(h)
         kl_l, kl_g, o_l, o_g = [], [], [], []
         for block in self.blocks:
-            h, terms = block(h, need_branches)
+            h, terms = block(h, need_branches, key_padding_mask)
             kl_l.append(terms.kl_local)
             kl_g.append(terms.kl_global)
             o_l.append(terms.out_local)
@@ -163,15 +168,23 @@ class AMAD(nn.Module):
             o_l if need_branches else None, o_g if need_branches else None,
         )
 
-    def contrastive_views(self, out: AMADOutput) -> Tuple[List[Tensor], List[Tensor]]:
-        """Per block, the normalised projections u_b = g_M(mean_t out^M_b), v_b = g_G(mean_t out^G_b), (B, P)."""
+    def contrastive_views(self, out: AMADOutput, observed: Optional[Tensor] = None) -> Tuple[List[Tensor], List[Tensor]]:
+        """Per block, the normalised projections u_b = g_M(mean_t out^M_b), v_b = g_G(mean_t out^G_b), (B, P).
+        ``observed`` (B, L) bool: the time means run over these steps only (missing steps excluded)."""
         if out.out_local is None:
             raise ValueError("out: contrastive views need the branch outputs; call forward(x, need_branches=True)")
+
+        def time_mean(o: Tensor) -> Tensor:  # (B, H, L, D) → (B, H, D)
+            if observed is None:
+                return o.mean(2)
+            w = observed[:, None, :, None].to(o.dtype)
+            return (o * w).sum(2) / w.sum(2)
+
         us, vs = [], []
         for ol, og in zip(out.out_local, out.out_global):
-            # (B, H, L, D) → time mean (B, H, D) → heads concatenated (B, H·D)
-            us.append(nn.functional.normalize(self.proj_local(ol.mean(2).flatten(1)), dim=-1))
-            vs.append(nn.functional.normalize(self.proj_global(og.mean(2).flatten(1)), dim=-1))
+            # time mean (B, H, D) → heads concatenated (B, H·D)
+            us.append(nn.functional.normalize(self.proj_local(time_mean(ol).flatten(1)), dim=-1))
+            vs.append(nn.functional.normalize(self.proj_global(time_mean(og).flatten(1)), dim=-1))
         return us, vs
 
     def param_routes(self) -> ParamRoutes:

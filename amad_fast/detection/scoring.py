@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from amad_fast.data import window_starts
+from amad_fast.data.series import fill_missing_steps, missing_steps
 from amad_fast.detection.model import AMAD
 
 SCORES = ("recon_js", "recon")
@@ -96,18 +97,24 @@ class ForwardCache:
         return self.outputs.pop(self._key(starts), None)
 
 
-def _window_terms(model: AMAD, x: torch.Tensor, temperature: float,
-                  pos: Optional[torch.Tensor], res: Any = None) -> Tuple[torch.Tensor, torch.Tensor]:
+def _window_terms(model: AMAD, x: torch.Tensor, temperature: float, pos: Optional[torch.Tensor], res: Any = None,
+                  missing: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Per window of x (B, L, C): the squared error (B, L, C) (divided by the position profile
     ``pos`` (L,) when given) and the recon_js weight (B, L), softmax over positions of −T·js̄.
-    ``res``: the model's output for x when already computed (:class:`ForwardCache`)."""
+    ``res``: the model's output for x when already computed (:class:`ForwardCache`). ``missing``
+    (B, L) bool: missing steps, masked keys of the forward; the softmax runs over the observed
+    positions and both terms are 0 at missing ones (a window with no observed step gives 0s: its
+    rows have no allowed key)."""
     if res is None:
-        res = model(x, need_branches=False)
+        res = model(x, need_branches=False, key_padding_mask=missing)
     e = (x - res.recon).double() ** 2
     if pos is not None:
         e = e / pos[None, :, None]
-    js = res.js.mean(dim=(0, 2))  # mean over blocks and heads → (B, L)
-    return e, torch.softmax(-float(temperature) * js, dim=-1).double()
+    logits = -float(temperature) * res.js.mean(dim=(0, 2))  # js averaged over blocks and heads → (B, L)
+    if missing is None:
+        return e, torch.softmax(logits, dim=-1).double()
+    w = torch.softmax(logits.masked_fill(missing, float("-inf")), dim=-1).double()
+    return e.masked_fill(missing[..., None], 0.0), w.masked_fill(missing, 0.0)
 
 
 def _position_tensor(position_scale: Optional[np.ndarray], L: int, device: torch.device) -> Optional[torch.Tensor]:
@@ -135,14 +142,19 @@ def scoring_window_starts(T: int, L: int, stride: int, device: torch.device) -> 
 
 
 def add_window_terms(err: torch.Tensor, weight: torch.Tensor, count: torch.Tensor, idx: torch.Tensor,
-                     first: int, n_regular: int, regular_end: int, e: torch.Tensor, w: torch.Tensor) -> None:
+                     first: int, n_regular: int, regular_end: int, e: torch.Tensor, w: torch.Tensor,
+                     observed: Optional[torch.Tensor] = None) -> None:
     """Add one batch of windows' terms into the per-step sums ``err`` (T, C), ``weight`` (T,) and
     ``count`` (T,) (float64, in place). ``idx`` (B, L) are the batch's step indices, ``first`` the
     index of its first window among all scoring windows, ``e`` (B, L, C) and ``w`` (B, L) its
     squared errors and js weights (:func:`_window_terms`). The end-aligned tail window (index ≥
-    ``n_regular``) adds only the steps the regular windows leave uncovered (≥ ``regular_end``)."""
+    ``n_regular``) adds only the steps the regular windows leave uncovered (≥ ``regular_end``).
+    ``observed`` (B, L) bool: only these steps are added (missing steps keep a count of 0)."""
     is_tail = torch.arange(first, first + idx.shape[0], device=idx.device)[:, None] >= n_regular
-    keep = (~is_tail | (idx >= regular_end)).reshape(-1).double()
+    kept = ~is_tail | (idx >= regular_end)
+    if observed is not None:
+        kept = kept & observed
+    keep = kept.reshape(-1).double()
     flat = idx.reshape(-1)
     err.index_add_(0, flat, e.reshape(-1, err.shape[1]) * keep[:, None])
     weight.index_add_(0, flat, w.reshape(-1) * keep)
@@ -166,6 +178,9 @@ def step_terms(model: AMAD, series: np.ndarray, temperature: float = 50.0, batch
     ``position_scale[p]`` first (:func:`position_error_profile`; None = raw errors).
     Batched, under ``torch.inference_mode``, in eval mode; ``progress`` shows a bar when stderr is a
     terminal. ``cache``: forwards of an earlier pass over the same series, used where a batch matches.
+    NaN in the series marks missing steps (any NaN channel; ``nan_policy="mask"``): masked keys of
+    every window holding them (:func:`_window_terms`), their ``err`` and ``weight`` NaN (a missing
+    step has no score, being counted by no window); a window without an observed step adds nothing.
     """
     L = model.window_size
     T, C = series.shape
@@ -177,7 +192,9 @@ def step_terms(model: AMAD, series: np.ndarray, temperature: float = 50.0, batch
     param = next(model.parameters())
     was_training = model.training
     model.eval()
-    data = torch.as_tensor(series, dtype=param.dtype, device=param.device)
+    missing_np = missing_steps(series)
+    data = torch.as_tensor(fill_missing_steps(series, missing_np), dtype=param.dtype, device=param.device)
+    missing = None if missing_np is None else torch.as_tensor(missing_np, device=data.device)
     starts, n_regular, regular_end = scoring_window_starts(T, L, stride, data.device)
     err = torch.zeros(T, C, dtype=torch.float64, device=data.device)
     weight = torch.zeros(T, dtype=torch.float64, device=data.device)
@@ -192,8 +209,10 @@ def step_terms(model: AMAD, series: np.ndarray, temperature: float = 50.0, batch
         batch = starts[i : i + batch_size]
         idx = batch[:, None] + offsets  # (B, L)
         stored = cache.take(batch.cpu().numpy()) if cache is not None else None
-        e, w = _window_terms(model, data[idx], temperature, pos, stored)
-        add_window_terms(err, weight, count, idx, i, n_regular, regular_end, e, w)
+        window_missing = None if missing is None else missing[idx]
+        e, w = _window_terms(model, data[idx], temperature, pos, stored, window_missing)
+        add_window_terms(err, weight, count, idx, i, n_regular, regular_end, e, w,
+                         None if window_missing is None else ~window_missing)
         bar.update(idx.shape[0])
     bar.close()
     model.train(was_training)
@@ -207,25 +226,41 @@ def position_error_profile(model: AMAD, series: np.ndarray, stride: int, batch_s
     with mean 1 over positions: over the windows of the standardised series (T, C) that start every
     ``stride`` steps (at most ``max_windows`` of them, evenly spread) and over channels, floored at
     ``ERROR_SCALE_FLOOR``. ``position_norm="train"`` divides scoring errors by it (module docstring).
-    ``cache`` keeps each batch's model output for a :func:`step_terms` pass over the same windows."""
+    ``cache`` keeps each batch's model output for a :func:`step_terms` pass over the same windows.
+    Missing steps (NaN, as in :func:`step_terms`) are masked keys and left out of the means."""
     L = model.window_size
+    missing_np = missing_steps(series)
     starts = window_starts(series.shape[0], L, int(stride), cover_tail=False)
+    if missing_np is not None:
+        starts = starts[~missing_np[starts[:, None] + np.arange(L)].all(axis=1)]
+        cache = None  # step_terms skips those windows too, but its batches need not line up with these
     if len(starts) > max_windows:
         starts = starts[np.linspace(0, len(starts) - 1, max_windows).round().astype(np.int64)]
         cache = None  # a spread subset: no batch of a full pass over the series holds the same windows
     param = next(model.parameters())
     was_training = model.training
     model.eval()
-    data = torch.as_tensor(series, dtype=param.dtype, device=param.device)
+    data = torch.as_tensor(fill_missing_steps(series, missing_np), dtype=param.dtype, device=param.device)
+    missing = None if missing_np is None else torch.as_tensor(missing_np, device=data.device)
     offsets = torch.arange(L, device=data.device)
     total = torch.zeros(L, dtype=torch.float64, device=data.device)
+    observed_count = torch.zeros(L, dtype=torch.float64, device=data.device)
     for i in range(0, len(starts), batch_size):
-        x = data[torch.as_tensor(starts[i : i + batch_size], device=data.device)[:, None] + offsets]
-        res = model(x, need_branches=False)
+        idx = torch.as_tensor(starts[i : i + batch_size], device=data.device)[:, None] + offsets
+        x = data[idx]
+        window_missing = None if missing is None else missing[idx]
+        res = model(x, need_branches=False, key_padding_mask=window_missing)
         if cache is not None:
             cache.put(starts[i : i + batch_size], res)
-        total += ((x - res.recon).double() ** 2).mean(dim=2).sum(dim=0)
+        step_error = ((x - res.recon).double() ** 2).mean(dim=2)
+        if window_missing is None:
+            total += step_error.sum(dim=0)
+        else:
+            total += step_error.masked_fill(window_missing, 0.0).sum(dim=0)
+            observed_count += (~window_missing).sum(dim=0)
     model.train(was_training)
+    if missing is not None:  # the mean over the windows where each position is observed
+        total = total * len(starts) / observed_count.clamp(min=1)
     profile = total.cpu().numpy()
     mean = profile.mean()
     if not (np.isfinite(mean) and mean > 0):  # a perfect (or broken) reconstruction: nothing to correct
@@ -259,23 +294,32 @@ def _float64_tensor(values: Any) -> torch.Tensor:
 
 
 def channel_error_scale(err: np.ndarray, floor: float = ERROR_SCALE_FLOOR) -> np.ndarray:
-    """Per-channel typical squared error (mean over steps), floored at ``floor`` so that channels
-    the model reconstructs (near-)perfectly on held-out data do not get an unbounded weight."""
-    return np.maximum(np.asarray(err, dtype=np.float64).mean(axis=0), float(floor))
+    """Per-channel typical squared error (mean over steps; over the scored steps when missing ones
+    are NaN), floored at ``floor`` so that channels the model reconstructs (near-)perfectly on
+    held-out data do not get an unbounded weight."""
+    err = np.asarray(err, dtype=np.float64)
+    return np.maximum(np.nanmean(err, axis=0) if np.isnan(err).any() else err.mean(axis=0), float(floor))
 
 
 def centred_moving_average(scores: torch.Tensor, width: int) -> torch.Tensor:
     """Centred moving average of length ``width`` of a float64 (T,) tensor (odd widths are
     symmetric); near the ends the mean is over the neighbours that exist, so the ends are not
-    pulled towards zero. width 1 = identity. The one implementation behind :func:`smooth_scores`
-    and the exported scorer."""
+    pulled towards zero. width 1 = identity. NaN scores (missing steps) stay NaN and the others
+    average over the scored steps around them. The one implementation behind
+    :func:`smooth_scores` and the exported scorer."""
     if width <= 1:
         return scores
     n = scores.shape[0]
-    c = torch.cat([torch.zeros(1, dtype=scores.dtype, device=scores.device), torch.cumsum(scores, dim=0)])
+    zero = torch.zeros(1, dtype=scores.dtype, device=scores.device)
     i = torch.arange(n, device=scores.device)
     lo = torch.clamp(i - (width - 1) // 2, 0, n)
     hi = torch.clamp(i + width // 2 + 1, 0, n)
+    missing = torch.isnan(scores)
+    if bool(missing.any()):
+        c = torch.cat([zero, torch.cumsum(scores.masked_fill(missing, 0.0), dim=0)])
+        scored = torch.cat([zero, torch.cumsum((~missing).to(scores.dtype), dim=0)])
+        return torch.where(missing, scores, (c[hi] - c[lo]) / (scored[hi] - scored[lo]))
+    c = torch.cat([zero, torch.cumsum(scores, dim=0)])
     return (c[hi] - c[lo]) / (hi - lo)
 
 
@@ -412,7 +456,12 @@ class WindowScorer:
 
     def causal_scores(self, Z: np.ndarray) -> np.ndarray:
         """Scores that use nothing after their step: :func:`causal_step_terms`, then the trailing
-        mean over ``smooth`` steps (:func:`trailing_mean`); what a live stream computes."""
+        mean over ``smooth`` steps (:func:`trailing_mean`); what a live stream computes. A series
+        with missing (NaN) steps is refused: live scoring takes observed steps only."""
+        if missing_steps(Z) is not None:
+            raise ValueError("X: causal (live) scoring takes no missing steps, got NaN at step "
+                             f"{int(np.flatnonzero(missing_steps(Z))[0])}; score it with causal=False, where "
+                             "nan_policy='mask' masks them, or fill them first")
         err, weight = causal_step_terms(self.model, Z, self.temperature, self.batch_size, self.position_scale)
         return trailing_mean(self.raw_scores(err, weight), self.smooth)
 

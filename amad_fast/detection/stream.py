@@ -23,7 +23,8 @@ class StreamScorer:
     score smoothed over the steps up to t). Memory is O(window_size + smooth) whatever the length
     of the stream. Compare scores with ``det.stream_threshold()`` (the "train" and "pot" rules fix
     it at fit time; "paper" needs the whole scored series and has no streaming threshold).
-    A row with NaN/Inf is refused (a stream cannot interpolate from steps that have not arrived);
+    A row with NaN/Inf is refused under every ``nan_policy``, ``"mask"`` included (a stream cannot
+    interpolate from steps that have not arrived, and its causal scores take observed steps only);
     rows far outside the training range are clipped as in ``decision_function``.
     """
 

@@ -39,6 +39,7 @@ from amad_fast.detection.checkpoints import (
     data_fingerprint,
     load_checkpoint,
 )
+from amad_fast.data.series import fill_missing_steps, missing_steps
 from amad_fast.detection.model import AMAD, AMADOutput
 from amad_fast.detection.progress import _Progress, _progress_enabled
 from amad_fast.files import DirectoryLock, check_writable_dir, content_must_fit, write_file
@@ -177,16 +178,24 @@ def contrastive_loss(us: List[Tensor], vs: List[Tensor], tau: float, sizes: Opti
     return torch.stack(losses).mean()
 
 
-def compute_losses(model: AMAD, x: Tensor, tau: float, sizes: Optional[Sequence[int]] = None) -> Dict[str, Tensor]:
-    """One forward: L_rec, L_con, D^M (mean kl_local) and D^G (mean kl_global) for a batch x (B, L, C)."""
-    out: AMADOutput = model(x, need_branches=True)
-    us, vs = model.contrastive_views(out)
-    return {
-        "rec": ((x - out.recon) ** 2).mean(),
-        "con": contrastive_loss(us, vs, tau, sizes),
-        "dm": out.kl_local.mean(),
-        "dg": out.kl_global.mean(),
-    }
+def compute_losses(model: AMAD, x: Tensor, tau: float, sizes: Optional[Sequence[int]] = None,
+                   missing: Optional[Tensor] = None) -> Dict[str, Tensor]:
+    """One forward: L_rec, L_con, D^M (mean kl_local) and D^G (mean kl_global) for a batch x (B, L, C).
+    ``missing`` (B, L) bool: missing steps (x holds fixed values there, ``fill_missing_steps``), masked
+    keys of every block; L_rec, the views' time means, D^M and D^G average over observed steps only."""
+    out: AMADOutput = model(x, need_branches=True, key_padding_mask=missing)
+    if missing is None:
+        us, vs = model.contrastive_views(out)
+        return {"rec": ((x - out.recon) ** 2).mean(), "con": contrastive_loss(us, vs, tau, sizes),
+                "dm": out.kl_local.mean(), "dg": out.kl_global.mean()}
+    observed = ~missing
+    us, vs = model.contrastive_views(out, observed)
+    rows = observed[None, :, None, :].to(out.kl_local.dtype)  # (1, B, 1, L) over (N, B, H, L)
+    n_rows = rows.sum() * out.kl_local.shape[0] * out.kl_local.shape[2]
+    step_error = ((x - out.recon) ** 2).mean(dim=2)  # (B, L)
+    return {"rec": (step_error * observed.to(step_error.dtype)).sum() / observed.sum(),
+            "con": contrastive_loss(us, vs, tau, sizes),
+            "dm": (out.kl_local * rows).sum() / n_rows, "dg": (out.kl_global * rows).sum() / n_rows}
 
 
 def maxmin_gradients(model: AMAD, losses: Dict[str, Tensor], maxmin: str, k: float, mu: float,
@@ -249,7 +258,7 @@ def _assign_and_reduce(params: List[nn.Parameter], grads: List[Tensor], scalars:
 
 
 def train_step(model: AMAD, optimizer: torch.optim.Optimizer, x: Tensor, cfg: TrainConfig,
-               shard_sizes: Optional[Sequence[int]] = None) -> Tensor:
+               shard_sizes: Optional[Sequence[int]] = None, missing: Optional[Tensor] = None) -> Tensor:
     """One optimiser step on the batch ``x`` (B, L, C): the losses of one forward, the Max-Min
     gradients of ``cfg.maxmin`` (with ``cfg.k``, ``cfg.mu``, ``cfg.tau``), then ``optimizer.step()``.
 
@@ -257,11 +266,12 @@ def train_step(model: AMAD, optimizer: torch.optim.Optimizer, x: Tensor, cfg: Tr
     is the step :func:`train_model` takes; the throughput benchmarks time the same function.
     ``shard_sizes`` (the windows each rank holds of the global batch, ``x`` being this rank's) is
     needed only under an initialised process group: it weights the per-rank means and all-gathers
-    the contrastive views (see the module docstring).
+    the contrastive views (see the module docstring). ``missing`` (B, L): missing steps, as in
+    :func:`compute_losses`.
     """
     world, rank = _dist()
     weight = world * shard_sizes[rank] / sum(shard_sizes) if shard_sizes is not None else 1.0
-    losses = compute_losses(model, x, cfg.tau, shard_sizes if world > 1 else None)
+    losses = compute_losses(model, x, cfg.tau, shard_sizes if world > 1 else None, missing)
     grads = maxmin_gradients(model, losses, cfg.maxmin, cfg.k, cfg.mu, weight=weight, con_weight=world)
     scalars = torch.stack([weight * losses["rec"], losses["con"], weight * losses["dm"], weight * losses["dg"]]).detach()
     scalars = _assign_and_reduce(list(model.parameters()), grads, scalars)
@@ -305,21 +315,33 @@ def validation_segments(T: int, window: int, val_fraction: float,
 
 class SegmentWindows:
     """The windows of length ``window`` every ``stride`` steps inside each [start, end) segment of
-    ``series`` (T, C); indexing with a batch of window numbers gathers just that batch (N, L, C)."""
+    ``series`` (T, C); indexing with a batch of window numbers gathers just that batch (N, L, C).
+    ``missing`` (T,) bool: windows with no observed step are left out; :meth:`missing_of` masks a batch."""
 
-    def __init__(self, series: Tensor, segments: Sequence[Tuple[int, int]], window: int, stride: int) -> None:
+    def __init__(self, series: Tensor, segments: Sequence[Tuple[int, int]], window: int, stride: int,
+                 missing: Optional[Tensor] = None) -> None:
         starts = [np.arange(a, b - window + 1, stride) for a, b in segments if b - a >= window]
         self.series = series
+        self.missing = missing
         self.starts = torch.as_tensor(np.concatenate(starts) if starts else np.zeros(0, np.int64),
                                       dtype=torch.long, device=series.device)
         self.offsets = torch.arange(window, device=series.device)
+        if missing is not None and len(self.starts):
+            self.starts = self.starts[~missing[self.starts[:, None] + self.offsets].all(dim=1)]
 
     def __len__(self) -> int:
         return int(self.starts.shape[0])
 
-    def __getitem__(self, idx: Any) -> Tensor:
+    def _steps(self, idx: Any) -> Tensor:
         idx = torch.as_tensor(idx, dtype=torch.long, device=self.starts.device)
-        return self.series[self.starts[idx][:, None] + self.offsets]
+        return self.starts[idx][:, None] + self.offsets
+
+    def __getitem__(self, idx: Any) -> Tensor:
+        return self.series[self._steps(idx)]
+
+    def missing_of(self, idx: Any) -> Optional[Tensor]:
+        """The (N, L) missing steps of the windows ``idx``; None when the series has none."""
+        return None if self.missing is None else self.missing[self._steps(idx)]
 
 
 def _epoch_batches(n: int, cfg: TrainConfig, epoch: int, world: int) -> List[np.ndarray]:
@@ -351,8 +373,14 @@ def _validation_loss(model: AMAD, windows: "SegmentWindows", batch_size: int) ->
     total = torch.zeros(2, dtype=torch.float64, device=windows.series.device)
     for i in range(0, len(idx), batch_size):
         x = windows[idx[i : i + batch_size]]
-        out = model(x, need_branches=False)
-        total[0] += ((x - out.recon) ** 2).mean(dim=(1, 2)).sum().double()
+        missing = windows.missing_of(idx[i : i + batch_size])
+        out = model(x, need_branches=False, key_padding_mask=missing)
+        if missing is None:
+            total[0] += ((x - out.recon) ** 2).mean(dim=(1, 2)).sum().double()
+        else:  # each window's mean over its observed steps
+            observed = (~missing).to(x.dtype)
+            step_error = ((x - out.recon) ** 2).mean(dim=2)
+            total[0] += ((step_error * observed).sum(dim=1) / observed.sum(dim=1)).sum().double()
         total[1] += x.shape[0]
     if world > 1:
         torch.distributed.all_reduce(total)
@@ -369,6 +397,8 @@ def train_model(
     callback: Optional[Callable[[Dict[str, Any]], None]] = None,
 ) -> TrainResult:
     """Train ``model`` in place on a standardised series (T, C) and return its history.
+    NaN marks missing steps (any NaN channel; ``nan_policy="mask"``): set to 0, masked keys of every
+    window holding them, out of the losses (:func:`compute_losses`); windows without an observed step are skipped.
 
     The model ends with the parameters of the best validation epoch (or the last epoch when the
     series is too short for a validation split). ``extra_state`` (e.g. the standardiser and model
@@ -433,8 +463,13 @@ def _train(model: AMAD, series_np: np.ndarray, series_t: Tensor, cfg: TrainConfi
     device = series_t.device
     L = model.window_size
     train_segments, val_segments = validation_segments(series_t.shape[0], L, cfg.val_fraction, cfg.val_split)
-    train_windows = SegmentWindows(series_t, train_segments, L, cfg.train_stride)
-    val_windows = SegmentWindows(series_t, val_segments, L, cfg.train_stride) if val_segments else None
+    missing_np = missing_steps(series_np)
+    missing = None
+    if missing_np is not None:
+        missing = torch.as_tensor(missing_np, device=device)
+        series_t = torch.as_tensor(fill_missing_steps(series_np, missing_np), dtype=series_t.dtype, device=device)
+    train_windows = SegmentWindows(series_t, train_segments, L, cfg.train_stride, missing)
+    val_windows = SegmentWindows(series_t, val_segments, L, cfg.train_stride, missing) if val_segments else None
     n_windows = len(train_windows)
 
     torch.manual_seed(cfg.seed)
@@ -516,8 +551,9 @@ def _train(model: AMAD, series_np: np.ndarray, series_t: Tensor, cfg: TrainConfi
             batch = batches[step]
             shards = np.array_split(batch, world)
             sizes = [len(s) for s in shards]
-            x = train_windows[torch.as_tensor(shards[rank], device=device)]
-            scalars = train_step(model, optimizer, x, cfg, shard_sizes=sizes)
+            shard = torch.as_tensor(shards[rank], device=device)
+            x = train_windows[shard]
+            scalars = train_step(model, optimizer, x, cfg, shard_sizes=sizes, missing=train_windows.missing_of(shard))
             global_step += 1
             vals = scalars.double().cpu().numpy()
             if not np.all(np.isfinite(vals)):
