@@ -110,8 +110,8 @@ def test_bfloat16_without_amx_keeps_float32_compute():
     child process), ATen's brgemm has no bfloat16 ukernel (could_pack is false; its fallback ran at
     18-100 GFLOP/s here against 160-185 for float32): the kernels keep float32 compute, still
     within the rule. This is the path of CPUs with AVX-512-BF16 but no AMX."""
+    # the child imports the same amad_fast as this process (the installed one under PYTHONSAFEPATH=1)
     env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX512_CORE_BF16")
-    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(HERE), HERE, env.get("PYTHONPATH", "")])
     out = subprocess.run([sys.executable, "-c", _CHILD.format(tests=HERE)], env=env, capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]
