@@ -13,11 +13,17 @@ Checks (inputs, cotangents and the parity rule from amad_fast.attention.testing)
   1. logic: float64, the kernels as built (kThreads = 128), several shapes (several key tiles,
      several columns per thread, underflowing probabilities): the rule against the float64
      reference itself (FLOAT64_FLOOR: ≤ 1e-9 relative).
-  2. large logits, kThreads = 4 (several key tiles and columns per thread at small
+  2. masks (key_padding_mask, is_causal), float64, kThreads = 128 and 4 (several key tiles, so
+     causal tile skipping and padded tiles are exercised): padding of random lengths, random
+     boolean padding, causal, both, a fully padded batch and rows with no allowed key, against
+     the reference's masked result under the same rule (FLOAT64_FLOOR); everything finite, rows
+     with no allowed key exactly 0 (outputs, kl, dq) and padded keys' dk, dv exactly 0.
+  3. large logits, kThreads = 4 (several key tiles and columns per thread at small
      shapes; a faster emulation), at
      every score scale of testing.SCORE_SCALES: float32 under the parity rule over a sample of
      seeds against the float64 reference; float64 under the same rule against the long-double
-     evaluation; kl ≥ 0 and everything finite in every draw.
+     evaluation; kl ≥ 0 and everything finite in every draw. The float32 check is repeated
+     under padding + causal masks at the largest score scale against the masked reference.
 
 Usage: python scripts/cuda_logic_on_cpu.py [--seeds N]   (exit 1 when any check fails)
 """
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import math
 import os
 import subprocess
@@ -36,7 +43,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from amad_fast.attention.reference import modulation_tables  # noqa: E402
+from amad_fast.attention.reference import automask_attention_reference, modulation_tables  # noqa: E402
 from amad_fast.attention.testing import (  # noqa: E402
     EXTENDED, FLOAT64_FLOOR, PARITY_SEEDS, SCORE_SCALES, cotangents, eps_floor, make_inputs, parity_stats, run,
     run_extended,
@@ -90,31 +97,35 @@ template <typename F> void launch(int64_t grid, size_t shm, F call) {
 // shared-memory sizes as in the launchers of automask_kernels.cu
 template <typename T>
 void fwd(const T* q, const T* k, const T* v, const T* cos, const T* sin, const T* lam, T* out, T* ol, T* og, T* kll,
-         T* klg, double* lsel, double* lseg, int64_t B, int64_t H, int64_t L, int64_t D, T scale) {
+         T* klg, double* lsel, double* lseg, const uint8_t* kpm, bool causal, int64_t B, int64_t H, int64_t L,
+         int64_t D, T scale) {
   launch(B * H * L, (2 * D + 4 * kThreads) * sizeof(T), [&] {
-    forward_kernel<T>(q, k, v, cos, sin, lam, out, ol, og, kll, klg, lsel, lseg, H, L, (int)D, scale); });
+    forward_kernel<T>(q, k, v, cos, sin, lam, out, ol, og, kll, klg, lsel, lseg, kpm, causal, H, L, (int)D,
+                      scale); });
 }
 template <typename T>
 void bwd(const T* g_out, const T* g_ol, const T* g_og, const T* g_kl, const T* g_kg, const T* q, const T* k,
          const T* v, const T* cos, const T* sin, const T* lam, const double* lsel, const double* lseg, T* dq, T* dk,
-         T* dv, T* dc, T* ds, T* stats, int64_t B, int64_t H, int64_t L, int64_t D, T scale) {
+         T* dv, T* dc, T* ds, T* stats, const uint8_t* kpm, bool causal, int64_t B, int64_t H, int64_t L, int64_t D,
+         T scale) {
   launch(B * H * L, (5 * D + 3 * kThreads) * sizeof(T), [&] {
-    backward_rows_kernel<T>(g_out, g_ol, g_og, g_kl, g_kg, q, k, v, cos, sin, lam, lsel, lseg, dq, dc, ds, stats, H,
-                            L, (int)D, scale); });
+    backward_rows_kernel<T>(g_out, g_ol, g_og, g_kl, g_kg, q, k, v, cos, sin, lam, lsel, lseg, dq, dc, ds, stats,
+                            kpm, causal, H, L, (int)D, scale); });
   launch(B * H * L, (4 * D + 4 * kThreads) * sizeof(T), [&] {
     backward_cols_kernel<T>(g_out, g_ol, g_og, g_kl, g_kg, q, k, v, cos, sin, lam, lsel, lseg, stats, dk, dv, dc, ds,
-                            H, L, (int)D, scale); });
+                            kpm, causal, H, L, (int)D, scale); });
 }
 #define EMU(T, S)                                                                                                  \
   extern "C" void emu_forward_##S(const T* q, const T* k, const T* v, const T* cos, const T* sin, const T* lam,    \
-      T* out, T* ol, T* og, T* kll, T* klg, double* lsel, double* lseg, int64_t B, int64_t H, int64_t L, int64_t D, \
-      double scale) { fwd<T>(q, k, v, cos, sin, lam, out, ol, og, kll, klg, lsel, lseg, B, H, L, D, (T)scale); }   \
+      T* out, T* ol, T* og, T* kll, T* klg, double* lsel, double* lseg, const uint8_t* kpm, int causal, int64_t B,  \
+      int64_t H, int64_t L, int64_t D, double scale) {                                                             \
+    fwd<T>(q, k, v, cos, sin, lam, out, ol, og, kll, klg, lsel, lseg, kpm, causal != 0, B, H, L, D, (T)scale); }   \
   extern "C" void emu_backward_##S(const T* g_out, const T* g_ol, const T* g_og, const T* g_kl, const T* g_kg,     \
       const T* q, const T* k, const T* v, const T* cos, const T* sin, const T* lam, const double* lsel,             \
-      const double* lseg, T* dq, T* dk, T* dv, T* dc, T* ds, T* stats, int64_t B, int64_t H, int64_t L, int64_t D,  \
-      double scale) {                                                                                              \
-    bwd<T>(g_out, g_ol, g_og, g_kl, g_kg, q, k, v, cos, sin, lam, lsel, lseg, dq, dk, dv, dc, ds, stats, B, H, L, \
-           D, (T)scale); }
+      const double* lseg, T* dq, T* dk, T* dv, T* dc, T* ds, T* stats, const uint8_t* kpm, int causal, int64_t B,   \
+      int64_t H, int64_t L, int64_t D, double scale) {                                                             \
+    bwd<T>(g_out, g_ol, g_og, g_kl, g_kg, q, k, v, cos, sin, lam, lsel, lseg, dq, dk, dv, dc, ds, stats, kpm,      \
+           causal != 0, B, H, L, D, (T)scale); }
 EMU(double, f64)
 EMU(float, f32)
 """
@@ -141,10 +152,14 @@ def build(tmp: str, threads: int | None = None) -> ctypes.CDLL:
     return ctypes.CDLL(lib)
 
 
-def run_emulated(lib, inputs, dtype=torch.float64, seed=1, need_kl_grad=True):
+def run_emulated(lib, inputs, dtype=torch.float64, seed=1, need_kl_grad=True, key_padding_mask=None,
+                 is_causal=False):
     """testing.run for the CUDA kernels: inputs (float64, from testing.make_inputs) cast to the compute
     dtype (float32 or float64), the same cotangents, {name: tensor} of the five outputs and six
-    gradients. Inputs and parameters are both taken in the compute dtype, as the binding does."""
+    gradients, the forward's saved float64 log-sum-exps lse_local, lse_global (B, H, L) and the
+    backward's per-row scratch backward_stats (4, B, H, L), both checked finite. Inputs
+    and parameters are both taken in the compute dtype, as the binding does.
+    key_padding_mask: (B, L) bool (True = masked) or None, passed to the kernels as uint8."""
     q, k, v, f, w, m = (x.detach().to(dtype).contiguous() for x in inputs)
     B, H, L, D = q.shape
     suffix = {torch.float64: "f64", torch.float32: "f32"}[dtype]
@@ -159,22 +174,25 @@ def run_emulated(lib, inputs, dtype=torch.float64, seed=1, need_kl_grad=True):
     def ptr(t):
         return ctypes.c_void_p(t.data_ptr() if t is not None else 0)
 
+    kpm = None if key_padding_mask is None else key_padding_mask.to(torch.uint8).contiguous()
+    masks = [ptr(kpm), ctypes.c_int(int(is_causal))]
     dims = [ctypes.c_int64(x) for x in (B, H, L, D)]
     out, ol, og = new(B, H, L, D), new(B, H, L, D), new(B, H, L, D)
     kll, klg = new(B, H, L), new(B, H, L)
     lsel, lseg = new(B, H, L, dt=torch.float64), new(B, H, L, dt=torch.float64)
-    fwd(*map(ptr, (q, k, v, c, s, lam, out, ol, og, kll, klg, lsel, lseg)), *dims, ctypes.c_double(scale))
+    fwd(*map(ptr, (q, k, v, c, s, lam, out, ol, og, kll, klg, lsel, lseg)), *masks, *dims, ctypes.c_double(scale))
     res = dict(out=out, kl_local=kll, kl_global=klg, out_local=ol, out_global=og)
     drawn = cotangents({n: t.shape for n, t in res.items()}, seed, need_kl_grad)  # as testing.run draws them
     cot = {n: drawn[n].to(dtype).contiguous() if n in drawn else None for n in res}
     dq, dk, dv = new(B, H, L, D), new(B, H, L, D), new(B, H, L, D)
     dc, ds, stats = new(B, H, L, D // 2), new(B, H, L, D // 2), new(4, B, H, L)
     bwd(*map(ptr, (cot["out"], cot["out_local"], cot["out_global"], cot["kl_local"], cot["kl_global"], q, k, v, c,
-                   s, lam, lsel, lseg, dq, dk, dv, dc, ds, stats)), *dims, ctypes.c_double(scale))
+                   s, lam, lsel, lseg, dq, dk, dv, dc, ds, stats)), *masks, *dims, ctypes.c_double(scale))
     fr, wr = f.clone().requires_grad_(), w.clone().requires_grad_()
     dfreqs, dweights = torch.autograd.grad(modulation_tables(fr, wr, L), (fr, wr), (dc.sum(0), ds.sum(0)))
     dmix = (cot["out"] * (ol - og)).sum((0, 2, 3)) * lam * (1 - lam)
-    res.update(dq=dq, dk=dk, dv=dv, dfreqs=dfreqs, dweights=dweights, dmix=dmix)
+    res.update(dq=dq, dk=dk, dv=dv, dfreqs=dfreqs, dweights=dweights, dmix=dmix, lse_local=lsel, lse_global=lseg,
+               backward_stats=stats)
     return res
 
 
@@ -185,6 +203,17 @@ LOGIC_CASES = [
     dict(B=1, H=1, L=130, D=300, S=2),  # several columns per thread
     dict(B=1, H=2, L=40, D=16, S=2, q_scale=40.0),  # probabilities underflow
 ]
+
+#: masked cases: the padding kind of key_padding (None = no padding) and is_causal; run at kThreads = 128
+#: and 4 (L = 37: 10 key tiles of 4), the last (L = 200: two key tiles of 128) as built only
+MASK_CASES = [
+    dict(B=3, H=2, L=37, D=16, S=2, padding="lengths"),  # batch 0 fully padded: every row empty
+    dict(B=2, H=2, L=37, D=16, S=2, padding="random"),
+    dict(B=1, H=2, L=37, D=16, S=2, causal=True),
+    dict(B=2, H=1, L=37, D=8, S=2, padding="random", causal=True),  # batch 1's rows 0..2 empty
+    dict(B=2, H=1, L=37, D=8, S=2, padding="lengths", causal=True, need_kl_grad=False),
+]
+MASK_CASES_AS_BUILT = [dict(B=2, H=1, L=200, D=6, S=2, padding="lengths", causal=True)]
 
 #: large-logit shapes (with kThreads = 4: 4 and 10 key tiles, 4 columns per thread)
 SCALE_SHAPES = [(2, 2, 16, 16, 4), (1, 2, 37, 16, 2)]
@@ -200,12 +229,64 @@ def check_logic(lib, B, H, L, D, S, need_kl_grad=True, q_scale=1.0) -> float:
     return max(p.error / p.floor for _, p in stats.values())
 
 
-def check_scale(lib, shape, score_scale, dtype, seeds) -> tuple[bool, str]:
-    """Parity over `seeds` draws at one score scale; kl ≥ 0 and finiteness in every draw."""
+def key_padding(B: int, L: int, kind: str, seed: int = 0) -> torch.Tensor:
+    """A (B, L) bool key_padding_mask (True = masked). "lengths": each batch keeps a random prefix
+    of 1..L keys, batch 0 none when B > 1 (all its rows empty); "random": each key masked with
+    probability 0.3 and the last batch's first 3 keys masked (under is_causal its first rows are empty)."""
+    g = torch.Generator().manual_seed(seed)
+    if kind == "lengths":
+        lengths = torch.randint(1, L + 1, (B,), generator=g)
+        if B > 1:
+            lengths[0] = 0
+        return torch.arange(L)[None, :] >= lengths[:, None]
+    mask = torch.rand(B, L, generator=g) < 0.3
+    mask[-1, :3] = True
+    return mask
+
+
+def masked_reference(key_padding_mask, is_causal):
+    """The reference with these masks, as a backend callable for testing.run."""
+    return functools.partial(automask_attention_reference, key_padding_mask=key_padding_mask, is_causal=is_causal)
+
+
+def check_masked(lib, B, H, L, D, S, padding=None, causal=False, need_kl_grad=True) -> tuple[float, list[str]]:
+    """The float64 kernels under masks against the float64 reference with the same masks: the largest
+    error relative to the tolerance (≤ 1 passes) and the exactness problems: a non-finite field, a
+    non-zero output, kl, dq or saved log-sum-exp on a row with no allowed key, a non-zero dk or dv of a padded key."""
+    inputs = make_inputs(B, H, L, D, S)
+    kpm = key_padding(B, L, padding) if padding else None
+    got = run_emulated(lib, inputs, need_kl_grad=need_kl_grad, key_padding_mask=kpm, is_causal=causal)
+    want = run(masked_reference(kpm, causal), inputs, need_kl_grad=need_kl_grad)
+    stats = parity_stats([(got, want, want)], FLOAT64_FLOOR)
+    problems = [f"{n} not finite" for n, t in got.items() if not torch.isfinite(t).all()]
+    allowed = torch.ones(B, L, L, dtype=torch.bool)  # (batch, query, key)
+    if kpm is not None:
+        allowed &= ~kpm[:, None, :]
+    if causal:
+        allowed &= torch.ones(L, L, dtype=torch.bool).tril()
+    empty = ~allowed.any(-1)  # (B, L) rows with no allowed key
+    for name in ("out", "out_local", "out_global", "kl_local", "kl_global", "dq", "lse_local", "lse_global"):
+        if got[name].transpose(1, 2)[empty].ne(0).any():
+            problems.append(f"{name} not 0 on a row with no allowed key")
+    if kpm is not None:
+        for name in ("dk", "dv"):
+            if got[name].transpose(1, 2)[kpm].ne(0).any():
+                problems.append(f"{name} not 0 on a padded key")
+    if empty.sum() == 0 and (padding == "lengths" and B > 1 or padding == "random" and causal):
+        problems.append("the case meant to have rows with no allowed key has none")
+    return max(p.error / p.floor for _, p in stats.values()), problems
+
+
+def check_scale(lib, shape, score_scale, dtype, seeds, key_padding_mask=None, is_causal=False) -> tuple[bool, str]:
+    """Parity over `seeds` draws at one score scale; kl ≥ 0 and finiteness in every draw. With masks
+    (float32 only: the long-double evaluation takes none) against the reference with the same masks."""
+    masked = key_padding_mask is not None or is_causal
+    assert not masked or dtype == torch.float32
+    reference = masked_reference(key_padding_mask, is_causal) if masked else "reference"
     draws, problems = [], []
     for seed in range(seeds):
         inputs = make_inputs(*shape, seed=seed, score_scale=score_scale)
-        got = run_emulated(lib, inputs, dtype)
+        got = run_emulated(lib, inputs, dtype, key_padding_mask=key_padding_mask, is_causal=is_causal)
         for name, t in got.items():
             if not torch.isfinite(t).all():
                 problems.append(f"seed {seed}: {name} not finite")
@@ -215,7 +296,7 @@ def check_scale(lib, shape, score_scale, dtype, seeds) -> tuple[bool, str]:
         if dtype == torch.float64:
             draws.append((got, run("reference", inputs), run_extended(inputs)))
         else:
-            draws.append((got, run("reference", inputs, dtype), run("reference", inputs)))
+            draws.append((got, run(reference, inputs, dtype), run(reference, inputs)))
     stats = parity_stats(draws, eps_floor(dtype))
     worst = max(stats, key=lambda n: stats[n][0])
     problems += [f"{n}: geometric-mean ratio {v[0]:.2f} > 2" for n, v in stats.items() if not v[0] <= 2.0]
@@ -228,7 +309,7 @@ def check_scale(lib, shape, score_scale, dtype, seeds) -> tuple[bool, str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=PARITY_SEEDS, help="draws per score scale (default %(default)s)")
-    parser.add_argument("--logic-only", action="store_true", help="skip the large-logit checks")
+    parser.add_argument("--logic-only", action="store_true", help="skip the large-logit checks (masks still run)")
     args = parser.parse_args(argv)
     failed = False
     with tempfile.TemporaryDirectory() as tmp:
@@ -238,9 +319,16 @@ def main(argv=None) -> int:
             ok = share <= 1.0
             failed |= not ok
             print(f"{'ok  ' if ok else 'FAIL'} logic {case}: largest error {share:.1e} of the tolerance (1e-9 relative)")
+        lib4 = build(os.path.join(tmp, "threads4"), threads=4)
+        for threads, built, cases in ((128, lib, MASK_CASES + MASK_CASES_AS_BUILT), (4, lib4, MASK_CASES)):
+            for case in cases:
+                share, problems = check_masked(built, **case)
+                ok = share <= 1.0 and not problems
+                failed |= not ok
+                print(f"{'ok  ' if ok else 'FAIL'} masks, kThreads {threads}, {case}: largest error {share:.1e} of the "
+                      f"tolerance (1e-9 relative)" + ("; " + "; ".join(problems) if problems else ""))
         if args.logic_only:
             return 1 if failed else 0
-        lib4 = build(os.path.join(tmp, "threads4"), threads=4)
         dtypes = [torch.float32] + ([torch.float64] if EXTENDED else [])
         if not EXTENDED:
             print("skip float64 large-logit checks: numpy long double is not wider than float64 here")
@@ -251,6 +339,12 @@ def main(argv=None) -> int:
                     failed |= not ok
                     print(f"{'ok  ' if ok else 'FAIL'} {str(dtype)[6:]} shape {shape} score scale {score_scale:g}, "
                           f"{args.seeds} seeds: {summary}")
+        shape = SCALE_SHAPES[0]
+        kpm = key_padding(shape[0], shape[2], "lengths")
+        ok, summary = check_scale(lib4, shape, SCORE_SCALES[-1], torch.float32, args.seeds, kpm, True)
+        failed |= not ok
+        print(f"{'ok  ' if ok else 'FAIL'} float32 shape {shape} score scale {SCORE_SCALES[-1]:g}, padding + causal, "
+              f"{args.seeds} seeds: {summary}")
     return 1 if failed else 0
 
 

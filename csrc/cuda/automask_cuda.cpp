@@ -68,7 +68,8 @@ ForwardResult automask_forward_cuda(const Tensor& q, const Tensor& k, const Tens
         qa.data_ptr<T>(), ka.data_ptr<T>(), va.data_ptr<T>(), cos.data_ptr<T>(), sin.data_ptr<T>(),
         lam.data_ptr<T>(), out.data_ptr<T>(), out_local.data_ptr<T>(), out_global.data_ptr<T>(),
         need_divergence ? kl_local.data_ptr<T>() : nullptr, need_divergence ? kl_global.data_ptr<T>() : nullptr,
-        lse_local.data_ptr<double>(), lse_global.data_ptr<double>(), B, H, L, D, static_cast<T>(scale), stream));
+        lse_local.data_ptr<double>(), lse_global.data_ptr<double>(), /*key_padding_mask=*/nullptr,
+        /*is_causal=*/false, B, H, L, D, static_cast<T>(scale), stream));
   });
   const auto dt = q.scalar_type();
   if (dt != acc) {
@@ -114,8 +115,8 @@ BackwardResult automask_backward_cuda(const c10::optional<Tensor>& grad_out,
         ptr_or_null<T>(g_out), ptr_or_null<T>(g_ol), ptr_or_null<T>(g_og), ptr_or_null<T>(g_kl),
         ptr_or_null<T>(g_kg), qa.data_ptr<T>(), ka.data_ptr<T>(), va.data_ptr<T>(), cos.data_ptr<T>(),
         sin.data_ptr<T>(), lam.data_ptr<T>(), ll.data_ptr<double>(), lg.data_ptr<double>(), dq.data_ptr<T>(),
-        dk.data_ptr<T>(), dv.data_ptr<T>(), dc_ws.data_ptr<T>(), ds_ws.data_ptr<T>(), stats.data_ptr<T>(), B, H, L, D,
-        static_cast<T>(scale), stream));
+        dk.data_ptr<T>(), dv.data_ptr<T>(), dc_ws.data_ptr<T>(), ds_ws.data_ptr<T>(), stats.data_ptr<T>(),
+        /*key_padding_mask=*/nullptr, /*is_causal=*/false, B, H, L, D, static_cast<T>(scale), stream));
   });
   auto [dfreqs, dweights] = modulation_backward(dc_ws.sum(0), ds_ws.sum(0), freqs, weights);
   Tensor dmix = at::zeros({H}, opts);

@@ -13,6 +13,14 @@
 // summed from the recomputed rows (the reference's log-softmax backward) instead of taken from
 // the forward's outputs, with P renormalised by that Σ_j P_ij (in float64 the saved lse has no
 // spare bits, and its rounding would scale every P of a row by 1 + ulp(lse)).
+//
+// Masks: key_padding_mask (uint8 per (batch, key), non-zero = masked; nullptr = none) and
+// is_causal (key j allowed for query i only when j <= i). A masked key takes part in neither map
+// nor in the divergence: every key (query) loop predicates on key_allowed, and under is_causal the
+// loops stop after the last allowed key (forward, backward rows) or start at the tile holding the
+// first allowed query (backward columns), so fully masked tiles are skipped. A row with no allowed
+// key has Σ exp = 0: its outputs and kl terms are 0, its saved log-sum-exps 0 (finite) and its
+// 1/Σ P stats 0, so its gradients are 0, never NaN.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -80,6 +88,15 @@ __device__ __forceinline__ void online_update(T& m, T& s, T x) {
     s += Num<T>::exp(x - m);
   }
 }
+
+// Whether query i of batch b may attend key j (see the file comment); kpm may be null.
+__device__ __forceinline__ bool key_allowed(const uint8_t* kpm, bool is_causal, int64_t b, int64_t L, int64_t i,
+                                            int64_t j) {
+  return !(is_causal && j > i) && !(kpm && kpm[b * L + j]);
+}
+
+// One past the last key query i may attend: L, or i + 1 under is_causal.
+__device__ __forceinline__ int64_t key_end(bool is_causal, int64_t L, int64_t i) { return is_causal ? i + 1 : L; }
 
 // Fixed-order tree sum over the block (kThreads, a power of two); red: kThreads entries.
 template <typename T>
@@ -157,7 +174,7 @@ __global__ void __launch_bounds__(kThreads)
     forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                    const T* __restrict__ cos, const T* __restrict__ sin, const T* __restrict__ lam, T* out,
                    T* out_local, T* out_global, T* kl_local, T* kl_global, double* lse_local, double* lse_global,
-                   int64_t H, int64_t L, int D, T scale) {
+                   const uint8_t* __restrict__ kpm, bool is_causal, int64_t H, int64_t L, int D, T scale) {
   extern __shared__ __align__(16) unsigned char smem[];
   T* qr = reinterpret_cast<T*>(smem);
   T* qg = qr + D;
@@ -165,7 +182,8 @@ __global__ void __launch_bounds__(kThreads)
   T* pG = pA + kThreads;
   T* red = pG + kThreads;  // 2·kThreads
   const int P = D / 2, t = threadIdx.x;
-  const int64_t row = blockIdx.x, bh = row / L, i = row % L, h = bh % H;
+  const int64_t row = blockIdx.x, bh = row / L, i = row % L, h = bh % H, b = bh / H;
+  const int64_t kend = key_end(is_causal, L, i);
   const T* qi = q + row * D;
   const T* kb = k + bh * L * D;
   const T* vb = v + bh * L * D;
@@ -178,7 +196,8 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
 
   T mA = Num<T>::lowest(), sA = T(0), mG = Num<T>::lowest(), sG = T(0);
-  for (int64_t j = t; j < L; j += kThreads) {
+  for (int64_t j = t; j < kend; j += kThreads) {
+    if (!key_allowed(kpm, is_causal, b, L, i, j)) continue;
     T a, g;
     scores(qr, qg, kb + j * D, ch + j * P, sh + j * P, P, a, g);
     online_update(mA, sA, a);
@@ -187,13 +206,16 @@ __global__ void __launch_bounds__(kThreads)
   T hiA, loA, hiG, loG;  // row max and log row sum of each map
   block_lse(mA, sA, red, hiA, loA);
   block_lse(mG, sG, red, hiG, loG);
+  // no allowed key: Σ exp = 0 and its log −inf (an allowed key contributes exp(0) = 1 at the row max)
+  const bool has_keys = loA > Num<T>::lowest();
+  if (!has_keys) hiA = loA = hiG = loG = T(0);
 
   T oA[kMaxDPerThread] = {}, oG[kMaxDPerThread] = {};
   T klA = T(0), klG = T(0);
-  for (int64_t j0 = 0; j0 < L; j0 += kThreads) {
+  for (int64_t j0 = 0; j0 < kend; j0 += kThreads) {
     const int64_t j = j0 + t;
     T pa = T(0), pg = T(0);
-    if (j < L) {
+    if (j < kend && key_allowed(kpm, is_causal, b, L, i, j)) {
       T a, g;
       scores(qr, qg, kb + j * D, ch + j * P, sh + j * P, P, a, g);
       const T la = (a - hiA) - loA, lg = (g - hiG) - loG;
@@ -210,7 +232,7 @@ __global__ void __launch_bounds__(kThreads)
     pA[t] = pa;
     pG[t] = pg;
     __syncthreads();
-    const int n = L - j0 < kThreads ? static_cast<int>(L - j0) : kThreads;
+    const int n = kend - j0 < kThreads ? static_cast<int>(kend - j0) : kThreads;
 #pragma unroll
     for (int c = 0; c < kMaxDPerThread; ++c) {
       const int d = t + c * kThreads;
@@ -241,7 +263,7 @@ __global__ void __launch_bounds__(kThreads)
       kl_global[row] = g > T(0) ? g : T(0);
     }
   }
-  if (t == 0) {
+  if (t == 0) {  // 0 on a row with no allowed key (hi = lo = 0 above)
     lse_local[row] = static_cast<double>(hiA) + static_cast<double>(loA);
     lse_global[row] = static_cast<double>(hiG) + static_cast<double>(loG);
   }
@@ -257,7 +279,8 @@ __global__ void __launch_bounds__(kThreads)
                          const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                          const T* __restrict__ cos, const T* __restrict__ sin, const T* __restrict__ lam,
                          const double* __restrict__ lse_local, const double* __restrict__ lse_global, T* dq, T* dc,
-                         T* ds, T* stats, int64_t H, int64_t L, int D, T scale) {
+                         T* ds, T* stats, const uint8_t* __restrict__ kpm, bool is_causal, int64_t H, int64_t L, int D,
+                         T scale) {
   extern __shared__ __align__(16) unsigned char smem[];
   T* qr = reinterpret_cast<T*>(smem);
   T* qg = qr + D;
@@ -268,7 +291,8 @@ __global__ void __launch_bounds__(kThreads)
   T* bG = bA + kThreads;
   T* red = bG + kThreads;  // kThreads
   const int P = D / 2, t = threadIdx.x;
-  const int64_t row = blockIdx.x, bh = row / L, i = row % L, h = bh % H, BHL = gridDim.x;
+  const int64_t row = blockIdx.x, bh = row / L, i = row % L, h = bh % H, b = bh / H, BHL = gridDim.x;
+  const int64_t kend = key_end(is_causal, L, i);
   const T* qi = q + row * D;
   const T* kb = k + bh * L * D;
   const T* vb = v + bh * L * D;
@@ -302,7 +326,8 @@ __global__ void __launch_bounds__(kThreads)
   };
   // pass 1: δ = Σ_j P_j X_j / Σ_j P_j per map
   T pxA = T(0), pA = T(0), pxG = T(0), pG = T(0);
-  for (int64_t j = t; j < L; j += kThreads) {
+  for (int64_t j = t; j < kend; j += kThreads) {
+    if (!key_allowed(kpm, is_causal, b, L, i, j)) continue;
     T pa, pg, xa, xg;
     key_terms(j, pa, pg, xa, xg);
     pxA += pa * xa;
@@ -310,7 +335,9 @@ __global__ void __launch_bounds__(kThreads)
     pxG += pg * xg;
     pG += pg;
   }
-  const T invA = T(1) / block_sum(pA, red), invG = T(1) / block_sum(pG, red);
+  // Σ P = 0 only on a row with no allowed key: its stats are 0, so are its dS and gradients
+  const T sumA = block_sum(pA, red), sumG = block_sum(pG, red);
+  const T invA = sumA > T(0) ? T(1) / sumA : T(0), invG = sumG > T(0) ? T(1) / sumG : T(0);
   const T delA = block_sum(pxA, red) * invA, delG = block_sum(pxG, red) * invG;
   if (t == 0) {
     stats[row] = delA;
@@ -320,10 +347,10 @@ __global__ void __launch_bounds__(kThreads)
   }
   // pass 2: dS = P (X − δ), dq
   T aq[kMaxDPerThread] = {}, gq[kMaxDPerThread] = {};
-  for (int64_t j0 = 0; j0 < L; j0 += kThreads) {
+  for (int64_t j0 = 0; j0 < kend; j0 += kThreads) {
     const int64_t j = j0 + t;
     T dA = T(0), dG = T(0);
-    if (j < L) {
+    if (j < kend && key_allowed(kpm, is_causal, b, L, i, j)) {
       T pa, pg, xa, xg;
       key_terms(j, pa, pg, xa, xg);
       dA = pa * invA * (xa - delA);
@@ -333,7 +360,7 @@ __global__ void __launch_bounds__(kThreads)
     bA[t] = dA;
     bG[t] = dG;
     __syncthreads();
-    const int n = L - j0 < kThreads ? static_cast<int>(L - j0) : kThreads;
+    const int n = kend - j0 < kThreads ? static_cast<int>(kend - j0) : kThreads;
 #pragma unroll
     for (int c = 0; c < kMaxDPerThread; ++c) {
       const int d = t + c * kThreads;
@@ -377,7 +404,8 @@ __global__ void __launch_bounds__(kThreads)
                          const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                          const T* __restrict__ cos, const T* __restrict__ sin, const T* __restrict__ lam,
                          const double* __restrict__ lse_local, const double* __restrict__ lse_global,
-                         const T* stats, T* dk, T* dv, T* dc, T* ds, int64_t H, int64_t L, int D, T scale) {
+                         const T* stats, T* dk, T* dv, T* dc, T* ds, const uint8_t* __restrict__ kpm, bool is_causal,
+                         int64_t H, int64_t L, int D, T scale) {
   extern __shared__ __align__(16) unsigned char smem[];
   T* kr = reinterpret_cast<T*>(smem);
   T* kg = kr + D;
@@ -388,7 +416,10 @@ __global__ void __launch_bounds__(kThreads)
   T* bPA = bG + kThreads;
   T* bPG = bPA + kThreads;
   const int P = D / 2, t = threadIdx.x;
-  const int64_t col = blockIdx.x, bh = col / L, j = col % L, h = bh % H, BHL = gridDim.x;
+  const int64_t col = blockIdx.x, bh = col / L, j = col % L, h = bh % H, b = bh / H, BHL = gridDim.x;
+  // A padded key is allowed for no query (no tile visited: its dk, dv, dc, ds parts are 0);
+  // under is_causal only queries i >= j see it, so the tiles before the one holding j are skipped.
+  const int64_t first_tile = kpm && kpm[b * L + j] ? L : (is_causal ? j / kThreads * kThreads : 0);
   const T* kj = k + col * D;
   const T* ch = cos + h * L * P;
   const T* sh = sin + h * L * P;
@@ -401,10 +432,10 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
   const bool kl_grad = g_kl || g_kg;
   T ak[kMaxDPerThread] = {}, gk[kMaxDPerThread] = {}, av[kMaxDPerThread] = {};
-  for (int64_t i0 = 0; i0 < L; i0 += kThreads) {
+  for (int64_t i0 = first_tile; i0 < L; i0 += kThreads) {
     const int64_t i = i0 + t;
     T dA = T(0), dG = T(0), pa = T(0), pg = T(0);
-    if (i < L) {
+    if (i < L && key_allowed(kpm, is_causal, b, L, i, j)) {
       const int64_t row = bh * L + i;
       const T* qi = q + row * D;
       const T* ci = ch + i * P;
@@ -482,15 +513,15 @@ __global__ void __launch_bounds__(kThreads)
 template <typename T>
 cudaError_t automask_forward(const T* q, const T* k, const T* v, const T* cos, const T* sin, const T* lam, T* out,
                              T* out_local, T* out_global, T* kl_local, T* kl_global, double* lse_local,
-                             double* lse_global, int64_t B, int64_t H, int64_t L, int64_t D, T scale,
-                             cudaStream_t stream) {
+                             double* lse_global, const uint8_t* key_padding_mask, bool is_causal, int64_t B,
+                             int64_t H, int64_t L, int64_t D, T scale, cudaStream_t stream) {
   if (D > kMaxHeadDim || D % 2) return cudaErrorInvalidValue;
   const int64_t rows = B * H * L;
   if (rows == 0) return cudaSuccess;
   const size_t shm = (2 * D + 4 * kThreads) * sizeof(T);
   forward_kernel<T><<<static_cast<unsigned>(rows), kThreads, shm, stream>>>(
-      q, k, v, cos, sin, lam, out, out_local, out_global, kl_local, kl_global, lse_local, lse_global, H, L,
-      static_cast<int>(D), scale);
+      q, k, v, cos, sin, lam, out, out_local, out_global, kl_local, kl_global, lse_local, lse_global,
+      key_padding_mask, is_causal, H, L, static_cast<int>(D), scale);
   return cudaGetLastError();
 }
 
@@ -498,32 +529,32 @@ template <typename T>
 cudaError_t automask_backward(const T* g_out, const T* g_out_local, const T* g_out_global, const T* g_kl_local,
                               const T* g_kl_global, const T* q, const T* k, const T* v, const T* cos, const T* sin,
                               const T* lam, const double* lse_local, const double* lse_global, T* dq, T* dk, T* dv,
-                              T* dc, T* ds, T* stats, int64_t B, int64_t H, int64_t L, int64_t D, T scale,
-                              cudaStream_t stream) {
+                              T* dc, T* ds, T* stats, const uint8_t* key_padding_mask, bool is_causal, int64_t B,
+                              int64_t H, int64_t L, int64_t D, T scale, cudaStream_t stream) {
   if (D > kMaxHeadDim || D % 2) return cudaErrorInvalidValue;
   const int64_t rows = B * H * L;
   if (rows == 0) return cudaSuccess;
   const size_t shm_rows = (5 * D + 3 * kThreads) * sizeof(T);
   backward_rows_kernel<T><<<static_cast<unsigned>(rows), kThreads, shm_rows, stream>>>(
       g_out, g_out_local, g_out_global, g_kl_local, g_kl_global, q, k, v, cos, sin, lam, lse_local, lse_global, dq,
-      dc, ds, stats, H, L, static_cast<int>(D), scale);
+      dc, ds, stats, key_padding_mask, is_causal, H, L, static_cast<int>(D), scale);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   const size_t shm_cols = (4 * D + 4 * kThreads) * sizeof(T);
   backward_cols_kernel<T><<<static_cast<unsigned>(rows), kThreads, shm_cols, stream>>>(
       g_out, g_out_local, g_out_global, g_kl_local, g_kl_global, q, k, v, cos, sin, lam, lse_local, lse_global,
-      stats, dk, dv, dc, ds, H, L, static_cast<int>(D), scale);
+      stats, dk, dv, dc, ds, key_padding_mask, is_causal, H, L, static_cast<int>(D), scale);
   return cudaGetLastError();
 }
 
 #define AMAD_INSTANTIATE(T)                                                                                         \
   template cudaError_t automask_forward<T>(const T*, const T*, const T*, const T*, const T*, const T*, T*, T*, T*, \
-                                           T*, T*, double*, double*, int64_t, int64_t, int64_t, int64_t, T,         \
-                                           cudaStream_t);                                                           \
+                                           T*, T*, double*, double*, const uint8_t*, bool, int64_t, int64_t,        \
+                                           int64_t, int64_t, T, cudaStream_t);                                      \
   template cudaError_t automask_backward<T>(const T*, const T*, const T*, const T*, const T*, const T*, const T*,  \
                                             const T*, const T*, const T*, const T*, const double*, const double*,   \
-                                            T*, T*, T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t, T,          \
-                                            cudaStream_t);
+                                            T*, T*, T*, T*, T*, T*, const uint8_t*, bool, int64_t, int64_t,         \
+                                            int64_t, int64_t, T, cudaStream_t);
 AMAD_INSTANTIATE(float)
 AMAD_INSTANTIATE(double)
 #undef AMAD_INSTANTIATE
