@@ -449,6 +449,21 @@ AMAD_AI int64_t keys_for_block(const CallInputs<T>& a, int64_t i0, int64_t n) {
   return a.causal && i0 + n < a.L ? i0 + n : a.L;
 }
 
+// The keys query row i's per-entry passes (softmax, divergence) run over, of the block's nk: under
+// causal the first i + 1 (the block's columns after them hold masked scores: skipped, their
+// probabilities set to 0 by zero_row_tail).
+template <typename T>
+AMAD_AI int64_t keys_for_row(const CallInputs<T>& a, int64_t i, int64_t nk) {
+  return a.causal && i + 1 < nk ? i + 1 : nk;
+}
+
+// Zeroes columns [padded(nr), end) of a probability row whose per-entry pass ran over nr keys (it
+// wrote up to padded(nr), 0 past nr): the block's products and passes read up to padded(nk).
+template <typename T>
+AMAD_AI void zero_row_tail(T* __restrict__ p, int64_t nr, int64_t end) {
+  for (int64_t j = padded(nr); j < end; ++j) p[j] = T(0);
+}
+
 // Whether query row i of batch b has no allowed key (its outputs, kl terms and gradients are 0).
 template <typename T>
 AMAD_AI bool empty_row(const CallInputs<T>& a, int64_t b, int64_t i) {
@@ -699,8 +714,11 @@ AMAD_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* work)
     const int64_t row0 = bh * L + i0;  // index of the block's first row in (B, H, L)
     for (int64_t r = 0; r < n; ++r) {
       T mx[2], ls[2], inv[2], kl[2];
-      softmax_kl_row<T, F>(SA + r * Lp, SG + r * Lp, EA + r * Lp, EG + r * Lp, nk, mx, ls, inv,
+      const int64_t nr = b16 ? nk : keys_for_row(a, i0 + r, nk);  // bfloat16 reads whole padded rows
+      softmax_kl_row<T, F>(SA + r * Lp, SG + r * Lp, EA + r * Lp, EG + r * Lp, nr, mx, ls, inv,
                            a.need_divergence ? kl : nullptr);
+      zero_row_tail(EA + r * Lp, nr, nkp);
+      zero_row_tail(EG + r * Lp, nr, nkp);
       if (masked && empty_row(a, b, i0 + r)) inv[0] = inv[1] = kl[0] = kl[1] = T(0);  // zeros, not NaN
       invA[r] = inv[0], invG[r] = inv[1];
       // lse = max + log(sum) summed in float64, so that the backward gets both parts back
@@ -910,10 +928,13 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
         split_lse(a.lse_local[row0 + r], hiA, loA);
         split_lse(a.lse_global[row0 + r], hiG, loG);
         T *xa = XA + r * Lp, *xg = XG + r * Lp;
+        const int64_t nr = b16 ? nk : keys_for_row(a, i0 + r, nk);  // bfloat16 reads whole padded rows
         if (kl_grad)
-          probs_and_gaps_row<T, F, true>(xa, xg, PA + r * Lp, PG + r * Lp, nk, hiA, loA, hiG, loG, gkA[r], gkG[r]);
+          probs_and_gaps_row<T, F, true>(xa, xg, PA + r * Lp, PG + r * Lp, nr, hiA, loA, hiG, loG, gkA[r], gkG[r]);
         else
-          probs_and_gaps_row<T, F, false>(xa, xg, PA + r * Lp, PG + r * Lp, nk, hiA, loA, hiG, loG, T(0), T(0));
+          probs_and_gaps_row<T, F, false>(xa, xg, PA + r * Lp, PG + r * Lp, nr, hiA, loA, hiG, loG, T(0), T(0));
+        zero_row_tail(PA + r * Lp, nr, nkp);
+        zero_row_tail(PG + r * Lp, nr, nkp);
         if (masked && empty_row(a, b, i0 + r))  // no allowed key: no probabilities, zero gradients
           for (int64_t j = 0; j < nkp; ++j) xa[j] = xg[j] = PA[r * Lp + j] = PG[r * Lp + j] = T(0);
       }
