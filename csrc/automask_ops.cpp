@@ -54,6 +54,16 @@ void check_forward_inputs(const char* op, const Tensor& q, const Tensor& k, cons
   TORCH_CHECK(std::isfinite(scale) && scale > 0, op, ": scale: expected a finite positive float, got ", scale);
 }
 
+void check_key_padding_mask(const char* op, const c10::optional<Tensor>& key_padding_mask, const Tensor& q) {
+  if (!key_padding_mask || !key_padding_mask->defined()) return;
+  const Tensor& m = *key_padding_mask;
+  TORCH_CHECK(m.scalar_type() == at::kBool, op, ": key_padding_mask: expected dtype bool, got ", m.scalar_type());
+  TORCH_CHECK(m.dim() == 2 && m.size(0) == q.size(0) && m.size(1) == q.size(2), op,
+              ": key_padding_mask: expected shape (B, L) = (", q.size(0), ", ", q.size(2), "), got ", m.sizes());
+  TORCH_CHECK(m.device() == q.device(), op, ": key_padding_mask: expected device ", q.device(), " (that of q), got ",
+              m.device());
+}
+
 static void check_like(const char* op, const char* name, const Tensor& t, at::IntArrayRef shape, at::ScalarType dtype,
                        const at::Device& device) {
   TORCH_CHECK(t.sizes() == shape, op, ": ", name, ": expected shape ", shape, ", got ", t.sizes());
@@ -126,19 +136,22 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 ForwardResult call_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& freqs,
-                           const Tensor& weights, const Tensor& mix, double scale, bool need_divergence) {
+                           const Tensor& weights, const Tensor& mix, double scale, bool need_divergence,
+                           const c10::optional<Tensor>& key_padding_mask, bool is_causal) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("amad_fast::automask_forward", "")
                        .typed<ForwardResult(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                            const Tensor&, const Tensor&, double, bool)>();
-  return op.call(q, k, v, freqs, weights, mix, scale, need_divergence);
+                                            const Tensor&, const Tensor&, double, bool,
+                                            const c10::optional<Tensor>&, bool)>();
+  return op.call(q, k, v, freqs, weights, mix, scale, need_divergence, key_padding_mask, is_causal);
 }
 
 using BackwardSig = BackwardResult(const c10::optional<Tensor>&, const c10::optional<Tensor>&,
                                    const c10::optional<Tensor>&, const c10::optional<Tensor>&,
                                    const c10::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&,
                                    const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                   const Tensor&, const Tensor&, const Tensor&, const Tensor&, double);
+                                   const Tensor&, const Tensor&, const Tensor&, const Tensor&, double,
+                                   const c10::optional<Tensor>&, bool);
 
 c10::optional<Tensor> defined_or_none(const Tensor& t) {
   return t.defined() ? c10::optional<Tensor>(t) : c10::nullopt;
@@ -153,13 +166,14 @@ class AutoMaskBackwardFunction : public torch::autograd::Function<AutoMaskBackwa
                                const Tensor& k, const Tensor& v, const Tensor& freqs, const Tensor& weights,
                                const Tensor& mix, const Tensor& out_local, const Tensor& out_global,
                                const Tensor& kl_local, const Tensor& kl_global, const Tensor& lse_local,
-                               const Tensor& lse_global, double scale) {
+                               const Tensor& lse_global, double scale, const c10::optional<Tensor>& key_padding_mask,
+                               bool is_causal) {
     at::AutoDispatchBelowADInplaceOrView guard;
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("amad_fast::automask_backward", "")
                          .typed<BackwardSig>();
     auto r = op.call(g0, g1, g2, g3, g4, q, k, v, freqs, weights, mix, out_local, out_global, kl_local, kl_global,
-                     lse_local, lse_global, scale);
+                     lse_local, lse_global, scale, key_padding_mask, is_causal);
     return {std::get<0>(r), std::get<1>(r), std::get<2>(r), std::get<3>(r), std::get<4>(r), std::get<5>(r)};
   }
   static variable_list backward(AutogradContext*, variable_list) {
@@ -174,9 +188,10 @@ BackwardResult backward_autograd(const c10::optional<Tensor>& g0, const c10::opt
                                  const Tensor& freqs, const Tensor& weights, const Tensor& mix,
                                  const Tensor& out_local, const Tensor& out_global, const Tensor& kl_local,
                                  const Tensor& kl_global, const Tensor& lse_local, const Tensor& lse_global,
-                                 double scale) {
+                                 double scale, const c10::optional<Tensor>& key_padding_mask, bool is_causal) {
   auto r = AutoMaskBackwardFunction::apply(g0, g1, g2, g3, g4, q, k, v, freqs, weights, mix, out_local, out_global,
-                                           kl_local, kl_global, lse_local, lse_global, scale);
+                                           kl_local, kl_global, lse_local, lse_global, scale, key_padding_mask,
+                                           is_causal);
   return {r[0], r[1], r[2], r[3], r[4], r[5]};
 }
 
@@ -186,16 +201,17 @@ class AutoMaskFunction : public torch::autograd::Function<AutoMaskFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                                const Tensor& freqs, const Tensor& weights, const Tensor& mix, double scale,
-                               bool need_divergence) {
+                               bool need_divergence, const c10::optional<Tensor>& key_padding_mask, bool is_causal) {
     ForwardResult r;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      r = call_forward(q, k, v, freqs, weights, mix, scale, need_divergence);
+      r = call_forward(q, k, v, freqs, weights, mix, scale, need_divergence, key_padding_mask, is_causal);
     }
     auto [out, out_local, out_global, kl_local, kl_global, lse_local, lse_global] = r;
-    ctx->save_for_backward(
-        {q, k, v, freqs, weights, mix, out_local, out_global, kl_local, kl_global, lse_local, lse_global});
+    ctx->save_for_backward({q, k, v, freqs, weights, mix, out_local, out_global, kl_local, kl_global, lse_local,
+                            lse_global, key_padding_mask.value_or(Tensor())});
     ctx->saved_data["scale"] = scale;
+    ctx->saved_data["is_causal"] = is_causal;
     ctx->saved_data["need_divergence"] = need_divergence;
     ctx->mark_non_differentiable({lse_local, lse_global});
     if (!need_divergence) ctx->mark_non_differentiable({kl_local, kl_global});
@@ -209,15 +225,17 @@ class AutoMaskFunction : public torch::autograd::Function<AutoMaskFunction> {
     auto r = backward_autograd(defined_or_none(grads[0]), defined_or_none(grads[1]), defined_or_none(grads[2]),
                                have_kl ? defined_or_none(grads[3]) : c10::nullopt,
                                have_kl ? defined_or_none(grads[4]) : c10::nullopt, s[0], s[1], s[2], s[3], s[4],
-                               s[5], s[6], s[7], s[8], s[9], s[10], s[11], scale);
+                               s[5], s[6], s[7], s[8], s[9], s[10], s[11], scale, defined_or_none(s[12]),
+                               ctx->saved_data["is_causal"].toBool());
     return {std::get<0>(r), std::get<1>(r), std::get<2>(r), std::get<3>(r), std::get<4>(r), std::get<5>(r),
-            Tensor(), Tensor()};
+            Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
 ForwardResult forward_autograd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& freqs,
-                               const Tensor& weights, const Tensor& mix, double scale, bool need_divergence) {
-  auto r = AutoMaskFunction::apply(q, k, v, freqs, weights, mix, scale, need_divergence);
+                               const Tensor& weights, const Tensor& mix, double scale, bool need_divergence,
+                               const c10::optional<Tensor>& key_padding_mask, bool is_causal) {
+  auto r = AutoMaskFunction::apply(q, k, v, freqs, weights, mix, scale, need_divergence, key_padding_mask, is_causal);
   return {r[0], r[1], r[2], r[3], r[4], r[5], r[6]};
 }
 
@@ -227,14 +245,15 @@ ForwardResult forward_autograd(const Tensor& q, const Tensor& k, const Tensor& v
 TORCH_LIBRARY_FRAGMENT(amad_fast, m) {
   m.def(
       "automask_forward(Tensor q, Tensor k, Tensor v, Tensor freqs, Tensor weights, Tensor mix, float scale, "
-      "bool need_divergence) -> (Tensor out, Tensor out_local, Tensor out_global, Tensor kl_local, "
-      "Tensor kl_global, Tensor lse_local, Tensor lse_global)");
+      "bool need_divergence, Tensor? key_padding_mask=None, bool is_causal=False) -> (Tensor out, "
+      "Tensor out_local, Tensor out_global, Tensor kl_local, Tensor kl_global, Tensor lse_local, "
+      "Tensor lse_global)");
   m.def(
       "automask_backward(Tensor? grad_out, Tensor? grad_out_local, Tensor? grad_out_global, Tensor? grad_kl_local, "
       "Tensor? grad_kl_global, Tensor q, Tensor k, Tensor v, Tensor freqs, Tensor weights, Tensor mix, "
       "Tensor out_local, Tensor out_global, Tensor kl_local, Tensor kl_global, Tensor lse_local, "
-      "Tensor lse_global, float scale) -> (Tensor dq, Tensor dk, Tensor dv, Tensor dfreqs, Tensor dweights, "
-      "Tensor dmix)");
+      "Tensor lse_global, float scale, Tensor? key_padding_mask=None, bool is_causal=False) -> (Tensor dq, "
+      "Tensor dk, Tensor dv, Tensor dfreqs, Tensor dweights, Tensor dmix)");
 }
 
 TORCH_LIBRARY_IMPL(amad_fast, Autograd, m) {

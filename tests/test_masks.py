@@ -1,12 +1,14 @@
 """Attention masks (key_padding_mask, attn_mask, is_causal): the reference against an independent
-dense computation, the Triton kernels against the reference under the parity rule, dispatch, the
-module inside torch's transformer layers, and every bad mask.
+dense computation, the fused kernels (Triton, and the cpp backend's CPU kernels on each instruction
+set path) against the reference under the parity rule, dispatch, the module inside torch's
+transformer layers, and every bad mask.
 
 Without a GPU the Triton cases run on Triton's CPU interpreter (tests/conftest.py sets
 TRITON_INTERPRET=1 before Triton is imported), on small shapes: it is slow.
 """
 import importlib.util
 import math
+import types
 
 import pytest
 import torch
@@ -20,6 +22,8 @@ from amad_fast.attention.validation import check_inputs, check_masks
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed")
+CPP_MISSING = BACKENDS["cpp"].availability()
+needs_cpp = pytest.mark.skipif(CPP_MISSING is not None, reason=f"cpp: {CPP_MISSING}")
 
 
 def padding(lengths, L):
@@ -187,11 +191,12 @@ def test_unmasked_reference_is_unchanged_by_empty_masks():
 
 
 # ----------------------------------------------------------------------------------------------
-# Triton against the float64 reference (the parity rule of amad_fast.attention.testing)
+# The fused kernels against the float64 reference (the parity rule of amad_fast.attention.testing)
 # ----------------------------------------------------------------------------------------------
 
-TRITON_CASES = [
-    # (label, L, masks): L = 37 fits one key block of the fixed config (32 x 64), L = 80 does not
+FUSED_CASES = [
+    # (label, L, masks): L = 37 fits one key block of Triton's fixed config (32 x 64) and one row
+    # block of the CPU kernels (64 rows), L = 80 neither
     ("padding_single_block", 37, dict(key_padding_mask=padding([23, 37], 37))),
     ("padding_multi_block", 80, dict(key_padding_mask=padding([80, 45], 80))),
     ("causal_single_block", 37, dict(is_causal=True)),
@@ -199,6 +204,11 @@ TRITON_CASES = [
     # leading padding under causal: the first 40 rows of the first sequence have no allowed key
     ("padding_causal_empty_rows", 80, dict(key_padding_mask=padding([40, 75], 80).flip(1), is_causal=True)),
     ("padding_whole_sequence", 37, dict(key_padding_mask=padding([0, 30], 37))),
+]
+# four row blocks of the CPU kernels: under causal the later blocks attend more keys than the first
+CPP_CASES = FUSED_CASES + [
+    ("causal_four_blocks", 200, dict(is_causal=True)),
+    ("padding_causal_four_blocks", 200, dict(key_padding_mask=padding([200, 130], 200), is_causal=True)),
 ]
 
 
@@ -208,19 +218,62 @@ def _triton_device():
     return "cuda" if torch.cuda.is_available() and not limits.interpreted() else "cpu"
 
 
-@needs_triton
-@pytest.mark.parametrize("label, length, masks", TRITON_CASES, ids=[c[0] for c in TRITON_CASES])
-def test_triton_masked_parity(label, length, masks):
+def check_masked_parity(backend, label, length, masks, dtype):
+    """The rule on one draw of (2, 2, length, 16, 2) with masks: float32 against the float32
+    reference (Triton under the fused kernels' floor, cpp under the C++ kernels' as in
+    tests/test_parity.py), float64 against the float64 reference itself; every output and gradient
+    finite, and padded keys get exactly zero gradients."""
     inputs = testing.make_inputs(2, 2, length, 16, 2, seed=21)
     exact = run_masked("reference", inputs, masks)
-    ref = run_masked("reference", inputs, masks, dtype=torch.float32)
-    got = run_masked("triton", inputs, masks, dtype=torch.float32, device=_triton_device())
+    device = _triton_device() if backend == "triton" else "cpu"
+    got = run_masked(backend, inputs, masks, dtype=dtype, device=device)
     for name in testing.FIELDS + testing.GRADS:
         assert torch.isfinite(got[name]).all(), f"{label} {name}"
-    testing.assert_parity(got, ref, exact, testing.fused_floor(torch.float32), label=f"triton {label}")
+    if dtype == torch.float64:
+        testing.assert_parity(got, exact, exact, testing.FLOAT64_FLOOR, label=f"{backend} {label}")
+    else:
+        ref = run_masked("reference", inputs, masks, dtype=dtype)
+        floor = testing.fused_floor(dtype) if backend == "triton" else testing.kernel_floor(dtype)
+        testing.assert_parity(got, ref, exact, floor, label=f"{backend} {label}")
     if "key_padding_mask" in masks:
         kpm = masks["key_padding_mask"]
-        assert (got["dk"].permute(0, 2, 1, 3)[kpm] == 0).all()  # padded keys get no gradient
+        for name in ("dk", "dv"):
+            assert (got[name].permute(0, 2, 1, 3)[kpm] == 0).all(), name  # padded keys get no gradient
+
+
+@pytest.mark.parametrize("label, length, masks", FUSED_CASES, ids=[c[0] for c in FUSED_CASES])
+@pytest.mark.parametrize("backend", [pytest.param("cpp", marks=needs_cpp), pytest.param("triton", marks=needs_triton)])
+def test_fused_masked_parity(backend, label, length, masks):
+    check_masked_parity(backend, label, length, masks, torch.float32)
+
+
+def _cpu_isa_paths():
+    """The instruction set paths of the CPU kernels this CPU runs (AMAD_FAST_CPU_ISA lowers the choice)."""
+    if CPP_MISSING is not None:
+        return ["default"]
+    order = ["default", "avx2", "avx512", "brgemm"]
+    return order[: order.index(torch.ops.amad_fast.automask_cpu_isa()) + 1]
+
+
+@needs_cpp
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("label, length, masks", CPP_CASES, ids=[c[0] for c in CPP_CASES])
+@pytest.mark.parametrize("isa", _cpu_isa_paths())
+def test_cpp_masked_parity_on_each_isa_path(isa, label, length, masks, dtype, monkeypatch):
+    monkeypatch.setenv("AMAD_FAST_CPU_ISA", isa)
+    assert torch.ops.amad_fast.automask_cpu_isa() == isa
+    check_masked_parity("cpp", label, length, masks, dtype)
+
+
+@needs_cpp
+def test_cpp_empty_mask_is_bit_identical_to_no_mask():
+    """An all-False key_padding_mask takes the masked code path and changes no bit."""
+    inputs = testing.make_inputs(2, 2, 80, 16, 2, seed=5)
+    plain = run_masked("cpp", inputs, {}, dtype=torch.float32)
+    none_padded = run_masked("cpp", inputs, dict(key_padding_mask=torch.zeros(2, 80, dtype=torch.bool)),
+                             dtype=torch.float32)
+    for name in testing.FIELDS + testing.GRADS:
+        assert torch.equal(none_padded[name], plain[name]), name
 
 
 @needs_triton
@@ -244,21 +297,38 @@ def _float_inputs(L=5, D=4):
 def test_backends_declare_their_masks():
     assert BACKENDS["reference"].support().masks == {"key_padding_mask", "attn_mask", "is_causal"}
     assert BACKENDS["triton"].support().masks == {"key_padding_mask", "is_causal"}
-    assert BACKENDS["cpp"].support().masks == frozenset()
+    assert BACKENDS["cpp"].support().masks == {"key_padding_mask", "is_causal"}
 
 
-def test_cpp_is_passed_over_for_masked_inputs():
+@needs_cpp
+@pytest.mark.parametrize("masks", [dict(key_padding_mask=padding([5, 3], 5)), dict(is_causal=True),
+                                   dict(key_padding_mask=padding([5, 3], 5), is_causal=True)],
+                         ids=["padding", "causal", "padding_causal"])
+def test_auto_picks_cpp_for_masked_cpu_inputs(masks):
     inputs = _float_inputs()
-    masks = check_masks(padding([5, 3], 5), None, False, check_inputs(*inputs, None), inputs[0].device)
-    assert BACKENDS["cpp"].unsupported_reason(inputs[0], inputs[3], None, 0.0, masks) == \
-        "attention masks not supported yet"
-    assert select_backend(inputs[0], inputs[3], None, "auto", 0.0, masks).name == "reference"
-    if BACKENDS["cpp"].availability() is None:
-        with pytest.raises(RuntimeError, match=r"'cpp' cannot run these inputs: attention masks not supported yet"):
-            automask_attention(*inputs, is_causal=True, backend="cpp")
-    got = automask_attention(*inputs, key_padding_mask=padding([5, 3], 5)).out
-    torch.testing.assert_close(got, automask_attention_reference(*inputs, key_padding_mask=padding([5, 3], 5)).out,
-                               rtol=0, atol=0)
+    checked = check_masks(masks.get("key_padding_mask"), None, masks.get("is_causal", False),
+                          check_inputs(*inputs, None), inputs[0].device)
+    assert select_backend(inputs[0], inputs[3], None, "auto", 0.0, checked).name == "cpp"
+    got = automask_attention(*inputs, **masks, need_divergence=True)
+    want = automask_attention(*inputs, **masks, need_divergence=True, backend="cpp")
+    for name in ("out", "kl_local", "kl_global"):
+        assert torch.equal(getattr(got, name), getattr(want, name)), name
+
+
+def test_cpp_refuses_attn_mask_and_masks_on_cuda_tensors():
+    inputs = _float_inputs()
+    dims = check_inputs(*inputs, None)
+    bool_mask = torch.zeros(5, 5, dtype=torch.bool)
+    bool_mask[1, 0] = True
+    with_attn = check_masks(None, bool_mask, False, dims, inputs[0].device)
+    assert BACKENDS["cpp"].unsupported_reason(inputs[0], inputs[3], None, 0.0, with_attn) == \
+        "attn_mask not supported (it takes is_causal, key_padding_mask)"
+    assert select_backend(inputs[0], inputs[3], None, "auto", 0.0, with_attn).name == "reference"
+    # the CUDA kernels take no masks: a CUDA q (stood in for, no GPU needed) with masks is refused
+    cuda_q = types.SimpleNamespace(device=torch.device("cuda"), dtype=torch.float32, shape=inputs[0].shape)
+    causal = check_masks(None, None, True, dims, inputs[0].device)
+    reason = BACKENDS["cpp"].unsupported_reason(cuda_q, inputs[3], None, 0.0, causal)
+    assert reason == "is_causal not supported on cuda tensors (the cpp backend's CPU kernels take them)"
 
 
 def test_exactly_causal_attn_mask_is_read_as_is_causal():

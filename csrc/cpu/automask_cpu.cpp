@@ -5,6 +5,11 @@
 // thread-local buffer: no L×L matrix is materialised. Both softmaxes are exact two-pass over the
 // row buffer (R is chosen so R×L stays small, down to one row for very long windows).
 //
+// Masks: key_padding_mask (B, L) bool is read as bytes per batch, is_causal as the block's key
+// range (a block of rows [i0, i0+R) computes only keys < i0 + R: about half the work); masked
+// scores within the range are overwritten before the softmaxes (cpu::mask_score_rows), and a row
+// with no allowed key gets zeros and zero gradients.
+//
 // Inputs may have any strides (read through them); float16/bfloat16 inputs are converted to
 // float32 first and the outputs cast back. The hot loops are compiled three times, for x86-64-v4
 // (AVX-512), x86-64-v3 (AVX2+FMA) and the baseline, and the best one the CPU supports runs.
@@ -283,6 +288,36 @@ void fill_call_inputs(cpu::CallInputs<T>& a, const Tensor& q, const Tensor& k, c
   a.scale = static_cast<T>(scale);
 }
 
+// The masks as the kernels read them (cpu::CallInputs): key padding as B×L bytes (1 = ignored)
+// and each batch's first unpadded key (L when all are padded), or none; and causality.
+struct KernelMasks {
+  Tensor key_blocked;  // uint8 (B, L) contiguous, or undefined
+  std::vector<int64_t> first_allowed;
+  bool causal = false;
+
+  KernelMasks(const char* op, const c10::optional<Tensor>& key_padding_mask, bool is_causal, const Tensor& q)
+      : causal(is_causal) {
+    check_key_padding_mask(op, key_padding_mask, q);
+    if (!key_padding_mask || !key_padding_mask->defined()) return;
+    key_blocked = key_padding_mask->to(at::kByte).contiguous();
+    const int64_t B = key_blocked.size(0), L = key_blocked.size(1);
+    const uint8_t* blocked = key_blocked.data_ptr<uint8_t>();
+    first_allowed.resize(B);
+    for (int64_t b = 0; b < B; ++b) {
+      int64_t j = 0;
+      while (j < L && blocked[b * L + j]) ++j;
+      first_allowed[b] = j;
+    }
+  }
+
+  template <typename T>
+  void fill(cpu::CallInputs<T>& a) const {
+    a.key_blocked = key_blocked.defined() ? key_blocked.data_ptr<uint8_t>() : nullptr;
+    a.first_allowed = first_allowed.empty() ? nullptr : first_allowed.data();
+    a.causal = causal;
+  }
+};
+
 template <typename T>
 const T* ptr_or_null(const Tensor& t) {
   return t.defined() ? t.data_ptr<T>() : nullptr;
@@ -427,9 +462,11 @@ Tensor sum_leading(const Tensor& x, int64_t n) {
 }  // namespace
 
 ForwardResult automask_forward_cpu(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& freqs,
-                                   const Tensor& weights, const Tensor& mix, double scale, bool need_divergence) {
+                                   const Tensor& weights, const Tensor& mix, double scale, bool need_divergence,
+                                   const c10::optional<Tensor>& key_padding_mask, bool is_causal) {
   check_forward_inputs("amad_fast::automask_forward", q, k, v, freqs, weights, mix, scale);
   TORCH_CHECK(q.device().is_cpu(), "amad_fast::automask_forward (CPU kernel): expected CPU tensors, got ", q.device());
+  const KernelMasks masks("amad_fast::automask_forward", key_padding_mask, is_causal, q);
   const auto acc = compute_dtype(q);
   const int64_t B = q.size(0), H = q.size(1), L = q.size(2), D = q.size(3);
   auto qa = q.to(acc), ka = k.to(acc), va = v.to(acc);  // no copy for float32/float64
@@ -457,6 +494,7 @@ ForwardResult automask_forward_cpu(const Tensor& q, const Tensor& k, const Tenso
     a.lse_local = lse_local.data_ptr<double>();
     a.lse_global = lse_global.data_ptr<double>();
     a.need_divergence = need_divergence;
+    masks.fill(a);
     a.lib = reinterpret_cast<const cpu::GemmLib*>(gemm_lib(isa, q.scalar_type(), acc));
     parallel_tasks<T>(B * H * nblk, nblk, cpu::forward_work_size<T>(L, D, R), [&](int64_t t0, int64_t t1, T* work) {
       run_forward<T>(isa, a, t0, t1, work);
@@ -479,11 +517,12 @@ BackwardResult automask_backward_cpu(const c10::optional<Tensor>& grad_out,
                                      const Tensor& v, const Tensor& freqs, const Tensor& weights, const Tensor& mix,
                                      const Tensor& out_local, const Tensor& out_global, const Tensor& kl_local,
                                      const Tensor& kl_global, const Tensor& lse_local, const Tensor& lse_global,
-                                     double scale) {
+                                     double scale, const c10::optional<Tensor>& key_padding_mask, bool is_causal) {
   const char* op = "amad_fast::automask_backward";
   check_backward_inputs(op, grad_out, grad_out_local, grad_out_global, grad_kl_local, grad_kl_global, q, k, v, freqs,
                         weights, mix, out_local, out_global, kl_local, kl_global, lse_local, lse_global, scale);
   TORCH_CHECK(q.device().is_cpu(), op, " (CPU kernel): expected CPU tensors, got ", q.device());
+  const KernelMasks masks(op, key_padding_mask, is_causal, q);
   const auto acc = compute_dtype(q);
   const int64_t B = q.size(0), H = q.size(1), L = q.size(2), D = q.size(3), P = D / 2;
   auto qa = q.to(acc), ka = k.to(acc), va = v.to(acc);
@@ -536,6 +575,7 @@ BackwardResult automask_backward_cpu(const c10::optional<Tensor>& grad_out,
     a.ds = ds_ws.data_ptr<T>();
     a.dmix_ws = dmix_ws.data_ptr<T>();
     a.nsplit = nsplit, a.blocks_per_split = bps;
+    masks.fill(a);
     a.lib = reinterpret_cast<const cpu::GemmLib*>(gemm_lib(isa, q.scalar_type(), acc));
     parallel_tasks<T>(B * H * nsplit, 1, cpu::backward_work_size<T>(L, D, R), [&](int64_t t0, int64_t t1, T* work) {
       run_backward<T>(isa, a, t0, t1, work);

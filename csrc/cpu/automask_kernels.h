@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 
 #define AMAD_AI inline __attribute__((always_inline))
@@ -177,7 +178,7 @@ AMAD_AI T lanes_sum(const T* acc) {
 // (one more lane sum in the same pass) removes what a recomputed row's sum differs from 1 (a
 // scale 1 + ε from the saved lse's rounding, ε ~ ulp(lse) in float64): without it that ε enters
 // dS as −ε·P_ij·δ_i, 1e3–1e4× the reference's float64 error in dq at score scales 100–1000.
-// Padding: P = 0 stays 0.
+// Padding: P = 0 stays 0; a row with P = 0 throughout (no allowed key) gets dS = 0.
 template <typename T, bool F>
 AMAD_AI void softmax_backward_rows(T* __restrict__ P, const T* __restrict__ X, int64_t n, int64_t L, int64_t ld) {
   for (int64_t r = 0; r < n; ++r) {
@@ -186,7 +187,8 @@ AMAD_AI void softmax_backward_rows(T* __restrict__ P, const T* __restrict__ X, i
     T acc[W] = {}, mass[W] = {};
     for (int64_t j = 0; j < L; j += W)
       for (int64_t l = 0; l < W; ++l) acc[l] = madd<F>(p[j + l], x[j + l], acc[l]), mass[l] += p[j + l];
-    const T delta = lanes_sum(acc) / lanes_sum(mass);
+    const T m = lanes_sum(mass);
+    const T delta = m > T(0) ? lanes_sum(acc) / m : T(0);  // an empty (masked) row: P = 0, dS = 0
     for (int64_t j = 0; j < L; j += W)
       for (int64_t l = 0; l < W; ++l) p[j + l] *= x[j + l] - delta;
   }
@@ -222,17 +224,17 @@ constexpr int64_t kLanes = VB / sizeof(T);
 template <int64_t VB>
 constexpr int64_t kRows = VB == 64 ? 8 : 4;
 
-// C rows [r0, r0+RB), columns [j0, j0+NVEC·NV) (+)= A (·×K) · BT (K×N, row stride N).
+// C rows [r0, r0+RB), columns [j0, j0+NVEC·NV) (+)= A (·×K) · BT (K×·, row stride ldb).
 template <typename T, int64_t NV, bool Acc, int64_t RB, int64_t NVEC>
 AMAD_AI void rowsT_tile(T* __restrict__ C, int64_t ldc, const T* __restrict__ A, const T* __restrict__ BT, int64_t r0,
-                        int64_t j0, int64_t K, int64_t N) {
+                        int64_t j0, int64_t K, int64_t ldb) {
   using V = typename Vec<T, NV>::type;
   V acc[RB][NVEC];
   for (int64_t i = 0; i < RB; ++i)
     for (int64_t c = 0; c < NVEC; ++c) acc[i][c] = Acc ? vload<T, NV>(C + (r0 + i) * ldc + j0 + c * NV) : V{};
   for (int64_t d = 0; d < K; ++d) {
     V b[NVEC];
-    for (int64_t c = 0; c < NVEC; ++c) b[c] = vload<T, NV>(BT + d * N + j0 + c * NV);
+    for (int64_t c = 0; c < NVEC; ++c) b[c] = vload<T, NV>(BT + d * ldb + j0 + c * NV);
     for (int64_t i = 0; i < RB; ++i) {
       const T x = A[(r0 + i) * K + d];
       for (int64_t c = 0; c < NVEC; ++c) acc[i][c] += x * b[c];
@@ -242,19 +244,20 @@ AMAD_AI void rowsT_tile(T* __restrict__ C, int64_t ldc, const T* __restrict__ A,
     for (int64_t c = 0; c < NVEC; ++c) vstore<T, NV>(C + (r0 + i) * ldc + j0 + c * NV, acc[i][c]);
 }
 template <typename T, int64_t NV, bool Acc, int64_t RB>
-AMAD_AI void rowsT_block(T* C, int64_t ldc, const T* A, const T* BT, int64_t r0, int64_t K, int64_t N) {
+AMAD_AI void rowsT_block(T* C, int64_t ldc, const T* A, const T* BT, int64_t r0, int64_t K, int64_t N,
+                         int64_t ldb) {
   int64_t j0 = 0;
-  for (; j0 + 2 * NV <= N; j0 += 2 * NV) rowsT_tile<T, NV, Acc, RB, 2>(C, ldc, A, BT, r0, j0, K, N);
-  for (; j0 < N; j0 += NV) rowsT_tile<T, NV, Acc, RB, 1>(C, ldc, A, BT, r0, j0, K, N);
+  for (; j0 + 2 * NV <= N; j0 += 2 * NV) rowsT_tile<T, NV, Acc, RB, 2>(C, ldc, A, BT, r0, j0, K, ldb);
+  for (; j0 < N; j0 += NV) rowsT_tile<T, NV, Acc, RB, 1>(C, ldc, A, BT, r0, j0, K, ldb);
 }
-// C (R×N, row stride ldc) (+)= A (R×K) · BT (K×N): score rows from transposed keys, N a multiple
-// of the lane count (padded).
+// C (R×N, row stride ldc) (+)= A (R×K) · BT (K×N, row stride ldb): score rows from transposed keys,
+// N a multiple of the lane count (padded); N < ldb computes only the first N keys' columns.
 template <typename T, int64_t VB, bool Acc = false>
-AMAD_AI void gemm_rowsT(T* C, int64_t ldc, const T* A, const T* BT, int64_t R, int64_t K, int64_t N) {
+AMAD_AI void gemm_rowsT(T* C, int64_t ldc, const T* A, const T* BT, int64_t R, int64_t K, int64_t N, int64_t ldb) {
   constexpr int64_t NV = kLanes<T, VB>, RB = kRows<VB>;
   int64_t r = 0;
-  for (; r + RB <= R; r += RB) rowsT_block<T, NV, Acc, RB>(C, ldc, A, BT, r, K, N);
-  for (; r < R; ++r) rowsT_block<T, NV, Acc, 1>(C, ldc, A, BT, r, K, N);
+  for (; r + RB <= R; r += RB) rowsT_block<T, NV, Acc, RB>(C, ldc, A, BT, r, K, N, ldb);
+  for (; r < R; ++r) rowsT_block<T, NV, Acc, 1>(C, ldc, A, BT, r, K, N, ldb);
 }
 
 // C rows [r0, r0+RB), columns [d0, d0+NVEC·NV) = P (·×N, row stride ldp) · X (N×K).
@@ -425,7 +428,73 @@ struct CallInputs {
   int64_t B, H, L, D, R, nblk;
   T scale;
   const GemmLib* lib;  // null: the micro-kernels (always so for float64)
+  // Masks (spec: masked keys take part in neither map nor the divergence). key_blocked: B×L bytes,
+  // 1 = key padding (null: none); causal: key j > i is not allowed for query row i;
+  // first_allowed: per batch, the first key not padded (L if none), for the empty-row test.
+  const uint8_t* key_blocked;
+  bool causal;
+  const int64_t* first_allowed;
 };
+
+// Whether the call masks anything (then masked scores are overwritten, empty rows zeroed).
+template <typename T>
+AMAD_AI bool any_mask(const CallInputs<T>& a) {
+  return a.key_blocked != nullptr || a.causal;
+}
+
+// The keys a row block [i0, i0+n) can attend: all L, or under causal the first i0 + n (the rest
+// of the row is skipped, not computed).
+template <typename T>
+AMAD_AI int64_t keys_for_block(const CallInputs<T>& a, int64_t i0, int64_t n) {
+  return a.causal && i0 + n < a.L ? i0 + n : a.L;
+}
+
+// The keys query row i's per-entry passes (softmax, divergence) run over, of the block's nk: under
+// causal the first i + 1 (the block's columns after them hold masked scores: skipped, their
+// probabilities set to 0 by zero_row_tail).
+template <typename T>
+AMAD_AI int64_t keys_for_row(const CallInputs<T>& a, int64_t i, int64_t nk) {
+  return a.causal && i + 1 < nk ? i + 1 : nk;
+}
+
+// Zeroes columns [padded(nr), end) of a probability row whose per-entry pass ran over nr keys (it
+// wrote up to padded(nr), 0 past nr): the block's products and passes read up to padded(nk).
+template <typename T>
+AMAD_AI void zero_row_tail(T* __restrict__ p, int64_t nr, int64_t end) {
+  for (int64_t j = padded(nr); j < end; ++j) p[j] = T(0);
+}
+
+// Whether query row i of batch b has no allowed key (its outputs, kl terms and gradients are 0).
+template <typename T>
+AMAD_AI bool empty_row(const CallInputs<T>& a, int64_t b, int64_t i) {
+  if (!a.key_blocked) return false;  // causal alone always allows key 0 ≤ i
+  return a.first_allowed[b] > (a.causal ? i : a.L - 1);
+}
+
+// The score a masked key gets: finite, so that differences of two such scores stay finite, and so
+// far below any real score that exp(score − row max) is exactly 0 and its log-probability gap
+// vanishes (S − hi rounds to S for any |hi| < ulp(S)).
+template <typename T>
+constexpr T kMaskedScore = -std::numeric_limits<T>::max() / 4;
+
+// Overwrites the masked entries among the first nk of both score rows of query row i (batch b)
+// with kMaskedScore: padded keys, and under causal the keys after i.
+template <typename T>
+AMAD_AI void mask_score_rows(const CallInputs<T>& a, int64_t b, int64_t i, int64_t nk, T* __restrict__ sa,
+                             T* __restrict__ sg) {
+  const uint8_t* __restrict__ blocked = a.key_blocked ? a.key_blocked + b * a.L : nullptr;
+  const int64_t last = a.causal ? i : a.L - 1;  // the last key the row may attend
+  const T masked = kMaskedScore<T>;
+  if (blocked) {
+    for (int64_t j = 0; j < nk; ++j) {
+      const bool off = blocked[j] != 0 || j > last;
+      sa[j] = off ? masked : sa[j];
+      sg[j] = off ? masked : sg[j];
+    }
+  } else {
+    for (int64_t j = last + 1; j < nk; ++j) sa[j] = sg[j] = masked;
+  }
+}
 
 // One forward call: outputs contiguous (B, H, L, D) or (B, H, L). Work units: task t covers
 // (b, h) = t / nblk and rows [(t % nblk)·R, +R).
@@ -611,6 +680,8 @@ AMAD_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* work)
     const int64_t bh = t / a.nblk, b = bh / a.H, h = bh % a.H;
     const int64_t i0 = (t % a.nblk) * R;
     const int64_t n = (L - i0) < R ? (L - i0) : R;
+    // keys this block attends (causal: skips the rest; the bfloat16 path keeps all, masking only)
+    const int64_t nk = b16 ? L : keys_for_block(a, i0, n), nkp = padded(nk);
     if (bh != cached) {
       fill_key_cache(kc, a.k, a.sk, a.v, a.sv, b, h, L, D, a.cos, a.sin, false);
       if constexpr (std::is_same_v<T, float>)
@@ -629,19 +700,26 @@ AMAD_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* work)
         cvt_rows(q_b, D, qg, D, n, D);
         lib->bf16(n, Lp, D, D, Lp, Lp, false, q_b, kT_b, SG);
       } else if (lib) {
-        lib->f32(n, Lp, D, D, Lp, Lp, false, qr, kc.kT_rot, SA);
-        lib->f32(n, Lp, D, D, Lp, Lp, false, qg, kc.kT, SG);
+        lib->f32(n, nkp, D, D, Lp, Lp, false, qr, kc.kT_rot, SA);
+        lib->f32(n, nkp, D, D, Lp, Lp, false, qg, kc.kT, SG);
       }
     }
     if (!lib) {
-      gemm_rowsT<T, VB>(SA, Lp, qr, kc.kT_rot, n, D, Lp);
-      gemm_rowsT<T, VB>(SG, Lp, qg, kc.kT, n, D, Lp);
+      gemm_rowsT<T, VB>(SA, Lp, qr, kc.kT_rot, n, D, nkp, Lp);
+      gemm_rowsT<T, VB>(SG, Lp, qg, kc.kT, n, D, nkp, Lp);
     }
+    const bool masked = any_mask(a);
+    if (masked)
+      for (int64_t r = 0; r < n; ++r) mask_score_rows(a, b, i0 + r, nk, SA + r * Lp, SG + r * Lp);
     const int64_t row0 = bh * L + i0;  // index of the block's first row in (B, H, L)
     for (int64_t r = 0; r < n; ++r) {
       T mx[2], ls[2], inv[2], kl[2];
-      softmax_kl_row<T, F>(SA + r * Lp, SG + r * Lp, EA + r * Lp, EG + r * Lp, L, mx, ls, inv,
+      const int64_t nr = b16 ? nk : keys_for_row(a, i0 + r, nk);  // bfloat16 reads whole padded rows
+      softmax_kl_row<T, F>(SA + r * Lp, SG + r * Lp, EA + r * Lp, EG + r * Lp, nr, mx, ls, inv,
                            a.need_divergence ? kl : nullptr);
+      zero_row_tail(EA + r * Lp, nr, nkp);
+      zero_row_tail(EG + r * Lp, nr, nkp);
+      if (masked && empty_row(a, b, i0 + r)) inv[0] = inv[1] = kl[0] = kl[1] = T(0);  // zeros, not NaN
       invA[r] = inv[0], invG[r] = inv[1];
       // lse = max + log(sum) summed in float64, so that the backward gets both parts back
       a.lse_local[row0 + r] = static_cast<double>(mx[0]) + static_cast<double>(ls[0]);
@@ -655,13 +733,13 @@ AMAD_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* work)
         cvt_rows(e_b, Lp, EG, Lp, n, Lp);
         lib->bf16(n, D, Lp, Lp, D, D, false, e_b, v_b, oG);
       } else if (lib) {
-        lib->f32(n, D, L, Lp, D, D, false, EA, kc.v_rows, oM);
-        lib->f32(n, D, L, Lp, D, D, false, EG, kc.v_rows, oG);
+        lib->f32(n, D, nk, Lp, D, D, false, EA, kc.v_rows, oM);
+        lib->f32(n, D, nk, Lp, D, D, false, EG, kc.v_rows, oG);
       }
     }
     if (!lib) {
-      gemm_rows<T, VB>(oM, EA, Lp, kc.v_rows, n, L, D);
-      gemm_rows<T, VB>(oG, EG, Lp, kc.v_rows, n, L, D);
+      gemm_rows<T, VB>(oM, EA, Lp, kc.v_rows, n, nk, D);
+      gemm_rows<T, VB>(oG, EG, Lp, kc.v_rows, n, nk, D);
     }
     const T lam = a.lam[h];
     for (int64_t r = 0; r < n; ++r) {
@@ -786,6 +864,8 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
       const int64_t i0 = blk * R;
       const int64_t n = (L - i0) < R ? (L - i0) : R;
       const int64_t row0 = bh * L + i0;
+      // keys this block attends (causal: skips the rest; the bfloat16 path keeps all, masking only)
+      const int64_t nk = b16 ? L : keys_for_block(a, i0, n), nkp = padded(nk);
       load_rows(a.q, a.sq, b, h, i0, n, D, L, a.cos, a.sin, a.scale, qg, qr);
       // upstream gradients of the two branch outputs, dO^M = λ·dO + dO_local, dO^G likewise
       for (int64_t r = 0; r < n; ++r) {
@@ -832,23 +912,31 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
           cvt_rows(x_b, D, qg, D, n, D);
           lib->bf16(n, Lp, D, D, Lp, Lp, false, x_b, kT_b, XG);
         } else if (lib) {
-          lib->f32(n, Lp, D, D, Lp, Lp, false, qr, kc.kT_rot, XA);
-          lib->f32(n, Lp, D, D, Lp, Lp, false, qg, kc.kT, XG);
+          lib->f32(n, nkp, D, D, Lp, Lp, false, qr, kc.kT_rot, XA);
+          lib->f32(n, nkp, D, D, Lp, Lp, false, qg, kc.kT, XG);
         }
       }
       if (!lib) {
-        gemm_rowsT<T, VB>(XA, Lp, qr, kc.kT_rot, n, D, Lp);
-        gemm_rowsT<T, VB>(XG, Lp, qg, kc.kT, n, D, Lp);
+        gemm_rowsT<T, VB>(XA, Lp, qr, kc.kT_rot, n, D, nkp, Lp);
+        gemm_rowsT<T, VB>(XG, Lp, qg, kc.kT, n, D, nkp, Lp);
       }
+      const bool masked = any_mask(a);
+      if (masked)
+        for (int64_t r = 0; r < n; ++r) mask_score_rows(a, b, i0 + r, nk, XA + r * Lp, XG + r * Lp);
       for (int64_t r = 0; r < n; ++r) {
         T hiA, loA, hiG, loG;
         split_lse(a.lse_local[row0 + r], hiA, loA);
         split_lse(a.lse_global[row0 + r], hiG, loG);
         T *xa = XA + r * Lp, *xg = XG + r * Lp;
+        const int64_t nr = b16 ? nk : keys_for_row(a, i0 + r, nk);  // bfloat16 reads whole padded rows
         if (kl_grad)
-          probs_and_gaps_row<T, F, true>(xa, xg, PA + r * Lp, PG + r * Lp, L, hiA, loA, hiG, loG, gkA[r], gkG[r]);
+          probs_and_gaps_row<T, F, true>(xa, xg, PA + r * Lp, PG + r * Lp, nr, hiA, loA, hiG, loG, gkA[r], gkG[r]);
         else
-          probs_and_gaps_row<T, F, false>(xa, xg, PA + r * Lp, PG + r * Lp, L, hiA, loA, hiG, loG, T(0), T(0));
+          probs_and_gaps_row<T, F, false>(xa, xg, PA + r * Lp, PG + r * Lp, nr, hiA, loA, hiG, loG, T(0), T(0));
+        zero_row_tail(PA + r * Lp, nr, nkp);
+        zero_row_tail(PG + r * Lp, nr, nkp);
+        if (masked && empty_row(a, b, i0 + r))  // no allowed key: no probabilities, zero gradients
+          for (int64_t j = 0; j < nkp; ++j) xa[j] = xg[j] = PA[r * Lp + j] = PG[r * Lp + j] = T(0);
       }
       // X += dO · vᵀ (dP), then dS = P ∘ (X − δ), δ = Σ_j P X
       if constexpr (std::is_same_v<T, float>) {
@@ -876,35 +964,35 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
             lib->bf16(D, Lp, Rp, Rp, Lp, Lp, true, xT_b, p_b, m ? dkgT : dkrT);
           }
         } else if (lib) {
-          lib->f32(n, Lp, D, D, Lp, Lp, true, dOM, kc.vT, XA);
-          lib->f32(n, Lp, D, D, Lp, Lp, true, dOG, kc.vT, XG);
+          lib->f32(n, nkp, D, D, Lp, Lp, true, dOM, kc.vT, XA);
+          lib->f32(n, nkp, D, D, Lp, Lp, true, dOG, kc.vT, XG);
           transpose_to(xT, n, dOM, D, n, D);
-          lib->f32(D, Lp, n, n, Lp, Lp, true, xT, PA, dvT);
+          lib->f32(D, nkp, n, n, Lp, Lp, true, xT, PA, dvT);
           transpose_to(xT, n, dOG, D, n, D);
-          lib->f32(D, Lp, n, n, Lp, Lp, true, xT, PG, dvT);
-          softmax_backward_rows<T, F>(PA, XA, n, L, Lp);
-          softmax_backward_rows<T, F>(PG, XG, n, L, Lp);
-          lib->f32(n, D, L, Lp, D, D, false, PA, kc.k_rot, dqr);
-          lib->f32(n, D, L, Lp, D, D, false, PG, kc.k_plain, dqg);
+          lib->f32(D, nkp, n, n, Lp, Lp, true, xT, PG, dvT);
+          softmax_backward_rows<T, F>(PA, XA, n, nk, Lp);
+          softmax_backward_rows<T, F>(PG, XG, n, nk, Lp);
+          lib->f32(n, D, nk, Lp, D, D, false, PA, kc.k_rot, dqr);
+          lib->f32(n, D, nk, Lp, D, D, false, PG, kc.k_plain, dqg);
           transpose_to(xT, n, qr, D, n, D);
-          lib->f32(D, Lp, n, n, Lp, Lp, true, xT, PA, dkrT);
+          lib->f32(D, nkp, n, n, Lp, Lp, true, xT, PA, dkrT);
           transpose_to(xT, n, qg, D, n, D);
-          lib->f32(D, Lp, n, n, Lp, Lp, true, xT, PG, dkgT);
+          lib->f32(D, nkp, n, n, Lp, Lp, true, xT, PG, dkgT);
         }
       }
       if (!lib) {
-        gemm_rowsT<T, VB, true>(XA, Lp, dOM, kc.vT, n, D, Lp);
-        gemm_rowsT<T, VB, true>(XG, Lp, dOG, kc.vT, n, D, Lp);
+        gemm_rowsT<T, VB, true>(XA, Lp, dOM, kc.vT, n, D, nkp, Lp);
+        gemm_rowsT<T, VB, true>(XG, Lp, dOG, kc.vT, n, D, nkp, Lp);
         // dv += P^Mᵀ dO^M + P^Gᵀ dO^G (before P turns into dS)
-        gemm_tn_acc<T, VB>(dv, PA, Lp, dOM, n, L, D);
-        gemm_tn_acc<T, VB>(dv, PG, Lp, dOG, n, L, D);
-        softmax_backward_rows<T, F>(PA, XA, n, L, Lp);
-        softmax_backward_rows<T, F>(PG, XG, n, L, Lp);
+        gemm_tn_acc<T, VB>(dv, PA, Lp, dOM, n, nk, D);
+        gemm_tn_acc<T, VB>(dv, PG, Lp, dOG, n, nk, D);
+        softmax_backward_rows<T, F>(PA, XA, n, nk, Lp);
+        softmax_backward_rows<T, F>(PG, XG, n, nk, Lp);
         // dq̃ = scale·dS^M k̃, dq = scale·dS^G k (scale applied below); dk̃ += dS^Mᵀ (scale·q̃) etc.
-        gemm_rows<T, VB>(dqr, PA, Lp, kc.k_rot, n, L, D);
-        gemm_rows<T, VB>(dqg, PG, Lp, kc.k_plain, n, L, D);
-        gemm_tn_acc<T, VB>(dkr, PA, Lp, qr, n, L, D);
-        gemm_tn_acc<T, VB>(dkg, PG, Lp, qg, n, L, D);
+        gemm_rows<T, VB>(dqr, PA, Lp, kc.k_rot, n, nk, D);
+        gemm_rows<T, VB>(dqg, PG, Lp, kc.k_plain, n, nk, D);
+        gemm_tn_acc<T, VB>(dkr, PA, Lp, qr, n, nk, D);
+        gemm_tn_acc<T, VB>(dkg, PG, Lp, qg, n, nk, D);
       }
       // un-rotate dq̃ at the row's own position, dq = scale·(dq_plain + Rᵀ dq̃); the q-side dc, ds
       // (qg holds scale·q, the x that dq̃'s row was rotated from, up to that same scale)

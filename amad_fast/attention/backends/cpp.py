@@ -1,11 +1,13 @@
 """Backend adapter for the C++/CUDA extension ops (``torch.ops.amad_fast``, built from csrc/).
 
-The ops: ``automask_forward(q, k, v, freqs, weights, mix, scale, need_divergence)`` (``mix`` the raw
-mixup logit, λ = sigmoid(mix) formed inside, as the Triton op does) returns
+The ops: ``automask_forward(q, k, v, freqs, weights, mix, scale, need_divergence, key_padding_mask=None,
+is_causal=False)`` (``mix`` the raw mixup logit, λ = sigmoid(mix) formed inside, as the Triton op
+does; ``key_padding_mask`` (B, L) bool, True = key ignored) returns
 ``(out, out_local, out_global, kl_local, kl_global, lse_local, lse_global)`` (the log-sum-exps in
 float64 for every input dtype, so the backward recomputes log P at full precision when the scores
 are large); the branch outputs are always computed (the backward needs them), the kl terms are empty tensors unless
-``need_divergence``. ``automask_backward`` is its gradient, wired in C++ as the Autograd kernel.
+``need_divergence``. ``automask_backward`` (the same masks trailing) is its gradient, wired in C++ as
+the Autograd kernel. The CPU kernels take both masks; the CUDA kernels none yet (refused here).
 This module registers the ops' fake (meta) kernels so they trace under torch.compile / opcheck.
 """
 from __future__ import annotations
@@ -17,12 +19,12 @@ import torch
 from amad_fast.attention.backends.base import Backend, Support
 from amad_fast.attention.backends.extension import automask_ops_error, build_info
 from amad_fast.attention.result import AutoMaskResult
-from amad_fast.attention.validation import NO_MASKS
+from amad_fast.attention.validation import NO_MASKS, AttentionMasks
 
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def _fake_forward(q, k, v, freqs, weights, mix, scale, need_divergence):
+def _fake_forward(q, k, v, freqs, weights, mix, scale, need_divergence, key_padding_mask=None, is_causal=False):
     B, H, L, D = q.shape
     kl_shape = (B, H, L) if need_divergence else (0,)
     lse = q.new_empty((B, H, L), dtype=torch.float64)  # float64 for every input dtype (csrc/cpu: log_prob)
@@ -38,7 +40,8 @@ def _fake_forward(q, k, v, freqs, weights, mix, scale, need_divergence):
 
 
 def _fake_backward(g_out, g_out_local, g_out_global, g_kl_local, g_kl_global, q, k, v, freqs, weights, mix,
-                   out_local, out_global, kl_local, kl_global, lse_local, lse_global, scale):
+                   out_local, out_global, kl_local, kl_global, lse_local, lse_global, scale, key_padding_mask=None,
+                   is_causal=False):
     def grad_like(x):
         return torch.empty_like(x, memory_format=torch.contiguous_format)
 
@@ -66,8 +69,9 @@ _SUPPORT = Support(
     auto_device_types=frozenset({"cpu", "cuda"}),
     dtypes=_KERNEL_DTYPES,
     param_dtypes=_KERNEL_DTYPES,
+    masks=frozenset({"key_padding_mask", "is_causal"}),  # the CPU kernels'; CUDA tensors: see unsupported_reason
     needs_extension=True,
-)  # no masks yet: masked inputs go to another backend
+)
 
 
 class CppBackend(Backend):
@@ -75,6 +79,14 @@ class CppBackend(Backend):
 
     def support(self) -> Support:
         return _SUPPORT
+
+    def unsupported_reason(self, q, freqs, dims, dropout_p=0.0, masks: AttentionMasks = NO_MASKS) -> Optional[str]:
+        """The declaration's checks, after one it cannot state: masks on CUDA tensors are refused
+        (the CPU kernels take them, the CUDA kernels not yet)."""
+        if masks.kinds and q.device.type == "cuda":
+            return (f"{', '.join(sorted(masks.kinds))} not supported on cuda tensors "
+                    "(the cpp backend's CPU kernels take them)")
+        return super().unsupported_reason(q, freqs, dims, dropout_p, masks)
 
     def special_reason(self, q, freqs, dims) -> Optional[str]:
         """CUDA tensors need an extension compiled with its CUDA kernels (a property of the build)."""
@@ -85,7 +97,7 @@ class CppBackend(Backend):
     def forward(self, q, k, v, freqs, weights, mix, scale, need_divergence, need_branches, dropout_p=0.0,
                 masks=NO_MASKS):
         out, out_local, out_global, kl_local, kl_global, _, _ = torch.ops.amad_fast.automask_forward(
-            q, k, v, freqs, weights, mix, float(scale), bool(need_divergence)
+            q, k, v, freqs, weights, mix, float(scale), bool(need_divergence), masks.key_padding, bool(masks.causal)
         )
         if not need_divergence:
             kl_local = kl_global = None
