@@ -32,6 +32,13 @@ const T* ptr_or_null(const Tensor& t) {
   return t.defined() ? t.data_ptr<T>() : nullptr;
 }
 
+// The key padding mask as the kernels read it: (B, L) bytes, non-zero = masked; undefined = none.
+Tensor padding_bytes(const char* op, const c10::optional<Tensor>& key_padding_mask, const Tensor& q) {
+  check_key_padding_mask(op, key_padding_mask, q);
+  if (!key_padding_mask || !key_padding_mask->defined()) return Tensor();
+  return key_padding_mask->to(at::kByte).contiguous();
+}
+
 void check_cuda_shapes(const char* op, const Tensor& q) {
   TORCH_CHECK(q.is_cuda(), op, " (CUDA kernel): expected CUDA tensors, got ", q.device());
   TORCH_CHECK(q.size(3) <= cuda::kMaxHeadDim, op, ": q: the CUDA kernels take head dims D <= ", cuda::kMaxHeadDim,
@@ -43,10 +50,12 @@ void check_cuda_shapes(const char* op, const Tensor& q) {
 }  // namespace
 
 ForwardResult automask_forward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& freqs,
-                                    const Tensor& weights, const Tensor& mix, double scale, bool need_divergence) {
+                                    const Tensor& weights, const Tensor& mix, double scale, bool need_divergence,
+                                    const c10::optional<Tensor>& key_padding_mask, bool is_causal) {
   const char* op = "amad_fast::automask_forward";
   check_forward_inputs(op, q, k, v, freqs, weights, mix, scale);
   check_cuda_shapes(op, q);
+  const Tensor padding = padding_bytes(op, key_padding_mask, q);
   const c10::cuda::CUDAGuard guard(q.device());
   const auto acc = compute_dtype(q);
   const int64_t B = q.size(0), H = q.size(1), L = q.size(2), D = q.size(3);
@@ -68,8 +77,9 @@ ForwardResult automask_forward_cuda(const Tensor& q, const Tensor& k, const Tens
         qa.data_ptr<T>(), ka.data_ptr<T>(), va.data_ptr<T>(), cos.data_ptr<T>(), sin.data_ptr<T>(),
         lam.data_ptr<T>(), out.data_ptr<T>(), out_local.data_ptr<T>(), out_global.data_ptr<T>(),
         need_divergence ? kl_local.data_ptr<T>() : nullptr, need_divergence ? kl_global.data_ptr<T>() : nullptr,
-        lse_local.data_ptr<double>(), lse_global.data_ptr<double>(), /*key_padding_mask=*/nullptr,
-        /*is_causal=*/false, B, H, L, D, static_cast<T>(scale), stream));
+        lse_local.data_ptr<double>(), lse_global.data_ptr<double>(),
+        padding.defined() ? padding.data_ptr<uint8_t>() : nullptr, is_causal, B, H, L, D, static_cast<T>(scale),
+        stream));
   });
   const auto dt = q.scalar_type();
   if (dt != acc) {
@@ -87,11 +97,12 @@ BackwardResult automask_backward_cuda(const c10::optional<Tensor>& grad_out,
                                       const Tensor& v, const Tensor& freqs, const Tensor& weights, const Tensor& mix,
                                       const Tensor& out_local, const Tensor& out_global, const Tensor& kl_local,
                                       const Tensor& kl_global, const Tensor& lse_local, const Tensor& lse_global,
-                                      double scale) {
+                                      double scale, const c10::optional<Tensor>& key_padding_mask, bool is_causal) {
   const char* op = "amad_fast::automask_backward";
   check_backward_inputs(op, grad_out, grad_out_local, grad_out_global, grad_kl_local, grad_kl_global, q, k, v, freqs,
                         weights, mix, out_local, out_global, kl_local, kl_global, lse_local, lse_global, scale);
   check_cuda_shapes(op, q);
+  const Tensor padding = padding_bytes(op, key_padding_mask, q);
   const c10::cuda::CUDAGuard guard(q.device());
   const auto acc = compute_dtype(q);
   const int64_t B = q.size(0), H = q.size(1), L = q.size(2), D = q.size(3), P = D / 2;
@@ -116,7 +127,8 @@ BackwardResult automask_backward_cuda(const c10::optional<Tensor>& grad_out,
         ptr_or_null<T>(g_kg), qa.data_ptr<T>(), ka.data_ptr<T>(), va.data_ptr<T>(), cos.data_ptr<T>(),
         sin.data_ptr<T>(), lam.data_ptr<T>(), ll.data_ptr<double>(), lg.data_ptr<double>(), dq.data_ptr<T>(),
         dk.data_ptr<T>(), dv.data_ptr<T>(), dc_ws.data_ptr<T>(), ds_ws.data_ptr<T>(), stats.data_ptr<T>(),
-        /*key_padding_mask=*/nullptr, /*is_causal=*/false, B, H, L, D, static_cast<T>(scale), stream));
+        padding.defined() ? padding.data_ptr<uint8_t>() : nullptr, is_causal, B, H, L, D, static_cast<T>(scale),
+        stream));
   });
   auto [dfreqs, dweights] = modulation_backward(dc_ws.sum(0), ds_ws.sum(0), freqs, weights);
   Tensor dmix = at::zeros({H}, opts);

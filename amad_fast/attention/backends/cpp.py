@@ -7,7 +7,9 @@ does; ``key_padding_mask`` (B, L) bool, True = key ignored) returns
 float64 for every input dtype, so the backward recomputes log P at full precision when the scores
 are large); the branch outputs are always computed (the backward needs them), the kl terms are empty tensors unless
 ``need_divergence``. ``automask_backward`` (the same masks trailing) is its gradient, wired in C++ as
-the Autograd kernel. The CPU kernels take both masks; the CUDA kernels none yet (refused here).
+the Autograd kernel. The CPU kernels take both masks. The CUDA kernels and their binding take them
+too, but have only been checked in the CPU emulation (scripts/cuda_logic_on_cpu.py), never on a GPU,
+so masks on CUDA tensors are refused here until a GPU run (benchmarks/gpu_check.py) checks them.
 This module registers the ops' fake (meta) kernels so they trace under torch.compile / opcheck.
 """
 from __future__ import annotations
@@ -82,10 +84,11 @@ class CppBackend(Backend):
 
     def unsupported_reason(self, q, freqs, dims, dropout_p=0.0, masks: AttentionMasks = NO_MASKS) -> Optional[str]:
         """The declaration's checks, after one it cannot state: masks on CUDA tensors are refused
-        (the CPU kernels take them, the CUDA kernels not yet)."""
+        (the CUDA kernels take them but have not run on a GPU yet; see the module docstring)."""
         if masks.kinds and q.device.type == "cuda":
             return (f"{', '.join(sorted(masks.kinds))} not supported on cuda tensors "
-                    "(the cpp backend's CPU kernels take them)")
+                    "(the cpp backend's CUDA kernels have not been checked with masks on a GPU yet; "
+                    "its CPU kernels take them)")
         return super().unsupported_reason(q, freqs, dims, dropout_p, masks)
 
     def special_reason(self, q, freqs, dims) -> Optional[str]:
