@@ -33,6 +33,7 @@ import os
 import sys
 import time
 import traceback
+from typing import Optional
 
 T0 = time.perf_counter()
 
@@ -84,7 +85,9 @@ from amad_fast.bench.cases import (  # noqa: E402
 )
 from amad_fast.bench.report import METHOD_NOTES, compile_summary, format_attention_table, progress_line  # noqa: E402
 from amad_fast.bench.timing import finite_checks_off, machine_info, peak_memory  # noqa: E402
-from amad_fast.attention import testing  # noqa: E402
+from amad_fast.attention import automask_attention, testing  # noqa: E402
+from amad_fast.attention.dispatch import BACKENDS  # noqa: E402
+from amad_fast.attention.validation import check_inputs, check_masks  # noqa: E402
 
 if ARGS.dry_run:
     DEVICE = torch.device("cpu")
@@ -107,6 +110,10 @@ else:
     TIMING = {"warmup": 3, "repeats": 15, "min_sample_s": 0.005, "budget_s": 1.0}
 
 PARITY_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+#: masked parity: each mask kind on the first two parity shapes, float32 and bfloat16
+MASK_KINDS = ("padding", "causal", "padding+causal")
+MASKED_PARITY = [(shape, dtype, kind) for shape in PARITY_SHAPES[:2] for dtype in (torch.float32, torch.bfloat16)
+                 for kind in MASK_KINDS]
 TIMING_DTYPES = [torch.bfloat16, torch.float32]
 
 
@@ -132,13 +139,46 @@ def dname(dtype: torch.dtype) -> str:
 
 
 # ------------------------------------------------------------------------------------------ parity
-def parity_one(backend: str, shape, dtype: torch.dtype) -> list:
+def mask_arguments(kind: str, shape) -> dict:
+    """The masks of a masked parity case: padding of the last quarter of every other sequence (and
+    the whole last sequence when B > 2, so some rows have no allowed key under causal), causal, or both."""
+    B, L = shape[0], shape[2]
+    masks = {}
+    if "padding" in kind:
+        kept = [L if b % 2 == 0 else max(1, L - L // 4) for b in range(B)]
+        if B > 2:
+            kept[-1] = 0
+        masks["key_padding_mask"] = torch.arange(L)[None, :] >= torch.tensor(kept)[:, None]
+    if "causal" in kind:
+        masks["is_causal"] = True
+    return masks
+
+
+def masked(backend: str, masks: dict):
+    """A callable with automask_attention's signature running ``backend`` with ``masks``. The cpp
+    backend's CUDA kernels are called through the backend itself: dispatch refuses masks on CUDA
+    tensors until this check has passed on a GPU."""
+    def call(q, k, v, freqs, weights, mix, need_divergence=True, need_branches=True):
+        kw = {n: (t.to(q.device) if isinstance(t, torch.Tensor) else t) for n, t in masks.items()}
+        if backend != "cpp" or q.device.type != "cuda":
+            return automask_attention(q, k, v, freqs, weights, mix, need_divergence=need_divergence,
+                                      need_branches=need_branches, backend=backend, **kw)
+        dims = check_inputs(q, k, v, freqs, weights, mix, None)
+        spec = check_masks(kw.get("key_padding_mask"), None, kw.get("is_causal", False), dims, q.device)
+        return BACKENDS["cpp"].forward(q, k, v, freqs, weights, mix, q.shape[-1] ** -0.5, need_divergence,
+                                       need_branches, 0.0, spec)
+    return call
+
+
+def parity_one(backend: str, shape, dtype: torch.dtype, masks: Optional[dict] = None) -> list:
     """Rows of (quantity, errors, tolerance, pass) for one backend, shape and dtype: q, k, v in
-    ``dtype`` and float32 parameters (as a model holds them), under testing's rule and fused_floor."""
+    ``dtype`` and float32 parameters (as a model holds them), under testing's rule and fused_floor;
+    ``masks`` (mask_arguments) for a masked case."""
     inputs = testing.make_inputs(*shape)
-    exact = testing.run("reference", inputs)
-    ref_dt = testing.run("reference", inputs, dtype, torch.float32, device=DEVICE)
-    got = testing.run(backend, inputs, dtype, torch.float32, device=DEVICE)
+    reference, kernel = ("reference", backend) if not masks else (masked("reference", masks), masked(backend, masks))
+    exact = testing.run(reference, inputs)
+    ref_dt = testing.run(reference, inputs, dtype, torch.float32, device=DEVICE)
+    got = testing.run(kernel, inputs, dtype, torch.float32, device=DEVICE)
     stats = testing.parity_stats([(got, ref_dt, exact)], testing.fused_floor(dtype))
     rows = []
     for name, (ratio, p) in stats.items():
@@ -157,13 +197,14 @@ def parity_one(backend: str, shape, dtype: torch.dtype) -> list:
 def parity_cases(backends, cases, config: str, rows: list, skipped: list) -> None:
     """Run parity_one for every backend and (shape, dtype) in ``cases``; append rows tagged ``config``."""
     for backend in backends:
-        for shape, dtype in cases:
-            tag = f"parity[{config}] {backend} {dname(dtype)} {shape}"
+        for shape, dtype, *kind in cases:
+            kind = kind[0] if kind else None
+            tag = f"parity[{config}] {backend} {dname(dtype)} {shape}" + (f" {kind}" if kind else "")
             if time_left() < 0:
                 skipped.append({"case": tag, "reason": "time limit"})
                 continue
             try:
-                new = parity_one(backend, shape, dtype)
+                new = parity_one(backend, shape, dtype, mask_arguments(kind, shape) if kind else None)
             except Exception as exc:  # noqa: BLE001
                 if isinstance(exc, RuntimeError) and "cannot run these inputs" in str(exc):
                     skipped.append({"case": tag, "reason": error_text(exc)})
@@ -176,6 +217,7 @@ def parity_cases(backends, cases, config: str, rows: list, skipped: list) -> Non
                 continue
             for r in new:
                 r["config"] = config
+                r["masks"] = kind or "none"
             rows.extend(new)
             checkpoint("parity", {"rows": rows, "skipped": skipped, "partial": True})
             bad = [r["quantity"] for r in new if not r["pass"]]
@@ -224,6 +266,8 @@ def part_parity(backends) -> dict:
     else:
         parity_in_child(backends, rows, skipped)
         parity_cases(backends, TUNED_PARITY, "autotuned", rows, skipped)
+    if not ARGS.child:  # masked cases once, in this process (the child runs the unmasked sweep)
+        parity_cases(backends, MASKED_PARITY, "masked", rows, skipped)
     return {"rows": rows, "skipped": skipped, "pass": bool(rows) and all(r["pass"] for r in rows)}
 
 
