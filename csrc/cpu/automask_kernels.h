@@ -651,6 +651,35 @@ AMAD_AI void softmax_kl_row(const T* __restrict__ sa, const T* __restrict__ sg, 
   kl[0] = sumA > T(0) ? sumA : T(0), kl[1] = sumG > T(0) ? sumG : T(0);
 }
 
+// The score rows of both maps for query rows [i0, i0 + n) of batch b: SA = q̃·k̃ᵀ (rotated), SG = q·kᵀ
+// (Lp columns, the first nk computed), masked entries overwritten. The forward and the backward's
+// recomputation both call this, so the backward sees the forward's scores exactly (same operands,
+// same calls): through the library's bfloat16 products (q rows converted into rows_b), its float32
+// ones, or the kernels' own micro-kernel.
+template <typename T, int64_t VB>
+AMAD_AI void block_scores(const CallInputs<T>& a, const GemmLib* lib, bool b16, const KeyCache<T>& kc,
+                          const uint16_t* kTr_b, const uint16_t* kT_b, const T* qr, const T* qg, uint16_t* rows_b,
+                          int64_t b, int64_t i0, int64_t n, int64_t nk, T* SA, T* SG) {
+  const int64_t D = a.D, Lp = padded(a.L), nkp = padded(nk);
+  if constexpr (std::is_same_v<T, float>) {
+    if (b16) {
+      cvt_rows(rows_b, D, qr, D, n, D);
+      lib->bf16(n, Lp, D, D, Lp, Lp, false, rows_b, kTr_b, SA);
+      cvt_rows(rows_b, D, qg, D, n, D);
+      lib->bf16(n, Lp, D, D, Lp, Lp, false, rows_b, kT_b, SG);
+    } else if (lib) {
+      lib->f32(n, nkp, D, D, Lp, Lp, false, qr, kc.kT_rot, SA);
+      lib->f32(n, nkp, D, D, Lp, Lp, false, qg, kc.kT, SG);
+    }
+  }
+  if (!lib) {
+    gemm_rowsT<T, VB>(SA, Lp, qr, kc.kT_rot, n, D, nkp, Lp);
+    gemm_rowsT<T, VB>(SG, Lp, qg, kc.kT, n, D, nkp, Lp);
+  }
+  if (any_mask(a))
+    for (int64_t r = 0; r < n; ++r) mask_score_rows(a, b, i0 + r, nk, SA + r * Lp, SG + r * Lp);
+}
+
 // Forward for tasks [t0, t1) (spec §1.3–1.5).
 template <typename T, bool F, int64_t VB>
 AMAD_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* work) {
@@ -693,24 +722,8 @@ AMAD_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* work)
       cached = bh;
     }
     load_rows(a.q, a.sq, b, h, i0, n, D, L, a.cos, a.sin, a.scale, qg, qr);
-    if constexpr (std::is_same_v<T, float>) {
-      if (b16) {
-        cvt_rows(q_b, D, qr, D, n, D);
-        lib->bf16(n, Lp, D, D, Lp, Lp, false, q_b, kTr_b, SA);
-        cvt_rows(q_b, D, qg, D, n, D);
-        lib->bf16(n, Lp, D, D, Lp, Lp, false, q_b, kT_b, SG);
-      } else if (lib) {
-        lib->f32(n, nkp, D, D, Lp, Lp, false, qr, kc.kT_rot, SA);
-        lib->f32(n, nkp, D, D, Lp, Lp, false, qg, kc.kT, SG);
-      }
-    }
-    if (!lib) {
-      gemm_rowsT<T, VB>(SA, Lp, qr, kc.kT_rot, n, D, nkp, Lp);
-      gemm_rowsT<T, VB>(SG, Lp, qg, kc.kT, n, D, nkp, Lp);
-    }
+    block_scores<T, VB>(a, lib, b16, kc, kTr_b, kT_b, qr, qg, q_b, b, i0, n, nk, SA, SG);
     const bool masked = any_mask(a);
-    if (masked)
-      for (int64_t r = 0; r < n; ++r) mask_score_rows(a, b, i0 + r, nk, SA + r * Lp, SG + r * Lp);
     const int64_t row0 = bh * L + i0;  // index of the block's first row in (B, H, L)
     for (int64_t r = 0; r < n; ++r) {
       T mx[2], ls[2], inv[2], kl[2];
@@ -905,24 +918,8 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
           gkG[r] = a.g_kl_global ? a.g_kl_global[row0 + r] : T(0);
         }
       }
-      if constexpr (std::is_same_v<T, float>) {
-        if (b16) {  // the forward's products exactly (same operands, same calls)
-          cvt_rows(x_b, D, qr, D, n, D);
-          lib->bf16(n, Lp, D, D, Lp, Lp, false, x_b, kTr_b, XA);
-          cvt_rows(x_b, D, qg, D, n, D);
-          lib->bf16(n, Lp, D, D, Lp, Lp, false, x_b, kT_b, XG);
-        } else if (lib) {
-          lib->f32(n, nkp, D, D, Lp, Lp, false, qr, kc.kT_rot, XA);
-          lib->f32(n, nkp, D, D, Lp, Lp, false, qg, kc.kT, XG);
-        }
-      }
-      if (!lib) {
-        gemm_rowsT<T, VB>(XA, Lp, qr, kc.kT_rot, n, D, nkp, Lp);
-        gemm_rowsT<T, VB>(XG, Lp, qg, kc.kT, n, D, nkp, Lp);
-      }
+      block_scores<T, VB>(a, lib, b16, kc, kTr_b, kT_b, qr, qg, x_b, b, i0, n, nk, XA, XG);  // as the forward
       const bool masked = any_mask(a);
-      if (masked)
-        for (int64_t r = 0; r < n; ++r) mask_score_rows(a, b, i0 + r, nk, XA + r * Lp, XG + r * Lp);
       for (int64_t r = 0; r < n; ++r) {
         T hiA, loA, hiG, loG;
         split_lse(a.lse_local[row0 + r], hiA, loA);
