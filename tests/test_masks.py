@@ -18,7 +18,8 @@ from amad_fast import AutoMaskAttention, automask_attention
 from amad_fast.attention import testing
 from amad_fast.attention.dispatch import BACKENDS, select_backend
 from amad_fast.attention.reference import automask_attention_reference
-from amad_fast.attention.validation import check_inputs, check_masks
+from amad_fast.attention.backends.base import Backend, Support
+from amad_fast.attention.validation import MASK_KINDS, NO_MASKS, check_inputs, check_masks
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed")
@@ -330,6 +331,44 @@ def test_cpp_refuses_attn_mask_and_masks_on_cuda_tensors():
     causal = check_masks(None, None, True, dims, inputs[0].device)
     reason = BACKENDS["cpp"].unsupported_reason(cuda_q, inputs[3], None, 0.0, causal)
     assert reason.startswith("is_causal not supported on cuda tensors (the cpp backend's CUDA kernels have not been ")
+
+
+def test_attn_bias_is_the_mask_as_an_additive_float():
+    """What the fused kernels are given: a bool mask as 0 / −inf, a float one as itself, (N, L, L)."""
+    dims = check_inputs(*_float_inputs(), None)
+    bool_mask = random_bool_mask((5, 5), 7)
+    bias = check_masks(None, bool_mask, False, dims, torch.device("cpu")).attn_bias(torch.float64)
+    assert bias.shape == (1, 5, 5) and bias.dtype == torch.float64 and bias.is_contiguous()
+    assert torch.equal(bias[0] == float("-inf"), bool_mask)
+    assert bool((bias[0][~bool_mask] == 0).all())
+    float_mask = random_float_mask((4, 5, 5), 8)
+    bias = check_masks(None, float_mask.transpose(1, 2), False, dims, torch.device("cpu")).attn_bias(torch.float32)
+    assert bias.shape == (4, 5, 5) and bias.dtype == torch.float32 and bias.is_contiguous()
+    assert torch.equal(bias, float_mask.transpose(1, 2).float())
+    assert NO_MASKS.attn_bias(torch.float32) is None
+
+
+def test_backend_without_attn_mask_grad_refuses_a_mask_that_requires_grad():
+    """A float attn_mask that requires grad goes to a backend that differentiates it (the reference)."""
+    inputs = _float_inputs()
+    dims = check_inputs(*inputs, None)
+    mask = torch.zeros(5, 5, requires_grad=True)
+    checked = check_masks(None, mask, False, dims, inputs[0].device)
+
+    class AttnMaskKernel(Backend):
+        name = "attn-mask-kernel"
+
+        def support(self):
+            return Support(device_types=None, auto_device_types=frozenset({"cpu"}), masks=MASK_KINDS)
+
+    assert AttnMaskKernel().unsupported_reason(inputs[0], inputs[3], dims, 0.0, checked) == \
+        "attn_mask requires grad (this backend returns no gradient for an additive mask)"
+    assert AttnMaskKernel().unsupported_reason(inputs[0], inputs[3], dims, 0.0, checked._replace(
+        attn=mask.detach())) is None
+    assert select_backend(inputs[0], inputs[3], dims, "auto", 0.0, checked).name == "reference"
+    out = automask_attention(*inputs, attn_mask=mask).out
+    out.sum().backward()
+    assert mask.grad is not None and mask.grad.abs().sum() > 0
 
 
 def test_exactly_causal_attn_mask_is_read_as_is_causal():

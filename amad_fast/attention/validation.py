@@ -130,6 +130,18 @@ class AttentionMasks(NamedTuple):
     attn: Optional[Tensor] = None
     causal: bool = False
 
+    def attn_bias(self, dtype: torch.dtype) -> Optional[Tensor]:
+        """``attn`` as the additive bias the fused kernels add to both maps' scaled scores: a
+        contiguous (1, L, L) or (B·H, L, L) tensor of ``dtype`` (the dtype they form scores in),
+        0 where allowed and −inf where not for a bool mask, the float mask itself otherwise.
+        None without an ``attn``. One L×L (or B·H·L×L) tensor, the size of the mask given."""
+        if self.attn is None:
+            return None
+        attn = self.attn if self.attn.dim() == 3 else self.attn.unsqueeze(0)
+        if attn.dtype == torch.bool:
+            return torch.zeros(attn.shape, dtype=dtype, device=attn.device).masked_fill_(attn, float("-inf"))
+        return attn.detach().to(dtype).contiguous()
+
     @property
     def kinds(self) -> FrozenSet[str]:
         """The arguments that mask anything: a subset of MASK_KINDS, as backends declare them."""

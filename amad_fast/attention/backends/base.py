@@ -68,6 +68,9 @@ class Support:
     #: the masking arguments it implements, a subset of
     #: :data:`amad_fast.attention.validation.MASK_KINDS` ("key_padding_mask", "attn_mask", "is_causal")
     masks: FrozenSet[str] = frozenset()
+    #: whether it differentiates a float ``attn_mask`` that requires grad (the fused kernels add
+    #: the mask to the scores but return no gradient for it)
+    attn_mask_grad: bool = False
     #: whether it needs Triton installed
     needs_triton: bool = False
     #: whether it needs the compiled extension ``amad_fast._C`` with its AutoMask ops
@@ -147,6 +150,8 @@ class Backend:
                 return "attention masks not supported yet"
             return (f"{', '.join(sorted(missing))} not supported (it takes "
                     f"{', '.join(sorted(support.masks))})")
+        if masks.attn is not None and masks.attn.requires_grad and not support.attn_mask_grad:
+            return "attn_mask requires grad (this backend returns no gradient for an additive mask)"
         return self.special_reason(q, freqs, dims)
 
     def special_reason(self, q: Tensor, freqs: Tensor, dims: Optional[Dims]) -> Optional[str]:

@@ -11,6 +11,7 @@ _SUPPORT = Support(
     auto_device_types=frozenset({"cpu", "cuda", "mps", "xpu", "meta"}),
     dropout=True,
     masks=MASK_KINDS,
+    attn_mask_grad=True,
 )
 
 
