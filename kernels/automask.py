@@ -22,7 +22,10 @@ the op: launches, custom ops, autograd and :func:`automask_attention_triton`.
 Contract: the op takes the raw mixup logit ``mix`` (H,), like the C++ op, and forms
 λ = sigmoid(mix) itself; its backward returns dmix. Masks: an optional (B, L) bool
 ``key_padding_mask`` (True = ignore that key) and ``is_causal``, both applied inside the kernels
-as predicates on the key index (no L×L tensor); a row with no allowed key gives zeros.
+as predicates on the key index (no L×L tensor), and an optional ``attn_bias``, the attn_mask as
+a float32 additive (1, L, L) or (B·H, L, L) tensor that the kernels read tile by tile and add to
+both maps' scaled scores, in the forward and in every recomputation of the backward (−inf
+entries are blocked keys; no gradient flows to it). A row with no allowed key gives zeros.
 
 Why a custom op: ``torch.compile`` traces a model calling it without a graph break
 (``torch.library.custom_op`` + ``register_fake`` + ``register_autograd``).
@@ -85,6 +88,16 @@ def _padding_vector(key_padding_mask: Optional[Tensor], ref: Tensor) -> Tensor:
     return key_padding_mask.contiguous().view(torch.uint8)
 
 
+def _bias_args(attn_bias: Optional[Tensor], ref: Tensor) -> Tuple[Tensor, int]:
+    """The kernels' BIAS pointer and its b·h stride ``sab``: the contiguous fp32 (1, L, L) or
+    (B·H, L, L) additive mask with stride 0 or L·L (one (L, L) mask serves every b·h without a
+    copy), or ``ref`` as a pointer never read (HAS_BIAS=False)."""
+    if attn_bias is None:
+        return ref, 0
+    bias = attn_bias.to(torch.float32).contiguous()
+    return bias, (0 if bias.shape[0] == 1 else bias.stride(0))
+
+
 # ----------------------------------------------------------------------------------------------
 # Custom ops (torch.library) with fake impls and autograd
 # ----------------------------------------------------------------------------------------------
@@ -96,7 +109,7 @@ _FwdOut = Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 def automask_fwd_op(
     q: Tensor, k: Tensor, v: Tensor, freqs: Tensor, weights: Tensor, mix: Tensor,
     scale: float, need_divergence: bool, store_branches: bool,
-    key_padding_mask: Optional[Tensor] = None, is_causal: bool = False,
+    key_padding_mask: Optional[Tensor] = None, is_causal: bool = False, attn_bias: Optional[Tensor] = None,
 ) -> _FwdOut:
     """Fused forward. freqs, weights and the raw mixup logit mix in fp32 (λ = sigmoid(mix) is formed
     here). Returns (out, out_local, out_global, kl_local, kl_global, lse_local, lse_global); outputs
@@ -115,11 +128,13 @@ def automask_fwd_op(
     lse_g = torch.empty_like(lse_l)
     kl_l, kl_g = (row(), row()) if need_divergence else (lse_l, lse_g)  # unused pointers if no KL
     grid = lambda meta: (B * H, triton.cdiv(L, meta["BLOCK_M"]))  # noqa: E731
+    bias, sab = _bias_args(attn_bias, q)
     _fwd[grid](
-        q, k, v, freqs, weights, lam, _padding_vector(key_padding_mask, q), out, out_l, out_g, kl_l, kl_g,
-        lse_l, lse_g, *strides(q, k, v), H, L, length_bucket(L), scale,
+        q, k, v, freqs, weights, lam, _padding_vector(key_padding_mask, q), bias, out, out_l, out_g, kl_l, kl_g,
+        lse_l, lse_g, *strides(q, k, v), sab, H, L, length_bucket(L), scale,
         HEAD_DIM=D, P=P, PB=PB, S=S, NEED_KL=need_divergence, STORE_BRANCHES=store_branches,
-        HAS_KPM=key_padding_mask is not None, IS_CAUSAL=is_causal, **launch_kwargs(),
+        HAS_KPM=key_padding_mask is not None, IS_CAUSAL=is_causal, HAS_BIAS=attn_bias is not None,
+        **launch_kwargs(),
     )
     if not store_branches:
         out_l, out_g = _empty(out), _empty(out)
@@ -130,7 +145,7 @@ def automask_fwd_op(
 
 @automask_fwd_op.register_fake
 def _(q, k, v, freqs, weights, mix, scale, need_divergence, store_branches, key_padding_mask=None,
-      is_causal=False):
+      is_causal=False, attn_bias=None):
     B, H, L, D = q.shape
     out = q.new_empty((B, H, L, D))
     row = q.new_empty((B, H, L), dtype=torch.float32)
@@ -173,7 +188,7 @@ def automask_bwd_op(
     q: Tensor, k: Tensor, v: Tensor, freqs: Tensor, weights: Tensor, mix: Tensor,
     out_local: Tensor, out_global: Tensor, kl_local: Tensor, kl_global: Tensor,
     lse_local: Tensor, lse_global: Tensor, scale: float,
-    key_padding_mask: Optional[Tensor] = None, is_causal: bool = False,
+    key_padding_mask: Optional[Tensor] = None, is_causal: bool = False, attn_bias: Optional[Tensor] = None,
 ) -> _BwdOut:
     """Fused backward: (dq, dk, dv, dfreqs, dweights, dmix); the anchor M is a constant."""
     B, H, L, D, S, P, PB = geometry(q, freqs)
@@ -216,10 +231,11 @@ def automask_bwd_op(
     dv = torch.empty((B, H, L, D), dtype=v.dtype, device=q.device)
     dcs = torch.empty((4, B, H, L, P), dtype=f32, device=q.device)
     common = dict(HEAD_DIM=D, P=P, PB=PB, S=S, HAS_KL=has_kl, HAS_KPM=key_padding_mask is not None,
-                  IS_CAUSAL=is_causal, **launch_kwargs())
-    args_in = (q, k, v, freqs_c, weights_c, _padding_vector(key_padding_mask, q), dom, dog, lse_local, lse_global,
-               delta_l, delta_g, dkl_l, dkl_g)
-    tail = (*strides(q, k, v), H, L, length_bucket(L), scale)
+                  IS_CAUSAL=is_causal, HAS_BIAS=attn_bias is not None, **launch_kwargs())
+    bias, sab = _bias_args(attn_bias, q)
+    args_in = (q, k, v, freqs_c, weights_c, _padding_vector(key_padding_mask, q), bias, dom, dog,
+               lse_local, lse_global, delta_l, delta_g, dkl_l, dkl_g)
+    tail = (*strides(q, k, v), sab, H, L, length_bucket(L), scale)
     if RECOMPUTE_DELTA:
         _bwd_delta[lambda meta: (B * H, triton.cdiv(L, meta["BLOCK_M"]))](*args_in, *tail, **common)
     _bwd_dkdv[lambda meta: (B * H, triton.cdiv(L, meta["BLOCK_N"]))](
@@ -235,7 +251,7 @@ def automask_bwd_op(
 @automask_bwd_op.register_fake
 def _(dout, d_out_local, d_out_global, d_kl_local, d_kl_global, q, k, v, freqs, weights, mix,
       out_local, out_global, kl_local, kl_global, lse_local, lse_global, scale, key_padding_mask=None,
-      is_causal=False):
+      is_causal=False, attn_bias=None):
     return (torch.empty_like(q, memory_format=torch.contiguous_format),
             torch.empty_like(k, memory_format=torch.contiguous_format),
             torch.empty_like(v, memory_format=torch.contiguous_format),
@@ -247,14 +263,17 @@ def _present(t: Optional[Tensor]) -> bool:
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, freqs, weights, mix, scale, need_divergence, store_branches, key_padding_mask, is_causal = inputs
+    (q, k, v, freqs, weights, mix, scale, need_divergence, store_branches, key_padding_mask, is_causal,
+     attn_bias) = inputs
     out, out_l, out_g, kl_l, kl_g, lse_l, lse_g = output
     ctx.scale = scale
     ctx.store_branches = store_branches
     ctx.is_causal = bool(is_causal)
     ctx.has_padding = key_padding_mask is not None
+    ctx.has_bias = attn_bias is not None
     padding = (key_padding_mask,) if ctx.has_padding else ()
-    ctx.save_for_backward(q, k, v, freqs, weights, mix, out_l, out_g, kl_l, kl_g, lse_l, lse_g, *padding)
+    bias = (attn_bias,) if ctx.has_bias else ()
+    ctx.save_for_backward(q, k, v, freqs, weights, mix, out_l, out_g, kl_l, kl_g, lse_l, lse_g, *padding, *bias)
 
 
 def _backward(ctx, dout, d_out_l, d_out_g, d_kl_l, d_kl_g, _d_lse_l, _d_lse_g):
@@ -263,11 +282,14 @@ def _backward(ctx, dout, d_out_l, d_out_g, d_kl_l, d_kl_g, _d_lse_l, _d_lse_g):
             "amad_fast triton backward: the forward ran without saving the branch outputs "
             "(store_branches=False); call it with store_branches=True when gradients are needed"
         )
-    q, k, v, freqs, weights, mix, out_l, out_g, kl_l, kl_g, lse_l, lse_g, *padding = ctx.saved_tensors
+    q, k, v, freqs, weights, mix, out_l, out_g, kl_l, kl_g, lse_l, lse_g, *masks = ctx.saved_tensors
+    padding = masks.pop(0) if ctx.has_padding else None
+    bias = masks.pop(0) if ctx.has_bias else None
     dq, dk, dv, dfreqs, dweights, dmix = automask_bwd_op(
         dout, d_out_l, d_out_g, d_kl_l, d_kl_g, q, k, v, freqs, weights, mix,
-        out_l, out_g, kl_l, kl_g, lse_l, lse_g, ctx.scale, padding[0] if padding else None, ctx.is_causal)
-    return dq, dk, dv, dfreqs, dweights, dmix, None, None, None, None, None
+        out_l, out_g, kl_l, kl_g, lse_l, lse_g, ctx.scale, padding, ctx.is_causal, bias)
+    # the bias gets no gradient: dispatch gives kernels no attn_mask that requires one
+    return dq, dk, dv, dfreqs, dweights, dmix, None, None, None, None, None, None
 
 
 automask_fwd_op.register_autograd(_backward, setup_context=_setup_context)
@@ -276,12 +298,14 @@ automask_fwd_op.register_autograd(_backward, setup_context=_setup_context)
 def automask_attention_triton(
     q: Tensor, k: Tensor, v: Tensor, freqs: Tensor, weights: Tensor, mix: Tensor,
     scale: float, need_divergence: bool, need_branches: bool,
-    key_padding_mask: Optional[Tensor] = None, is_causal: bool = False,
+    key_padding_mask: Optional[Tensor] = None, is_causal: bool = False, attn_bias: Optional[Tensor] = None,
 ):
     """Spec §1 through the fused kernels; inputs already validated (see amad_fast.attention.validation).
 
-    ``key_padding_mask`` (B, L) bool (True = ignore that key) and ``is_causal`` mask keys inside
-    the kernels; a row with no allowed key gives zeros.
+    ``key_padding_mask`` (B, L) bool (True = ignore that key), ``is_causal`` and ``attn_bias``
+    (the attn_mask as a float32 additive (1, L, L) or (B·H, L, L) bias, −inf = blocked:
+    ``AttentionMasks.attn_bias``) mask keys inside the kernels; a row with no allowed key gives
+    zeros.
 
     ``mix`` is the raw mixup logit (the op forms λ = sigmoid(mix)). Parameters are used in fp32
     (their gradients come back in their own dtype through autograd); the branch outputs are stored
@@ -294,7 +318,8 @@ def automask_attention_triton(
         t.requires_grad for t in (q, k, v, freqs, weights, mix))
     out, out_l, out_g, kl_l, kl_g, _, _ = automask_fwd_op(
         q, k, v, freqs.to(f32), weights.to(f32), mix.to(f32),
-        float(scale), bool(need_divergence), bool(need_branches or needs_grad), key_padding_mask, bool(is_causal))
+        float(scale), bool(need_divergence), bool(need_branches or needs_grad), key_padding_mask, bool(is_causal),
+        attn_bias)
     if need_divergence:
         kl_l, kl_g = kl_l.to(q.dtype), kl_g.to(q.dtype)
     else:

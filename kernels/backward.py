@@ -5,7 +5,7 @@
 ``dq_kernel`` (one per query block) writes dq and (dc, ds) at query positions. No atomics: every
 output element has one writer, so the backward is deterministic. The anchor M is a constant.
 
-Masks are the forward's predicates (:func:`.tiles.keys_allowed`); under IS_CAUSAL the query-block
+Masks are the forward's predicates and bias (:func:`.tiles.keys_allowed`); under IS_CAUSAL the query-block
 kernels stop at the block's last row and ``dkdv_kernel`` starts at the first query block that can
 see its keys, so fully masked tiles are skipped. Masked entries get zero probability and zero
 score gradient, so a row with no allowed key has zero gradients.
@@ -19,10 +19,12 @@ from .tiles import (causal_key_end, dot, keys_allowed, kv_block, load_rows, log_
 
 @triton.jit
 def _probs_and_dp(q1, q2, qm1, qm2, k1, k2, km1, km2, v, dom, dog,
-                  hi_l, lo_l, hi_g, lo_g, dkl_l, dkl_g, scale, HAS_KL: tl.constexpr, DT: tl.constexpr):
-    """Recompute P^M, P^G on an [M, N] tile and dL/dP (+ the KL integrand terms): dP^M_ij =
-    dO^M_i·v_j + dkl_local_i·g^M_ij, likewise dP^G. Entries outside the valid tile are garbage."""
-    a, g = scores(q1, q2, qm1, qm2, k1, k2, km1, km2, scale, DT)
+                  hi_l, lo_l, hi_g, lo_g, dkl_l, dkl_g, scale, bias,
+                  HAS_KL: tl.constexpr, DT: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """Recompute P^M, P^G on an [M, N] tile (the forward's scores, ``bias`` included) and dL/dP
+    (+ the KL integrand terms): dP^M_ij = dO^M_i·v_j + dkl_local_i·g^M_ij, likewise dP^G. Entries
+    outside the valid tile are garbage."""
+    a, g = scores(q1, q2, qm1, qm2, k1, k2, km1, km2, scale, bias, DT, HAS_BIAS)
     pm, pg, gm, gg = log_probs_and_integrands(a, g, hi_l, lo_l, hi_g, lo_g)
     dpm = dot(dom, tl.trans(v), DT)
     dpg = dot(dog, tl.trans(v), DT)
@@ -34,12 +36,12 @@ def _probs_and_dp(q1, q2, qm1, qm2, k1, k2, km1, km2, v, dom, dog,
 
 @triton.jit
 def _bwd_tile(q1, q2, qm1, qm2, k1, k2, km1, km2, v, dom, dog,
-              hi_l, lo_l, hi_g, lo_g, delta_l, delta_g, dkl_l, dkl_g, mask, scale,
-              HAS_KL: tl.constexpr, DT: tl.constexpr):
+              hi_l, lo_l, hi_g, lo_g, delta_l, delta_g, dkl_l, dkl_g, mask, scale, bias,
+              HAS_KL: tl.constexpr, DT: tl.constexpr, HAS_BIAS: tl.constexpr):
     """P^M, P^G and the score gradients dA = P^M (dP^M − δ^M), dG likewise (anchor M constant);
     zero outside ``mask``."""
     pm, pg, dpm, dpg = _probs_and_dp(q1, q2, qm1, qm2, k1, k2, km1, km2, v, dom, dog,
-                                     hi_l, lo_l, hi_g, lo_g, dkl_l, dkl_g, scale, HAS_KL, DT)
+                                     hi_l, lo_l, hi_g, lo_g, dkl_l, dkl_g, scale, bias, HAS_KL, DT, HAS_BIAS)
     da = tl.where(mask, pm * (dpm - delta_l[:, None]), 0.0)
     dg = tl.where(mask, pg * (dpg - delta_g[:, None]), 0.0)
     return tl.where(mask, pm, 0.0), tl.where(mask, pg, 0.0), da, dg
@@ -86,11 +88,12 @@ def _unrotate(x1, x2, dm1, dm2, d1, d2, c, s, scale):
 
 @triton.jit
 def delta_kernel(
-    Q, K, V, FREQS, WEIGHTS, KPM, DOM, DOG, LSE_L, LSE_G, DELTA_L, DELTA_G, DKL_L, DKL_G,
+    Q, K, V, FREQS, WEIGHTS, KPM, BIAS, DOM, DOG, LSE_L, LSE_G, DELTA_L, DELTA_G, DKL_L, DKL_G,
     sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
-    H, L, L_KEY, scale,
+    sab, H, L, L_KEY, scale,
     HEAD_DIM: tl.constexpr, P: tl.constexpr, PB: tl.constexpr, S: tl.constexpr, HAS_KL: tl.constexpr,
-    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """δ_i = Σ_j P_ij dP_ij per query row, from the same recomputed P as the two gradient kernels.
 
@@ -103,6 +106,7 @@ def delta_kernel(
     bh = tl.program_id(0).to(tl.int64)
     b = bh // H
     h = bh % H
+    bias_base = bh * sab
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n0 = tl.arange(0, BLOCK_N)
     offs_p = tl.arange(0, PB)
@@ -127,9 +131,11 @@ def delta_kernel(
     for start_n in range(0, causal_key_end(pid_m * BLOCK_M, L, BLOCK_M, IS_CAUSAL), BLOCK_N):
         k1, k2, km1, km2, v, n_mask = kv_block(k_base, v_base, skl, skd, svl, svd, start_n, offs_n0, L,
                                                offs_p, p_mask, offs_d, fr, wt, P, S)
+        allowed, bias = keys_allowed(KPM, BIAS, b, bias_base, L, offs_m, start_n + offs_n0, n_mask,
+                                     HAS_KPM, IS_CAUSAL, HAS_BIAS)
         pm, pg, dpm, dpg = _probs_and_dp(q1, q2, qm1, qm2, k1, k2, km1, km2, v, dom, dog,
-                                         hi_l, lo_l, hi_g, lo_g, dkl_l, dkl_g, scale, HAS_KL, DT)
-        mask = m_mask[:, None] & keys_allowed(KPM, b, L, offs_m, start_n + offs_n0, n_mask, HAS_KPM, IS_CAUSAL)
+                                         hi_l, lo_l, hi_g, lo_g, dkl_l, dkl_g, scale, bias, HAS_KL, DT, HAS_BIAS)
+        mask = m_mask[:, None] & allowed
         delta_l += tl.sum(tl.where(mask, pm * dpm, 0.0), 1)
         delta_g += tl.sum(tl.where(mask, pg * dpg, 0.0), 1)
     tl.store(DELTA_L + row, delta_l, mask=m_mask)
@@ -138,12 +144,13 @@ def delta_kernel(
 
 @triton.jit
 def dkdv_kernel(
-    Q, K, V, FREQS, WEIGHTS, KPM, DOM, DOG, LSE_L, LSE_G, DELTA_L, DELTA_G, DKL_L, DKL_G,
+    Q, K, V, FREQS, WEIGHTS, KPM, BIAS, DOM, DOG, LSE_L, LSE_G, DELTA_L, DELTA_G, DKL_L, DKL_G,
     DK, DV, DC, DS,
     sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
-    H, L, L_KEY, scale,
+    sab, H, L, L_KEY, scale,
     HEAD_DIM: tl.constexpr, P: tl.constexpr, PB: tl.constexpr, S: tl.constexpr, HAS_KL: tl.constexpr,
-    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """One program per key block: dk, dv and dc/ds at the key positions, looping over query blocks."""
     DT = Q.dtype.element_ty
@@ -151,6 +158,7 @@ def dkdv_kernel(
     bh = tl.program_id(0).to(tl.int64)  # B·H on axis 0: axis 1 is limited to 65535
     b = bh // H
     h = bh % H
+    bias_base = bh * sab
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m0 = tl.arange(0, BLOCK_M)
     offs_p = tl.arange(0, PB)
@@ -185,11 +193,11 @@ def dkdv_kernel(
         dog = tl.load(DOG + o_off, mask=m_mask[:, None], other=0.0)
         hi_l, lo_l, hi_g, lo_g, delta_l, delta_g, dkl_l, dkl_g = _row_stats(
             LSE_L, LSE_G, DELTA_L, DELTA_G, DKL_L, DKL_G, row, m_mask, HAS_KL)
+        allowed, bias = keys_allowed(KPM, BIAS, b, bias_base, L, offs_m, offs_n, n_mask,
+                                     HAS_KPM, IS_CAUSAL, HAS_BIAS)
         pm, pg, da, dg = _bwd_tile(q1, q2, qm1, qm2, k1, k2, km1, km2, v, dom, dog,
                                    hi_l, lo_l, hi_g, lo_g, delta_l, delta_g, dkl_l, dkl_g,
-                                   m_mask[:, None] & keys_allowed(KPM, b, L, offs_m, offs_n, n_mask,
-                                                                  HAS_KPM, IS_CAUSAL),
-                                   scale, HAS_KL, DT)
+                                   m_mask[:, None] & allowed, scale, bias, HAS_KL, DT, HAS_BIAS)
         dv += dot(tl.trans(pm), dom, DT) + dot(tl.trans(pg), dog, DT)
         da_t = tl.trans(da)
         dg_t = tl.trans(dg)
@@ -211,12 +219,13 @@ def dkdv_kernel(
 
 @triton.jit
 def dq_kernel(
-    Q, K, V, FREQS, WEIGHTS, KPM, DOM, DOG, LSE_L, LSE_G, DELTA_L, DELTA_G, DKL_L, DKL_G,
+    Q, K, V, FREQS, WEIGHTS, KPM, BIAS, DOM, DOG, LSE_L, LSE_G, DELTA_L, DELTA_G, DKL_L, DKL_G,
     DQ, DC, DS,
     sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
-    H, L, L_KEY, scale,
+    sab, H, L, L_KEY, scale,
     HEAD_DIM: tl.constexpr, P: tl.constexpr, PB: tl.constexpr, S: tl.constexpr, HAS_KL: tl.constexpr,
-    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """One program per query block: dq and dc/ds at the query positions, looping over key blocks."""
     DT = Q.dtype.element_ty
@@ -224,6 +233,7 @@ def dq_kernel(
     bh = tl.program_id(0).to(tl.int64)  # B·H on axis 0: axis 1 is limited to 65535
     b = bh // H
     h = bh % H
+    bias_base = bh * sab
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n0 = tl.arange(0, BLOCK_N)
     offs_p = tl.arange(0, PB)
@@ -251,11 +261,11 @@ def dq_kernel(
     for start_n in range(0, causal_key_end(pid_m * BLOCK_M, L, BLOCK_M, IS_CAUSAL), BLOCK_N):
         k1, k2, km1, km2, v, n_mask = kv_block(k_base, v_base, skl, skd, svl, svd, start_n, offs_n0, L,
                                                offs_p, p_mask, offs_d, fr, wt, P, S)
+        allowed, bias = keys_allowed(KPM, BIAS, b, bias_base, L, offs_m, start_n + offs_n0, n_mask,
+                                     HAS_KPM, IS_CAUSAL, HAS_BIAS)
         pm, pg, da, dg = _bwd_tile(q1, q2, qm1, qm2, k1, k2, km1, km2, v, dom, dog,
                                    hi_l, lo_l, hi_g, lo_g, delta_l, delta_g, dkl_l, dkl_g,
-                                   m_mask[:, None] & keys_allowed(KPM, b, L, offs_m, start_n + offs_n0, n_mask,
-                                                                  HAS_KPM, IS_CAUSAL),
-                                   scale, HAS_KL, DT)
+                                   m_mask[:, None] & allowed, scale, bias, HAS_KL, DT, HAS_BIAS)
         dqm1 += dot(da, km1, DT)
         dqm2 += dot(da, km2, DT)
         dq1 += dot(dg, k1, DT)

@@ -8,7 +8,9 @@ log-sum-exps. It stores both rows' lse in float64 for the backward.
 
 Masks are predicates on the key index (:func:`.tiles.keys_allowed`): HAS_KPM reads the (B, L)
 key padding vector, IS_CAUSAL compares positions and stops the key loops after the block's last
-row (fully masked key tiles are never visited). A row with no allowed key stores zeros for its
+row (fully masked key tiles are never visited), HAS_BIAS reads the attn_mask's additive (L, L)
+bias tile of this b·h (``sab`` its stride, 0 when one mask serves every b·h), added to both maps'
+scores, its −inf entries blocked keys. A row with no allowed key stores zeros for its
 outputs and kl terms, and lse 0 (every entry of it is masked again in the backward).
 """
 import triton
@@ -20,12 +22,13 @@ from .tiles import (causal_key_end, keys_allowed, kv_block, log_probs_and_integr
 
 @triton.jit
 def forward_kernel(
-    Q, K, V, FREQS, WEIGHTS, LAM, KPM,
+    Q, K, V, FREQS, WEIGHTS, LAM, KPM, BIAS,
     OUT, OUT_L, OUT_G, KL_L, KL_G, LSE_L, LSE_G,
     sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
-    H, L, L_KEY, scale,
+    sab, H, L, L_KEY, scale,
     HEAD_DIM: tl.constexpr, P: tl.constexpr, PB: tl.constexpr, S: tl.constexpr,
     NEED_KL: tl.constexpr, STORE_BRANCHES: tl.constexpr, HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE_BLOCK: tl.constexpr,
 ):
     DT = Q.dtype.element_ty
@@ -43,6 +46,7 @@ def forward_kernel(
     wt = WEIGHTS + h * S
     k_base = K + b * skb + h * skh
     v_base = V + b * svb + h * svh
+    bias_base = bh * sab
 
     q1, q2, qm1, qm2, _c, _s = rotated(Q + b * sqb + h * sqh, sql, sqd, offs_m, m_mask, offs_p, p_mask,
                                        fr, wt, P, S)
@@ -60,8 +64,9 @@ def forward_kernel(
         # The whole row fits one key block: scores stay in registers for the divergence.
         k1, k2, km1, km2, v, n_mask = kv_block(k_base, v_base, skl, skd, svl, svd, 0, offs_n0, L,
                                                offs_p, p_mask, offs_d, fr, wt, P, S)
-        a, g = scores(q1, q2, qm1, qm2, k1, k2, km1, km2, scale, DT)
-        allowed = keys_allowed(KPM, b, L, offs_m, offs_n0, n_mask, HAS_KPM, IS_CAUSAL)
+        allowed, bias = keys_allowed(KPM, BIAS, b, bias_base, L, offs_m, offs_n0, n_mask,
+                                     HAS_KPM, IS_CAUSAL, HAS_BIAS)
+        a, g = scores(q1, q2, qm1, qm2, k1, k2, km1, km2, scale, bias, DT, HAS_BIAS)
         m_l, l_l, acc_l = online_update(tl.where(allowed, a, float("-inf")), m_l, l_l, acc_l, v, DT)
         m_g, l_g, acc_g = online_update(tl.where(allowed, g, float("-inf")), m_g, l_g, acc_g, v, DT)
         r_l = tl.log(l_l)
@@ -76,8 +81,9 @@ def forward_kernel(
         for start_n in range(0, key_end, BLOCK_N):
             k1, k2, km1, km2, v, n_mask = kv_block(k_base, v_base, skl, skd, svl, svd, start_n, offs_n0, L,
                                                    offs_p, p_mask, offs_d, fr, wt, P, S)
-            a, g = scores(q1, q2, qm1, qm2, k1, k2, km1, km2, scale, DT)
-            allowed = keys_allowed(KPM, b, L, offs_m, start_n + offs_n0, n_mask, HAS_KPM, IS_CAUSAL)
+            allowed, bias = keys_allowed(KPM, BIAS, b, bias_base, L, offs_m, start_n + offs_n0, n_mask,
+                                         HAS_KPM, IS_CAUSAL, HAS_BIAS)
+            a, g = scores(q1, q2, qm1, qm2, k1, k2, km1, km2, scale, bias, DT, HAS_BIAS)
             a = tl.where(allowed, a, float("-inf"))
             g = tl.where(allowed, g, float("-inf"))
             m_l, l_l, acc_l = online_update(a, m_l, l_l, acc_l, v, DT)
@@ -91,9 +97,10 @@ def forward_kernel(
                 n_mask = offs_n < L
                 k1, k2, km1, km2, _c2, _s2 = rotated(k_base, skl, skd, offs_n, n_mask, offs_p, p_mask,
                                                      fr, wt, P, S)
-                a, g = scores(q1, q2, qm1, qm2, k1, k2, km1, km2, scale, DT)
+                allowed, bias = keys_allowed(KPM, BIAS, b, bias_base, L, offs_m, offs_n, n_mask,
+                                             HAS_KPM, IS_CAUSAL, HAS_BIAS)
+                a, g = scores(q1, q2, qm1, qm2, k1, k2, km1, km2, scale, bias, DT, HAS_BIAS)
                 pm, pg, gm, gg = log_probs_and_integrands(a, g, m_l, r_l, m_g, r_g)
-                allowed = keys_allowed(KPM, b, L, offs_m, offs_n, n_mask, HAS_KPM, IS_CAUSAL)
                 kl_l += tl.sum(tl.where(allowed, pm * gm, 0.0), 1)
                 kl_g += tl.sum(tl.where(allowed, pg * gg, 0.0), 1)
 

@@ -20,8 +20,9 @@ INTERPRETED = interpreted()
 # Launch configuration: autotuned on a GPU, one small config under the interpreter
 # ----------------------------------------------------------------------------------------------
 
-#: IS_CAUSAL in the key: a causal launch visits about half the tiles, so it may tune differently
-_AUTOTUNE_KEY = ["L_KEY", "HEAD_DIM", "S", "IS_CAUSAL"]
+#: IS_CAUSAL in the key: a causal launch visits about half the tiles, so it may tune differently;
+#: HAS_BIAS: a biased launch loads an [M, N] fp32 tile per score tile, which weighs on larger tiles
+_AUTOTUNE_KEY = ["L_KEY", "HEAD_DIM", "S", "IS_CAUSAL", "HAS_BIAS"]
 
 
 def _configs(backward: bool) -> List[triton.Config]:
@@ -117,10 +118,11 @@ def aot_compile(arch: int = 90, dtype: str = "fp16", head_dim: int = 64, scales:
     ptr = {n: f"*{dtype}" for n in ("Q", "K", "V", "OUT", "OUT_L", "OUT_G", "DOM", "DOG", "DQ", "DK", "DV")}
     ptr.update({n: "*fp32" for n in ("FREQS", "WEIGHTS", "LAM", "KL_L", "KL_G", "DELTA_L", "DELTA_G",
                                      "DKL_L", "DKL_G", "DC", "DS")})
-    ptr.update({"LSE_L": "*fp64", "LSE_G": "*fp64", "KPM": "*u8"})
+    ptr.update({"LSE_L": "*fp64", "LSE_G": "*fp64", "KPM": "*u8", "BIAS": "*fp32"})
     shape = dict(HEAD_DIM=head_dim, P=head_dim // 2, PB=max(16, head_dim // 2), S=scales,
                  BLOCK_M=block_m, BLOCK_N=block_n)
-    unmasked, masked = dict(HAS_KPM=False, IS_CAUSAL=False), dict(HAS_KPM=True, IS_CAUSAL=True)
+    unmasked = dict(HAS_KPM=False, IS_CAUSAL=False, HAS_BIAS=False)
+    masked = dict(HAS_KPM=True, IS_CAUSAL=True, HAS_BIAS=True)
     variants = {f"fwd single={sb} kl={kl}": (forward_kernel, dict(NEED_KL=kl, STORE_BRANCHES=True, SINGLE_BLOCK=sb,
                                                                    **unmasked))
                 for sb in (True, False) for kl in (True, False)}

@@ -18,9 +18,9 @@ MAX_HEAD_DIM = 128
 HEAD_DIM_POWER_OF_TWO = True
 #: largest number of AutoMask scales S (the loop over S is unrolled at compile time)
 MAX_SCALES = 16
-#: the masks the kernels apply as predicates on the key index (a (B, L) padding vector, j ≤ i);
-#: an attn_mask (an L×L tensor) is left to the reference
-MASKS = frozenset({"key_padding_mask", "is_causal"})
+#: the masks the kernels apply: predicates on the key index (a (B, L) padding vector, j ≤ i) and
+#: the attn_mask as an additive float32 (L, L) bias read tile by tile (−inf entries block keys)
+MASKS = frozenset({"key_padding_mask", "attn_mask", "is_causal"})
 #: dtypes of q, k, v the kernels are compiled for (the parameters are used in float32)
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 #: the subset Triton's CPU interpreter runs (it has no bfloat16)

@@ -79,11 +79,17 @@ def rotated(base, stride_l, stride_d, pos, row_mask, offs_p, p_mask, fr_ptr, w_p
 
 
 @triton.jit
-def scores(q1, q2, qm1, qm2, k1, k2, km1, km2, scale, DT: tl.constexpr):
-    """Both score maps A (modulated) and G (plain), [M, N], in natural units like the reference."""
+def scores(q1, q2, qm1, qm2, k1, k2, km1, km2, scale, bias, DT: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """Both score maps A (modulated) and G (plain), [M, N], in natural units like the reference:
+    the scaled products plus, under HAS_BIAS, the attn_mask's additive ``bias`` tile (from
+    :func:`keys_allowed`, finite). Every pass forms its scores here, so the backward's recomputed
+    scores are the forward's."""
     a = dot(qm1, tl.trans(km1), DT) + dot(qm2, tl.trans(km2), DT)
     g = dot(q1, tl.trans(k1), DT) + dot(q2, tl.trans(k2), DT)
-    return a * scale, g * scale
+    if HAS_BIAS:
+        return a * scale + bias, g * scale + bias
+    else:
+        return a * scale, g * scale
 
 
 @triton.jit
@@ -118,16 +124,31 @@ def online_update(x, m, l, acc, v, DT: tl.constexpr):
 
 
 @triton.jit
-def keys_allowed(KPM, b, L, offs_m, offs_n, n_mask, HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr):
-    """[M, N] bool: key j (``offs_n``) takes part in query row i (``offs_m``): j < L, not padding
-    (KPM, the (B, L) key padding mask, nonzero = ignore) and, under IS_CAUSAL, j ≤ i."""
+def keys_allowed(KPM, BIAS, b, bias_base, L, offs_m, offs_n, n_mask,
+                 HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """Which keys take part, and the attn_mask's bias, on an [M, N] tile of query rows ``offs_m``
+    and keys ``offs_n``.
+
+    ``allowed`` [M, N] bool: j < L, not padding (KPM, the (B, L) key padding mask, nonzero =
+    ignore), under IS_CAUSAL j ≤ i, and under HAS_BIAS a bias entry other than −inf. ``bias``: the
+    tile of BIAS + ``bias_base`` (a contiguous (L, L) fp32 additive mask) with its −inf entries
+    (and entries beyond L) read as 0, so the scores it is added to stay finite and blocked keys
+    are dropped through ``allowed`` alone (−inf − (−inf) would give NaN); 0.0 without HAS_BIAS.
+    """
     allowed = (offs_m[:, None] >= 0) & n_mask[None, :]
     if HAS_KPM:
         padded = tl.load(KPM + b * L + offs_n, mask=n_mask, other=1)
         allowed = allowed & (padded == 0)[None, :]
     if IS_CAUSAL:
         allowed = allowed & (offs_n[None, :] <= offs_m[:, None])
-    return allowed
+    if HAS_BIAS:
+        in_tile = (offs_m < L)[:, None] & n_mask[None, :]
+        bias = tl.load(BIAS + bias_base + offs_m[:, None] * L + offs_n[None, :], mask=in_tile, other=0.0)
+        allowed = allowed & (bias != float("-inf"))
+        bias = tl.where(bias == float("-inf"), 0.0, bias)
+    else:
+        bias = 0.0
+    return allowed, bias
 
 
 @triton.jit

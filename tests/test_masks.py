@@ -213,6 +213,36 @@ CPP_CASES = FUSED_CASES + [
 ]
 
 
+def _attn_mask_cases():
+    """(label, L, masks) with an attn_mask: bool and float, (L, L) and (B·H, L, L), −inf entries,
+    rows it blocks entirely, combined with padding and causal, large finite biases."""
+    bool_2d = random_bool_mask((37, 37), 31)
+    bool_2d[0] = True  # row 0 has no allowed key
+    bool_3d = random_bool_mask((4, 80, 80), 32)
+    bool_3d[1, 70] = True  # a row past the first key and query blocks, blocked in one b·h only
+    float_3d = random_float_mask((4, 80, 80), 34)
+    float_3d[3, 5] = float("-inf")
+    future = torch.ones(80, 80, dtype=torch.bool).triu(1)
+    g = torch.Generator().manual_seed(36)
+    large = (torch.rand((4, 80, 80), generator=g, dtype=torch.float64) * 60 - 30).masked_fill(
+        torch.rand((4, 80, 80), generator=g) < 0.1, float("-inf"))  # uniform in [−30, 30]
+    return [
+        ("attn_bool_2d_empty_row", 37, dict(attn_mask=bool_2d)),
+        ("attn_bool_3d_empty_row", 80, dict(attn_mask=bool_3d)),
+        ("attn_float_2d", 37, dict(attn_mask=random_float_mask((37, 37), 33))),
+        ("attn_float_2d_multi_block", 80, dict(attn_mask=random_float_mask((80, 80), 35))),
+        ("attn_float_3d_empty_row", 80, dict(attn_mask=float_3d)),
+        ("attn_float_3d_padding_causal", 80, dict(attn_mask=random_float_mask((4, 80, 80), 37).masked_fill(
+            future, float("-inf")), key_padding_mask=padding([80, 45], 80).flip(1), is_causal=True)),
+        ("attn_bool_2d_padding_single_block", 37, dict(attn_mask=bool_2d, key_padding_mask=padding([23, 37], 37))),
+        ("attn_float_large_30", 80, dict(attn_mask=large)),
+    ]
+
+
+#: L = 37 and 80 are not multiples of Triton's fixed tile (32 x 64): partial tiles of the bias
+ATTN_MASK_CASES = _attn_mask_cases()
+
+
 def _triton_device():
     from amad_fast.kernels import limits
 
@@ -278,12 +308,26 @@ def test_cpp_empty_mask_is_bit_identical_to_no_mask():
 
 
 @needs_triton
-def test_triton_refuses_attn_mask_and_auto_falls_back():
-    inputs = [x.float() for x in testing.make_inputs(1, 1, 5, 16, 1)]
-    mask = torch.zeros(5, 5, dtype=torch.bool)
-    mask[1, 0] = True
-    with pytest.raises(RuntimeError, match=r"backend 'triton' cannot run these inputs: attn_mask not supported"):
-        automask_attention(*inputs, attn_mask=mask, backend="triton")
+@pytest.mark.parametrize("label, length, masks", ATTN_MASK_CASES, ids=[c[0] for c in ATTN_MASK_CASES])
+def test_triton_attn_mask_parity(label, length, masks):
+    check_masked_parity("triton", label, length, masks, torch.float32)
+
+
+@needs_triton
+def test_triton_takes_attn_mask_inside_the_kernels():
+    """An attn_mask runs on the Triton kernels (not the reference): dispatch picks Triton, and a
+    zero bias gives the unmasked kernels' numbers bit for bit (the bias is added, nothing else moves)."""
+    inputs = [x.float() for x in testing.make_inputs(2, 2, 37, 16, 2, seed=6)]
+    dims = check_inputs(*inputs, None)
+    mask = random_bool_mask((37, 37), 9)
+    checked = check_masks(None, mask, False, dims, inputs[0].device)
+    assert BACKENDS["triton"].unsupported_reason(inputs[0], inputs[3], dims, 0.0, checked) is None
+    plain = run_masked("triton", inputs, {}, dtype=torch.float32)
+    zero_bias = run_masked("triton", inputs, dict(attn_mask=torch.zeros(37, 37)), dtype=torch.float32)
+    for name in testing.FIELDS + testing.GRADS:
+        assert torch.equal(zero_bias[name], plain[name]), name
+    blocked = run_masked("triton", inputs, dict(attn_mask=mask), dtype=torch.float32)
+    assert not torch.equal(blocked["out"], plain["out"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -297,7 +341,7 @@ def _float_inputs(L=5, D=4):
 
 def test_backends_declare_their_masks():
     assert BACKENDS["reference"].support().masks == {"key_padding_mask", "attn_mask", "is_causal"}
-    assert BACKENDS["triton"].support().masks == {"key_padding_mask", "is_causal"}
+    assert BACKENDS["triton"].support().masks == {"key_padding_mask", "attn_mask", "is_causal"}
     assert BACKENDS["cpp"].support().masks == {"key_padding_mask", "is_causal"}
 
 

@@ -143,6 +143,10 @@ def test_custom_ops_pass_opcheck_and_fake_shapes():
     for nd in (True, False):
         torch.library.opcheck(km.automask_fwd_op, (*grad, 0.25, nd, True))
     torch.library.opcheck(km.automask_fwd_op, (q, k, v, f, w, m, 0.25, False, False))
+    bias = torch.randn(4, 20, 20, device=DEVICE).masked_fill(torch.rand(4, 20, 20, device=DEVICE) < 0.2, float("-inf"))
+    padded = torch.arange(20, device=DEVICE)[None, :] >= torch.tensor([20, 12], device=DEVICE)[:, None]
+    for masks in ((padded, True, bias), (None, False, bias[:1])):  # (B·H, L, L) and (1, L, L) biases
+        torch.library.opcheck(km.automask_fwd_op, (*grad, 0.25, True, True, *masks))
     out = km.automask_fwd_op(q, k, v, f, w, m, 0.25, True, True)
     dout = torch.randn_like(q)
     torch.library.opcheck(km.automask_bwd_op, (dout, None, None, None, None, q, k, v, f, w, m, *out[1:], 0.25))

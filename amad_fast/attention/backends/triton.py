@@ -7,6 +7,8 @@ inputs are refused without importing it.
 """
 from __future__ import annotations
 
+import torch
+
 from amad_fast.attention.backends.base import Backend, HeadDims, Support
 from amad_fast.attention.validation import NO_MASKS
 from amad_fast.kernels import limits
@@ -52,4 +54,5 @@ class TritonBackend(Backend):
         from amad_fast.kernels.automask import automask_attention_triton
 
         return automask_attention_triton(q, k, v, freqs, weights, mix, scale, need_divergence, need_branches,
-                                         key_padding_mask=masks.key_padding, is_causal=masks.causal)
+                                         key_padding_mask=masks.key_padding, is_causal=masks.causal,
+                                         attn_bias=masks.attn_bias(torch.float32))
