@@ -13,17 +13,20 @@ Checks (inputs, cotangents and the parity rule from amad_fast.attention.testing)
   1. logic: float64, the kernels as built (kThreads = 128), several shapes (several key tiles,
      several columns per thread, underflowing probabilities): the rule against the float64
      reference itself (FLOAT64_FLOOR: ≤ 1e-9 relative).
-  2. masks (key_padding_mask, is_causal), float64, kThreads = 128 and 4 (several key tiles, so
-     causal tile skipping and padded tiles are exercised): padding of random lengths, random
-     boolean padding, causal, both, a fully padded batch and rows with no allowed key, against
-     the reference's masked result under the same rule (FLOAT64_FLOOR); everything finite, rows
-     with no allowed key exactly 0 (outputs, kl, dq) and padded keys' dk, dv exactly 0.
+  2. masks (key_padding_mask, is_causal, attn_mask), float64, kThreads = 128 and 4 (several key
+     tiles, so causal tile skipping and padded tiles are exercised): padding of random lengths,
+     random boolean padding, causal, both, a bool (L, L) attn_mask, a float (B·H, L, L) one with
+     −inf entries, one of large finite entries (±30), attn_mask with padding and causal, a fully
+     padded batch and rows with no allowed key, against the reference's masked result under the
+     same rule (FLOAT64_FLOOR); everything finite, rows with no allowed key exactly 0 (outputs,
+     kl, dq) and the dk, dv of keys no query may attend exactly 0.
   3. large logits, kThreads = 4 (several key tiles and columns per thread at small
      shapes; a faster emulation), at
      every score scale of testing.SCORE_SCALES: float32 under the parity rule over a sample of
      seeds against the float64 reference; float64 under the same rule against the long-double
      evaluation; kl ≥ 0 and everything finite in every draw. The float32 check is repeated
-     under padding + causal masks at the largest score scale against the masked reference.
+     under padding + causal masks at the largest score scale against the masked reference, with
+     and without a large (±30, −inf) attn_mask.
 
 Usage: python scripts/cuda_logic_on_cpu.py [--seeds N]   (exit 1 when any check fails)
 """
@@ -43,11 +46,14 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from amad_fast.attention.reference import automask_attention_reference, modulation_tables  # noqa: E402
+from amad_fast.attention.reference import (  # noqa: E402
+    automask_attention_reference, blocked_keys, modulation_tables,
+)
 from amad_fast.attention.testing import (  # noqa: E402
     EXTENDED, FLOAT64_FLOOR, PARITY_SEEDS, SCORE_SCALES, cotangents, eps_floor, make_inputs, parity_stats, run,
     run_extended,
 )
+from amad_fast.attention.validation import AttentionMasks  # noqa: E402
 
 STUB = r"""
 #pragma once
@@ -97,35 +103,36 @@ template <typename F> void launch(int64_t grid, size_t shm, F call) {
 // shared-memory sizes as in the launchers of automask_kernels.cu
 template <typename T>
 void fwd(const T* q, const T* k, const T* v, const T* cos, const T* sin, const T* lam, T* out, T* ol, T* og, T* kll,
-         T* klg, double* lsel, double* lseg, const uint8_t* kpm, bool causal, int64_t B, int64_t H, int64_t L,
-         int64_t D, T scale) {
+         T* klg, double* lsel, double* lseg, const uint8_t* kpm, bool causal, const T* bias, int64_t bias_stride,
+         int64_t B, int64_t H, int64_t L, int64_t D, T scale) {
   launch(B * H * L, (2 * D + 4 * kThreads) * sizeof(T), [&] {
-    forward_kernel<T>(q, k, v, cos, sin, lam, out, ol, og, kll, klg, lsel, lseg, kpm, causal, H, L, (int)D,
-                      scale); });
+    forward_kernel<T>(q, k, v, cos, sin, lam, out, ol, og, kll, klg, lsel, lseg, kpm, causal, bias, bias_stride, H, L,
+                      (int)D, scale); });
 }
 template <typename T>
 void bwd(const T* g_out, const T* g_ol, const T* g_og, const T* g_kl, const T* g_kg, const T* q, const T* k,
          const T* v, const T* cos, const T* sin, const T* lam, const double* lsel, const double* lseg, T* dq, T* dk,
-         T* dv, T* dc, T* ds, T* stats, const uint8_t* kpm, bool causal, int64_t B, int64_t H, int64_t L, int64_t D,
-         T scale) {
+         T* dv, T* dc, T* ds, T* stats, const uint8_t* kpm, bool causal, const T* bias, int64_t bias_stride, int64_t B,
+         int64_t H, int64_t L, int64_t D, T scale) {
   launch(B * H * L, (5 * D + 3 * kThreads) * sizeof(T), [&] {
     backward_rows_kernel<T>(g_out, g_ol, g_og, g_kl, g_kg, q, k, v, cos, sin, lam, lsel, lseg, dq, dc, ds, stats,
-                            kpm, causal, H, L, (int)D, scale); });
+                            kpm, causal, bias, bias_stride, H, L, (int)D, scale); });
   launch(B * H * L, (4 * D + 4 * kThreads) * sizeof(T), [&] {
     backward_cols_kernel<T>(g_out, g_ol, g_og, g_kl, g_kg, q, k, v, cos, sin, lam, lsel, lseg, stats, dk, dv, dc, ds,
-                            kpm, causal, H, L, (int)D, scale); });
+                            kpm, causal, bias, bias_stride, H, L, (int)D, scale); });
 }
 #define EMU(T, S)                                                                                                  \
   extern "C" void emu_forward_##S(const T* q, const T* k, const T* v, const T* cos, const T* sin, const T* lam,    \
-      T* out, T* ol, T* og, T* kll, T* klg, double* lsel, double* lseg, const uint8_t* kpm, int causal, int64_t B,  \
-      int64_t H, int64_t L, int64_t D, double scale) {                                                             \
-    fwd<T>(q, k, v, cos, sin, lam, out, ol, og, kll, klg, lsel, lseg, kpm, causal != 0, B, H, L, D, (T)scale); }   \
+      T* out, T* ol, T* og, T* kll, T* klg, double* lsel, double* lseg, const uint8_t* kpm, int causal,             \
+      const T* bias, int64_t bias_stride, int64_t B, int64_t H, int64_t L, int64_t D, double scale) {              \
+    fwd<T>(q, k, v, cos, sin, lam, out, ol, og, kll, klg, lsel, lseg, kpm, causal != 0, bias, bias_stride, B, H, L, \
+           D, (T)scale); }                                                                                         \
   extern "C" void emu_backward_##S(const T* g_out, const T* g_ol, const T* g_og, const T* g_kl, const T* g_kg,     \
       const T* q, const T* k, const T* v, const T* cos, const T* sin, const T* lam, const double* lsel,             \
-      const double* lseg, T* dq, T* dk, T* dv, T* dc, T* ds, T* stats, const uint8_t* kpm, int causal, int64_t B,   \
-      int64_t H, int64_t L, int64_t D, double scale) {                                                             \
+      const double* lseg, T* dq, T* dk, T* dv, T* dc, T* ds, T* stats, const uint8_t* kpm, int causal,              \
+      const T* bias, int64_t bias_stride, int64_t B, int64_t H, int64_t L, int64_t D, double scale) {              \
     bwd<T>(g_out, g_ol, g_og, g_kl, g_kg, q, k, v, cos, sin, lam, lsel, lseg, dq, dk, dv, dc, ds, stats, kpm,      \
-           causal != 0, B, H, L, D, (T)scale); }
+           causal != 0, bias, bias_stride, B, H, L, D, (T)scale); }
 EMU(double, f64)
 EMU(float, f32)
 """
@@ -153,13 +160,15 @@ def build(tmp: str, threads: int | None = None) -> ctypes.CDLL:
 
 
 def run_emulated(lib, inputs, dtype=torch.float64, seed=1, need_kl_grad=True, key_padding_mask=None,
-                 is_causal=False):
+                 is_causal=False, attn_mask=None):
     """testing.run for the CUDA kernels: inputs (float64, from testing.make_inputs) cast to the compute
     dtype (float32 or float64), the same cotangents, {name: tensor} of the five outputs and six
     gradients, the forward's saved float64 log-sum-exps lse_local, lse_global (B, H, L) and the
     backward's per-row scratch backward_stats (4, B, H, L), both checked finite. Inputs
     and parameters are both taken in the compute dtype, as the binding does.
-    key_padding_mask: (B, L) bool (True = masked) or None, passed to the kernels as uint8."""
+    key_padding_mask: (B, L) bool (True = masked) or None, passed to the kernels as uint8; attn_mask:
+    (L, L) or (B·H, L, L), bool or float, or None, passed as AttentionMasks.attn_bias in the compute
+    dtype with its batch-head stride (0 for one (L, L) bias), as the binding is to pass it."""
     q, k, v, f, w, m = (x.detach().to(dtype).contiguous() for x in inputs)
     B, H, L, D = q.shape
     suffix = {torch.float64: "f64", torch.float32: "f32"}[dtype]
@@ -175,7 +184,9 @@ def run_emulated(lib, inputs, dtype=torch.float64, seed=1, need_kl_grad=True, ke
         return ctypes.c_void_p(t.data_ptr() if t is not None else 0)
 
     kpm = None if key_padding_mask is None else key_padding_mask.to(torch.uint8).contiguous()
-    masks = [ptr(kpm), ctypes.c_int(int(is_causal))]
+    bias = AttentionMasks(attn=attn_mask).attn_bias(dtype)
+    bias_stride = 0 if bias is None or bias.shape[0] == 1 else L * L
+    masks = [ptr(kpm), ctypes.c_int(int(is_causal)), ptr(bias), ctypes.c_int64(bias_stride)]
     dims = [ctypes.c_int64(x) for x in (B, H, L, D)]
     out, ol, og = new(B, H, L, D), new(B, H, L, D), new(B, H, L, D)
     kll, klg = new(B, H, L), new(B, H, L)
@@ -204,16 +215,25 @@ LOGIC_CASES = [
     dict(B=1, H=2, L=40, D=16, S=2, q_scale=40.0),  # probabilities underflow
 ]
 
-#: masked cases: the padding kind of key_padding (None = no padding) and is_causal; run at kThreads = 128
-#: and 4 (L = 37: 10 key tiles of 4), the last (L = 200: two key tiles of 128) as built only
+#: masked cases: the padding kind of key_padding (None = no padding), is_causal and the attn_mask kind
+#: of attn_mask (None = none); run at kThreads = 128 and 4 (L = 37: 10 key tiles of 4), the last two
+#: (L = 200: two key tiles of 128) as built only
 MASK_CASES = [
     dict(B=3, H=2, L=37, D=16, S=2, padding="lengths"),  # batch 0 fully padded: every row empty
     dict(B=2, H=2, L=37, D=16, S=2, padding="random"),
     dict(B=1, H=2, L=37, D=16, S=2, causal=True),
     dict(B=2, H=1, L=37, D=8, S=2, padding="random", causal=True),  # batch 1's rows 0..2 empty
     dict(B=2, H=1, L=37, D=8, S=2, padding="lengths", causal=True, need_kl_grad=False),
+    dict(B=2, H=2, L=37, D=16, S=2, attn="bool"),  # one (L, L) bias for every batch-head
+    dict(B=2, H=2, L=37, D=16, S=2, attn="float"),  # a (B·H, L, L) bias
+    dict(B=2, H=2, L=37, D=8, S=2, padding="random", causal=True, attn="float"),
+    dict(B=2, H=1, L=37, D=8, S=2, padding="lengths", attn="bool", need_kl_grad=False),
+    dict(B=1, H=2, L=37, D=16, S=2, attn="large"),
 ]
-MASK_CASES_AS_BUILT = [dict(B=2, H=1, L=200, D=6, S=2, padding="lengths", causal=True)]
+MASK_CASES_AS_BUILT = [
+    dict(B=2, H=1, L=200, D=6, S=2, padding="lengths", causal=True),
+    dict(B=1, H=2, L=200, D=6, S=2, causal=True, attn="float"),
+]
 
 #: large-logit shapes (with kThreads = 4: 4 and 10 key tiles, 4 columns per thread)
 SCALE_SHAPES = [(2, 2, 16, 16, 4), (1, 2, 37, 16, 2)]
@@ -244,49 +264,70 @@ def key_padding(B: int, L: int, kind: str, seed: int = 0) -> torch.Tensor:
     return mask
 
 
-def masked_reference(key_padding_mask, is_causal):
+def attn_mask(B: int, H: int, L: int, kind: str, seed: int = 0) -> torch.Tensor:
+    """An attn_mask, each with a row no key is allowed in. "bool": (L, L), True = masked, each entry
+    with probability 0.3 and row 1 all True; "float": a (B·H, L, L) float64 additive bias of N(0, 1)
+    entries, each −inf with probability 0.3 and row 2 of the last batch-head all −inf; "large": as
+    "float" with ±30 for the finite entries (a large finite bias that decides most of each row)."""
+    g = torch.Generator().manual_seed(seed)
+    if kind == "bool":
+        mask = torch.rand(L, L, generator=g) < 0.3
+        mask[1] = True
+        return mask
+    bias = torch.randn(B * H, L, L, generator=g, dtype=torch.float64)
+    if kind == "large":
+        bias = 30.0 * bias.sign()
+    bias = bias.masked_fill(torch.rand(B * H, L, L, generator=g) < 0.3, float("-inf"))
+    bias[-1, 2] = float("-inf")
+    return bias
+
+
+def masked_reference(key_padding_mask, is_causal, attn_mask=None):
     """The reference with these masks, as a backend callable for testing.run."""
-    return functools.partial(automask_attention_reference, key_padding_mask=key_padding_mask, is_causal=is_causal)
+    return functools.partial(automask_attention_reference, key_padding_mask=key_padding_mask, is_causal=is_causal,
+                             attn_mask=attn_mask)
 
 
-def check_masked(lib, B, H, L, D, S, padding=None, causal=False, need_kl_grad=True) -> tuple[float, list[str]]:
+def check_masked(lib, B, H, L, D, S, padding=None, causal=False, attn=None,
+                 need_kl_grad=True) -> tuple[float, list[str]]:
     """The float64 kernels under masks against the float64 reference with the same masks: the largest
     error relative to the tolerance (≤ 1 passes) and the exactness problems: a non-finite field, a
-    non-zero output, kl, dq or saved log-sum-exp on a row with no allowed key, a non-zero dk or dv of a padded key."""
+    non-zero output, kl, dq or saved log-sum-exp on a row with no allowed key, a non-zero dk or dv of
+    a key no query may attend (a padded key)."""
     inputs = make_inputs(B, H, L, D, S)
     kpm = key_padding(B, L, padding) if padding else None
-    got = run_emulated(lib, inputs, need_kl_grad=need_kl_grad, key_padding_mask=kpm, is_causal=causal)
-    want = run(masked_reference(kpm, causal), inputs, need_kl_grad=need_kl_grad)
+    mask = attn_mask(B, H, L, attn) if attn else None
+    got = run_emulated(lib, inputs, need_kl_grad=need_kl_grad, key_padding_mask=kpm, is_causal=causal,
+                       attn_mask=mask)
+    want = run(masked_reference(kpm, causal, mask), inputs, need_kl_grad=need_kl_grad)
     stats = parity_stats([(got, want, want)], FLOAT64_FLOOR)
     problems = [f"{n} not finite" for n, t in got.items() if not torch.isfinite(t).all()]
-    allowed = torch.ones(B, L, L, dtype=torch.bool)  # (batch, query, key)
-    if kpm is not None:
-        allowed &= ~kpm[:, None, :]
-    if causal:
-        allowed &= torch.ones(L, L, dtype=torch.bool).tril()
-    empty = ~allowed.any(-1)  # (B, L) rows with no allowed key
+    blocked, _ = blocked_keys(B, H, L, torch.device("cpu"), kpm, mask, causal)
+    blocked = blocked.expand(B, H, L, L)  # (batch, head, query, key)
+    empty, unseen = blocked.all(-1), blocked.all(-2)  # (B, H, L): rows with no allowed key, keys no row sees
     for name in ("out", "out_local", "out_global", "kl_local", "kl_global", "dq", "lse_local", "lse_global"):
-        if got[name].transpose(1, 2)[empty].ne(0).any():
+        if got[name][empty].ne(0).any():
             problems.append(f"{name} not 0 on a row with no allowed key")
-    if kpm is not None:
-        for name in ("dk", "dv"):
-            if got[name].transpose(1, 2)[kpm].ne(0).any():
-                problems.append(f"{name} not 0 on a padded key")
-    if empty.sum() == 0 and (padding == "lengths" and B > 1 or padding == "random" and causal):
+    for name in ("dk", "dv"):
+        if got[name][unseen].ne(0).any():
+            problems.append(f"{name} not 0 on a key no query may attend")
+    if not empty.any() and (padding == "lengths" and B > 1 or padding == "random" and causal or attn):
         problems.append("the case meant to have rows with no allowed key has none")
     return max(p.error / p.floor for _, p in stats.values()), problems
 
 
-def check_scale(lib, shape, score_scale, dtype, seeds, key_padding_mask=None, is_causal=False) -> tuple[bool, str]:
+def check_scale(lib, shape, score_scale, dtype, seeds, key_padding_mask=None, is_causal=False,
+                attn_mask=None) -> tuple[bool, str]:
     """Parity over `seeds` draws at one score scale; kl ≥ 0 and finiteness in every draw. With masks
     (float32 only: the long-double evaluation takes none) against the reference with the same masks."""
-    masked = key_padding_mask is not None or is_causal
+    masked = key_padding_mask is not None or is_causal or attn_mask is not None
     assert not masked or dtype == torch.float32
-    reference = masked_reference(key_padding_mask, is_causal) if masked else "reference"
+    reference = masked_reference(key_padding_mask, is_causal, attn_mask) if masked else "reference"
     draws, problems = [], []
     for seed in range(seeds):
         inputs = make_inputs(*shape, seed=seed, score_scale=score_scale)
-        got = run_emulated(lib, inputs, dtype, key_padding_mask=key_padding_mask, is_causal=is_causal)
+        got = run_emulated(lib, inputs, dtype, key_padding_mask=key_padding_mask, is_causal=is_causal,
+                           attn_mask=attn_mask)
         for name, t in got.items():
             if not torch.isfinite(t).all():
                 problems.append(f"seed {seed}: {name} not finite")
@@ -341,10 +382,12 @@ def main(argv=None) -> int:
                           f"{args.seeds} seeds: {summary}")
         shape = SCALE_SHAPES[0]
         kpm = key_padding(shape[0], shape[2], "lengths")
-        ok, summary = check_scale(lib4, shape, SCORE_SCALES[-1], torch.float32, args.seeds, kpm, True)
-        failed |= not ok
-        print(f"{'ok  ' if ok else 'FAIL'} float32 shape {shape} score scale {SCORE_SCALES[-1]:g}, padding + causal, "
-              f"{args.seeds} seeds: {summary}")
+        for attn in (None, "large"):
+            mask = attn_mask(shape[0], shape[1], shape[2], attn) if attn else None
+            ok, summary = check_scale(lib4, shape, SCORE_SCALES[-1], torch.float32, args.seeds, kpm, True, mask)
+            failed |= not ok
+            print(f"{'ok  ' if ok else 'FAIL'} float32 shape {shape} score scale {SCORE_SCALES[-1]:g}, padding + "
+                  f"causal{' + ' + attn + ' attn_mask' if attn else ''}, {args.seeds} seeds: {summary}")
     return 1 if failed else 0
 
 

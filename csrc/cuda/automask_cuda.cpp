@@ -78,7 +78,8 @@ ForwardResult automask_forward_cuda(const Tensor& q, const Tensor& k, const Tens
         lam.data_ptr<T>(), out.data_ptr<T>(), out_local.data_ptr<T>(), out_global.data_ptr<T>(),
         need_divergence ? kl_local.data_ptr<T>() : nullptr, need_divergence ? kl_global.data_ptr<T>() : nullptr,
         lse_local.data_ptr<double>(), lse_global.data_ptr<double>(),
-        padding.defined() ? padding.data_ptr<uint8_t>() : nullptr, is_causal, B, H, L, D, static_cast<T>(scale),
+        padding.defined() ? padding.data_ptr<uint8_t>() : nullptr, is_causal, /*attn_bias=*/nullptr,
+        /*attn_bias_stride=*/0, B, H, L, D, static_cast<T>(scale),
         stream));
   });
   const auto dt = q.scalar_type();
@@ -127,7 +128,8 @@ BackwardResult automask_backward_cuda(const c10::optional<Tensor>& grad_out,
         ptr_or_null<T>(g_kg), qa.data_ptr<T>(), ka.data_ptr<T>(), va.data_ptr<T>(), cos.data_ptr<T>(),
         sin.data_ptr<T>(), lam.data_ptr<T>(), ll.data_ptr<double>(), lg.data_ptr<double>(), dq.data_ptr<T>(),
         dk.data_ptr<T>(), dv.data_ptr<T>(), dc_ws.data_ptr<T>(), ds_ws.data_ptr<T>(), stats.data_ptr<T>(),
-        padding.defined() ? padding.data_ptr<uint8_t>() : nullptr, is_causal, B, H, L, D, static_cast<T>(scale),
+        padding.defined() ? padding.data_ptr<uint8_t>() : nullptr, is_causal, /*attn_bias=*/nullptr,
+        /*attn_bias_stride=*/0, B, H, L, D, static_cast<T>(scale),
         stream));
   });
   auto [dfreqs, dweights] = modulation_backward(dc_ws.sum(0), ds_ws.sum(0), freqs, weights);

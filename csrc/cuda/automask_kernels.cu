@@ -14,11 +14,14 @@
 // the forward's outputs, with P renormalised by that Σ_j P_ij (in float64 the saved lse has no
 // spare bits, and its rounding would scale every P of a row by 1 + ulp(lse)).
 //
-// Masks: key_padding_mask (uint8 per (batch, key), non-zero = masked; nullptr = none) and
-// is_causal (key j allowed for query i only when j <= i). A masked key takes part in neither map
-// nor in the divergence: every key (query) loop predicates on key_allowed, and under is_causal the
-// loops stop after the last allowed key (forward, backward rows) or start at the tile holding the
-// first allowed query (backward columns), so fully masked tiles are skipped. A row with no allowed
+// Masks: key_padding_mask (uint8 per (batch, key), non-zero = masked; nullptr = none),
+// is_causal (key j allowed for query i only when j <= i) and attn_bias (an additive (L, L) bias
+// per batch-head, in T: added to both maps' scaled scores wherever they are formed, in the forward
+// and in both backward kernels alike; a −inf entry masks its key for that query). A masked key
+// takes part in neither map nor in the divergence: every key (query) loop predicates on
+// key_allowed, so no −inf ever enters a softmax sum, and under is_causal the loops stop after the
+// last allowed key (forward, backward rows) or start at the tile holding the first allowed query
+// (backward columns), so fully masked tiles are skipped. A row with no allowed
 // key has Σ exp = 0: its outputs and kl terms are 0, its saved log-sum-exps 0 (finite) and its
 // 1/Σ P stats 0, so its gradients are 0, never NaN.
 #include <cuda_runtime.h>
@@ -36,6 +39,7 @@ struct Num;
 template <>
 struct Num<float> {
   static __device__ __forceinline__ float lowest() { return -3.0e38f; }
+  static __device__ __forceinline__ float neg_inf() { return -HUGE_VALF; }
   static __device__ __forceinline__ float exp(float x) { return ::expf(x); }
   static __device__ __forceinline__ float log(float x) { return ::logf(x); }
   static __device__ __forceinline__ float log1p(float x) { return ::log1pf(x); }
@@ -43,6 +47,7 @@ struct Num<float> {
 template <>
 struct Num<double> {
   static __device__ __forceinline__ double lowest() { return -1.0e308; }
+  static __device__ __forceinline__ double neg_inf() { return -HUGE_VAL; }
   static __device__ __forceinline__ double exp(double x) { return ::exp(x); }
   static __device__ __forceinline__ double log(double x) { return ::log(x); }
   static __device__ __forceinline__ double log1p(double x) { return ::log1p(x); }
@@ -89,10 +94,27 @@ __device__ __forceinline__ void online_update(T& m, T& s, T x) {
   }
 }
 
-// Whether query i of batch b may attend key j (see the file comment); kpm may be null.
-__device__ __forceinline__ bool key_allowed(const uint8_t* kpm, bool is_causal, int64_t b, int64_t L, int64_t i,
-                                            int64_t j) {
-  return !(is_causal && j > i) && !(kpm && kpm[b * L + j]);
+// Row i of batch-head bh of the additive bias (attn_bias + bh·stride + i·L), null without one.
+template <typename T>
+__device__ __forceinline__ const T* bias_row(const T* attn_bias, int64_t stride, int64_t bh, int64_t L, int64_t i) {
+  return attn_bias ? attn_bias + bh * stride + i * L : nullptr;
+}
+
+// Whether query i of batch b may attend key j (see the file comment); kpm and brow (query i's
+// bias row, where a −inf entry blocks the key) may be null.
+template <typename T>
+__device__ __forceinline__ bool key_allowed(const uint8_t* kpm, bool is_causal, const T* brow, int64_t b, int64_t L,
+                                            int64_t i, int64_t j) {
+  return !(is_causal && j > i) && !(kpm && kpm[b * L + j]) && !(brow && brow[j] == Num<T>::neg_inf());
+}
+
+// Adds query i's bias entry of key j to both maps' scaled scores a, g (nothing when brow is null).
+template <typename T>
+__device__ __forceinline__ void add_bias(const T* brow, int64_t j, T& a, T& g) {
+  if (brow) {
+    a += brow[j];
+    g += brow[j];
+  }
 }
 
 // One past the last key query i may attend: L, or i + 1 under is_causal.
@@ -174,7 +196,8 @@ __global__ void __launch_bounds__(kThreads)
     forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                    const T* __restrict__ cos, const T* __restrict__ sin, const T* __restrict__ lam, T* out,
                    T* out_local, T* out_global, T* kl_local, T* kl_global, double* lse_local, double* lse_global,
-                   const uint8_t* __restrict__ kpm, bool is_causal, int64_t H, int64_t L, int D, T scale) {
+                   const uint8_t* __restrict__ kpm, bool is_causal, const T* __restrict__ attn_bias,
+                   int64_t bias_stride, int64_t H, int64_t L, int D, T scale) {
   extern __shared__ __align__(16) unsigned char smem[];
   T* qr = reinterpret_cast<T*>(smem);
   T* qg = qr + D;
@@ -184,6 +207,7 @@ __global__ void __launch_bounds__(kThreads)
   const int P = D / 2, t = threadIdx.x;
   const int64_t row = blockIdx.x, bh = row / L, i = row % L, h = bh % H, b = bh / H;
   const int64_t kend = key_end(is_causal, L, i);
+  const T* brow = bias_row(attn_bias, bias_stride, bh, L, i);
   const T* qi = q + row * D;
   const T* kb = k + bh * L * D;
   const T* vb = v + bh * L * D;
@@ -197,9 +221,10 @@ __global__ void __launch_bounds__(kThreads)
 
   T mA = Num<T>::lowest(), sA = T(0), mG = Num<T>::lowest(), sG = T(0);
   for (int64_t j = t; j < kend; j += kThreads) {
-    if (!key_allowed(kpm, is_causal, b, L, i, j)) continue;
+    if (!key_allowed(kpm, is_causal, brow, b, L, i, j)) continue;
     T a, g;
     scores(qr, qg, kb + j * D, ch + j * P, sh + j * P, P, a, g);
+    add_bias(brow, j, a, g);
     online_update(mA, sA, a);
     online_update(mG, sG, g);
   }
@@ -215,9 +240,10 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t j0 = 0; j0 < kend; j0 += kThreads) {
     const int64_t j = j0 + t;
     T pa = T(0), pg = T(0);
-    if (j < kend && key_allowed(kpm, is_causal, b, L, i, j)) {
+    if (j < kend && key_allowed(kpm, is_causal, brow, b, L, i, j)) {
       T a, g;
       scores(qr, qg, kb + j * D, ch + j * P, sh + j * P, P, a, g);
+      add_bias(brow, j, a, g);
       const T la = (a - hiA) - loA, lg = (g - hiG) - loG;
       pa = Num<T>::exp(la);
       pg = Num<T>::exp(lg);
@@ -279,8 +305,8 @@ __global__ void __launch_bounds__(kThreads)
                          const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                          const T* __restrict__ cos, const T* __restrict__ sin, const T* __restrict__ lam,
                          const double* __restrict__ lse_local, const double* __restrict__ lse_global, T* dq, T* dc,
-                         T* ds, T* stats, const uint8_t* __restrict__ kpm, bool is_causal, int64_t H, int64_t L, int D,
-                         T scale) {
+                         T* ds, T* stats, const uint8_t* __restrict__ kpm, bool is_causal,
+                         const T* __restrict__ attn_bias, int64_t bias_stride, int64_t H, int64_t L, int D, T scale) {
   extern __shared__ __align__(16) unsigned char smem[];
   T* qr = reinterpret_cast<T*>(smem);
   T* qg = qr + D;
@@ -293,6 +319,7 @@ __global__ void __launch_bounds__(kThreads)
   const int P = D / 2, t = threadIdx.x;
   const int64_t row = blockIdx.x, bh = row / L, i = row % L, h = bh % H, b = bh / H, BHL = gridDim.x;
   const int64_t kend = key_end(is_causal, L, i);
+  const T* brow = bias_row(attn_bias, bias_stride, bh, L, i);
   const T* qi = q + row * D;
   const T* kb = k + bh * L * D;
   const T* vb = v + bh * L * D;
@@ -318,6 +345,7 @@ __global__ void __launch_bounds__(kThreads)
     T a, g;
     xa = T(0), xg = T(0);
     scores(qr, qg, kb + j * D, ch + j * P, sh + j * P, P, a, g);
+    add_bias(brow, j, a, g);
     for (int d = 0; d < D; ++d) {
       xa += dOM[d] * vb[j * D + d];
       xg += dOG[d] * vb[j * D + d];
@@ -327,7 +355,7 @@ __global__ void __launch_bounds__(kThreads)
   // pass 1: δ = Σ_j P_j X_j / Σ_j P_j per map
   T pxA = T(0), pA = T(0), pxG = T(0), pG = T(0);
   for (int64_t j = t; j < kend; j += kThreads) {
-    if (!key_allowed(kpm, is_causal, b, L, i, j)) continue;
+    if (!key_allowed(kpm, is_causal, brow, b, L, i, j)) continue;
     T pa, pg, xa, xg;
     key_terms(j, pa, pg, xa, xg);
     pxA += pa * xa;
@@ -350,7 +378,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t j0 = 0; j0 < kend; j0 += kThreads) {
     const int64_t j = j0 + t;
     T dA = T(0), dG = T(0);
-    if (j < kend && key_allowed(kpm, is_causal, b, L, i, j)) {
+    if (j < kend && key_allowed(kpm, is_causal, brow, b, L, i, j)) {
       T pa, pg, xa, xg;
       key_terms(j, pa, pg, xa, xg);
       dA = pa * invA * (xa - delA);
@@ -405,7 +433,7 @@ __global__ void __launch_bounds__(kThreads)
                          const T* __restrict__ cos, const T* __restrict__ sin, const T* __restrict__ lam,
                          const double* __restrict__ lse_local, const double* __restrict__ lse_global,
                          const T* stats, T* dk, T* dv, T* dc, T* ds, const uint8_t* __restrict__ kpm, bool is_causal,
-                         int64_t H, int64_t L, int D, T scale) {
+                         const T* __restrict__ attn_bias, int64_t bias_stride, int64_t H, int64_t L, int D, T scale) {
   extern __shared__ __align__(16) unsigned char smem[];
   T* kr = reinterpret_cast<T*>(smem);
   T* kg = kr + D;
@@ -435,7 +463,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t i0 = first_tile; i0 < L; i0 += kThreads) {
     const int64_t i = i0 + t;
     T dA = T(0), dG = T(0), pa = T(0), pg = T(0);
-    if (i < L && key_allowed(kpm, is_causal, b, L, i, j)) {
+    const T* brow = i < L ? bias_row(attn_bias, bias_stride, bh, L, i) : nullptr;
+    if (i < L && key_allowed(kpm, is_causal, brow, b, L, i, j)) {
       const int64_t row = bh * L + i;
       const T* qi = q + row * D;
       const T* ci = ch + i * P;
@@ -446,6 +475,9 @@ __global__ void __launch_bounds__(kThreads)
         a += (q1 * ci[p] - q2 * si[p]) * kr[p] + (q1 * si[p] + q2 * ci[p]) * kr[p + P];
         g += q1 * kg[p] + q2 * kg[p + P];
       }
+      a *= scale;
+      g *= scale;
+      add_bias(brow, j, a, g);
       for (int d = 0; d < D; ++d) {
         T om, og;
         branch_grads(g_out, g_ol, g_og, row * D + d, lh, om, og);
@@ -455,7 +487,7 @@ __global__ void __launch_bounds__(kThreads)
       T hiA, loA, hiG, loG;
       split_lse(lse_local[row], hiA, loA);
       split_lse(lse_global[row], hiG, loG);
-      probs_and_x(a * scale, g * scale, hiA, loA, hiG, loG, g_kl ? g_kl[row] : T(0), g_kg ? g_kg[row] : T(0),
+      probs_and_x(a, g, hiA, loA, hiG, loG, g_kl ? g_kl[row] : T(0), g_kg ? g_kg[row] : T(0),
                   kl_grad, pa, pg, xa, xg);
       pa *= stats[2 * BHL + row];
       pg *= stats[3 * BHL + row];
@@ -513,15 +545,16 @@ __global__ void __launch_bounds__(kThreads)
 template <typename T>
 cudaError_t automask_forward(const T* q, const T* k, const T* v, const T* cos, const T* sin, const T* lam, T* out,
                              T* out_local, T* out_global, T* kl_local, T* kl_global, double* lse_local,
-                             double* lse_global, const uint8_t* key_padding_mask, bool is_causal, int64_t B,
-                             int64_t H, int64_t L, int64_t D, T scale, cudaStream_t stream) {
+                             double* lse_global, const uint8_t* key_padding_mask, bool is_causal,
+                             const T* attn_bias, int64_t attn_bias_stride, int64_t B, int64_t H, int64_t L, int64_t D,
+                             T scale, cudaStream_t stream) {
   if (D > kMaxHeadDim || D % 2) return cudaErrorInvalidValue;
   const int64_t rows = B * H * L;
   if (rows == 0) return cudaSuccess;
   const size_t shm = (2 * D + 4 * kThreads) * sizeof(T);
   forward_kernel<T><<<static_cast<unsigned>(rows), kThreads, shm, stream>>>(
       q, k, v, cos, sin, lam, out, out_local, out_global, kl_local, kl_global, lse_local, lse_global,
-      key_padding_mask, is_causal, H, L, static_cast<int>(D), scale);
+      key_padding_mask, is_causal, attn_bias, attn_bias_stride, H, L, static_cast<int>(D), scale);
   return cudaGetLastError();
 }
 
@@ -529,32 +562,34 @@ template <typename T>
 cudaError_t automask_backward(const T* g_out, const T* g_out_local, const T* g_out_global, const T* g_kl_local,
                               const T* g_kl_global, const T* q, const T* k, const T* v, const T* cos, const T* sin,
                               const T* lam, const double* lse_local, const double* lse_global, T* dq, T* dk, T* dv,
-                              T* dc, T* ds, T* stats, const uint8_t* key_padding_mask, bool is_causal, int64_t B,
-                              int64_t H, int64_t L, int64_t D, T scale, cudaStream_t stream) {
+                              T* dc, T* ds, T* stats, const uint8_t* key_padding_mask, bool is_causal,
+                              const T* attn_bias, int64_t attn_bias_stride, int64_t B, int64_t H, int64_t L, int64_t D,
+                              T scale, cudaStream_t stream) {
   if (D > kMaxHeadDim || D % 2) return cudaErrorInvalidValue;
   const int64_t rows = B * H * L;
   if (rows == 0) return cudaSuccess;
   const size_t shm_rows = (5 * D + 3 * kThreads) * sizeof(T);
   backward_rows_kernel<T><<<static_cast<unsigned>(rows), kThreads, shm_rows, stream>>>(
       g_out, g_out_local, g_out_global, g_kl_local, g_kl_global, q, k, v, cos, sin, lam, lse_local, lse_global, dq,
-      dc, ds, stats, key_padding_mask, is_causal, H, L, static_cast<int>(D), scale);
+      dc, ds, stats, key_padding_mask, is_causal, attn_bias, attn_bias_stride, H, L, static_cast<int>(D), scale);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   const size_t shm_cols = (4 * D + 4 * kThreads) * sizeof(T);
   backward_cols_kernel<T><<<static_cast<unsigned>(rows), kThreads, shm_cols, stream>>>(
       g_out, g_out_local, g_out_global, g_kl_local, g_kl_global, q, k, v, cos, sin, lam, lse_local, lse_global,
-      stats, dk, dv, dc, ds, key_padding_mask, is_causal, H, L, static_cast<int>(D), scale);
+      stats, dk, dv, dc, ds, key_padding_mask, is_causal, attn_bias, attn_bias_stride, H, L, static_cast<int>(D),
+      scale);
   return cudaGetLastError();
 }
 
 #define AMAD_INSTANTIATE(T)                                                                                         \
   template cudaError_t automask_forward<T>(const T*, const T*, const T*, const T*, const T*, const T*, T*, T*, T*, \
-                                           T*, T*, double*, double*, const uint8_t*, bool, int64_t, int64_t,        \
-                                           int64_t, int64_t, T, cudaStream_t);                                      \
+                                           T*, T*, double*, double*, const uint8_t*, bool, const T*, int64_t,       \
+                                           int64_t, int64_t, int64_t, int64_t, T, cudaStream_t);                    \
   template cudaError_t automask_backward<T>(const T*, const T*, const T*, const T*, const T*, const T*, const T*,  \
                                             const T*, const T*, const T*, const T*, const double*, const double*,   \
-                                            T*, T*, T*, T*, T*, T*, const uint8_t*, bool, int64_t, int64_t,         \
-                                            int64_t, int64_t, T, cudaStream_t);
+                                            T*, T*, T*, T*, T*, T*, const uint8_t*, bool, const T*, int64_t,        \
+                                            int64_t, int64_t, int64_t, int64_t, T, cudaStream_t);
 AMAD_INSTANTIATE(float)
 AMAD_INSTANTIATE(double)
 #undef AMAD_INSTANTIATE
