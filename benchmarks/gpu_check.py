@@ -110,8 +110,9 @@ else:
     TIMING = {"warmup": 3, "repeats": 15, "min_sample_s": 0.005, "budget_s": 1.0}
 
 PARITY_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
-#: masked parity: each mask kind on the first two parity shapes, float32 and bfloat16
-MASK_KINDS = ("padding", "causal", "padding+causal")
+#: masked parity: each mask kind on the first two parity shapes, float32 and bfloat16 ("attn": an
+#: additive float attn_mask of shape (B·H, L, L), N(0, 1) biases with about a fifth of them −inf)
+MASK_KINDS = ("padding", "causal", "padding+causal", "attn", "attn+padding+causal")
 MASKED_PARITY = [(shape, dtype, kind) for shape in PARITY_SHAPES[:2] for dtype in (torch.float32, torch.bfloat16)
                  for kind in MASK_KINDS]
 TIMING_DTYPES = [torch.bfloat16, torch.float32]
@@ -141,8 +142,9 @@ def dname(dtype: torch.dtype) -> str:
 # ------------------------------------------------------------------------------------------ parity
 def mask_arguments(kind: str, shape) -> dict:
     """The masks of a masked parity case: padding of the last quarter of every other sequence (and
-    the whole last sequence when B > 2, so some rows have no allowed key under causal), causal, or both."""
-    B, L = shape[0], shape[2]
+    the whole last sequence when B > 2, so some rows have no allowed key under causal), causal, an
+    additive attn_mask (blocking every future key when causal too, as is_causal requires), or a mix."""
+    B, H, L = shape[0], shape[1], shape[2]
     masks = {}
     if "padding" in kind:
         kept = [L if b % 2 == 0 else max(1, L - L // 4) for b in range(B)]
@@ -151,6 +153,13 @@ def mask_arguments(kind: str, shape) -> dict:
         masks["key_padding_mask"] = torch.arange(L)[None, :] >= torch.tensor(kept)[:, None]
     if "causal" in kind:
         masks["is_causal"] = True
+    if "attn" in kind:
+        g = torch.Generator().manual_seed(7)
+        bias = torch.randn(B * H, L, L, generator=g).masked_fill(torch.rand(B * H, L, L, generator=g) < 0.2,
+                                                                  float("-inf"))
+        if "causal" in kind:
+            bias = bias.masked_fill(torch.ones(L, L, dtype=torch.bool).triu(1), float("-inf"))
+        masks["attn_mask"] = bias
     return masks
 
 
@@ -164,7 +173,8 @@ def masked(backend: str, masks: dict):
             return automask_attention(q, k, v, freqs, weights, mix, need_divergence=need_divergence,
                                       need_branches=need_branches, backend=backend, **kw)
         dims = check_inputs(q, k, v, freqs, weights, mix, None)
-        spec = check_masks(kw.get("key_padding_mask"), None, kw.get("is_causal", False), dims, q.device)
+        spec = check_masks(kw.get("key_padding_mask"), kw.get("attn_mask"), kw.get("is_causal", False), dims,
+                           q.device)
         return BACKENDS["cpp"].forward(q, k, v, freqs, weights, mix, q.shape[-1] ** -0.5, need_divergence,
                                        need_branches, 0.0, spec)
     return call
