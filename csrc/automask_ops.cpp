@@ -208,6 +208,9 @@ class AutoMaskFunction : public torch::autograd::Function<AutoMaskFunction> {
       r = call_forward(q, k, v, freqs, weights, mix, scale, need_divergence, key_padding_mask, is_causal);
     }
     auto [out, out_local, out_global, kl_local, kl_global, lse_local, lse_global] = r;
+    // outputs the loss does not use reach backward undefined, not as zero tensors: the kernels then
+    // skip their products (no branch gradients: both maps share dO·vᵀ; no dO: no dP at all)
+    ctx->set_materialize_grads(false);
     ctx->save_for_backward({q, k, v, freqs, weights, mix, out_local, out_global, kl_local, kl_global, lse_local,
                             lse_global, key_padding_mask.value_or(Tensor())});
     ctx->saved_data["scale"] = scale;

@@ -15,7 +15,7 @@ import torch
 
 import amad_fast
 from amad_fast.attention.testing import (
-    FIELDS, GRADS, assert_parity, assert_sample_parity, eps_floor, kernel_floor, make_inputs, run,
+    FIELDS, GRADS, assert_parity, assert_sample_parity, check_parity, eps_floor, kernel_floor, make_inputs, run,
 )
 
 _STATUS = amad_fast.available_backends()["cpp"]
@@ -35,22 +35,57 @@ SHAPES = [(2, 2, 37, 16, 4), (1, 2, 100, 32, 4), (1, 1, 300, 64, 2), (1, 2, 9, 6
           (1, 1, 1100, 24, 2)]
 
 
-def _draw(shape, dtype, seed=0):
+def _draw(shape, dtype, seed=0, **run_kw):
     inputs = make_inputs(*shape, seed=seed)
-    got = run("cpp", inputs, dtype, torch.float32)
-    for name in FIELDS + GRADS:
+    got = run("cpp", inputs, dtype, torch.float32, **run_kw)
+    for name in got:
         assert torch.isfinite(got[name]).all(), name
-    return got, run("reference", inputs, dtype, torch.float32), run("reference", inputs)
+    return got, run("reference", inputs, dtype, torch.float32, **run_kw), run("reference", inputs, **run_kw)
 
 
-def assert_within_rule(shape, dtype):
+def assert_within_rule(shape, dtype, **run_kw):
     """The rule on one draw; on tiny tensors (L < 16: a few hundred entries, where one draw's largest
     error swings several-fold with the summation order alone, see amad_fast.attention.testing) on the
-    geometric mean over 8 draws. One draw takes the cpp floor of tests/test_parity.py (kernel_floor)."""
+    geometric mean over 8 draws. One draw takes the cpp floor of tests/test_parity.py (kernel_floor).
+    run_kw: which outputs are computed and get gradients (amad_fast.attention.testing.run)."""
     if shape[2] >= 16:
-        assert_parity(*_draw(shape, dtype), kernel_floor(dtype), "cpp")
+        assert_parity(*_draw(shape, dtype, **run_kw), kernel_floor(dtype), "cpp")
     else:
-        assert_sample_parity([_draw(shape, dtype, seed) for seed in range(8)], eps_floor(dtype), "cpp")
+        assert_sample_parity([_draw(shape, dtype, seed, **run_kw) for seed in range(8)], eps_floor(dtype), "cpp")
+
+
+#: losses whose branch outputs get no gradient, so both maps' dO are multiples of dO and the backward
+#: shares dP's product dO·vᵀ and forms dv from the mixed map: ``out`` (and the kl terms) only, as a
+#: drop-in attention layer trains; the kl terms only (no dO at all: no dP products)
+SHARED_DOUT = {
+    "out_and_kl": dict(need_branches=False),
+    "out_only": dict(need_branches=False, need_divergence=False),
+    "kl_only": dict(need_branches=False, grad_fields=("kl_local", "kl_global")),
+}
+
+
+@pytest.mark.parametrize("mode", list(SHARED_DOUT))
+@pytest.mark.parametrize("isa", ["brgemm", "avx512", "avx2", "default", "bf16-units"])
+@pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[2], SHAPES[3]], ids=lambda s: "B{}H{}L{}D{}S{}".format(*s))
+def test_shared_dout_backward_within_rule(shape, isa, mode, monkeypatch):
+    """The backward's shared-dO products on every path, float32 (and bfloat16 on the 16-bit units)."""
+    if isa == "bf16-units":
+        if not HAS_BF16_UNITS:
+            pytest.skip("CPU without AMX-BF16 (or ATen's oneDNN lacks the bfloat16 ukernel)")
+        monkeypatch.delenv("AMAD_FAST_CPU_ISA", raising=False)
+        assert_within_rule(shape, torch.bfloat16, **SHARED_DOUT[mode])
+        return
+    monkeypatch.setenv("AMAD_FAST_CPU_ISA", isa)
+    if OPS.automask_cpu_isa() != isa:
+        pytest.skip(f"this CPU cannot run {isa} (runs {OPS.automask_cpu_isa()})")
+    assert_within_rule(shape, torch.float32, **SHARED_DOUT[mode])
+
+
+@pytest.mark.parametrize("mode", list(SHARED_DOUT))
+@pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[2]], ids=lambda s: "B{}H{}L{}D{}S{}".format(*s))
+def test_shared_dout_backward_float64(shape, mode):
+    """float64 (the micro-kernels) against the float64 reference, the rule's float64 floor."""
+    check_parity("cpp", make_inputs(*shape), torch.float64, **SHARED_DOUT[mode])
 
 
 @pytest.mark.parametrize("isa", ["brgemm", "avx512", "avx2", "default"])

@@ -142,9 +142,10 @@ def cotangents(shapes: Mapping[str, Sequence[int]], seed: int = 1, need_kl_grad:
 def run(backend: Union[str, Callable], inputs: Inputs, dtype: Optional[torch.dtype] = None,
         param_dtype: Optional[torch.dtype] = None, *, device: Union[str, torch.device] = "cpu",
         need_divergence: bool = True, need_branches: bool = True, need_kl_grad: bool = True,
-        seed: int = 1) -> Result:
+        seed: int = 1, grad_fields: Optional[Sequence[str]] = None) -> Result:
     """The outputs asked for and the six gradients (on the CPU, in the dtypes the backend returned)
-    of one call, under the cotangents of :func:`cotangents`.
+    of one call, under the cotangents of :func:`cotangents`; ``grad_fields`` (default: all) names
+    the outputs that get one, e.g. ("kl_local", "kl_global") for a loss without ``out``.
 
     backend: a name for :func:`automask_attention`, or a callable with its signature. q, k, v are
     cast to ``dtype`` and the parameters to ``param_dtype`` (default: the inputs' dtypes), keeping
@@ -159,10 +160,12 @@ def run(backend: Union[str, Callable], inputs: Inputs, dtype: Optional[torch.dty
         r = automask_attention(*xs, need_divergence=need_divergence, need_branches=need_branches, backend=backend)
     res = {name: t for name, t in zip(FIELDS, r) if t is not None}
     cot = cotangents({n: t.shape for n, t in res.items()}, seed, need_kl_grad)
+    if grad_fields is not None:
+        cot = {n: c for n, c in cot.items() if n in grad_fields}
     loss = sum((res[n].double() * c.to(res[n].device)).sum() for n, c in cot.items())
-    grads = torch.autograd.grad(loss, xs)
+    grads = torch.autograd.grad(loss, xs, allow_unused=True)  # v is unused by a loss of the kl terms only
     out = {name: t.detach().cpu() for name, t in res.items()}
-    out.update({name: gx.cpu() for name, gx in zip(GRADS, grads)})
+    out.update({name: (gx if gx is not None else torch.zeros_like(x)).cpu() for name, gx, x in zip(GRADS, grads, xs)})
     return out
 
 

@@ -179,18 +179,27 @@ AMAD_AI T lanes_sum(const T* acc) {
 // scale 1 + ε from the saved lse's rounding, ε ~ ulp(lse) in float64): without it that ε enters
 // dS as −ε·P_ij·δ_i, 1e3–1e4× the reference's float64 error in dq at score scales 100–1000.
 // Padding: P = 0 stays 0; a row with P = 0 throughout (no allowed key) gets dS = 0.
-template <typename T, bool F>
-AMAD_AI void softmax_backward_rows(T* __restrict__ P, const T* __restrict__ X, int64_t n, int64_t L, int64_t ld) {
+// With SHARED, X is X + c·Y: Y = dO·vᵀ shared by both maps, c the map's share of dO (λ or 1 − λ).
+template <typename T, bool F, bool SHARED = false>
+AMAD_AI void softmax_backward_rows(T* __restrict__ P, const T* __restrict__ X, int64_t n, int64_t L, int64_t ld,
+                                   const T* __restrict__ Y = nullptr, T c = T(0)) {
   for (int64_t r = 0; r < n; ++r) {
     T* __restrict__ p = P + r * ld;
     const T* __restrict__ x = X + r * ld;
+    const T* __restrict__ y = SHARED ? Y + r * ld : nullptr;
     T acc[W] = {}, mass[W] = {};
     for (int64_t j = 0; j < L; j += W)
-      for (int64_t l = 0; l < W; ++l) acc[l] = madd<F>(p[j + l], x[j + l], acc[l]), mass[l] += p[j + l];
+      for (int64_t l = 0; l < W; ++l) {
+        const T xv = SHARED ? madd<F>(c, y[j + l], x[j + l]) : x[j + l];
+        acc[l] = madd<F>(p[j + l], xv, acc[l]), mass[l] += p[j + l];
+      }
     const T m = lanes_sum(mass);
     const T delta = m > T(0) ? lanes_sum(acc) / m : T(0);  // an empty (masked) row: P = 0, dS = 0
     for (int64_t j = 0; j < L; j += W)
-      for (int64_t l = 0; l < W; ++l) p[j + l] *= x[j + l] - delta;
+      for (int64_t l = 0; l < W; ++l) {
+        const T xv = SHARED ? madd<F>(c, y[j + l], x[j + l]) : x[j + l];
+        p[j + l] *= xv - delta;
+      }
   }
 }
 
@@ -835,7 +844,11 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
   T* dkgT = dkrT + D * Lp;
   T* dvT = dkgT + D * Lp;
   T* xT = dvT + D * Lp;  // D×R: a transposed row block
-  uint16_t* kTr_b = reinterpret_cast<uint16_t*>(xT + D * Rp);  // D×Lp row pairs
+  // Without upstream gradients of the branch outputs, dO^M = λ·dO and dO^G = (1 − λ)·dO: the two
+  // maps share dP's product Y = dO·vᵀ (R×Lp) and dv = (λ·P^M + (1 − λ)·P^G)ᵀ·dO, two matrix
+  // products where each map would take its own two; YB holds the mixed P, then Y.
+  T* YB = xT + D * Rp;
+  uint16_t* kTr_b = reinterpret_cast<uint16_t*>(YB + R * Lp);  // D×Lp row pairs
   uint16_t* kT_b = kTr_b + D * Lp;
   uint16_t* vT_b = kT_b + D * Lp;
   uint16_t* kr_b = vT_b + D * Lp;  // Lp×D row pairs
@@ -846,6 +859,8 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
   const GemmLib* lib = std::is_same_v<T, float> ? a.lib : nullptr;
   const bool b16 = lib && lib->use_bf16;
   const bool kl_grad = a.g_kl_local || a.g_kl_global;
+  const bool shared = !a.g_out_local && !a.g_out_global;  // dO^M, dO^G both multiples of dO
+  const bool out_grad = a.g_out || !shared;               // otherwise dP = 0 and dv = 0: no products
   int64_t cached = -1;
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t bh = t / a.nsplit, b = bh / a.H, h = bh % a.H;
@@ -934,23 +949,65 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
         zero_row_tail(PG + r * Lp, nr, nkp);
         if (masked && empty_row(a, b, i0 + r))  // no allowed key: no probabilities, zero gradients
           for (int64_t j = 0; j < nkp; ++j) xa[j] = xg[j] = PA[r * Lp + j] = PG[r * Lp + j] = T(0);
+        if (shared && a.g_out) {
+          const T *__restrict__ pa = PA + r * Lp, *__restrict__ pg = PG + r * Lp;
+          T* __restrict__ pm = YB + r * Lp;
+          for (int64_t j = 0; j < nkp; ++j) pm[j] = madd<F>(lam, pa[j] - pg[j], pg[j]);
+        }
       }
-      // X += dO · vᵀ (dP), then dS = P ∘ (X − δ), δ = Σ_j P X
+      // dP = dO^M·vᵀ, dO^G·vᵀ added to X, dv += Σ_maps Pᵀ·dO^map (before P turns into dS), then
+      // dS = P ∘ (X − δ), δ = Σ_j P X. Shared: dv += (λ·P^M + (1 − λ)·P^G)ᵀ·dO from YB, then
+      // YB = dO·vᵀ, and X + c·Y in place of X (c = λ, 1 − λ); no dO at all: dP = 0 and dv unchanged.
+      const T* dO = shared && a.g_out ? a.g_out + row0 * D : nullptr;
+      const int64_t nsoft = b16 ? L : nk;  // bfloat16 reads whole padded rows
       if constexpr (std::is_same_v<T, float>) {
-        if (b16) {
-          // X += dO · vᵀ; dvᵀ += dOᵀ · P (before P turns into dS)
+        if (b16 && dO) {
+          cvt_transpose(xT_b, dO, D, n, Rp, D);
+          pack_pairs(p_b, YB, Lp, n, Rp, Lp);
+          lib->bf16(D, Lp, Rp, Rp, Lp, Lp, true, xT_b, p_b, dvT);
+          cvt_rows(x_b, D, dO, D, n, D);
+          lib->bf16(n, Lp, D, D, Lp, Lp, false, x_b, vT_b, YB);
+        } else if (b16 && !shared) {
           for (int m = 0; m < 2; ++m) {
-            const T* dO = m ? dOG : dOM;
-            T* P_ = m ? PG : PA;
-            cvt_rows(x_b, D, dO, D, n, D);
+            const T* dOm = m ? dOG : dOM;
+            cvt_rows(x_b, D, dOm, D, n, D);
             lib->bf16(n, Lp, D, D, Lp, Lp, true, x_b, vT_b, m ? XG : XA);
-            cvt_transpose(xT_b, dO, D, n, Rp, D);
-            pack_pairs(p_b, P_, Lp, n, Rp, Lp);
+            cvt_transpose(xT_b, dOm, D, n, Rp, D);
+            pack_pairs(p_b, m ? PG : PA, Lp, n, Rp, Lp);
             lib->bf16(D, Lp, Rp, Rp, Lp, Lp, true, xT_b, p_b, dvT);
           }
-          softmax_backward_rows<T, F>(PA, XA, n, L, Lp);
-          softmax_backward_rows<T, F>(PG, XG, n, L, Lp);
-          // dq̃ = scale·dS^M k̃, dq = scale·dS^G k (scale applied below); dk̃ᵀ += (scale·q̃)ᵀ dS^M etc.
+        } else if (lib && dO) {
+          transpose_to(xT, n, dO, D, n, D);
+          lib->f32(D, nkp, n, n, Lp, Lp, true, xT, YB, dvT);
+          lib->f32(n, nkp, D, D, Lp, Lp, false, dO, kc.vT, YB);
+        } else if (lib && !shared) {
+          lib->f32(n, nkp, D, D, Lp, Lp, true, dOM, kc.vT, XA);
+          lib->f32(n, nkp, D, D, Lp, Lp, true, dOG, kc.vT, XG);
+          transpose_to(xT, n, dOM, D, n, D);
+          lib->f32(D, nkp, n, n, Lp, Lp, true, xT, PA, dvT);
+          transpose_to(xT, n, dOG, D, n, D);
+          lib->f32(D, nkp, n, n, Lp, Lp, true, xT, PG, dvT);
+        }
+      }
+      if (!lib && dO) {
+        gemm_tn_acc<T, VB>(dv, YB, Lp, dO, n, nk, D);
+        gemm_rowsT<T, VB>(YB, Lp, dO, kc.vT, n, D, nkp, Lp);
+      } else if (!lib && !shared) {
+        gemm_rowsT<T, VB, true>(XA, Lp, dOM, kc.vT, n, D, nkp, Lp);
+        gemm_rowsT<T, VB, true>(XG, Lp, dOG, kc.vT, n, D, nkp, Lp);
+        gemm_tn_acc<T, VB>(dv, PA, Lp, dOM, n, nk, D);
+        gemm_tn_acc<T, VB>(dv, PG, Lp, dOG, n, nk, D);
+      }
+      if (dO) {
+        softmax_backward_rows<T, F, true>(PA, XA, n, nsoft, Lp, YB, lam);
+        softmax_backward_rows<T, F, true>(PG, XG, n, nsoft, Lp, YB, T(1) - lam);
+      } else {
+        softmax_backward_rows<T, F>(PA, XA, n, nsoft, Lp);
+        softmax_backward_rows<T, F>(PG, XG, n, nsoft, Lp);
+      }
+      // dq̃ = scale·dS^M k̃, dq = scale·dS^G k (scale applied below); dk̃ += dS^Mᵀ (scale·q̃) etc.
+      if constexpr (std::is_same_v<T, float>) {
+        if (b16) {
           for (int m = 0; m < 2; ++m) {
             const T* x = m ? qg : qr;
             const T* S = m ? PG : PA;
@@ -961,14 +1018,6 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
             lib->bf16(D, Lp, Rp, Rp, Lp, Lp, true, xT_b, p_b, m ? dkgT : dkrT);
           }
         } else if (lib) {
-          lib->f32(n, nkp, D, D, Lp, Lp, true, dOM, kc.vT, XA);
-          lib->f32(n, nkp, D, D, Lp, Lp, true, dOG, kc.vT, XG);
-          transpose_to(xT, n, dOM, D, n, D);
-          lib->f32(D, nkp, n, n, Lp, Lp, true, xT, PA, dvT);
-          transpose_to(xT, n, dOG, D, n, D);
-          lib->f32(D, nkp, n, n, Lp, Lp, true, xT, PG, dvT);
-          softmax_backward_rows<T, F>(PA, XA, n, nk, Lp);
-          softmax_backward_rows<T, F>(PG, XG, n, nk, Lp);
           lib->f32(n, D, nk, Lp, D, D, false, PA, kc.k_rot, dqr);
           lib->f32(n, D, nk, Lp, D, D, false, PG, kc.k_plain, dqg);
           transpose_to(xT, n, qr, D, n, D);
@@ -978,14 +1027,6 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
         }
       }
       if (!lib) {
-        gemm_rowsT<T, VB, true>(XA, Lp, dOM, kc.vT, n, D, nkp, Lp);
-        gemm_rowsT<T, VB, true>(XG, Lp, dOG, kc.vT, n, D, nkp, Lp);
-        // dv += P^Mᵀ dO^M + P^Gᵀ dO^G (before P turns into dS)
-        gemm_tn_acc<T, VB>(dv, PA, Lp, dOM, n, nk, D);
-        gemm_tn_acc<T, VB>(dv, PG, Lp, dOG, n, nk, D);
-        softmax_backward_rows<T, F>(PA, XA, n, nk, Lp);
-        softmax_backward_rows<T, F>(PG, XG, n, nk, Lp);
-        // dq̃ = scale·dS^M k̃, dq = scale·dS^G k (scale applied below); dk̃ += dS^Mᵀ (scale·q̃) etc.
         gemm_rows<T, VB>(dqr, PA, Lp, kc.k_rot, n, nk, D);
         gemm_rows<T, VB>(dqg, PG, Lp, kc.k_plain, n, nk, D);
         gemm_tn_acc<T, VB>(dkr, PA, Lp, qr, n, nk, D);
@@ -1012,8 +1053,8 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
 
 template <typename T>
 constexpr int64_t backward_work_size(int64_t L, int64_t D, int64_t R) {
-  return 3 * padded(L) * D + 5 * L * D + 6 * R * D + 4 * R * padded(L) + 2 * R +
-         3 * D * padded(L) + D * even_up(R) +  // GemmLib's transposed key side and row block
+  return 3 * padded(L) * D + 5 * L * D + 6 * R * D + 5 * R * padded(L) + 2 * R +
+         3 * D * padded(L) + D * even_up(R) +  // GemmLib's transposed key side and row block; YB (R×Lp)
          (5 * D * padded(L) + R * D + even_up(R) * padded(L) + D * even_up(R)) / 2 + 16;  // its bfloat16 buffers
 }
 
