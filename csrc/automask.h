@@ -24,6 +24,10 @@ void check_forward_inputs(const char* op, const at::Tensor& q, const at::Tensor&
 // TORCH_CHECKs the optional key padding mask: bool (B, L) on q's device (True = key ignored).
 void check_key_padding_mask(const char* op, const c10::optional<at::Tensor>& key_padding_mask, const at::Tensor& q);
 
+// TORCH_CHECKs the optional additive score bias (the attn_mask as AttentionMasks.attn_bias gives it):
+// (1, L, L) or (B·H, L, L) in the compute dtype, on q's device.
+void check_attn_bias(const char* op, const c10::optional<at::Tensor>& attn_bias, const at::Tensor& q);
+
 // Spec §1.1: c_{h,i,p} = Σ_s w_{h,s} cos(θ_{h,s,p} i), s_{h,i,p} likewise with sin; contiguous
 // (H, L, P) tables in `dtype` (computed in that dtype, as the reference does).
 std::tuple<at::Tensor, at::Tensor> modulation_tables(const at::Tensor& freqs, const at::Tensor& weights, int64_t L,
@@ -40,7 +44,8 @@ at::Tensor not_computed(const at::Tensor& like);
 ForwardResult automask_forward_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                    const at::Tensor& freqs, const at::Tensor& weights, const at::Tensor& mix,
                                    double scale, bool need_divergence,
-                                   const c10::optional<at::Tensor>& key_padding_mask, bool is_causal);
+                                   const c10::optional<at::Tensor>& key_padding_mask, bool is_causal,
+                                   const c10::optional<at::Tensor>& attn_bias);
 
 BackwardResult automask_backward_cpu(const c10::optional<at::Tensor>& grad_out,
                                      const c10::optional<at::Tensor>& grad_out_local,
@@ -52,7 +57,8 @@ BackwardResult automask_backward_cpu(const c10::optional<at::Tensor>& grad_out,
                                      const at::Tensor& out_global, const at::Tensor& kl_local,
                                      const at::Tensor& kl_global, const at::Tensor& lse_local,
                                      const at::Tensor& lse_global, double scale,
-                                     const c10::optional<at::Tensor>& key_padding_mask, bool is_causal);
+                                     const c10::optional<at::Tensor>& key_padding_mask, bool is_causal,
+                                   const c10::optional<at::Tensor>& attn_bias);
 
 // Checks of the backward op's saved tensors and incoming gradients (shapes, dtypes, devices).
 void check_backward_inputs(const char* op, const c10::optional<at::Tensor>& grad_out,

@@ -64,6 +64,19 @@ void check_key_padding_mask(const char* op, const c10::optional<Tensor>& key_pad
               m.device());
 }
 
+void check_attn_bias(const char* op, const c10::optional<Tensor>& attn_bias, const Tensor& q) {
+  if (!attn_bias || !attn_bias->defined()) return;
+  const Tensor& m = *attn_bias;
+  const auto B = q.size(0), H = q.size(1), L = q.size(2);
+  TORCH_CHECK(m.scalar_type() == compute_dtype(q), op, ": attn_bias: expected dtype ", compute_dtype(q),
+              " (the dtype scores are formed in), got ", m.scalar_type());
+  TORCH_CHECK(m.dim() == 3 && (m.size(0) == 1 || m.size(0) == B * H) && m.size(1) == L && m.size(2) == L, op,
+              ": attn_bias: expected shape (1, L, L) or (B·H, L, L) with B·H = ", B * H, ", L = ", L, ", got ",
+              m.sizes());
+  TORCH_CHECK(m.device() == q.device(), op, ": attn_bias: expected device ", q.device(), " (that of q), got ",
+              m.device());
+}
+
 static void check_like(const char* op, const char* name, const Tensor& t, at::IntArrayRef shape, at::ScalarType dtype,
                        const at::Device& device) {
   TORCH_CHECK(t.sizes() == shape, op, ": ", name, ": expected shape ", shape, ", got ", t.sizes());
@@ -137,13 +150,14 @@ using torch::autograd::variable_list;
 
 ForwardResult call_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& freqs,
                            const Tensor& weights, const Tensor& mix, double scale, bool need_divergence,
-                           const c10::optional<Tensor>& key_padding_mask, bool is_causal) {
+                           const c10::optional<Tensor>& key_padding_mask, bool is_causal,
+                           const c10::optional<Tensor>& attn_bias) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("amad_fast::automask_forward", "")
                        .typed<ForwardResult(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                             const Tensor&, const Tensor&, double, bool,
-                                            const c10::optional<Tensor>&, bool)>();
-  return op.call(q, k, v, freqs, weights, mix, scale, need_divergence, key_padding_mask, is_causal);
+                                            const c10::optional<Tensor>&, bool, const c10::optional<Tensor>&)>();
+  return op.call(q, k, v, freqs, weights, mix, scale, need_divergence, key_padding_mask, is_causal, attn_bias);
 }
 
 using BackwardSig = BackwardResult(const c10::optional<Tensor>&, const c10::optional<Tensor>&,
@@ -151,7 +165,7 @@ using BackwardSig = BackwardResult(const c10::optional<Tensor>&, const c10::opti
                                    const c10::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&,
                                    const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                    const Tensor&, const Tensor&, const Tensor&, const Tensor&, double,
-                                   const c10::optional<Tensor>&, bool);
+                                   const c10::optional<Tensor>&, bool, const c10::optional<Tensor>&);
 
 c10::optional<Tensor> defined_or_none(const Tensor& t) {
   return t.defined() ? c10::optional<Tensor>(t) : c10::nullopt;
@@ -167,13 +181,13 @@ class AutoMaskBackwardFunction : public torch::autograd::Function<AutoMaskBackwa
                                const Tensor& mix, const Tensor& out_local, const Tensor& out_global,
                                const Tensor& kl_local, const Tensor& kl_global, const Tensor& lse_local,
                                const Tensor& lse_global, double scale, const c10::optional<Tensor>& key_padding_mask,
-                               bool is_causal) {
+                               bool is_causal, const c10::optional<Tensor>& attn_bias) {
     at::AutoDispatchBelowADInplaceOrView guard;
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("amad_fast::automask_backward", "")
                          .typed<BackwardSig>();
     auto r = op.call(g0, g1, g2, g3, g4, q, k, v, freqs, weights, mix, out_local, out_global, kl_local, kl_global,
-                     lse_local, lse_global, scale, key_padding_mask, is_causal);
+                     lse_local, lse_global, scale, key_padding_mask, is_causal, attn_bias);
     return {std::get<0>(r), std::get<1>(r), std::get<2>(r), std::get<3>(r), std::get<4>(r), std::get<5>(r)};
   }
   static variable_list backward(AutogradContext*, variable_list) {
@@ -188,10 +202,11 @@ BackwardResult backward_autograd(const c10::optional<Tensor>& g0, const c10::opt
                                  const Tensor& freqs, const Tensor& weights, const Tensor& mix,
                                  const Tensor& out_local, const Tensor& out_global, const Tensor& kl_local,
                                  const Tensor& kl_global, const Tensor& lse_local, const Tensor& lse_global,
-                                 double scale, const c10::optional<Tensor>& key_padding_mask, bool is_causal) {
+                                 double scale, const c10::optional<Tensor>& key_padding_mask, bool is_causal,
+                                 const c10::optional<Tensor>& attn_bias) {
   auto r = AutoMaskBackwardFunction::apply(g0, g1, g2, g3, g4, q, k, v, freqs, weights, mix, out_local, out_global,
                                            kl_local, kl_global, lse_local, lse_global, scale, key_padding_mask,
-                                           is_causal);
+                                           is_causal, attn_bias);
   return {r[0], r[1], r[2], r[3], r[4], r[5]};
 }
 
@@ -201,18 +216,19 @@ class AutoMaskFunction : public torch::autograd::Function<AutoMaskFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                                const Tensor& freqs, const Tensor& weights, const Tensor& mix, double scale,
-                               bool need_divergence, const c10::optional<Tensor>& key_padding_mask, bool is_causal) {
+                               bool need_divergence, const c10::optional<Tensor>& key_padding_mask, bool is_causal,
+                               const c10::optional<Tensor>& attn_bias) {
     ForwardResult r;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      r = call_forward(q, k, v, freqs, weights, mix, scale, need_divergence, key_padding_mask, is_causal);
+      r = call_forward(q, k, v, freqs, weights, mix, scale, need_divergence, key_padding_mask, is_causal, attn_bias);
     }
     auto [out, out_local, out_global, kl_local, kl_global, lse_local, lse_global] = r;
     // outputs the loss does not use reach backward undefined, not as zero tensors: the kernels then
     // skip their products (no branch gradients: both maps share dO·vᵀ; no dO: no dP at all)
     ctx->set_materialize_grads(false);
     ctx->save_for_backward({q, k, v, freqs, weights, mix, out_local, out_global, kl_local, kl_global, lse_local,
-                            lse_global, key_padding_mask.value_or(Tensor())});
+                            lse_global, key_padding_mask.value_or(Tensor()), attn_bias.value_or(Tensor())});
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["is_causal"] = is_causal;
     ctx->saved_data["need_divergence"] = need_divergence;
@@ -229,16 +245,19 @@ class AutoMaskFunction : public torch::autograd::Function<AutoMaskFunction> {
                                have_kl ? defined_or_none(grads[3]) : c10::nullopt,
                                have_kl ? defined_or_none(grads[4]) : c10::nullopt, s[0], s[1], s[2], s[3], s[4],
                                s[5], s[6], s[7], s[8], s[9], s[10], s[11], scale, defined_or_none(s[12]),
-                               ctx->saved_data["is_causal"].toBool());
+                               ctx->saved_data["is_causal"].toBool(), defined_or_none(s[13]));
+    // no gradient for the masks: dispatch gives the kernels no bias that requires one
     return {std::get<0>(r), std::get<1>(r), std::get<2>(r), std::get<3>(r), std::get<4>(r), std::get<5>(r),
-            Tensor(), Tensor(), Tensor(), Tensor()};
+            Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
 ForwardResult forward_autograd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& freqs,
                                const Tensor& weights, const Tensor& mix, double scale, bool need_divergence,
-                               const c10::optional<Tensor>& key_padding_mask, bool is_causal) {
-  auto r = AutoMaskFunction::apply(q, k, v, freqs, weights, mix, scale, need_divergence, key_padding_mask, is_causal);
+                               const c10::optional<Tensor>& key_padding_mask, bool is_causal,
+                               const c10::optional<Tensor>& attn_bias) {
+  auto r = AutoMaskFunction::apply(q, k, v, freqs, weights, mix, scale, need_divergence, key_padding_mask, is_causal,
+                                   attn_bias);
   return {r[0], r[1], r[2], r[3], r[4], r[5], r[6]};
 }
 
@@ -248,15 +267,15 @@ ForwardResult forward_autograd(const Tensor& q, const Tensor& k, const Tensor& v
 TORCH_LIBRARY_FRAGMENT(amad_fast, m) {
   m.def(
       "automask_forward(Tensor q, Tensor k, Tensor v, Tensor freqs, Tensor weights, Tensor mix, float scale, "
-      "bool need_divergence, Tensor? key_padding_mask=None, bool is_causal=False) -> (Tensor out, "
-      "Tensor out_local, Tensor out_global, Tensor kl_local, Tensor kl_global, Tensor lse_local, "
+      "bool need_divergence, Tensor? key_padding_mask=None, bool is_causal=False, Tensor? attn_bias=None) -> "
+      "(Tensor out, Tensor out_local, Tensor out_global, Tensor kl_local, Tensor kl_global, Tensor lse_local, "
       "Tensor lse_global)");
   m.def(
       "automask_backward(Tensor? grad_out, Tensor? grad_out_local, Tensor? grad_out_global, Tensor? grad_kl_local, "
       "Tensor? grad_kl_global, Tensor q, Tensor k, Tensor v, Tensor freqs, Tensor weights, Tensor mix, "
       "Tensor out_local, Tensor out_global, Tensor kl_local, Tensor kl_global, Tensor lse_local, "
-      "Tensor lse_global, float scale, Tensor? key_padding_mask=None, bool is_causal=False) -> (Tensor dq, "
-      "Tensor dk, Tensor dv, Tensor dfreqs, Tensor dweights, Tensor dmix)");
+      "Tensor lse_global, float scale, Tensor? key_padding_mask=None, bool is_causal=False, "
+      "Tensor? attn_bias=None) -> (Tensor dq, Tensor dk, Tensor dv, Tensor dfreqs, Tensor dweights, Tensor dmix)");
 }
 
 TORCH_LIBRARY_IMPL(amad_fast, Autograd, m) {

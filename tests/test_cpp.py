@@ -99,6 +99,11 @@ def _op_samples():
     for need_div, shape in ((True, (1, 2, 9, 8, 2)), (False, (2, 1, 5, 4, 1))):
         args = make_inputs(*shape, dtype=torch.float32, requires_grad=True)
         samples.append(args + [0.3, need_div])
+    # all three masks: padding, causality and a (B·H, L, L) bias with a −inf entry
+    args = make_inputs(2, 1, 5, 4, 1, dtype=torch.float32, requires_grad=True)
+    bias = torch.randn(2, 5, 5)
+    bias[0, 3, 1] = float("-inf")
+    samples.append(args + [0.3, True, torch.tensor([[False] * 4 + [True], [False] * 5]), True, bias])
     return samples
 
 
@@ -152,6 +157,22 @@ def test_bad_inputs_raise_before_the_kernel(mutate, error, match):
 def test_direct_op_calls_check_their_inputs(mutate, match):
     args = make_inputs(1, 2, 6, 8, 2) + [0.5, True]
     mutate(args)
+    with pytest.raises(RuntimeError, match=match):
+        OPS.automask_forward(*args)
+
+
+@pytest.mark.parametrize(
+    "bias, match",
+    [
+        (torch.zeros(1, 6, 6, dtype=torch.float32), "attn_bias: expected dtype Double"),
+        (torch.zeros(6, 6, dtype=torch.float64), r"attn_bias: expected shape \(1, L, L\) or \(B·H, L, L\)"),
+        (torch.zeros(3, 6, 6, dtype=torch.float64), r"attn_bias: expected shape \(1, L, L\) or \(B·H, L, L\)"),
+    ],
+    ids=["dtype", "2d", "wrong-batch-heads"],
+)
+def test_direct_op_calls_check_the_attn_bias(bias, match):
+    """The bias comes in the dtype scores are formed in (float64 here), (1, L, L) or (B·H, L, L)."""
+    args = make_inputs(1, 2, 6, 8, 2) + [0.5, True, None, False, bias]
     with pytest.raises(RuntimeError, match=match):
         OPS.automask_forward(*args)
 

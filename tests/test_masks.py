@@ -206,10 +206,41 @@ FUSED_CASES = [
     ("padding_causal_empty_rows", 80, dict(key_padding_mask=padding([40, 75], 80).flip(1), is_causal=True)),
     ("padding_whole_sequence", 37, dict(key_padding_mask=padding([0, 30], 37))),
 ]
-# four row blocks of the CPU kernels: under causal the later blocks attend more keys than the first
+
+
+def _with_masked_rows(mask, rows):
+    """A bool attn_mask (L, L) or (B·H, L, L) with every key of the given query rows masked."""
+    mask = mask.clone()
+    mask[..., rows, :] = True
+    return mask
+
+
+def _future_blocked(mask):
+    """An attn_mask that also blocks every future key (j > i), as is_causal=True requires of it."""
+    future = torch.ones(mask.shape[-2:], dtype=torch.bool).triu(1)
+    return mask | future if mask.dtype == torch.bool else mask.masked_fill(future, float("-inf"))
+
+
+def _large_bias(L, seed):
+    """An additive (L, L) attn_mask of large finite biases, uniform in [−30, 30]."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(L, L, generator=g, dtype=torch.float64) * 2 - 1) * 30
+
+
+# four row blocks of the CPU kernels: under causal the later blocks attend more keys than the first;
+# attn_mask cases at lengths off the row block (64) and the row padding (16), each kind of bias
 CPP_CASES = FUSED_CASES + [
     ("causal_four_blocks", 200, dict(is_causal=True)),
     ("padding_causal_four_blocks", 200, dict(key_padding_mask=padding([200, 130], 200), is_causal=True)),
+    ("attn_bool_2d_masked_rows", 80, dict(attn_mask=_with_masked_rows(random_bool_mask((80, 80), 11), [0, 70]))),
+    ("attn_bool_3d", 37, dict(attn_mask=_with_masked_rows(random_bool_mask((4, 37, 37), 12), [5]))),
+    ("attn_float_2d", 80, dict(attn_mask=random_float_mask((80, 80), 13))),
+    ("attn_float_3d_padding_causal", 200, dict(attn_mask=_future_blocked(random_float_mask((4, 200, 200), 14)),
+                                                key_padding_mask=padding([200, 130], 200), is_causal=True)),
+    ("attn_bool_3d_leading_padding_causal", 80, dict(attn_mask=_future_blocked(random_bool_mask((4, 80, 80), 15)),
+                                                     key_padding_mask=padding([50, 80], 80).flip(1),
+                                                     is_causal=True)),
+    ("attn_large_bias_padding", 80, dict(attn_mask=_large_bias(80, 16), key_padding_mask=padding([80, 33], 80))),
 ]
 
 
@@ -296,15 +327,28 @@ def test_cpp_masked_parity_on_each_isa_path(isa, label, length, masks, dtype, mo
     check_masked_parity("cpp", label, length, masks, dtype)
 
 
+CPP_BF16_UNITS = CPP_MISSING is None and torch.ops.amad_fast.automask_cpu_bf16_units()
+
+
+@pytest.mark.skipif(not CPP_BF16_UNITS, reason="cpp: no bfloat16 on 16-bit units (AMX) on this CPU")
+@pytest.mark.parametrize("label, length, masks", CPP_CASES, ids=[c[0] for c in CPP_CASES])
+def test_cpp_masked_parity_bfloat16_on_16bit_units(label, length, masks):
+    """The bfloat16 path (AMX products), whose causal and padded blocks skip keys as float32's do."""
+    check_masked_parity("cpp", label, length, masks, torch.bfloat16)
+
+
 @needs_cpp
-def test_cpp_empty_mask_is_bit_identical_to_no_mask():
-    """An all-False key_padding_mask takes the masked code path and changes no bit."""
+@pytest.mark.parametrize("masks", [dict(key_padding_mask=torch.zeros(2, 80, dtype=torch.bool)),
+                                   dict(attn_mask=torch.zeros(80, 80, dtype=torch.float64))],
+                         ids=["key_padding_mask", "attn_mask"])
+def test_cpp_empty_mask_is_bit_identical_to_no_mask(masks):
+    """An all-False key_padding_mask, or an all-zero additive attn_mask, takes the masked code path
+    and changes no bit."""
     inputs = testing.make_inputs(2, 2, 80, 16, 2, seed=5)
     plain = run_masked("cpp", inputs, {}, dtype=torch.float32)
-    none_padded = run_masked("cpp", inputs, dict(key_padding_mask=torch.zeros(2, 80, dtype=torch.bool)),
-                             dtype=torch.float32)
+    none_masked = run_masked("cpp", inputs, masks, dtype=torch.float32)
     for name in testing.FIELDS + testing.GRADS:
-        assert torch.equal(none_padded[name], plain[name]), name
+        assert torch.equal(none_masked[name], plain[name]), name
 
 
 @needs_triton
@@ -342,7 +386,7 @@ def _float_inputs(L=5, D=4):
 def test_backends_declare_their_masks():
     assert BACKENDS["reference"].support().masks == {"key_padding_mask", "attn_mask", "is_causal"}
     assert BACKENDS["triton"].support().masks == {"key_padding_mask", "attn_mask", "is_causal"}
-    assert BACKENDS["cpp"].support().masks == {"key_padding_mask", "is_causal"}
+    assert BACKENDS["cpp"].support().masks == {"key_padding_mask", "attn_mask", "is_causal"}
 
 
 @needs_cpp
@@ -360,15 +404,22 @@ def test_auto_picks_cpp_for_masked_cpu_inputs(masks):
         assert torch.equal(getattr(got, name), getattr(want, name)), name
 
 
-def test_cpp_refuses_attn_mask_and_masks_on_cuda_tensors():
+def test_cpp_takes_attn_mask_on_cpu_but_refuses_masks_on_cuda_tensors():
     inputs = _float_inputs()
     dims = check_inputs(*inputs, None)
     bool_mask = torch.zeros(5, 5, dtype=torch.bool)
     bool_mask[1, 0] = True
     with_attn = check_masks(None, bool_mask, False, dims, inputs[0].device)
-    assert BACKENDS["cpp"].unsupported_reason(inputs[0], inputs[3], None, 0.0, with_attn) == \
-        "attn_mask not supported (it takes is_causal, key_padding_mask)"
-    assert select_backend(inputs[0], inputs[3], None, "auto", 0.0, with_attn).name == "reference"
+    assert BACKENDS["cpp"].unsupported_reason(inputs[0], inputs[3], None, 0.0, with_attn) is None
+    if CPP_MISSING is None:
+        assert select_backend(inputs[0], inputs[3], None, "auto", 0.0, with_attn).name == "cpp"
+    # a float attn_mask that requires grad needs its gradient: the kernels return none, so it is refused
+    grad_bias = torch.zeros(5, 5, requires_grad=True)
+    with_grad = check_masks(None, grad_bias, False, dims, inputs[0].device)
+    assert BACKENDS["cpp"].unsupported_reason(inputs[0], inputs[3], None, 0.0, with_grad) is not None
+    cuda_q_attn = types.SimpleNamespace(device=torch.device("cuda"), dtype=torch.float32, shape=inputs[0].shape)
+    assert BACKENDS["cpp"].unsupported_reason(cuda_q_attn, inputs[3], None, 0.0, with_attn).startswith(
+        "attn_mask not supported on cuda tensors (the cpp backend's CUDA kernels have not been ")
     # masks on CUDA tensors are refused until the CUDA kernels' masks are checked on a GPU: a CUDA q
     # (stood in for, no GPU needed) with masks is refused with the reason
     cuda_q = types.SimpleNamespace(device=torch.device("cuda"), dtype=torch.float32, shape=inputs[0].shape)

@@ -5,10 +5,12 @@
 // thread-local buffer: no L×L matrix is materialised. Both softmaxes are exact two-pass over the
 // row buffer (R is chosen so R×L stays small, down to one row for very long windows).
 //
-// Masks: key_padding_mask (B, L) bool is read as bytes per batch, is_causal as the block's key
-// range (a block of rows [i0, i0+R) computes only keys < i0 + R: about half the work); masked
-// scores within the range are overwritten before the softmaxes (cpu::mask_score_rows), and a row
-// with no allowed key gets zeros and zero gradients.
+// Masks: key_padding_mask (B, L) bool is read as bytes per batch, is_causal and trailing padding
+// as the block's key range (a block of rows [i0, i0+R) computes only keys < i0 + R and none past
+// the batch's last unpadded key: about half the work each, on every path, bfloat16 included); the
+// attn_mask comes as an additive bias (attn_bias, (1, L, L) or (B·H, L, L) in the compute dtype)
+// added to both maps' scaled scores. Masked scores within the range are overwritten before the
+// softmaxes (cpu::mask_score_rows), and a row with no allowed key gets zeros and zero gradients.
 //
 // Inputs may have any strides (read through them); float16/bfloat16 inputs are converted to
 // float32 first and the outputs cast back. The hot loops are compiled three times, for x86-64-v4
@@ -36,6 +38,7 @@
 #include <cstdlib>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <tuple>
 #include <string>
 #include <vector>
@@ -288,33 +291,57 @@ void fill_call_inputs(cpu::CallInputs<T>& a, const Tensor& q, const Tensor& k, c
   a.scale = static_cast<T>(scale);
 }
 
-// The masks as the kernels read them (cpu::CallInputs): key padding as B×L bytes (1 = ignored)
-// and each batch's first unpadded key (L when all are padded), or none; and causality.
+// The masks as the kernels read them (cpu::CallInputs): key padding as B×L bytes (1 = ignored),
+// each batch's first unpadded key (L when all are padded) and one past its last (at least 1: the
+// keys computed, so trailing padding costs nothing), or none; causality; and the attn_mask's
+// additive bias with, per query row, whether any key is left under all the masks together.
 struct KernelMasks {
   Tensor key_blocked;  // uint8 (B, L) contiguous, or undefined
-  std::vector<int64_t> first_allowed;
+  std::vector<int64_t> first_allowed, key_end;
   bool causal = false;
+  Tensor bias;       // compute dtype, (1, L, L) or (B·H, L, L) contiguous, or undefined
+  Tensor row_empty;  // uint8 (B, H, L) contiguous with a bias, else undefined
 
-  KernelMasks(const char* op, const c10::optional<Tensor>& key_padding_mask, bool is_causal, const Tensor& q)
+  KernelMasks(const char* op, const c10::optional<Tensor>& key_padding_mask, bool is_causal,
+              const c10::optional<Tensor>& attn_bias, const Tensor& q)
       : causal(is_causal) {
     check_key_padding_mask(op, key_padding_mask, q);
-    if (!key_padding_mask || !key_padding_mask->defined()) return;
-    key_blocked = key_padding_mask->to(at::kByte).contiguous();
-    const int64_t B = key_blocked.size(0), L = key_blocked.size(1);
-    const uint8_t* blocked = key_blocked.data_ptr<uint8_t>();
-    first_allowed.resize(B);
-    for (int64_t b = 0; b < B; ++b) {
-      int64_t j = 0;
-      while (j < L && blocked[b * L + j]) ++j;
-      first_allowed[b] = j;
+    check_attn_bias(op, attn_bias, q);
+    const bool padded = key_padding_mask && key_padding_mask->defined();
+    if (padded) {
+      key_blocked = key_padding_mask->to(at::kByte).contiguous();
+      const int64_t B = key_blocked.size(0), L = key_blocked.size(1);
+      const uint8_t* blocked = key_blocked.data_ptr<uint8_t>();
+      first_allowed.resize(B);
+      key_end.resize(B);
+      for (int64_t b = 0; b < B; ++b) {
+        int64_t j = 0, e = L;
+        while (j < L && blocked[b * L + j]) ++j;
+        while (e > 1 && blocked[b * L + e - 1]) --e;
+        first_allowed[b] = j;
+        key_end[b] = e;
+      }
     }
+    if (!attn_bias || !attn_bias->defined()) return;
+    bias = attn_bias->contiguous();
+    const int64_t B = q.size(0), H = q.size(1), L = q.size(2);
+    const bool per_head = bias.size(0) > 1;
+    auto allowed = bias.ne(-std::numeric_limits<double>::infinity())
+                       .view({per_head ? B : 1, per_head ? H : 1, L, L});
+    if (padded) allowed = allowed.logical_and(key_padding_mask->logical_not().view({B, 1, 1, L}));
+    if (causal) allowed = allowed.logical_and(at::ones({L, L}, allowed.options()).tril());
+    row_empty = allowed.any(-1).logical_not().expand({B, H, L}).to(at::kByte).contiguous();
   }
 
   template <typename T>
   void fill(cpu::CallInputs<T>& a) const {
     a.key_blocked = key_blocked.defined() ? key_blocked.data_ptr<uint8_t>() : nullptr;
     a.first_allowed = first_allowed.empty() ? nullptr : first_allowed.data();
+    a.key_end = key_end.empty() ? nullptr : key_end.data();
     a.causal = causal;
+    a.attn_bias = bias.defined() ? bias.data_ptr<T>() : nullptr;
+    a.bias_bh_stride = bias.defined() && bias.size(0) > 1 ? bias.size(1) * bias.size(2) : 0;
+    a.row_empty = row_empty.defined() ? row_empty.data_ptr<uint8_t>() : nullptr;
   }
 };
 
@@ -463,10 +490,11 @@ Tensor sum_leading(const Tensor& x, int64_t n) {
 
 ForwardResult automask_forward_cpu(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& freqs,
                                    const Tensor& weights, const Tensor& mix, double scale, bool need_divergence,
-                                   const c10::optional<Tensor>& key_padding_mask, bool is_causal) {
+                                   const c10::optional<Tensor>& key_padding_mask, bool is_causal,
+                                   const c10::optional<Tensor>& attn_bias) {
   check_forward_inputs("amad_fast::automask_forward", q, k, v, freqs, weights, mix, scale);
   TORCH_CHECK(q.device().is_cpu(), "amad_fast::automask_forward (CPU kernel): expected CPU tensors, got ", q.device());
-  const KernelMasks masks("amad_fast::automask_forward", key_padding_mask, is_causal, q);
+  const KernelMasks masks("amad_fast::automask_forward", key_padding_mask, is_causal, attn_bias, q);
   const auto acc = compute_dtype(q);
   const int64_t B = q.size(0), H = q.size(1), L = q.size(2), D = q.size(3);
   auto qa = q.to(acc), ka = k.to(acc), va = v.to(acc);  // no copy for float32/float64
@@ -517,12 +545,13 @@ BackwardResult automask_backward_cpu(const c10::optional<Tensor>& grad_out,
                                      const Tensor& v, const Tensor& freqs, const Tensor& weights, const Tensor& mix,
                                      const Tensor& out_local, const Tensor& out_global, const Tensor& kl_local,
                                      const Tensor& kl_global, const Tensor& lse_local, const Tensor& lse_global,
-                                     double scale, const c10::optional<Tensor>& key_padding_mask, bool is_causal) {
+                                     double scale, const c10::optional<Tensor>& key_padding_mask, bool is_causal,
+                                     const c10::optional<Tensor>& attn_bias) {
   const char* op = "amad_fast::automask_backward";
   check_backward_inputs(op, grad_out, grad_out_local, grad_out_global, grad_kl_local, grad_kl_global, q, k, v, freqs,
                         weights, mix, out_local, out_global, kl_local, kl_global, lse_local, lse_global, scale);
   TORCH_CHECK(q.device().is_cpu(), op, " (CPU kernel): expected CPU tensors, got ", q.device());
-  const KernelMasks masks(op, key_padding_mask, is_causal, q);
+  const KernelMasks masks(op, key_padding_mask, is_causal, attn_bias, q);
   const auto acc = compute_dtype(q);
   const int64_t B = q.size(0), H = q.size(1), L = q.size(2), D = q.size(3), P = D / 2;
   auto qa = q.to(acc), ka = k.to(acc), va = v.to(acc);

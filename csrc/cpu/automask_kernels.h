@@ -439,23 +439,33 @@ struct CallInputs {
   const GemmLib* lib;  // null: the micro-kernels (always so for float64)
   // Masks (spec: masked keys take part in neither map nor the divergence). key_blocked: B×L bytes,
   // 1 = key padding (null: none); causal: key j > i is not allowed for query row i;
-  // first_allowed: per batch, the first key not padded (L if none), for the empty-row test.
+  // first_allowed: per batch, the first key not padded (L if none), for the empty-row test;
+  // key_end: per batch, one past the last key not padded (at least 1), the keys any row computes.
   const uint8_t* key_blocked;
   bool causal;
   const int64_t* first_allowed;
+  const int64_t* key_end;
+  // attn_bias: the additive bias of the attn_mask, (G, L, L) with G = 1 or B·H, added to both maps'
+  // scaled scores; −inf = key not allowed (null: none). bias_bh_stride: 0 (G = 1) or L·L.
+  // row_empty: with a bias, B·H·L bytes, 1 = the query row has no allowed key under all masks.
+  const T* attn_bias;
+  int64_t bias_bh_stride;
+  const uint8_t* row_empty;
 };
 
 // Whether the call masks anything (then masked scores are overwritten, empty rows zeroed).
 template <typename T>
 AMAD_AI bool any_mask(const CallInputs<T>& a) {
-  return a.key_blocked != nullptr || a.causal;
+  return a.key_blocked != nullptr || a.causal || a.attn_bias != nullptr;
 }
 
-// The keys a row block [i0, i0+n) can attend: all L, or under causal the first i0 + n (the rest
-// of the row is skipped, not computed).
+// The keys a row block [i0, i0+n) of batch b computes: all L, under causal the first i0 + n, and
+// none past the batch's last unpadded key (the rest of the row is skipped, not computed).
 template <typename T>
-AMAD_AI int64_t keys_for_block(const CallInputs<T>& a, int64_t i0, int64_t n) {
-  return a.causal && i0 + n < a.L ? i0 + n : a.L;
+AMAD_AI int64_t keys_for_block(const CallInputs<T>& a, int64_t b, int64_t i0, int64_t n) {
+  int64_t nk = a.causal && i0 + n < a.L ? i0 + n : a.L;
+  if (a.key_end && a.key_end[b] < nk) nk = a.key_end[b];
+  return nk;
 }
 
 // The keys query row i's per-entry passes (softmax, divergence) run over, of the block's nk: under
@@ -473,9 +483,10 @@ AMAD_AI void zero_row_tail(T* __restrict__ p, int64_t nr, int64_t end) {
   for (int64_t j = padded(nr); j < end; ++j) p[j] = T(0);
 }
 
-// Whether query row i of batch b has no allowed key (its outputs, kl terms and gradients are 0).
+// Whether query row i of (b, h) = bh has no allowed key (its outputs, kl terms and gradients are 0).
 template <typename T>
-AMAD_AI bool empty_row(const CallInputs<T>& a, int64_t b, int64_t i) {
+AMAD_AI bool empty_row(const CallInputs<T>& a, int64_t bh, int64_t b, int64_t i) {
+  if (a.row_empty) return a.row_empty[bh * a.L + i] != 0;
   if (!a.key_blocked) return false;  // causal alone always allows key 0 ≤ i
   return a.first_allowed[b] > (a.causal ? i : a.L - 1);
 }
@@ -486,15 +497,23 @@ AMAD_AI bool empty_row(const CallInputs<T>& a, int64_t b, int64_t i) {
 template <typename T>
 constexpr T kMaskedScore = -std::numeric_limits<T>::max() / 4;
 
-// Overwrites the masked entries among the first nk of both score rows of query row i (batch b)
-// with kMaskedScore: padded keys, and under causal the keys after i.
+// Adds the bias row (null: none) to the first nk entries of both score rows of query row i
+// (batch b) and overwrites the masked ones with kMaskedScore: padded keys, under causal the keys
+// after i, and keys whose bias is −inf.
 template <typename T>
-AMAD_AI void mask_score_rows(const CallInputs<T>& a, int64_t b, int64_t i, int64_t nk, T* __restrict__ sa,
-                             T* __restrict__ sg) {
+AMAD_AI void mask_score_rows(const CallInputs<T>& a, int64_t b, int64_t i, int64_t nk, const T* __restrict__ bias,
+                             T* __restrict__ sa, T* __restrict__ sg) {
   const uint8_t* __restrict__ blocked = a.key_blocked ? a.key_blocked + b * a.L : nullptr;
   const int64_t last = a.causal ? i : a.L - 1;  // the last key the row may attend
   const T masked = kMaskedScore<T>;
-  if (blocked) {
+  if (bias) {
+    const T ninf = -std::numeric_limits<T>::infinity();
+    for (int64_t j = 0; j < nk; ++j) {
+      const bool off = (blocked && blocked[j] != 0) || j > last || bias[j] == ninf;
+      sa[j] = off ? masked : sa[j] + bias[j];
+      sg[j] = off ? masked : sg[j] + bias[j];
+    }
+  } else if (blocked) {
     for (int64_t j = 0; j < nk; ++j) {
       const bool off = blocked[j] != 0 || j > last;
       sa[j] = off ? masked : sa[j];
@@ -660,22 +679,22 @@ AMAD_AI void softmax_kl_row(const T* __restrict__ sa, const T* __restrict__ sg, 
   kl[0] = sumA > T(0) ? sumA : T(0), kl[1] = sumG > T(0) ? sumG : T(0);
 }
 
-// The score rows of both maps for query rows [i0, i0 + n) of batch b: SA = q̃·k̃ᵀ (rotated), SG = q·kᵀ
-// (Lp columns, the first nk computed), masked entries overwritten. The forward and the backward's
-// recomputation both call this, so the backward sees the forward's scores exactly (same operands,
-// same calls): through the library's bfloat16 products (q rows converted into rows_b), its float32
-// ones, or the kernels' own micro-kernel.
+// The score rows of both maps for query rows [i0, i0 + n) of (b, h) = bh: SA = q̃·k̃ᵀ (rotated),
+// SG = q·kᵀ (Lp columns, the first nk computed), the attn_mask's bias added and masked entries
+// overwritten. The forward and the backward's recomputation both call this, so the backward sees
+// the forward's scores exactly (same operands, same calls): through the library's bfloat16 products
+// (q rows converted into rows_b), its float32 ones, or the kernels' own micro-kernel.
 template <typename T, int64_t VB>
 AMAD_AI void block_scores(const CallInputs<T>& a, const GemmLib* lib, bool b16, const KeyCache<T>& kc,
                           const uint16_t* kTr_b, const uint16_t* kT_b, const T* qr, const T* qg, uint16_t* rows_b,
-                          int64_t b, int64_t i0, int64_t n, int64_t nk, T* SA, T* SG) {
+                          int64_t bh, int64_t b, int64_t i0, int64_t n, int64_t nk, T* SA, T* SG) {
   const int64_t D = a.D, Lp = padded(a.L), nkp = padded(nk);
   if constexpr (std::is_same_v<T, float>) {
     if (b16) {
       cvt_rows(rows_b, D, qr, D, n, D);
-      lib->bf16(n, Lp, D, D, Lp, Lp, false, rows_b, kTr_b, SA);
+      lib->bf16(n, nkp, D, D, Lp, Lp, false, rows_b, kTr_b, SA);
       cvt_rows(rows_b, D, qg, D, n, D);
-      lib->bf16(n, Lp, D, D, Lp, Lp, false, rows_b, kT_b, SG);
+      lib->bf16(n, nkp, D, D, Lp, Lp, false, rows_b, kT_b, SG);
     } else if (lib) {
       lib->f32(n, nkp, D, D, Lp, Lp, false, qr, kc.kT_rot, SA);
       lib->f32(n, nkp, D, D, Lp, Lp, false, qg, kc.kT, SG);
@@ -685,8 +704,11 @@ AMAD_AI void block_scores(const CallInputs<T>& a, const GemmLib* lib, bool b16, 
     gemm_rowsT<T, VB>(SA, Lp, qr, kc.kT_rot, n, D, nkp, Lp);
     gemm_rowsT<T, VB>(SG, Lp, qg, kc.kT, n, D, nkp, Lp);
   }
-  if (any_mask(a))
-    for (int64_t r = 0; r < n; ++r) mask_score_rows(a, b, i0 + r, nk, SA + r * Lp, SG + r * Lp);
+  if (any_mask(a)) {
+    const T* bias = a.attn_bias ? a.attn_bias + bh * a.bias_bh_stride : nullptr;
+    for (int64_t r = 0; r < n; ++r)
+      mask_score_rows(a, b, i0 + r, nk, bias ? bias + (i0 + r) * a.L : nullptr, SA + r * Lp, SG + r * Lp);
+  }
 }
 
 // Forward for tasks [t0, t1) (spec §1.3–1.5).
@@ -718,8 +740,7 @@ AMAD_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* work)
     const int64_t bh = t / a.nblk, b = bh / a.H, h = bh % a.H;
     const int64_t i0 = (t % a.nblk) * R;
     const int64_t n = (L - i0) < R ? (L - i0) : R;
-    // keys this block attends (causal: skips the rest; the bfloat16 path keeps all, masking only)
-    const int64_t nk = b16 ? L : keys_for_block(a, i0, n), nkp = padded(nk);
+    const int64_t nk = keys_for_block(a, b, i0, n), nkp = padded(nk);  // keys this block computes
     if (bh != cached) {
       fill_key_cache(kc, a.k, a.sk, a.v, a.sv, b, h, L, D, a.cos, a.sin, false);
       if constexpr (std::is_same_v<T, float>)
@@ -731,17 +752,17 @@ AMAD_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* work)
       cached = bh;
     }
     load_rows(a.q, a.sq, b, h, i0, n, D, L, a.cos, a.sin, a.scale, qg, qr);
-    block_scores<T, VB>(a, lib, b16, kc, kTr_b, kT_b, qr, qg, q_b, b, i0, n, nk, SA, SG);
+    block_scores<T, VB>(a, lib, b16, kc, kTr_b, kT_b, qr, qg, q_b, bh, b, i0, n, nk, SA, SG);
     const bool masked = any_mask(a);
     const int64_t row0 = bh * L + i0;  // index of the block's first row in (B, H, L)
     for (int64_t r = 0; r < n; ++r) {
       T mx[2], ls[2], inv[2], kl[2];
-      const int64_t nr = b16 ? nk : keys_for_row(a, i0 + r, nk);  // bfloat16 reads whole padded rows
+      const int64_t nr = keys_for_row(a, i0 + r, nk);
       softmax_kl_row<T, F>(SA + r * Lp, SG + r * Lp, EA + r * Lp, EG + r * Lp, nr, mx, ls, inv,
                            a.need_divergence ? kl : nullptr);
       zero_row_tail(EA + r * Lp, nr, nkp);
       zero_row_tail(EG + r * Lp, nr, nkp);
-      if (masked && empty_row(a, b, i0 + r)) inv[0] = inv[1] = kl[0] = kl[1] = T(0);  // zeros, not NaN
+      if (masked && empty_row(a, bh, b, i0 + r)) inv[0] = inv[1] = kl[0] = kl[1] = T(0);  // zeros, not NaN
       invA[r] = inv[0], invG[r] = inv[1];
       // lse = max + log(sum) summed in float64, so that the backward gets both parts back
       a.lse_local[row0 + r] = static_cast<double>(mx[0]) + static_cast<double>(ls[0]);
@@ -750,10 +771,10 @@ AMAD_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* work)
     }
     if constexpr (std::is_same_v<T, float>) {
       if (b16) {
-        cvt_rows(e_b, Lp, EA, Lp, n, Lp);
-        lib->bf16(n, D, Lp, Lp, D, D, false, e_b, v_b, oM);
-        cvt_rows(e_b, Lp, EG, Lp, n, Lp);
-        lib->bf16(n, D, Lp, Lp, D, D, false, e_b, v_b, oG);
+        cvt_rows(e_b, Lp, EA, Lp, n, nkp);
+        lib->bf16(n, D, nkp, Lp, D, D, false, e_b, v_b, oM);
+        cvt_rows(e_b, Lp, EG, Lp, n, nkp);
+        lib->bf16(n, D, nkp, Lp, D, D, false, e_b, v_b, oG);
       } else if (lib) {
         lib->f32(n, D, nk, Lp, D, D, false, EA, kc.v_rows, oM);
         lib->f32(n, D, nk, Lp, D, D, false, EG, kc.v_rows, oG);
@@ -892,8 +913,7 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
       const int64_t i0 = blk * R;
       const int64_t n = (L - i0) < R ? (L - i0) : R;
       const int64_t row0 = bh * L + i0;
-      // keys this block attends (causal: skips the rest; the bfloat16 path keeps all, masking only)
-      const int64_t nk = b16 ? L : keys_for_block(a, i0, n), nkp = padded(nk);
+      const int64_t nk = keys_for_block(a, b, i0, n), nkp = padded(nk);  // keys this block computes
       load_rows(a.q, a.sq, b, h, i0, n, D, L, a.cos, a.sin, a.scale, qg, qr);
       // upstream gradients of the two branch outputs, dO^M = λ·dO + dO_local, dO^G likewise
       for (int64_t r = 0; r < n; ++r) {
@@ -933,21 +953,21 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
           gkG[r] = a.g_kl_global ? a.g_kl_global[row0 + r] : T(0);
         }
       }
-      block_scores<T, VB>(a, lib, b16, kc, kTr_b, kT_b, qr, qg, x_b, b, i0, n, nk, XA, XG);  // as the forward
+      block_scores<T, VB>(a, lib, b16, kc, kTr_b, kT_b, qr, qg, x_b, bh, b, i0, n, nk, XA, XG);  // as the forward
       const bool masked = any_mask(a);
       for (int64_t r = 0; r < n; ++r) {
         T hiA, loA, hiG, loG;
         split_lse(a.lse_local[row0 + r], hiA, loA);
         split_lse(a.lse_global[row0 + r], hiG, loG);
         T *xa = XA + r * Lp, *xg = XG + r * Lp;
-        const int64_t nr = b16 ? nk : keys_for_row(a, i0 + r, nk);  // bfloat16 reads whole padded rows
+        const int64_t nr = keys_for_row(a, i0 + r, nk);
         if (kl_grad)
           probs_and_gaps_row<T, F, true>(xa, xg, PA + r * Lp, PG + r * Lp, nr, hiA, loA, hiG, loG, gkA[r], gkG[r]);
         else
           probs_and_gaps_row<T, F, false>(xa, xg, PA + r * Lp, PG + r * Lp, nr, hiA, loA, hiG, loG, T(0), T(0));
         zero_row_tail(PA + r * Lp, nr, nkp);
         zero_row_tail(PG + r * Lp, nr, nkp);
-        if (masked && empty_row(a, b, i0 + r))  // no allowed key: no probabilities, zero gradients
+        if (masked && empty_row(a, bh, b, i0 + r))  // no allowed key: no probabilities, zero gradients
           for (int64_t j = 0; j < nkp; ++j) xa[j] = xg[j] = PA[r * Lp + j] = PG[r * Lp + j] = T(0);
         if (shared && a.g_out) {
           const T *__restrict__ pa = PA + r * Lp, *__restrict__ pg = PG + r * Lp;
@@ -959,22 +979,21 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
       // dS = P ∘ (X − δ), δ = Σ_j P X. Shared: dv += (λ·P^M + (1 − λ)·P^G)ᵀ·dO from YB, then
       // YB = dO·vᵀ, and X + c·Y in place of X (c = λ, 1 − λ); no dO at all: dP = 0 and dv unchanged.
       const T* dO = shared && a.g_out ? a.g_out + row0 * D : nullptr;
-      const int64_t nsoft = b16 ? L : nk;  // bfloat16 reads whole padded rows
       if constexpr (std::is_same_v<T, float>) {
         if (b16 && dO) {
           cvt_transpose(xT_b, dO, D, n, Rp, D);
-          pack_pairs(p_b, YB, Lp, n, Rp, Lp);
-          lib->bf16(D, Lp, Rp, Rp, Lp, Lp, true, xT_b, p_b, dvT);
+          pack_pairs(p_b, YB, Lp, n, Rp, nkp);
+          lib->bf16(D, nkp, Rp, Rp, nkp, Lp, true, xT_b, p_b, dvT);
           cvt_rows(x_b, D, dO, D, n, D);
-          lib->bf16(n, Lp, D, D, Lp, Lp, false, x_b, vT_b, YB);
+          lib->bf16(n, nkp, D, D, Lp, Lp, false, x_b, vT_b, YB);
         } else if (b16 && !shared) {
           for (int m = 0; m < 2; ++m) {
             const T* dOm = m ? dOG : dOM;
             cvt_rows(x_b, D, dOm, D, n, D);
-            lib->bf16(n, Lp, D, D, Lp, Lp, true, x_b, vT_b, m ? XG : XA);
+            lib->bf16(n, nkp, D, D, Lp, Lp, true, x_b, vT_b, m ? XG : XA);
             cvt_transpose(xT_b, dOm, D, n, Rp, D);
-            pack_pairs(p_b, m ? PG : PA, Lp, n, Rp, Lp);
-            lib->bf16(D, Lp, Rp, Rp, Lp, Lp, true, xT_b, p_b, dvT);
+            pack_pairs(p_b, m ? PG : PA, Lp, n, Rp, nkp);
+            lib->bf16(D, nkp, Rp, Rp, nkp, Lp, true, xT_b, p_b, dvT);
           }
         } else if (lib && dO) {
           transpose_to(xT, n, dO, D, n, D);
@@ -999,11 +1018,11 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
         gemm_tn_acc<T, VB>(dv, PG, Lp, dOG, n, nk, D);
       }
       if (dO) {
-        softmax_backward_rows<T, F, true>(PA, XA, n, nsoft, Lp, YB, lam);
-        softmax_backward_rows<T, F, true>(PG, XG, n, nsoft, Lp, YB, T(1) - lam);
+        softmax_backward_rows<T, F, true>(PA, XA, n, nk, Lp, YB, lam);
+        softmax_backward_rows<T, F, true>(PG, XG, n, nk, Lp, YB, T(1) - lam);
       } else {
-        softmax_backward_rows<T, F>(PA, XA, n, nsoft, Lp);
-        softmax_backward_rows<T, F>(PG, XG, n, nsoft, Lp);
+        softmax_backward_rows<T, F>(PA, XA, n, nk, Lp);
+        softmax_backward_rows<T, F>(PG, XG, n, nk, Lp);
       }
       // dq̃ = scale·dS^M k̃, dq = scale·dS^G k (scale applied below); dk̃ += dS^Mᵀ (scale·q̃) etc.
       if constexpr (std::is_same_v<T, float>) {
@@ -1011,11 +1030,11 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
           for (int m = 0; m < 2; ++m) {
             const T* x = m ? qg : qr;
             const T* S = m ? PG : PA;
-            cvt_rows(p_b, Lp, S, Lp, n, Lp);
-            lib->bf16(n, D, Lp, Lp, D, D, false, p_b, m ? kg_b : kr_b, m ? dqg : dqr);
+            cvt_rows(p_b, Lp, S, Lp, n, nkp);
+            lib->bf16(n, D, nkp, Lp, D, D, false, p_b, m ? kg_b : kr_b, m ? dqg : dqr);
             cvt_transpose(xT_b, x, D, n, Rp, D);
-            pack_pairs(p_b, S, Lp, n, Rp, Lp);
-            lib->bf16(D, Lp, Rp, Rp, Lp, Lp, true, xT_b, p_b, m ? dkgT : dkrT);
+            pack_pairs(p_b, S, Lp, n, Rp, nkp);
+            lib->bf16(D, nkp, Rp, Rp, nkp, Lp, true, xT_b, p_b, m ? dkgT : dkrT);
           }
         } else if (lib) {
           lib->f32(n, D, nk, Lp, D, D, false, PA, kc.k_rot, dqr);

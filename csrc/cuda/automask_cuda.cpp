@@ -39,6 +39,12 @@ Tensor padding_bytes(const char* op, const c10::optional<Tensor>& key_padding_ma
   return key_padding_mask->to(at::kByte).contiguous();
 }
 
+// The CUDA kernels take no additive bias: refuse one rather than ignore it.
+void check_no_attn_bias(const char* op, const c10::optional<Tensor>& attn_bias) {
+  TORCH_CHECK(!attn_bias || !attn_bias->defined(), op,
+              ": attn_mask is not implemented in the CUDA kernels yet");
+}
+
 void check_cuda_shapes(const char* op, const Tensor& q) {
   TORCH_CHECK(q.is_cuda(), op, " (CUDA kernel): expected CUDA tensors, got ", q.device());
   TORCH_CHECK(q.size(3) <= cuda::kMaxHeadDim, op, ": q: the CUDA kernels take head dims D <= ", cuda::kMaxHeadDim,
@@ -51,8 +57,10 @@ void check_cuda_shapes(const char* op, const Tensor& q) {
 
 ForwardResult automask_forward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& freqs,
                                     const Tensor& weights, const Tensor& mix, double scale, bool need_divergence,
-                                    const c10::optional<Tensor>& key_padding_mask, bool is_causal) {
+                                    const c10::optional<Tensor>& key_padding_mask, bool is_causal,
+                                    const c10::optional<Tensor>& attn_bias) {
   const char* op = "amad_fast::automask_forward";
+  check_no_attn_bias(op, attn_bias);
   check_forward_inputs(op, q, k, v, freqs, weights, mix, scale);
   check_cuda_shapes(op, q);
   const Tensor padding = padding_bytes(op, key_padding_mask, q);
@@ -98,8 +106,10 @@ BackwardResult automask_backward_cuda(const c10::optional<Tensor>& grad_out,
                                       const Tensor& v, const Tensor& freqs, const Tensor& weights, const Tensor& mix,
                                       const Tensor& out_local, const Tensor& out_global, const Tensor& kl_local,
                                       const Tensor& kl_global, const Tensor& lse_local, const Tensor& lse_global,
-                                      double scale, const c10::optional<Tensor>& key_padding_mask, bool is_causal) {
+                                      double scale, const c10::optional<Tensor>& key_padding_mask, bool is_causal,
+                                      const c10::optional<Tensor>& attn_bias) {
   const char* op = "amad_fast::automask_backward";
+  check_no_attn_bias(op, attn_bias);
   check_backward_inputs(op, grad_out, grad_out_local, grad_out_global, grad_kl_local, grad_kl_global, q, k, v, freqs,
                         weights, mix, out_local, out_global, kl_local, kl_global, lse_local, lse_global, scale);
   check_cuda_shapes(op, q);

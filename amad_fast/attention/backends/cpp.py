@@ -1,15 +1,18 @@
 """Backend adapter for the C++/CUDA extension ops (``torch.ops.amad_fast``, built from csrc/).
 
 The ops: ``automask_forward(q, k, v, freqs, weights, mix, scale, need_divergence, key_padding_mask=None,
-is_causal=False)`` (``mix`` the raw mixup logit, λ = sigmoid(mix) formed inside, as the Triton op
-does; ``key_padding_mask`` (B, L) bool, True = key ignored) returns
+is_causal=False, attn_bias=None)`` (``mix`` the raw mixup logit, λ = sigmoid(mix) formed inside, as the
+Triton op does; ``key_padding_mask`` (B, L) bool, True = key ignored; ``attn_bias`` the attn_mask as
+``AttentionMasks.attn_bias`` gives it, (1, L, L) or (B·H, L, L) in the dtype scores are formed in,
+added to both maps' scaled scores, −inf = key not allowed) returns
 ``(out, out_local, out_global, kl_local, kl_global, lse_local, lse_global)`` (the log-sum-exps in
 float64 for every input dtype, so the backward recomputes log P at full precision when the scores
 are large); the branch outputs are always computed (the backward needs them), the kl terms are empty tensors unless
 ``need_divergence``. ``automask_backward`` (the same masks trailing) is its gradient, wired in C++ as
-the Autograd kernel. The CPU kernels take both masks. The CUDA kernels and their binding take them
-too, but have only been checked in the CPU emulation (scripts/cuda_logic_on_cpu.py), never on a GPU,
-so masks on CUDA tensors are refused here until a GPU run (benchmarks/gpu_check.py) checks them.
+the Autograd kernel. The CPU kernels take all three masks. The CUDA kernels and their binding take
+key_padding_mask and is_causal (attn_bias not yet: the binding refuses it), but have only been checked
+in the CPU emulation (scripts/cuda_logic_on_cpu.py), never on a GPU, so masks on CUDA tensors are
+refused here until a GPU run (benchmarks/gpu_check.py) checks them.
 This module registers the ops' fake (meta) kernels so they trace under torch.compile / opcheck.
 """
 from __future__ import annotations
@@ -26,7 +29,8 @@ from amad_fast.attention.validation import NO_MASKS, AttentionMasks
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def _fake_forward(q, k, v, freqs, weights, mix, scale, need_divergence, key_padding_mask=None, is_causal=False):
+def _fake_forward(q, k, v, freqs, weights, mix, scale, need_divergence, key_padding_mask=None, is_causal=False,
+                  attn_bias=None):
     B, H, L, D = q.shape
     kl_shape = (B, H, L) if need_divergence else (0,)
     lse = q.new_empty((B, H, L), dtype=torch.float64)  # float64 for every input dtype (csrc/cpu: log_prob)
@@ -43,7 +47,7 @@ def _fake_forward(q, k, v, freqs, weights, mix, scale, need_divergence, key_padd
 
 def _fake_backward(g_out, g_out_local, g_out_global, g_kl_local, g_kl_global, q, k, v, freqs, weights, mix,
                    out_local, out_global, kl_local, kl_global, lse_local, lse_global, scale, key_padding_mask=None,
-                   is_causal=False):
+                   is_causal=False, attn_bias=None):
     def grad_like(x):
         return torch.empty_like(x, memory_format=torch.contiguous_format)
 
@@ -71,7 +75,7 @@ _SUPPORT = Support(
     auto_device_types=frozenset({"cpu", "cuda"}),
     dtypes=_KERNEL_DTYPES,
     param_dtypes=_KERNEL_DTYPES,
-    masks=frozenset({"key_padding_mask", "is_causal"}),  # the CPU kernels'; CUDA tensors: see unsupported_reason
+    masks=frozenset({"key_padding_mask", "attn_mask", "is_causal"}),  # the CPU kernels'; CUDA: see unsupported_reason
     needs_extension=True,
 )
 
@@ -99,8 +103,10 @@ class CppBackend(Backend):
 
     def forward(self, q, k, v, freqs, weights, mix, scale, need_divergence, need_branches, dropout_p=0.0,
                 masks=NO_MASKS):
+        score_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32  # as the kernels form scores
         out, out_local, out_global, kl_local, kl_global, _, _ = torch.ops.amad_fast.automask_forward(
-            q, k, v, freqs, weights, mix, float(scale), bool(need_divergence), masks.key_padding, bool(masks.causal)
+            q, k, v, freqs, weights, mix, float(scale), bool(need_divergence), masks.key_padding, bool(masks.causal),
+            masks.attn_bias(score_dtype),
         )
         if not need_divergence:
             kl_local = kl_global = None
