@@ -38,14 +38,15 @@ std::tuple<at::Tensor, at::Tensor> modulation_tables(const at::Tensor& freqs, co
 std::tuple<at::Tensor, at::Tensor> modulation_backward(const at::Tensor& dc, const at::Tensor& ds,
                                                        const at::Tensor& freqs, const at::Tensor& weights);
 
-// The empty tensor that stands for an output not computed (kl_* when need_divergence is false).
+// The empty tensor that stands for an output not computed (kl_* when need_divergence is false,
+// out_local and out_global when need_branches is false on the CPU).
 at::Tensor not_computed(const at::Tensor& like);
 
 ForwardResult automask_forward_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                    const at::Tensor& freqs, const at::Tensor& weights, const at::Tensor& mix,
                                    double scale, bool need_divergence,
                                    const c10::optional<at::Tensor>& key_padding_mask, bool is_causal,
-                                   const c10::optional<at::Tensor>& attn_bias);
+                                   const c10::optional<at::Tensor>& attn_bias, bool need_branches);
 
 BackwardResult automask_backward_cpu(const c10::optional<at::Tensor>& grad_out,
                                      const c10::optional<at::Tensor>& grad_out_local,

@@ -94,8 +94,12 @@ void check_backward_inputs(const char* op, const c10::optional<Tensor>& grad_out
   check_forward_inputs(op, q, k, v, freqs, weights, mix, scale);
   const auto dev = q.device();
   const auto rows = q.sizes().slice(0, 3);
-  check_like(op, "out_local", out_local, q.sizes(), q.scalar_type(), dev);
-  check_like(op, "out_global", out_global, q.sizes(), q.scalar_type(), dev);
+  // the branch outputs, or empty when the forward ran with need_branches=False (then none has a gradient)
+  const bool have_branches = out_local.numel() > 0;
+  if (have_branches) {
+    check_like(op, "out_local", out_local, q.sizes(), q.scalar_type(), dev);
+    check_like(op, "out_global", out_global, q.sizes(), q.scalar_type(), dev);
+  }
   check_like(op, "lse_local", lse_local, rows, at::kDouble, dev);  // float64 for every input dtype
   check_like(op, "lse_global", lse_global, rows, at::kDouble, dev);
   const bool have_kl = kl_local.numel() > 0;
@@ -104,6 +108,8 @@ void check_backward_inputs(const char* op, const c10::optional<Tensor>& grad_out
     check_like(op, "kl_global", kl_global, rows, q.scalar_type(), dev);
   }
   if (grad_out) check_like(op, "grad_out", *grad_out, q.sizes(), q.scalar_type(), dev);
+  TORCH_CHECK(have_branches || (!grad_out_local && !grad_out_global), op,
+              ": a branch output gradient came but the forward ran with need_branches=False");
   if (grad_out_local) check_like(op, "grad_out_local", *grad_out_local, q.sizes(), q.scalar_type(), dev);
   if (grad_out_global) check_like(op, "grad_out_global", *grad_out_global, q.sizes(), q.scalar_type(), dev);
   for (const auto* g : {&grad_kl_local, &grad_kl_global}) {
@@ -151,13 +157,15 @@ using torch::autograd::variable_list;
 ForwardResult call_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& freqs,
                            const Tensor& weights, const Tensor& mix, double scale, bool need_divergence,
                            const c10::optional<Tensor>& key_padding_mask, bool is_causal,
-                           const c10::optional<Tensor>& attn_bias) {
+                           const c10::optional<Tensor>& attn_bias, bool need_branches) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("amad_fast::automask_forward", "")
                        .typed<ForwardResult(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                             const Tensor&, const Tensor&, double, bool,
-                                            const c10::optional<Tensor>&, bool, const c10::optional<Tensor>&)>();
-  return op.call(q, k, v, freqs, weights, mix, scale, need_divergence, key_padding_mask, is_causal, attn_bias);
+                                            const c10::optional<Tensor>&, bool, const c10::optional<Tensor>&,
+                                            bool)>();
+  return op.call(q, k, v, freqs, weights, mix, scale, need_divergence, key_padding_mask, is_causal, attn_bias,
+                 need_branches);
 }
 
 using BackwardSig = BackwardResult(const c10::optional<Tensor>&, const c10::optional<Tensor>&,
@@ -217,11 +225,12 @@ class AutoMaskFunction : public torch::autograd::Function<AutoMaskFunction> {
   static variable_list forward(AutogradContext* ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                                const Tensor& freqs, const Tensor& weights, const Tensor& mix, double scale,
                                bool need_divergence, const c10::optional<Tensor>& key_padding_mask, bool is_causal,
-                               const c10::optional<Tensor>& attn_bias) {
+                               const c10::optional<Tensor>& attn_bias, bool need_branches) {
     ForwardResult r;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      r = call_forward(q, k, v, freqs, weights, mix, scale, need_divergence, key_padding_mask, is_causal, attn_bias);
+      r = call_forward(q, k, v, freqs, weights, mix, scale, need_divergence, key_padding_mask, is_causal, attn_bias,
+                       need_branches);
     }
     auto [out, out_local, out_global, kl_local, kl_global, lse_local, lse_global] = r;
     // outputs the loss does not use reach backward undefined, not as zero tensors: the kernels then
@@ -234,6 +243,8 @@ class AutoMaskFunction : public torch::autograd::Function<AutoMaskFunction> {
     ctx->saved_data["need_divergence"] = need_divergence;
     ctx->mark_non_differentiable({lse_local, lse_global});
     if (!need_divergence) ctx->mark_non_differentiable({kl_local, kl_global});
+    // not computed (the empty 1-d tensor of not_computed; dim, not numel, which is symbolic under tracing)
+    if (out_local.dim() != 4) ctx->mark_non_differentiable({out_local, out_global});
     return {out, out_local, out_global, kl_local, kl_global, lse_local, lse_global};
   }
 
@@ -248,16 +259,16 @@ class AutoMaskFunction : public torch::autograd::Function<AutoMaskFunction> {
                                ctx->saved_data["is_causal"].toBool(), defined_or_none(s[13]));
     // no gradient for the masks: dispatch gives the kernels no bias that requires one
     return {std::get<0>(r), std::get<1>(r), std::get<2>(r), std::get<3>(r), std::get<4>(r), std::get<5>(r),
-            Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+            Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
 ForwardResult forward_autograd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& freqs,
                                const Tensor& weights, const Tensor& mix, double scale, bool need_divergence,
                                const c10::optional<Tensor>& key_padding_mask, bool is_causal,
-                               const c10::optional<Tensor>& attn_bias) {
+                               const c10::optional<Tensor>& attn_bias, bool need_branches) {
   auto r = AutoMaskFunction::apply(q, k, v, freqs, weights, mix, scale, need_divergence, key_padding_mask, is_causal,
-                                   attn_bias);
+                                   attn_bias, need_branches);
   return {r[0], r[1], r[2], r[3], r[4], r[5], r[6]};
 }
 
@@ -267,7 +278,8 @@ ForwardResult forward_autograd(const Tensor& q, const Tensor& k, const Tensor& v
 TORCH_LIBRARY_FRAGMENT(amad_fast, m) {
   m.def(
       "automask_forward(Tensor q, Tensor k, Tensor v, Tensor freqs, Tensor weights, Tensor mix, float scale, "
-      "bool need_divergence, Tensor? key_padding_mask=None, bool is_causal=False, Tensor? attn_bias=None) -> "
+      "bool need_divergence, Tensor? key_padding_mask=None, bool is_causal=False, Tensor? attn_bias=None, "
+      "bool need_branches=True) -> "
       "(Tensor out, Tensor out_local, Tensor out_global, Tensor kl_local, Tensor kl_global, Tensor lse_local, "
       "Tensor lse_global)");
   m.def(

@@ -104,6 +104,10 @@ def _op_samples():
     bias = torch.randn(2, 5, 5)
     bias[0, 3, 1] = float("-inf")
     samples.append(args + [0.3, True, torch.tensor([[False] * 4 + [True], [False] * 5]), True, bias])
+    # without the branch outputs (empty on the CPU), with and without masks
+    samples.append(make_inputs(1, 2, 9, 8, 2, dtype=torch.float32, requires_grad=True)
+                   + [0.3, True, None, False, None, False])
+    samples.append(args + [0.3, False, torch.tensor([[False] * 4 + [True], [False] * 5]), True, bias, False])
     return samples
 
 
@@ -120,6 +124,12 @@ def test_opcheck_backward_op():
     g, gkl = torch.randn_like(q), torch.randn(q.shape[:3])
     args = (g, None, g, gkl, None, q, k, v, f, w, m, *fwd[1:], 0.3)
     torch.library.opcheck(OPS.automask_backward.default, args)
+    # a forward without the branch outputs: they come back empty, and the backward takes no gradient for them
+    fwd = OPS.automask_forward(q, k, v, f, w, m, 0.3, True, None, False, None, False)
+    assert fwd[1].numel() == 0 and fwd[2].numel() == 0
+    torch.library.opcheck(OPS.automask_backward.default, (g, None, None, gkl, None, q, k, v, f, w, m, *fwd[1:], 0.3))
+    with pytest.raises(RuntimeError, match="a branch output gradient came but the forward ran with need_branches=False"):
+        OPS.automask_backward(g, g, None, gkl, None, q, k, v, f, w, m, *fwd[1:], 0.3)
 
 
 @pytest.mark.parametrize(

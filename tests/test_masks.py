@@ -132,14 +132,15 @@ def mask_cases(L=L, B=B, H=H):
     ]
 
 
-def run_masked(backend, inputs, masks, dtype=None, device="cpu"):
-    """testing.run (outputs and the six gradients under its fixed cotangents) with masks added."""
+def run_masked(backend, inputs, masks, dtype=None, device="cpu", **run_kw):
+    """testing.run (outputs and the six gradients under its fixed cotangents) with masks added;
+    run_kw: which outputs are formed and get gradients (testing.run)."""
     masks = {name: (m.to(device) if isinstance(m, torch.Tensor) else m) for name, m in masks.items()}
 
     def masked_call(*args, **kwargs):
         return automask_attention(*args, **kwargs, backend=backend, **masks)
 
-    return testing.run(masked_call, inputs, dtype, device=device)
+    return testing.run(masked_call, inputs, dtype, device=device, **run_kw)
 
 
 def rel_err(a, b, natural_scale=0.0):
@@ -280,21 +281,21 @@ def _triton_device():
     return "cuda" if torch.cuda.is_available() and not limits.interpreted() else "cpu"
 
 
-def check_masked_parity(backend, label, length, masks, dtype):
+def check_masked_parity(backend, label, length, masks, dtype, **run_kw):
     """The rule on one draw of (2, 2, length, 16, 2) with masks: float32 against the float32
     reference (Triton under the fused kernels' floor, cpp under the C++ kernels' as in
     tests/test_parity.py), float64 against the float64 reference itself; every output and gradient
     finite, and padded keys get exactly zero gradients."""
     inputs = testing.make_inputs(2, 2, length, 16, 2, seed=21)
-    exact = run_masked("reference", inputs, masks)
+    exact = run_masked("reference", inputs, masks, **run_kw)
     device = _triton_device() if backend == "triton" else "cpu"
-    got = run_masked(backend, inputs, masks, dtype=dtype, device=device)
-    for name in testing.FIELDS + testing.GRADS:
+    got = run_masked(backend, inputs, masks, dtype=dtype, device=device, **run_kw)
+    for name in got:
         assert torch.isfinite(got[name]).all(), f"{label} {name}"
     if dtype == torch.float64:
         testing.assert_parity(got, exact, exact, testing.FLOAT64_FLOOR, label=f"{backend} {label}")
     else:
-        ref = run_masked("reference", inputs, masks, dtype=dtype)
+        ref = run_masked("reference", inputs, masks, dtype=dtype, **run_kw)
         floor = testing.fused_floor(dtype) if backend == "triton" else testing.kernel_floor(dtype)
         testing.assert_parity(got, ref, exact, floor, label=f"{backend} {label}")
     if "key_padding_mask" in masks:
@@ -325,6 +326,17 @@ def test_cpp_masked_parity_on_each_isa_path(isa, label, length, masks, dtype, mo
     monkeypatch.setenv("AMAD_FAST_CPU_ISA", isa)
     assert torch.ops.amad_fast.automask_cpu_isa() == isa
     check_masked_parity("cpp", label, length, masks, dtype)
+
+
+@needs_cpp
+@pytest.mark.parametrize("label, length, masks", CPP_CASES, ids=[c[0] for c in CPP_CASES])
+@pytest.mark.parametrize("isa", [i for i in _cpu_isa_paths() if i in ("brgemm", "default")])
+def test_cpp_masked_parity_without_branches(isa, label, length, masks, monkeypatch):
+    """need_branches=False: the kernels mix both maps before their one product with v and take dmix
+    from the recomputed maps in the backward (empty rows, bias, padding and causal included)."""
+    monkeypatch.setenv("AMAD_FAST_CPU_ISA", isa)
+    for dtype in (torch.float32, torch.float64):
+        check_masked_parity("cpp", label, length, masks, dtype, need_branches=False)
 
 
 CPP_BF16_UNITS = CPP_MISSING is None and torch.ops.amad_fast.automask_cpu_bf16_units()

@@ -491,7 +491,7 @@ Tensor sum_leading(const Tensor& x, int64_t n) {
 ForwardResult automask_forward_cpu(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& freqs,
                                    const Tensor& weights, const Tensor& mix, double scale, bool need_divergence,
                                    const c10::optional<Tensor>& key_padding_mask, bool is_causal,
-                                   const c10::optional<Tensor>& attn_bias) {
+                                   const c10::optional<Tensor>& attn_bias, bool need_branches) {
   check_forward_inputs("amad_fast::automask_forward", q, k, v, freqs, weights, mix, scale);
   TORCH_CHECK(q.device().is_cpu(), "amad_fast::automask_forward (CPU kernel): expected CPU tensors, got ", q.device());
   const KernelMasks masks("amad_fast::automask_forward", key_padding_mask, is_causal, attn_bias, q);
@@ -502,8 +502,10 @@ ForwardResult automask_forward_cpu(const Tensor& q, const Tensor& k, const Tenso
   std::tie(cos, sin) = cpu_modulation_tables(freqs, weights, L, acc);
   auto lam = mix.to(acc).sigmoid().contiguous();
   auto opts = qa.options();
-  auto out = at::empty({B, H, L, D}, opts), out_local = at::empty({B, H, L, D}, opts),
-       out_global = at::empty({B, H, L, D}, opts);
+  // without the branches, the maps are mixed before their product with v (cpu::FwdArgs::need_branches)
+  auto out = at::empty({B, H, L, D}, opts);
+  Tensor out_local = need_branches ? at::empty({B, H, L, D}, opts) : not_computed(q);
+  Tensor out_global = need_branches ? at::empty({B, H, L, D}, opts) : not_computed(q);
   // float64 log-sum-exps whatever the compute dtype (see cpu::log_prob)
   auto lse_local = at::empty({B, H, L}, opts.dtype(at::kDouble)), lse_global = at::empty_like(lse_local);
   Tensor kl_local = need_divergence ? at::empty({B, H, L}, opts) : not_computed(q);
@@ -515,8 +517,9 @@ ForwardResult automask_forward_cpu(const Tensor& q, const Tensor& k, const Tenso
     cpu::FwdArgs<T> a{};
     fill_call_inputs<T>(a, qa, ka, va, cos, sin, lam, R, nblk, scale);
     a.out = out.data_ptr<T>();
-    a.out_local = out_local.data_ptr<T>();
-    a.out_global = out_global.data_ptr<T>();
+    a.out_local = need_branches ? out_local.data_ptr<T>() : nullptr;
+    a.out_global = need_branches ? out_global.data_ptr<T>() : nullptr;
+    a.need_branches = need_branches;
     a.kl_local = need_divergence ? kl_local.data_ptr<T>() : nullptr;
     a.kl_global = need_divergence ? kl_global.data_ptr<T>() : nullptr;
     a.lse_local = lse_local.data_ptr<double>();
@@ -531,7 +534,8 @@ ForwardResult automask_forward_cpu(const Tensor& q, const Tensor& k, const Tenso
   });
   const auto dt = q.scalar_type();
   if (dt != acc) {
-    out = out.to(dt), out_local = out_local.to(dt), out_global = out_global.to(dt);
+    out = out.to(dt);
+    if (need_branches) out_local = out_local.to(dt), out_global = out_global.to(dt);
     if (need_divergence) kl_local = kl_local.to(dt), kl_global = kl_global.to(dt);
   }
   return {out, out_local, out_global, kl_local, kl_global, lse_local, lse_global};
@@ -585,8 +589,8 @@ BackwardResult automask_backward_cpu(const c10::optional<Tensor>& grad_out,
     using T = scalar_t;
     cpu::BwdArgs<T> a{};
     fill_call_inputs<T>(a, qa, ka, va, cos, sin, lam, R, nblk, scale);
-    a.out_local = ol.data_ptr<T>();
-    a.out_global = og.data_ptr<T>();
+    a.out_local = ol.numel() ? ol.data_ptr<T>() : nullptr;  // empty: the forward formed no branches
+    a.out_global = og.numel() ? og.data_ptr<T>() : nullptr;
     a.lse_local = ll.data_ptr<double>();
     a.lse_global = lg.data_ptr<double>();
     a.g_out = ptr_or_null<T>(g_out);

@@ -533,6 +533,9 @@ struct FwdArgs : CallInputs<T> {
   T *out, *out_local, *out_global, *kl_local, *kl_global;
   double *lse_local, *lse_global;
   bool need_divergence;
+  // false: out_local, out_global are not asked for (null): out = (λ·P^M + (1 − λ)·P^G)·v, the two
+  // maps mixed before their one product with v instead of two products mixed after
+  bool need_branches;
 };
 
 // One backward call. Gradients may be null (zero). dq (B, H, L, D) is written; the key
@@ -541,7 +544,9 @@ struct FwdArgs : CallInputs<T> {
 // dc, ds (B, H, L, P) get the q-side modulation gradients; dmix_ws (B·H·nsplit) the dmix partials.
 template <typename T>
 struct BwdArgs : CallInputs<T> {
-  const T *out_local, *out_global;       // contiguous, for dmix (δ comes from the recomputed rows)
+  // contiguous, for dmix (δ comes from the recomputed rows); null when the forward did not form the
+  // branches (then no branch has a gradient, and dmix comes from the shared dO·vᵀ instead)
+  const T *out_local, *out_global;
   const double *lse_local, *lse_global;  // float64 (see FwdArgs)
   const T *g_out, *g_out_local, *g_out_global, *g_kl_local, *g_kl_global;  // contiguous or null
   T *dq, *dk, *dv, *dkr_ws, *dkg_ws, *dv_ws, *dc, *ds, *dmix_ws;
@@ -769,6 +774,26 @@ AMAD_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* work)
       a.lse_global[row0 + r] = static_cast<double>(mx[1]) + static_cast<double>(ls[1]);
       if (a.need_divergence) a.kl_local[row0 + r] = kl[0], a.kl_global[row0 + r] = kl[1];
     }
+    const T lam = a.lam[h];
+    if (!a.need_branches) {
+      for (int64_t r = 0; r < n; ++r) {
+        const T ca = lam * invA[r], cg = (T(1) - lam) * invG[r];
+        T* __restrict__ ea = EA + r * Lp;
+        const T* __restrict__ eg = EG + r * Lp;
+        for (int64_t j = 0; j < nkp; ++j) ea[j] = madd<F>(ca, ea[j], cg * eg[j]);
+      }
+      T* out = a.out + row0 * D;
+      if constexpr (std::is_same_v<T, float>) {
+        if (b16) {
+          cvt_rows(e_b, Lp, EA, Lp, n, nkp);
+          lib->bf16(n, D, nkp, Lp, D, D, false, e_b, v_b, out);
+        } else if (lib) {
+          lib->f32(n, D, nk, Lp, D, D, false, EA, kc.v_rows, out);
+        }
+      }
+      if (!lib) gemm_rows<T, VB>(out, EA, Lp, kc.v_rows, n, nk, D);
+      continue;
+    }
     if constexpr (std::is_same_v<T, float>) {
       if (b16) {
         cvt_rows(e_b, Lp, EA, Lp, n, nkp);
@@ -784,7 +809,6 @@ AMAD_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* work)
       gemm_rows<T, VB>(oM, EA, Lp, kc.v_rows, n, nk, D);
       gemm_rows<T, VB>(oG, EG, Lp, kc.v_rows, n, nk, D);
     }
-    const T lam = a.lam[h];
     for (int64_t r = 0; r < n; ++r) {
       const int64_t o = (row0 + r) * D;
       const T *__restrict__ m_in = oM + r * D, *__restrict__ g_in = oG + r * D;
@@ -940,7 +964,7 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
       for (int64_t r0 = 0; r0 < n; r0 += kRi) {
         const int64_t nr = n - r0 < kRi ? n - r0 : kRi;
         T sX[kRi] = {};
-        if (a.g_out)
+        if (a.g_out && a.out_local)
           for (int64_t d = 0; d < D; ++d)
             for (int64_t i = 0; i < nr; ++i) {
               const int64_t o = (row0 + r0 + i) * D + d;
@@ -1016,6 +1040,15 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
         gemm_rowsT<T, VB, true>(XG, Lp, dOG, kc.vT, n, D, nkp, Lp);
         gemm_tn_acc<T, VB>(dv, PA, Lp, dOM, n, nk, D);
         gemm_tn_acc<T, VB>(dv, PG, Lp, dOG, n, nk, D);
+      }
+      if (dO && !a.out_local) {  // dmix's Σ_i dO_i·(O^M_i − O^G_i) = Σ_ij (P^M − P^G)_ij·(dO·vᵀ)_ij
+        for (int64_t r = 0; r < n; ++r) {
+          const T *__restrict__ pa = PA + r * Lp, *__restrict__ pg = PG + r * Lp, *__restrict__ y = YB + r * Lp;
+          T acc[W] = {};
+          for (int64_t j = 0; j < nk; j += W)
+            for (int64_t l = 0; l < W; ++l) acc[l] = madd<F>(pa[j + l] - pg[j + l], y[j + l], acc[l]);
+          dmix += lanes_sum(acc);
+        }
       }
       if (dO) {
         softmax_backward_rows<T, F, true>(PA, XA, n, nk, Lp, YB, lam);

@@ -39,10 +39,13 @@ Tensor padding_bytes(const char* op, const c10::optional<Tensor>& key_padding_ma
   return key_padding_mask->to(at::kByte).contiguous();
 }
 
-// The CUDA kernels take no additive bias: refuse one rather than ignore it.
-void check_no_attn_bias(const char* op, const c10::optional<Tensor>& attn_bias) {
-  TORCH_CHECK(!attn_bias || !attn_bias->defined(), op,
-              ": attn_mask is not implemented in the CUDA kernels yet");
+// The attn_mask's additive bias as the kernels read it: (1, L, L) or (B·H, L, L) contiguous in the
+// compute dtype, with the stride between batch-heads (0 for one (L, L) shared by all); undefined = none.
+std::tuple<Tensor, int64_t> bias_and_stride(const char* op, const c10::optional<Tensor>& attn_bias, const Tensor& q) {
+  check_attn_bias(op, attn_bias, q);
+  if (!attn_bias || !attn_bias->defined()) return {Tensor(), 0};
+  const Tensor bias = attn_bias->contiguous();
+  return {bias, bias.size(0) == 1 ? 0 : bias.size(1) * bias.size(2)};
 }
 
 void check_cuda_shapes(const char* op, const Tensor& q) {
@@ -55,15 +58,19 @@ void check_cuda_shapes(const char* op, const Tensor& q) {
 
 }  // namespace
 
+// need_branches is not read: the CUDA kernels always form out_local and out_global (their backward
+// takes dmix from them), and return them.
 ForwardResult automask_forward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& freqs,
                                     const Tensor& weights, const Tensor& mix, double scale, bool need_divergence,
                                     const c10::optional<Tensor>& key_padding_mask, bool is_causal,
-                                    const c10::optional<Tensor>& attn_bias) {
+                                    const c10::optional<Tensor>& attn_bias, bool /*need_branches*/) {
   const char* op = "amad_fast::automask_forward";
-  check_no_attn_bias(op, attn_bias);
   check_forward_inputs(op, q, k, v, freqs, weights, mix, scale);
   check_cuda_shapes(op, q);
   const Tensor padding = padding_bytes(op, key_padding_mask, q);
+  Tensor bias;  // not a structured binding: the lambda below captures them (C++17)
+  int64_t bias_stride;
+  std::tie(bias, bias_stride) = bias_and_stride(op, attn_bias, q);
   const c10::cuda::CUDAGuard guard(q.device());
   const auto acc = compute_dtype(q);
   const int64_t B = q.size(0), H = q.size(1), L = q.size(2), D = q.size(3);
@@ -86,8 +93,8 @@ ForwardResult automask_forward_cuda(const Tensor& q, const Tensor& k, const Tens
         lam.data_ptr<T>(), out.data_ptr<T>(), out_local.data_ptr<T>(), out_global.data_ptr<T>(),
         need_divergence ? kl_local.data_ptr<T>() : nullptr, need_divergence ? kl_global.data_ptr<T>() : nullptr,
         lse_local.data_ptr<double>(), lse_global.data_ptr<double>(),
-        padding.defined() ? padding.data_ptr<uint8_t>() : nullptr, is_causal, /*attn_bias=*/nullptr,
-        /*attn_bias_stride=*/0, B, H, L, D, static_cast<T>(scale),
+        padding.defined() ? padding.data_ptr<uint8_t>() : nullptr, is_causal,
+        bias.defined() ? bias.data_ptr<T>() : nullptr, bias_stride, B, H, L, D, static_cast<T>(scale),
         stream));
   });
   const auto dt = q.scalar_type();
@@ -109,11 +116,13 @@ BackwardResult automask_backward_cuda(const c10::optional<Tensor>& grad_out,
                                       double scale, const c10::optional<Tensor>& key_padding_mask, bool is_causal,
                                       const c10::optional<Tensor>& attn_bias) {
   const char* op = "amad_fast::automask_backward";
-  check_no_attn_bias(op, attn_bias);
   check_backward_inputs(op, grad_out, grad_out_local, grad_out_global, grad_kl_local, grad_kl_global, q, k, v, freqs,
                         weights, mix, out_local, out_global, kl_local, kl_global, lse_local, lse_global, scale);
   check_cuda_shapes(op, q);
   const Tensor padding = padding_bytes(op, key_padding_mask, q);
+  Tensor bias;  // not a structured binding: the lambda below captures them (C++17)
+  int64_t bias_stride;
+  std::tie(bias, bias_stride) = bias_and_stride(op, attn_bias, q);
   const c10::cuda::CUDAGuard guard(q.device());
   const auto acc = compute_dtype(q);
   const int64_t B = q.size(0), H = q.size(1), L = q.size(2), D = q.size(3), P = D / 2;
@@ -138,8 +147,8 @@ BackwardResult automask_backward_cuda(const c10::optional<Tensor>& grad_out,
         ptr_or_null<T>(g_kg), qa.data_ptr<T>(), ka.data_ptr<T>(), va.data_ptr<T>(), cos.data_ptr<T>(),
         sin.data_ptr<T>(), lam.data_ptr<T>(), ll.data_ptr<double>(), lg.data_ptr<double>(), dq.data_ptr<T>(),
         dk.data_ptr<T>(), dv.data_ptr<T>(), dc_ws.data_ptr<T>(), ds_ws.data_ptr<T>(), stats.data_ptr<T>(),
-        padding.defined() ? padding.data_ptr<uint8_t>() : nullptr, is_causal, /*attn_bias=*/nullptr,
-        /*attn_bias_stride=*/0, B, H, L, D, static_cast<T>(scale),
+        padding.defined() ? padding.data_ptr<uint8_t>() : nullptr, is_causal,
+        bias.defined() ? bias.data_ptr<T>() : nullptr, bias_stride, B, H, L, D, static_cast<T>(scale),
         stream));
   });
   auto [dfreqs, dweights] = modulation_backward(dc_ws.sum(0), ds_ws.sum(0), freqs, weights);

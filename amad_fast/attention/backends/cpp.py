@@ -1,18 +1,19 @@
 """Backend adapter for the C++/CUDA extension ops (``torch.ops.amad_fast``, built from csrc/).
 
 The ops: ``automask_forward(q, k, v, freqs, weights, mix, scale, need_divergence, key_padding_mask=None,
-is_causal=False, attn_bias=None)`` (``mix`` the raw mixup logit, λ = sigmoid(mix) formed inside, as the
+is_causal=False, attn_bias=None, need_branches=True)`` (``mix`` the raw mixup logit, λ = sigmoid(mix) formed inside, as the
 Triton op does; ``key_padding_mask`` (B, L) bool, True = key ignored; ``attn_bias`` the attn_mask as
 ``AttentionMasks.attn_bias`` gives it, (1, L, L) or (B·H, L, L) in the dtype scores are formed in,
 added to both maps' scaled scores, −inf = key not allowed) returns
 ``(out, out_local, out_global, kl_local, kl_global, lse_local, lse_global)`` (the log-sum-exps in
 float64 for every input dtype, so the backward recomputes log P at full precision when the scores
-are large); the branch outputs are always computed (the backward needs them), the kl terms are empty tensors unless
-``need_divergence``. ``automask_backward`` (the same masks trailing) is its gradient, wired in C++ as
-the Autograd kernel. The CPU kernels take all three masks. The CUDA kernels and their binding take
-key_padding_mask and is_causal (attn_bias not yet: the binding refuses it), but have only been checked
-in the CPU emulation (scripts/cuda_logic_on_cpu.py), never on a GPU, so masks on CUDA tensors are
-refused here until a GPU run (benchmarks/gpu_check.py) checks them.
+are large); the kl terms are empty tensors unless ``need_divergence``, and on the CPU so are the
+branch outputs unless ``need_branches`` (the kernels then mix both maps before their one product with
+v, and the backward takes dmix from the recomputed maps; the CUDA kernels always form and return
+the branches). ``automask_backward`` (the same masks trailing) is its gradient, wired in C++ as the
+Autograd kernel. The CPU kernels take all three masks. The CUDA kernels and their binding take them
+too, but have only been checked in the CPU emulation (scripts/cuda_logic_on_cpu.py), never on a
+GPU, so masks on CUDA tensors are refused here until a GPU run (benchmarks/gpu_check.py) checks them.
 This module registers the ops' fake (meta) kernels so they trace under torch.compile / opcheck.
 """
 from __future__ import annotations
@@ -30,14 +31,20 @@ _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _fake_forward(q, k, v, freqs, weights, mix, scale, need_divergence, key_padding_mask=None, is_causal=False,
-                  attn_bias=None):
+                  attn_bias=None, need_branches=True):
     B, H, L, D = q.shape
     kl_shape = (B, H, L) if need_divergence else (0,)
     lse = q.new_empty((B, H, L), dtype=torch.float64)  # float64 for every input dtype (csrc/cpu: log_prob)
+
+    def branch():  # the CUDA kernels form the branches whatever need_branches says
+        if need_branches or q.device.type == "cuda":
+            return torch.empty_like(q, memory_format=torch.contiguous_format)
+        return q.new_empty((0,))
+
     return (
         torch.empty_like(q, memory_format=torch.contiguous_format),
-        torch.empty_like(q, memory_format=torch.contiguous_format),
-        torch.empty_like(q, memory_format=torch.contiguous_format),
+        branch(),
+        branch(),
         q.new_empty(kl_shape),
         q.new_empty(kl_shape),
         lse,
@@ -106,7 +113,7 @@ class CppBackend(Backend):
         score_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32  # as the kernels form scores
         out, out_local, out_global, kl_local, kl_global, _, _ = torch.ops.amad_fast.automask_forward(
             q, k, v, freqs, weights, mix, float(scale), bool(need_divergence), masks.key_padding, bool(masks.causal),
-            masks.attn_bias(score_dtype),
+            masks.attn_bias(score_dtype), bool(need_branches),
         )
         if not need_divergence:
             kl_local = kl_global = None
