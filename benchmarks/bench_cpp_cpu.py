@@ -66,6 +66,13 @@ def fwd_bwd(backend, inputs):
     loss.backward()
 
 
+def fwd_bwd_out_only(backend, inputs):
+    """A drop-in attention layer's step, like SDPA's: ``out`` alone, gradients to all six inputs."""
+    for t in inputs:
+        t.grad = None
+    amad_fast.automask_attention(*inputs, backend=backend).out.square().mean().backward()
+
+
 def forward_only(backend, inputs, need_divergence):
     with torch.no_grad():
         amad_fast.automask_attention(*inputs, need_divergence=need_divergence, backend=backend)
@@ -176,6 +183,10 @@ def with_isa(isa, fn):
     return call
 
 
+#: each cpp case and the SDPA case it is compared with
+_SDPA_MODE = {"fwd": "fwd", "fwd_nokl": "fwd", "fwd_bwd": "fwd_bwd", "fwd_bwd_out": "fwd_bwd"}
+
+
 def sweep_case(shape, dtype, repeats, compare_isa=()):
     B, H, L, D, S = (shape[k] for k in "BHLDS")
     inputs = make_inputs(B, H, L, D, S)
@@ -187,6 +198,7 @@ def sweep_case(shape, dtype, repeats, compare_isa=()):
         "cpp_fwd_nokl": lambda: forward_only("cpp", inputs, False),
         "sdpa_fwd": lambda: sdpa(qkv),
         "cpp_fwd_bwd": lambda: fwd_bwd("cpp", inputs),
+        "cpp_fwd_bwd_out": lambda: fwd_bwd_out_only("cpp", inputs),
         "sdpa_fwd_bwd": lambda: sdpa_fwd_bwd(qkv, grad),
     }
     for isa in compare_isa:  # the same kernels at a lowered AMAD_FAST_CPU_ISA, interleaved with the rest
@@ -199,7 +211,7 @@ def sweep_case(shape, dtype, repeats, compare_isa=()):
     ms = {stat: {n: round(s[key] * 1e3, 3) for n, s in stats.items()} for stat, key in (("min", "min_s"), ("median", "median_s"))}
     plain = 4.0 * B * H * L * L * D  # nominal plain-attention forward FLOPs
     flops = {"cpp_fwd": 2 * plain, "cpp_fwd_nokl": 2 * plain, "sdpa_fwd": plain, "cpp_fwd_bwd": 6 * plain,
-             "sdpa_fwd_bwd": 3 * plain}
+             "cpp_fwd_bwd_out": 6 * plain, "sdpa_fwd_bwd": 3 * plain}
     for isa in compare_isa:
         flops[f"cpp_fwd@{isa}"], flops[f"cpp_fwd_bwd@{isa}"] = 2 * plain, 6 * plain
     return {
@@ -209,9 +221,9 @@ def sweep_case(shape, dtype, repeats, compare_isa=()):
         "samples": {n: s["samples"] for n, s in stats.items()},
         "gflops_median": {n: round(flops[n] / (ms["median"][n] * 1e-3) / 1e9, 1) for n in fns},
         "cpp_over_sdpa": {
-            mode: {stat: round(ms[stat][f"cpp_{mode}"] / ms[stat][f"sdpa_{mode.replace('_nokl', '')}"], 2)
+            mode: {stat: round(ms[stat][f"cpp_{mode}"] / ms[stat][f"sdpa_{_SDPA_MODE[mode]}"], 2)
                    for stat in ("min", "median")}
-            for mode in ("fwd", "fwd_nokl", "fwd_bwd")
+            for mode in _SDPA_MODE
         },
         "cpp_over_cpp_at_isa": {
             f"{mode}@{isa}": {stat: round(ms[stat][f"cpp_{mode}"] / ms[stat][f"cpp_{mode}@{isa}"], 2)
@@ -238,20 +250,21 @@ def sweep_markdown(result):
                   f"torch.mm n=1024: float32 {g['float32']['median']} GFLOP/s, bfloat16 {g['bfloat16']['median']} GFLOP/s "
                   "(medians); load average after: " + str(run["load_after"]), "",
                   "| dtype | (B, H, L, D) | cpp fwd ms (kl / no kl) | SDPA fwd ms | fwd ratio (med / min) "
-                  "| fwd no-kl ratio (med / min) | cpp fwd GFLOP/s | cpp f+b ms | SDPA f+b ms | f+b ratio (med / min) "
-                  "| cpp f+b GFLOP/s |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| fwd no-kl ratio (med / min) | cpp fwd GFLOP/s | cpp f+b ms (all / out only) | SDPA f+b ms "
+                  "| f+b ratio (med / min) | out-only f+b ratio (med / min) | cpp f+b GFLOP/s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for c in run["cases"]:
             s, ms, r, gf = c["shape"], c["ms"]["median"], c["cpp_over_sdpa"], c["gflops_median"]
             lines.append(
                 f"| {c['dtype']} | ({s['B']}, {s['H']}, {s['L']}, {s['D']}) | {ms['cpp_fwd']:.2f} / {ms['cpp_fwd_nokl']:.2f} "
                 f"| {ms['sdpa_fwd']:.2f} | {r['fwd']['median']} / {r['fwd']['min']} "
-                f"| {r['fwd_nokl']['median']} / {r['fwd_nokl']['min']} | {gf['cpp_fwd']} | {ms['cpp_fwd_bwd']:.2f} "
-                f"| {ms['sdpa_fwd_bwd']:.2f} | {r['fwd_bwd']['median']} / {r['fwd_bwd']['min']} | {gf['cpp_fwd_bwd']} |")
+                f"| {r['fwd_nokl']['median']} / {r['fwd_nokl']['min']} | {gf['cpp_fwd']} | {ms['cpp_fwd_bwd']:.2f} / "
+                f"{ms['cpp_fwd_bwd_out']:.2f} | {ms['sdpa_fwd_bwd']:.2f} | {r['fwd_bwd']['median']} / {r['fwd_bwd']['min']} "
+                f"| {r['fwd_bwd_out']['median']} / {r['fwd_bwd_out']['min']} | {gf['cpp_fwd_bwd']} |")
         lines.append("")
         for dt, gm in run["geomean_cpp_over_sdpa_median"].items():
             lines.append(f"- {dt}: geomean cpp/SDPA (medians) fwd {gm['fwd']} (without the kl terms "
-                         f"{gm['fwd_nokl']}), fwd+bwd {gm['fwd_bwd']}")
+                         f"{gm['fwd_nokl']}), fwd+bwd {gm['fwd_bwd']} (of out alone, as SDPA: {gm['fwd_bwd_out']})")
         cmp = [(c, k, v) for c in run["cases"] for k, v in c.get("cpp_over_cpp_at_isa", {}).items()]
         if cmp:
             lines.append("- cpp time over cpp at a lowered AMAD_FAST_CPU_ISA, same run (median / min): " + ", ".join(
@@ -289,7 +302,7 @@ def sweep(args):
             name = str(dtype).split(".")[-1]
             sel = [c for c in cases if c["dtype"] == name]
             geo[name] = {mode: round(math.exp(sum(math.log(c["cpp_over_sdpa"][mode]["median"]) for c in sel) / len(sel)), 2)
-                         for mode in ("fwd", "fwd_nokl", "fwd_bwd")}
+                         for mode in _SDPA_MODE}
         speed = {}
         for c in cases:
             if c["dtype"] != "bfloat16":
@@ -309,8 +322,10 @@ def sweep(args):
         "isa_env": os.environ.get("AMAD_FAST_CPU_ISA"),
         "load_start": [round(x, 2) for x in load_start],
         "load_end": [round(x, 2) for x in os.getloadavg()],
-        "method": "Per case the five calls (cpp forward with and without the kl terms, SDPA forward, cpp forward+backward of all "
-        "outputs and gradients, SDPA forward+backward) are sampled round-robin (amad_fast.bench.time_interleaved); "
+        "method": "Per case the six calls (cpp forward with and without the kl terms, SDPA forward, cpp forward+backward of all "
+        "outputs and gradients, cpp forward+backward of out alone as a drop-in layer trains (no branches, no kl: the "
+        "kernels then mix both maps before one product with v and share dO·vᵀ in the backward, 11 block products "
+        "instead of 14), SDPA forward+backward) are sampled round-robin (amad_fast.bench.time_interleaved); "
         "ms are medians and minima per call, ratios cpp/SDPA of each (SDPA computes no divergences: the no-kl forward "
         "is the like-for-like one). GFLOP/s nominal: plain attention forward "
         "4·B·H·L²·D, forward+backward 3× that; AutoMask 2× (two maps). Inputs in the dtype, parameters float32.",
