@@ -163,7 +163,7 @@ def main():
     sys.path.insert(0, ROOT)
     import torch
 
-    from amad_fast.bench import machine_info, machine_slug
+    from amad_fast.bench.timing import machine_info, machine_slug
 
     info = machine_info(torch.device("cpu"))
     load_start = [round(x, 2) for x in os.getloadavg()]
