@@ -33,7 +33,12 @@ def test_shapes_and_terms(backend):
     assert torch.allclose(us[0].norm(dim=-1), torch.ones(4), atol=1e-5)
     out2 = m(x, need_branches=False)
     assert out2.out_local is None
-    assert torch.allclose(out2.recon, out.recon)
+    # without the branches the cpp kernels mix both maps before their product with v: the same
+    # recon up to float32 rounding (a few eps of its scale), and to float64's in float64
+    eps32 = torch.finfo(torch.float32).eps
+    torch.testing.assert_close(out2.recon, out.recon, rtol=0, atol=8 * eps32 * float(out.recon.abs().max()))
+    m64, x64 = m.double(), x.double()
+    torch.testing.assert_close(m64(x64, need_branches=False).recon, m64(x64).recon, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="need_branches"):
         m.contrastive_views(out2)
 
