@@ -342,7 +342,7 @@ def test_load_detector_opens_amad_files_too(tmp_path):
     rng = np.random.default_rng(5)
     X = rng.standard_normal((200, 3)).astype(np.float32)
     amad = make_detector("amad", window_size=16, d_model=8, n_heads=2, n_layers=1, num_scales=2, d_ff=16,
-                         epochs=1, train_stride=8, progress=False, backend="reference").fit(X)
+                         epochs=1, train_stride=8, progress=False).fit(X)
     assert isinstance(amad, AMADDetector)
     path = tmp_path / "amad.pt"
     amad.save(path)

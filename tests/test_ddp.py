@@ -19,7 +19,7 @@ WORKER = textwrap.dedent(
 
     def build():
         torch.manual_seed(0)
-        return AMAD(3, window_size=16, d_model=16, n_heads=2, n_layers=2, num_scales=2, backend="reference").double()
+        return AMAD(3, window_size=16, d_model=16, n_heads=2, n_layers=2, num_scales=2).double()
 
     def config(maxmin):
         # batch 7 over 2 ranks: shards of 4 and 3, so the per-rank weighting is exercised

@@ -17,7 +17,7 @@ from amad_fast.files import META_KEYS, write_file
 from amad_fast.detection.training import validation_segments
 
 SMALL = dict(window_size=16, d_model=16, n_heads=2, n_layers=2, num_scales=2, d_ff=32, epochs=3,
-             train_stride=4, batch_size=16, lr=1e-3, progress=False, backend="reference", seed=0,
+             train_stride=4, batch_size=16, lr=1e-3, progress=False, seed=0,
              smooth=1, score="recon_js", position_norm="none")  # the spec's per-step score: its formulas
 #                                                                   are checked below (position_norm below too)
 

@@ -24,7 +24,7 @@ case = reliability.case
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SMALL = dict(window_size=16, d_model=16, n_heads=2, n_layers=1, num_scales=2, d_ff=32, epochs=1, train_stride=8,
-             batch_size=16, progress=False, backend="reference", threshold="train", contamination=0.05)
+             batch_size=16, progress=False, threshold="train", contamination=0.05)
 DATA = "synthetic:length=600,channels=3,seed=2,train_length=800"
 TINY = ["--window-size", "16", "--d-model", "16", "--n-heads", "2", "--n-layers", "1", "--num-scales", "2",
         "--d-ff", "32", "--epochs", "1", "--train-stride", "8", "--batch-size", "16", "--no-progress",
@@ -810,7 +810,7 @@ HOLDER = textwrap.dedent(
         time.sleep(600)
 
     X = np.random.default_rng(0).standard_normal((200, 3)).astype(np.float32)
-    model = AMAD(3, window_size=16, d_model=16, n_heads=2, n_layers=1, num_scales=2, backend="reference")
+    model = AMAD(3, window_size=16, d_model=16, n_heads=2, n_layers=1, num_scales=2)
     train_model(model, X, TrainConfig(epochs=1, batch_size=8, train_stride=4, progress=False, checkpoint_dir=ck),
                 callback=hold)
     """
@@ -877,7 +877,7 @@ KILLED_WRITER = textwrap.dedent(
     os.replace = die
     X = np.random.default_rng(0).standard_normal((200, 3)).astype(np.float32)
     AMADDetector(window_size=16, d_model=16, n_heads=2, n_layers=1, num_scales=2, epochs=1, train_stride=8,
-                 progress=False, backend="reference", checkpoint_dir=sys.argv[1]).fit(X)
+                 progress=False, checkpoint_dir=sys.argv[1]).fit(X)
     """
 )
 
