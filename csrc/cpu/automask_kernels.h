@@ -905,7 +905,6 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
   const bool b16 = lib && lib->use_bf16;
   const bool kl_grad = a.g_kl_local || a.g_kl_global;
   const bool shared = !a.g_out_local && !a.g_out_global;  // dO^M, dO^G both multiples of dO
-  const bool out_grad = a.g_out || !shared;               // otherwise dP = 0 and dv = 0: no products
   int64_t cached = -1;
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t bh = t / a.nsplit, b = bh / a.H, h = bh % a.H;
