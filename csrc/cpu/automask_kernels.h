@@ -716,6 +716,27 @@ AMAD_AI void block_scores(const CallInputs<T>& a, const GemmLib* lib, bool b16, 
   }
 }
 
+// C (n×D, row stride D) = P (n×nk, row stride Lp, zero up to padded(nk)) · v for a row block:
+// through the library's bfloat16 products (P converted into p_b, v packed in v_b), its float32
+// ones, or the micro-kernel.
+template <typename T, int64_t VB>
+AMAD_AI void probs_times_v(const GemmLib* lib, bool b16, const KeyCache<T>& kc, const uint16_t* v_b, uint16_t* p_b,
+                           const T* P, int64_t n, int64_t nk, int64_t Lp, int64_t D, T* C) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (b16) {
+      const int64_t nkp = padded(nk);
+      cvt_rows(p_b, Lp, P, Lp, n, nkp);
+      lib->bf16(n, D, nkp, Lp, D, D, false, p_b, v_b, C);
+      return;
+    }
+    if (lib) {
+      lib->f32(n, D, nk, Lp, D, D, false, P, kc.v_rows, C);
+      return;
+    }
+  }
+  gemm_rows<T, VB>(C, P, Lp, kc.v_rows, n, nk, D);
+}
+
 // Forward for tasks [t0, t1) (spec §1.3–1.5).
 template <typename T, bool F, int64_t VB>
 AMAD_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* work) {
@@ -782,33 +803,11 @@ AMAD_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* work)
         const T* __restrict__ eg = EG + r * Lp;
         for (int64_t j = 0; j < nkp; ++j) ea[j] = madd<F>(ca, ea[j], cg * eg[j]);
       }
-      T* out = a.out + row0 * D;
-      if constexpr (std::is_same_v<T, float>) {
-        if (b16) {
-          cvt_rows(e_b, Lp, EA, Lp, n, nkp);
-          lib->bf16(n, D, nkp, Lp, D, D, false, e_b, v_b, out);
-        } else if (lib) {
-          lib->f32(n, D, nk, Lp, D, D, false, EA, kc.v_rows, out);
-        }
-      }
-      if (!lib) gemm_rows<T, VB>(out, EA, Lp, kc.v_rows, n, nk, D);
+      probs_times_v<T, VB>(lib, b16, kc, v_b, e_b, EA, n, nk, Lp, D, a.out + row0 * D);
       continue;
     }
-    if constexpr (std::is_same_v<T, float>) {
-      if (b16) {
-        cvt_rows(e_b, Lp, EA, Lp, n, nkp);
-        lib->bf16(n, D, nkp, Lp, D, D, false, e_b, v_b, oM);
-        cvt_rows(e_b, Lp, EG, Lp, n, nkp);
-        lib->bf16(n, D, nkp, Lp, D, D, false, e_b, v_b, oG);
-      } else if (lib) {
-        lib->f32(n, D, nk, Lp, D, D, false, EA, kc.v_rows, oM);
-        lib->f32(n, D, nk, Lp, D, D, false, EG, kc.v_rows, oG);
-      }
-    }
-    if (!lib) {
-      gemm_rows<T, VB>(oM, EA, Lp, kc.v_rows, n, nk, D);
-      gemm_rows<T, VB>(oG, EG, Lp, kc.v_rows, n, nk, D);
-    }
+    probs_times_v<T, VB>(lib, b16, kc, v_b, e_b, EA, n, nk, Lp, D, oM);
+    probs_times_v<T, VB>(lib, b16, kc, v_b, e_b, EG, n, nk, Lp, D, oG);
     for (int64_t r = 0; r < n; ++r) {
       const int64_t o = (row0 + r) * D;
       const T *__restrict__ m_in = oM + r * D, *__restrict__ g_in = oG + r * D;
@@ -863,6 +862,48 @@ AMAD_AI void probs_and_gaps_row(T* __restrict__ xa, T* __restrict__ xg, T* __res
   }
 }
 
+// The backward's scratch for dv_and_dp: xT (D×2R floats) a transposed row block, dvT the
+// transposed dv accumulator of the library products; the bfloat16 copies of vᵀ (vT_b, packed), a
+// row block (x_b), its transpose (xT_b) and of probability rows (p_b).
+template <typename T>
+struct ProductScratch {
+  T *xT, *dvT;
+  const uint16_t* vT_b;
+  uint16_t *x_b, *xT_b, *p_b;
+};
+
+// The products of one map with its upstream gradient dO for a row block, over the block's nk keys:
+// dv += Pᵀ·dO, then X (+)= dO·vᵀ (dP: added when acc, stored when not). P is read before X is
+// written, so X may be P's own buffer (the shared-dO path's YB: the mixed map, then dO·vᵀ). Through
+// the library's bfloat16 products (into s.dvT), its float32 ones (into s.dvT), or the
+// micro-kernels (into dv).
+template <typename T, int64_t VB>
+AMAD_AI void dv_and_dp(const GemmLib* lib, bool b16, const KeyCache<T>& kc, const ProductScratch<T>& s, const T* dO,
+                       const T* P, T* X, bool acc, int64_t n, int64_t nk, int64_t Lp, int64_t Rp, int64_t D, T* dv) {
+  const int64_t nkp = padded(nk);
+  if constexpr (std::is_same_v<T, float>) {
+    if (b16) {
+      cvt_transpose(s.xT_b, dO, D, n, Rp, D);
+      pack_pairs(s.p_b, P, Lp, n, Rp, nkp);
+      lib->bf16(D, nkp, Rp, Rp, nkp, Lp, true, s.xT_b, s.p_b, s.dvT);
+      cvt_rows(s.x_b, D, dO, D, n, D);
+      lib->bf16(n, nkp, D, D, Lp, Lp, acc, s.x_b, s.vT_b, X);
+      return;
+    }
+    if (lib) {
+      transpose_to(s.xT, n, dO, D, n, D);
+      lib->f32(D, nkp, n, n, Lp, Lp, true, s.xT, P, s.dvT);
+      lib->f32(n, nkp, D, D, Lp, Lp, acc, dO, kc.vT, X);
+      return;
+    }
+  }
+  gemm_tn_acc<T, VB>(dv, P, Lp, dO, n, nk, D);
+  if (acc)
+    gemm_rowsT<T, VB, true>(X, Lp, dO, kc.vT, n, D, nkp, Lp);
+  else
+    gemm_rowsT<T, VB>(X, Lp, dO, kc.vT, n, D, nkp, Lp);
+}
+
 // Backward for tasks [t0, t1): task t covers (b, h) = t / nsplit and the blocks of split t % nsplit.
 // Recomputes both probability maps from the saved log-sum-exps (FlashAttention-2 style, row blocks).
 template <typename T, bool F, int64_t VB>
@@ -905,6 +946,7 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
   const bool b16 = lib && lib->use_bf16;
   const bool kl_grad = a.g_kl_local || a.g_kl_global;
   const bool shared = !a.g_out_local && !a.g_out_global;  // dO^M, dO^G both multiples of dO
+  const ProductScratch<T> scratch{xT, dvT, vT_b, x_b, xT_b, p_b};
   int64_t cached = -1;
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t bh = t / a.nsplit, b = bh / a.H, h = bh % a.H;
@@ -1002,43 +1044,11 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
       // dS = P ∘ (X − δ), δ = Σ_j P X. Shared: dv += (λ·P^M + (1 − λ)·P^G)ᵀ·dO from YB, then
       // YB = dO·vᵀ, and X + c·Y in place of X (c = λ, 1 − λ); no dO at all: dP = 0 and dv unchanged.
       const T* dO = shared && a.g_out ? a.g_out + row0 * D : nullptr;
-      if constexpr (std::is_same_v<T, float>) {
-        if (b16 && dO) {
-          cvt_transpose(xT_b, dO, D, n, Rp, D);
-          pack_pairs(p_b, YB, Lp, n, Rp, nkp);
-          lib->bf16(D, nkp, Rp, Rp, nkp, Lp, true, xT_b, p_b, dvT);
-          cvt_rows(x_b, D, dO, D, n, D);
-          lib->bf16(n, nkp, D, D, Lp, Lp, false, x_b, vT_b, YB);
-        } else if (b16 && !shared) {
-          for (int m = 0; m < 2; ++m) {
-            const T* dOm = m ? dOG : dOM;
-            cvt_rows(x_b, D, dOm, D, n, D);
-            lib->bf16(n, nkp, D, D, Lp, Lp, true, x_b, vT_b, m ? XG : XA);
-            cvt_transpose(xT_b, dOm, D, n, Rp, D);
-            pack_pairs(p_b, m ? PG : PA, Lp, n, Rp, nkp);
-            lib->bf16(D, nkp, Rp, Rp, nkp, Lp, true, xT_b, p_b, dvT);
-          }
-        } else if (lib && dO) {
-          transpose_to(xT, n, dO, D, n, D);
-          lib->f32(D, nkp, n, n, Lp, Lp, true, xT, YB, dvT);
-          lib->f32(n, nkp, D, D, Lp, Lp, false, dO, kc.vT, YB);
-        } else if (lib && !shared) {
-          lib->f32(n, nkp, D, D, Lp, Lp, true, dOM, kc.vT, XA);
-          lib->f32(n, nkp, D, D, Lp, Lp, true, dOG, kc.vT, XG);
-          transpose_to(xT, n, dOM, D, n, D);
-          lib->f32(D, nkp, n, n, Lp, Lp, true, xT, PA, dvT);
-          transpose_to(xT, n, dOG, D, n, D);
-          lib->f32(D, nkp, n, n, Lp, Lp, true, xT, PG, dvT);
-        }
-      }
-      if (!lib && dO) {
-        gemm_tn_acc<T, VB>(dv, YB, Lp, dO, n, nk, D);
-        gemm_rowsT<T, VB>(YB, Lp, dO, kc.vT, n, D, nkp, Lp);
-      } else if (!lib && !shared) {
-        gemm_rowsT<T, VB, true>(XA, Lp, dOM, kc.vT, n, D, nkp, Lp);
-        gemm_rowsT<T, VB, true>(XG, Lp, dOG, kc.vT, n, D, nkp, Lp);
-        gemm_tn_acc<T, VB>(dv, PA, Lp, dOM, n, nk, D);
-        gemm_tn_acc<T, VB>(dv, PG, Lp, dOG, n, nk, D);
+      if (dO) {
+        dv_and_dp<T, VB>(lib, b16, kc, scratch, dO, YB, YB, false, n, nk, Lp, Rp, D, dv);
+      } else if (!shared) {
+        dv_and_dp<T, VB>(lib, b16, kc, scratch, dOM, PA, XA, true, n, nk, Lp, Rp, D, dv);
+        dv_and_dp<T, VB>(lib, b16, kc, scratch, dOG, PG, XG, true, n, nk, Lp, Rp, D, dv);
       }
       if (dO && !a.out_local) {  // dmix's Σ_i dO_i·(O^M_i − O^G_i) = Σ_ij (P^M − P^G)_ij·(dO·vᵀ)_ij
         for (int64_t r = 0; r < n; ++r) {
