@@ -65,6 +65,21 @@ def test_single_head_long_window_splits_work_deterministically():
     assert_parity(run("cpp", inputs), ref, ref, FLOAT64_FLOOR, "cpp")
 
 
+@pytest.mark.parametrize("update", ["in_place", "through_data"])
+def test_modulation_tables_follow_parameter_updates(update):
+    """The CPU kernels keep recently built modulation tables keyed by the parameters' values: after
+    freqs and weights change in place (an optimizer step, or a write through .data that leaves the
+    version counter alone) the next call must use the new values, not the tables of the old ones."""
+    inputs = make_inputs(1, 2, 40, 8, 3)
+    run("cpp", inputs)  # builds (and keeps) the tables of these freqs and weights
+    f, w = inputs[3], inputs[4]
+    with torch.no_grad():
+        (f if update == "in_place" else f.data).mul_(1.5).add_(0.05)
+        (w if update == "in_place" else w.data).mul_(-2.0)
+    ref = run("reference", inputs)
+    assert_parity(run("cpp", inputs), ref, ref, FLOAT64_FLOOR, "cpp after a parameter update")
+
+
 @pytest.mark.parametrize("isa", ["avx2", "default"])
 def test_every_instruction_set_variant_agrees(isa, monkeypatch):
     """AMAD_FAST_CPU_ISA lowers the kernels' instruction set: the fallbacks are exact too."""

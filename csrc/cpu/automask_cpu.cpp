@@ -39,6 +39,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <list>
+#include <mutex>
 #include <tuple>
 #include <string>
 #include <vector>
@@ -379,95 +381,130 @@ void reduce_key_side(const cpu::BwdArgs<T>& a) {
 }
 
 // The modulation of spec §1.1 on the CPU without a chain of ATen ops (each of which would be a
-// parallel region of its own): for every (h, s, p) the unit rotation by θ is stepped position by
-// position in float64, re-seeded with exact cos/sin every `reseed` positions (error ~1e-15, far
-// below float32's rounding). A float64 compute dtype re-seeds at every position (reseed = 1): the
-// stepping's ~1e-15 would be scaled by |A| into the float64 scores (16× the float64 reference's
-// error in out at score scale 10, tests/test_large_logits.py).
-constexpr int64_t kReseed = 32;
+// parallel region of its own): per head, cpu::modulation_tables_head steps each pair's rotation
+// in float64 and re-seeds it with exact cos/sin every `reseed` positions (stepping error ~1e-14
+// after 128 steps, far below float32's rounding). A float64 compute dtype re-seeds at every position
+// (reseed = 1): the stepping's error would be scaled by |A| into the float64 scores (16× the float64
+// reference's error in out at score scale 10, tests/test_large_logits.py).
+constexpr int64_t kReseed = 128;
 inline int64_t reseed_for(at::ScalarType dtype) { return dtype == at::kDouble ? 1 : kReseed; }
 
-// (c, sn) ← (c, sn) rotated by (c1, s1), pair by pair.
-inline void step_rotation(double* __restrict__ c, double* __restrict__ sn, const double* __restrict__ c1,
-                          const double* __restrict__ s1, int64_t P) {
-  for (int64_t p = 0; p < P; ++p) {
-    const double cn = c[p] * c1[p] - sn[p] * s1[p];
-    sn[p] = sn[p] * c1[p] + c[p] * s1[p];
-    c[p] = cn;
-  }
+template <typename T>
+void run_modulation_tables(Isa isa, const double* th, const double* w, int64_t S, int64_t P, int64_t L,
+                           int64_t reseed, T* c, T* s, double* buf) {
+#ifdef AMAD_MULTI_ISA
+  if (isa >= Isa::Avx512) return cpu::modulation_tables_avx512<T>(th, w, S, P, L, reseed, c, s, buf);
+  if (isa == Isa::Avx2) return cpu::modulation_tables_avx2<T>(th, w, S, P, L, reseed, c, s, buf);
+#endif
+  cpu::modulation_tables_default<T>(th, w, S, P, L, reseed, c, s, buf);
 }
 
-// c += w·cs, sv += w·sn over P entries.
-inline void accumulate_scaled(double* __restrict__ c, double* __restrict__ sv, const double* __restrict__ cs,
-                              const double* __restrict__ sn, double w, int64_t P) {
-  for (int64_t p = 0; p < P; ++p) c[p] += w * cs[p], sv[p] += w * sn[p];
+template <typename T>
+void run_modulation_backward(Isa isa, const double* th, const double* w, int64_t S, int64_t P, int64_t L,
+                             int64_t reseed, const T* dc, const T* ds, double* df, double* dw, double* buf) {
+#ifdef AMAD_MULTI_ISA
+  if (isa >= Isa::Avx512) return cpu::modulation_backward_avx512<T>(th, w, S, P, L, reseed, dc, ds, df, dw, buf);
+  if (isa == Isa::Avx2) return cpu::modulation_backward_avx2<T>(th, w, S, P, L, reseed, dc, ds, df, dw, buf);
+#endif
+  cpu::modulation_backward_default<T>(th, w, S, P, L, reseed, dc, ds, df, dw, buf);
 }
 
-// Calls fn(h, s, i, cos, sin) for every head, scale and position, cos and sin the P pairs' cos θi,
-// sin θi (θ = freqs[h, s, :]): heads in parallel (fn must only touch its head's entries), the rest
-// in that order. The pairs are stepped together, so the loops over them vectorise (one pair at a
-// time, position by position, took a sixth of a forward's time at L = 1024); each pair's
-// arithmetic is the same as stepped alone.
-template <typename Fn>
-void for_each_position(const Tensor& freqs, int64_t L, int64_t reseed, const Fn& fn) {
-  auto f = freqs.to(at::kDouble).contiguous();
-  const double* th = f.data_ptr<double>();
-  const int64_t H = f.size(0), S = f.size(1), P = f.size(2);
-  judged_parallel_for(H, 1, [&](int64_t h0, int64_t h1) {
-    std::vector<double> buf(4 * P);
-    double *c1 = buf.data(), *s1 = c1 + P, *c = s1 + P, *sn = c + P;
-    for (int64_t h = h0; h < h1; ++h)
-      for (int64_t s = 0; s < S; ++s) {
-        const double* t = th + (h * S + s) * P;
-        for (int64_t p = 0; p < P; ++p) c1[p] = std::cos(t[p]), s1[p] = std::sin(t[p]);
-        for (int64_t i = 0; i < L; ++i) {
-          if (i % reseed == 0)
-            for (int64_t p = 0; p < P; ++p)
-              c[p] = std::cos(t[p] * static_cast<double>(i)), sn[p] = std::sin(t[p] * static_cast<double>(i));
-          fn(h, s, i, static_cast<const double*>(c), static_cast<const double*>(sn));
-          step_rotation(c, sn, c1, s1, P);
-        }
-      }
+// c, s tables (H, L, P) in the compute dtype, heads in parallel.
+std::tuple<Tensor, Tensor> build_modulation_tables(const Tensor& freqs64, const Tensor& weights64, int64_t L,
+                                                   at::ScalarType dtype) {
+  const int64_t H = freqs64.size(0), S = freqs64.size(1), P = freqs64.size(2);
+  auto c = at::empty({H, L, P}, freqs64.options().dtype(dtype)), s = at::empty_like(c);
+  const double *th = freqs64.data_ptr<double>(), *w = weights64.data_ptr<double>();
+  const Isa isa = active_isa();
+  AT_DISPATCH_FLOATING_TYPES(dtype, "modulation_tables", [&] {
+    scalar_t *cp = c.data_ptr<scalar_t>(), *sp = s.data_ptr<scalar_t>();
+    judged_parallel_for(H, 1, [&](int64_t h0, int64_t h1) {
+      std::vector<double> buf(4 * S * P + 2 * P);
+      for (int64_t h = h0; h < h1; ++h)
+        run_modulation_tables<scalar_t>(isa, th + h * S * P, w + h * S, S, P, L, reseed_for(dtype), cp + h * L * P,
+                                        sp + h * L * P, buf.data());
+    });
   });
+  return {c, s};
 }
 
-// c, s tables (H, L, P) in the compute dtype.
+// The tables depend on freqs, weights, L and the compute dtype alone, so a forward and its backward
+// (and every call of a model whose parameters do not change, as in scoring) would build the same
+// ones again. This cache keeps the most recent few, keyed by those exact values (and the active
+// ISA, whose rounding they carry): the parameters' bytes (in float64), never their addresses, so an in-place update of freqs or weights (an
+// optimizer step) is a different key. At most kMaxEntries tables, kMaxBytes in all; the cached
+// tensors are only ever read.
+class ModulationTableCache {
+ public:
+  std::tuple<Tensor, Tensor> get(const Tensor& freqs, const Tensor& weights, int64_t L, at::ScalarType dtype) {
+    auto f = freqs.to(at::kDouble).contiguous(), w = weights.to(at::kDouble).contiguous();
+    const int64_t H = f.size(0), S = f.size(1), P = f.size(2);
+    std::vector<double> key(f.data_ptr<double>(), f.data_ptr<double>() + H * S * P);
+    key.insert(key.end(), w.data_ptr<double>(), w.data_ptr<double>() + H * S);
+    key.insert(key.end(), {double(H), double(S), double(P), double(L), double(static_cast<int>(dtype)),
+                           double(static_cast<int>(active_isa()))});  // each ISA's own rounding
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto it = entries_.begin(); it != entries_.end(); ++it)
+        if (it->key.size() == key.size() && std::memcmp(it->key.data(), key.data(), key.size() * sizeof(double)) == 0) {
+          entries_.splice(entries_.begin(), entries_, it);  // most recent first
+          return {it->cos, it->sin};
+        }
+    }
+    Tensor c, s;
+    std::tie(c, s) = build_modulation_tables(f, w, L, dtype);
+    const int64_t bytes = 2 * c.numel() * c.element_size();
+    if (bytes <= kMaxBytes) {
+      std::lock_guard<std::mutex> lock(mu_);
+      entries_.push_front(Entry{std::move(key), c, s, bytes});
+      int64_t total = 0, n = 0;
+      for (auto it = entries_.begin(); it != entries_.end();) {
+        total += it->bytes;
+        if (++n > kMaxEntries || total > kMaxBytes)
+          it = entries_.erase(it);
+        else
+          ++it;
+      }
+    }
+    return {c, s};
+  }
+
+ private:
+  static constexpr int kMaxEntries = 8;
+  static constexpr int64_t kMaxBytes = int64_t(16) << 20;
+  struct Entry {
+    std::vector<double> key;
+    Tensor cos, sin;
+    int64_t bytes;
+  };
+  std::mutex mu_;
+  std::list<Entry> entries_;  // most recently used first
+};
+
 std::tuple<Tensor, Tensor> cpu_modulation_tables(const Tensor& freqs, const Tensor& weights, int64_t L,
                                                  at::ScalarType dtype) {
-  const int64_t H = freqs.size(0), S = freqs.size(1), P = freqs.size(2);
-  auto w = weights.to(at::kDouble).contiguous();
-  const double* wp = w.data_ptr<double>();
-  auto cd = at::zeros({H, L, P}, freqs.options().dtype(at::kDouble)), sd = at::zeros_like(cd);
-  double *c = cd.data_ptr<double>(), *sv = sd.data_ptr<double>();
-  for_each_position(freqs, L, reseed_for(dtype), [&](int64_t h, int64_t s, int64_t i, const double* cs,
-                                                       const double* sn) {
-    accumulate_scaled(c + (h * L + i) * P, sv + (h * L + i) * P, cs, sn, wp[h * S + s], P);
-  });
-  return {cd.to(dtype), sd.to(dtype)};
+  static ModulationTableCache cache;
+  return cache.get(freqs, weights, L, dtype);
 }
 
-// Chain rule from dc, ds (H, L, P) to dfreqs (H, S, P) and dweights (H, S), in float64, returned
-// in the parameters' dtypes.
+// Chain rule from dc, ds (H, L, P) to dfreqs (H, S, P) and dweights (H, S), in float64 (heads in
+// parallel, with the forward's stepped rotations), returned in the parameters' dtypes.
 template <typename T>
 std::tuple<Tensor, Tensor> cpu_modulation_backward(const Tensor& dc, const Tensor& ds, const Tensor& freqs,
                                                    const Tensor& weights) {
   const int64_t H = freqs.size(0), S = freqs.size(1), P = freqs.size(2), L = dc.size(1);
-  auto w = weights.to(at::kDouble).contiguous();
-  const double* wp = w.data_ptr<double>();
-  const T* gc = dc.data_ptr<T>();
-  const T* gs = ds.data_ptr<T>();
-  auto dfreqs = at::zeros({H, S, P}, freqs.options().dtype(at::kDouble));
-  auto dweights = at::zeros({H, S}, freqs.options().dtype(at::kDouble));
+  auto f = freqs.to(at::kDouble).contiguous(), w = weights.to(at::kDouble).contiguous();
+  auto dfreqs = at::empty({H, S, P}, f.options()), dweights = at::empty({H, S}, f.options());
+  const double *th = f.data_ptr<double>(), *wp = w.data_ptr<double>();
   double *df = dfreqs.data_ptr<double>(), *dw = dweights.data_ptr<double>();
-  for_each_position(freqs, L, reseed_for(dc.scalar_type()), [&](int64_t h, int64_t s, int64_t i, const double* cs,
-                                                                  const double* sn) {
-    const T *a = gc + (h * L + i) * P, *b = gs + (h * L + i) * P;
-    const double wi = wp[h * S + s] * static_cast<double>(i);
-    double* d = df + (h * S + s) * P;
-    for (int64_t p = 0; p < P; ++p) d[p] += wi * (cs[p] * b[p] - sn[p] * a[p]);
-    double acc = dw[h * S + s];
-    for (int64_t p = 0; p < P; ++p) acc += cs[p] * a[p] + sn[p] * b[p];
-    dw[h * S + s] = acc;
+  const T *gc = dc.data_ptr<T>(), *gs = ds.data_ptr<T>();
+  const Isa isa = active_isa();
+  const int64_t reseed = reseed_for(dc.scalar_type());
+  judged_parallel_for(H, 1, [&](int64_t h0, int64_t h1) {
+    std::vector<double> buf(5 * S * P);
+    for (int64_t h = h0; h < h1; ++h)
+      run_modulation_backward<T>(isa, th + h * S * P, wp + h * S, S, P, L, reseed, gc + h * L * P, gs + h * L * P,
+                                 df + h * S * P, dw + h * S, buf.data());
   });
   return {dfreqs.to(freqs.scalar_type()), dweights.to(weights.scalar_type())};
 }

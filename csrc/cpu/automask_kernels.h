@@ -13,6 +13,11 @@
 #include <limits>
 #include <type_traits>
 
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#include <immintrin.h>
+#define AMAD_AVX512_TRANSPOSE 1
+#endif
+
 #define AMAD_AI inline __attribute__((always_inline))
 
 // Comparisons inside the loops must be if-converted for them to vectorise, which GCC only does
@@ -417,10 +422,57 @@ AMAD_AI void pack_pairs(uint16_t* __restrict__ dst, const float* __restrict__ sr
   }
 }
 
-// dst (cols×rows, row stride ldd) = srcᵀ, src (rows×cols, row stride lds).
-template <typename T>
+#ifdef AMAD_AVX512_TRANSPOSE
+// dst (cols×rows, row stride ldd) = srcᵀ for float32 with AVX-512: 16×16 tiles transposed in
+// registers (unpack pairs, then quads, then 128-bit lanes twice), the edges element by element. The
+// scalar loop below moved ~1 element per 3 cycles at the kernels' 4 KiB-aliased strides (L = 1024):
+// half of a causal backward's fixed cost went into its transposes. The all-ones maskz forms are
+// the plain shuffles; GCC 12 warns about the plain forms' undefined pass-through operand.
+__attribute__((target("avx512f"))) inline void transpose_f32_avx512(float* __restrict__ dst, int64_t ldd,
+                                                                    const float* __restrict__ src, int64_t lds,
+                                                                    int64_t rows, int64_t cols) {
+  const int64_t R16 = rows / 16 * 16, C16 = cols / 16 * 16;
+  for (int64_t c0 = 0; c0 < C16; c0 += 16)
+    for (int64_t r0 = 0; r0 < R16; r0 += 16) {
+      __m512 x[16], t[16];
+      for (int i = 0; i < 16; ++i) x[i] = _mm512_loadu_ps(src + (r0 + i) * lds + c0);
+      for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_maskz_unpacklo_ps(0xffff, x[i], x[i + 1]);
+        t[i + 1] = _mm512_maskz_unpackhi_ps(0xffff, x[i], x[i + 1]);
+      }
+      for (int i = 0; i < 16; i += 4) {
+        const __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
+        const __m512d c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
+        x[i] = _mm512_castpd_ps(_mm512_maskz_unpacklo_pd(0xff, a, c));
+        x[i + 1] = _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(0xff, a, c));
+        x[i + 2] = _mm512_castpd_ps(_mm512_maskz_unpacklo_pd(0xff, b, d));
+        x[i + 3] = _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(0xff, b, d));
+      }
+      for (int i = 0; i < 4; ++i) {
+        t[i] = _mm512_maskz_shuffle_f32x4(0xffff, x[i], x[i + 4], 0x88);
+        t[i + 4] = _mm512_maskz_shuffle_f32x4(0xffff, x[i], x[i + 4], 0xdd);
+        t[i + 8] = _mm512_maskz_shuffle_f32x4(0xffff, x[i + 8], x[i + 12], 0x88);
+        t[i + 12] = _mm512_maskz_shuffle_f32x4(0xffff, x[i + 8], x[i + 12], 0xdd);
+      }
+      for (int i = 0; i < 8; ++i) {
+        x[i] = _mm512_maskz_shuffle_f32x4(0xffff, t[i], t[i + 8], 0x88);
+        x[i + 8] = _mm512_maskz_shuffle_f32x4(0xffff, t[i], t[i + 8], 0xdd);
+      }
+      for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + (c0 + i) * ldd + r0, x[i]);
+    }
+  for (int64_t c = 0; c < cols; ++c)
+    for (int64_t r = (c < C16 ? R16 : 0); r < rows; ++r) dst[c * ldd + r] = src[r * lds + c];
+}
+#endif
+
+// dst (cols×rows, row stride ldd) = srcᵀ, src (rows×cols, row stride lds); VB the vector width of
+// the instruction set compiled for (64: AVX-512).
+template <typename T, int64_t VB>
 AMAD_AI void transpose_to(T* __restrict__ dst, int64_t ldd, const T* __restrict__ src, int64_t lds, int64_t rows,
                           int64_t cols) {
+#ifdef AMAD_AVX512_TRANSPOSE
+  if constexpr (VB == 64 && std::is_same_v<T, float>) return transpose_f32_avx512(dst, ldd, src, lds, rows, cols);
+#endif
   for (int64_t c = 0; c < cols; ++c)
     for (int64_t r = 0; r < rows; ++r) dst[c * ldd + r] = src[r * lds + c];
 }
@@ -613,23 +665,22 @@ AMAD_AI void load_rows(const T* __restrict__ x, const int64_t* st, int64_t b, in
 }
 
 // dst (cols×ld) = srcᵀ, src (rows×cols); columns [rows, ld) of dst are zero padding.
-template <typename T>
+template <typename T, int64_t VB>
 AMAD_AI void transpose_pad(T* __restrict__ dst, const T* __restrict__ src, int64_t rows, int64_t cols, int64_t ld) {
-  for (int64_t c = 0; c < cols; ++c) {  // contiguous stores, strided (gathered) loads
-    for (int64_t r = 0; r < rows; ++r) dst[c * ld + r] = src[r * cols + c];
+  transpose_to<T, VB>(dst, ld, src, cols, rows, cols);
+  for (int64_t c = 0; c < cols; ++c)
     for (int64_t r = rows; r < ld; ++r) dst[c * ld + r] = T(0);
-  }
 }
 
-template <typename T>
+template <typename T, int64_t VB>
 AMAD_AI void fill_key_cache(const KeyCache<T>& kc, const T* k, const int64_t* sk, const T* v, const int64_t* sv, int64_t b,
                     int64_t h, int64_t L, int64_t D, const T* cos, const T* sin, bool need_vT) {
   load_rows(k, sk, b, h, 0, L, D, L, cos, sin, T(1), kc.k_plain, kc.k_rot);
   load_rows<T>(v, sv, b, h, 0, L, D, L, nullptr, nullptr, T(1), kc.v_rows, nullptr);
   const int64_t Lp = padded(L);
-  transpose_pad(kc.kT_rot, kc.k_rot, L, D, Lp);
-  transpose_pad(kc.kT, kc.k_plain, L, D, Lp);
-  if (need_vT) transpose_pad(kc.vT, kc.v_rows, L, D, Lp);
+  transpose_pad<T, VB>(kc.kT_rot, kc.k_rot, L, D, Lp);
+  transpose_pad<T, VB>(kc.kT, kc.k_plain, L, D, Lp);
+  if (need_vT) transpose_pad<T, VB>(kc.vT, kc.v_rows, L, D, Lp);
 }
 
 // Key side of one (b, h) from its summed dk̃ (dkr), dk (dkg) and dv (dvs), all L×D: un-rotate dk̃
@@ -768,7 +819,7 @@ AMAD_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* work)
     const int64_t n = (L - i0) < R ? (L - i0) : R;
     const int64_t nk = keys_for_block(a, b, i0, n), nkp = padded(nk);  // keys this block computes
     if (bh != cached) {
-      fill_key_cache(kc, a.k, a.sk, a.v, a.sv, b, h, L, D, a.cos, a.sin, false);
+      fill_key_cache<T, VB>(kc, a.k, a.sk, a.v, a.sv, b, h, L, D, a.cos, a.sin, false);
       if constexpr (std::is_same_v<T, float>)
         if (b16) {
           pack_pairs(kTr_b, kc.kT_rot, Lp, D, D, Lp);
@@ -891,7 +942,7 @@ AMAD_AI void dv_and_dp(const GemmLib* lib, bool b16, const KeyCache<T>& kc, cons
       return;
     }
     if (lib) {
-      transpose_to(s.xT, n, dO, D, n, D);
+      transpose_to<T, VB>(s.xT, n, dO, D, n, D);
       lib->f32(D, nkp, n, n, Lp, Lp, true, s.xT, P, s.dvT);
       lib->f32(n, nkp, D, D, Lp, Lp, acc, dO, kc.vT, X);
       return;
@@ -952,7 +1003,7 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
     const int64_t bh = t / a.nsplit, b = bh / a.H, h = bh % a.H;
     const int64_t sp = t % a.nsplit;
     if (bh != cached) {
-      fill_key_cache(kc, a.k, a.sk, a.v, a.sv, b, h, L, D, a.cos, a.sin, true);
+      fill_key_cache<T, VB>(kc, a.k, a.sk, a.v, a.sv, b, h, L, D, a.cos, a.sin, true);
       if constexpr (std::is_same_v<T, float>)
         if (b16) {
           pack_pairs(kTr_b, kc.kT_rot, Lp, D, D, Lp);
@@ -1081,9 +1132,9 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
         } else if (lib) {
           lib->f32(n, D, nk, Lp, D, D, false, PA, kc.k_rot, dqr);
           lib->f32(n, D, nk, Lp, D, D, false, PG, kc.k_plain, dqg);
-          transpose_to(xT, n, qr, D, n, D);
+          transpose_to<T, VB>(xT, n, qr, D, n, D);
           lib->f32(D, nkp, n, n, Lp, Lp, true, xT, PA, dkrT);
-          transpose_to(xT, n, qg, D, n, D);
+          transpose_to<T, VB>(xT, n, qg, D, n, D);
           lib->f32(D, nkp, n, n, Lp, Lp, true, xT, PG, dkgT);
         }
       }
@@ -1104,9 +1155,9 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
     }
     a.dmix_ws[t] = dmix;
     if (lib) {
-      transpose_to(dkr, D, dkrT, Lp, D, L);
-      transpose_to(dkg, D, dkgT, Lp, D, L);
-      transpose_to(dv, D, dvT, Lp, D, L);
+      transpose_to<T, VB>(dkr, D, dkrT, Lp, D, L);
+      transpose_to<T, VB>(dkg, D, dkgT, Lp, D, L);
+      transpose_to<T, VB>(dv, D, dvT, Lp, D, L);
     }
     if (own) finish_keys(a, bh, dkr, dkg, dv, kc.k_plain);
   }
@@ -1119,8 +1170,96 @@ constexpr int64_t backward_work_size(int64_t L, int64_t D, int64_t R) {
          (5 * D * padded(L) + R * D + even_up(R) * padded(L) + D * even_up(R)) / 2 + 16;  // its bfloat16 buffers
 }
 
+// The modulation of spec §1.1 for one head, in float64: c_i = Σ_s w_s cos(θ_s i) and s_i likewise
+// with sin, written as T to cos_out, sin_out (L×P). Each scale's unit rotation by θ_s is stepped
+// position by position and re-seeded with exact cos/sin every `reseed` positions (stepping error
+// ~n·1e-16 after n steps, far below float32's rounding; float64 callers re-seed at every position).
+// All S·P pairs are stepped together, so the loops over them vectorise. buf: 4·S·P + 2·P doubles.
+template <typename T, bool F>
+AMAD_AI void modulation_tables_head(const double* __restrict__ th, const double* __restrict__ w, int64_t S, int64_t P,
+                                    int64_t L, int64_t reseed, T* __restrict__ cos_out, T* __restrict__ sin_out,
+                                    double* __restrict__ buf) {
+  const int64_t SP = S * P;
+  double *c1 = buf, *s1 = c1 + SP, *c = s1 + SP, *sn = c + SP, *ac = sn + SP, *as = ac + P;
+  for (int64_t x = 0; x < SP; ++x) c1[x] = std::cos(th[x]), s1[x] = std::sin(th[x]);
+  for (int64_t i = 0; i < L; ++i) {
+    if (i % reseed == 0)
+      for (int64_t x = 0; x < SP; ++x) {
+        const double a = th[x] * static_cast<double>(i);
+        c[x] = std::cos(a), sn[x] = std::sin(a);
+      }
+    for (int64_t p = 0; p < P; ++p) ac[p] = as[p] = 0.0;
+    for (int64_t s = 0; s < S; ++s) {
+      const double ws = w[s];
+      const double *__restrict__ cs = c + s * P, *__restrict__ ss = sn + s * P;
+      for (int64_t p = 0; p < P; ++p) ac[p] = madd<F>(ws, cs[p], ac[p]), as[p] = madd<F>(ws, ss[p], as[p]);
+    }
+    for (int64_t p = 0; p < P; ++p) cos_out[i * P + p] = static_cast<T>(ac[p]), sin_out[i * P + p] = static_cast<T>(as[p]);
+    for (int64_t x = 0; x < SP; ++x) {  // rotate every pair by its θ
+      const double cn = c[x] * c1[x] - sn[x] * s1[x];
+      sn[x] = sn[x] * c1[x] + c[x] * s1[x];
+      c[x] = cn;
+    }
+  }
+}
+
+// Chain rule through modulation_tables_head for one head: from dc, ds (L×P, T) to dfreqs (S×P) and
+// dweights (S), in float64: dθ_{s,p} = w_s Σ_i i (cos θi · ds_{i,p} − sin θi · dc_{i,p}),
+// dw_s = Σ_{i,p} cos θi · dc_{i,p} + sin θi · ds_{i,p}, with the same stepped rotations (same reseed).
+// buf: 5·S·P doubles.
+template <typename T, bool F>
+AMAD_AI void modulation_backward_head(const double* __restrict__ th, const double* __restrict__ w, int64_t S,
+                                      int64_t P, int64_t L, int64_t reseed, const T* __restrict__ dc,
+                                      const T* __restrict__ ds, double* __restrict__ dfreqs,
+                                      double* __restrict__ dweights, double* __restrict__ buf) {
+  const int64_t SP = S * P;
+  double *c1 = buf, *s1 = c1 + SP, *c = s1 + SP, *sn = c + SP, *dwp = sn + SP;
+  for (int64_t x = 0; x < SP; ++x) c1[x] = std::cos(th[x]), s1[x] = std::sin(th[x]), dfreqs[x] = dwp[x] = 0.0;
+  for (int64_t i = 0; i < L; ++i) {
+    if (i % reseed == 0)
+      for (int64_t x = 0; x < SP; ++x) {
+        const double a = th[x] * static_cast<double>(i);
+        c[x] = std::cos(a), sn[x] = std::sin(a);
+      }
+    const T *__restrict__ a = dc + i * P, *__restrict__ b = ds + i * P;
+    for (int64_t s = 0; s < S; ++s) {
+      const double wi = w[s] * static_cast<double>(i);
+      const double *__restrict__ cs = c + s * P, *__restrict__ ss = sn + s * P;
+      double *__restrict__ d = dfreqs + s * P, *__restrict__ e = dwp + s * P;
+      for (int64_t p = 0; p < P; ++p) {
+        const double ap = static_cast<double>(a[p]), bp = static_cast<double>(b[p]);
+        d[p] = madd<F>(wi, cs[p] * bp - ss[p] * ap, d[p]);
+        e[p] = madd<F>(cs[p], ap, madd<F>(ss[p], bp, e[p]));
+      }
+    }
+    for (int64_t x = 0; x < SP; ++x) {
+      const double cn = c[x] * c1[x] - sn[x] * s1[x];
+      sn[x] = sn[x] * c1[x] + c[x] * s1[x];
+      c[x] = cn;
+    }
+  }
+  for (int64_t s = 0; s < S; ++s) {
+    double acc = 0.0;
+    for (int64_t p = 0; p < P; ++p) acc += dwp[s * P + p];
+    dweights[s] = acc;
+  }
+}
+
 // Entry points, one per instruction set. The always-inline bodies above take on each entry's
 // target, so the same source is vectorised for AVX-512, AVX2+FMA and the baseline.
+// The modulation tables and their chain rule, per instruction set like the kernels.
+#define AMAD_MODULATION_ENTRIES(isa, target, fma)                                                                    \
+  template <typename T>                                                                                               \
+  target void modulation_tables_##isa(const double* th, const double* w, int64_t S, int64_t P, int64_t L,            \
+                                      int64_t reseed, T* cos_out, T* sin_out, double* buf) {                         \
+    modulation_tables_head<T, fma>(th, w, S, P, L, reseed, cos_out, sin_out, buf);                                    \
+  }                                                                                                                   \
+  template <typename T>                                                                                               \
+  target void modulation_backward_##isa(const double* th, const double* w, int64_t S, int64_t P, int64_t L,          \
+                                        int64_t reseed, const T* dc, const T* ds, double* dfreqs, double* dweights,  \
+                                        double* buf) {                                                                \
+    modulation_backward_head<T, fma>(th, w, S, P, L, reseed, dc, ds, dfreqs, dweights, buf);                          \
+  }
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define AMAD_MULTI_ISA 1
 #define AMAD_TARGET_AVX512 \
@@ -1142,6 +1281,8 @@ template <typename T>
 AMAD_TARGET_AVX2 void backward_avx2(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* w) {
   backward_tasks<T, true, 32>(a, t0, t1, w);
 }
+AMAD_MODULATION_ENTRIES(avx512, AMAD_TARGET_AVX512, true)
+AMAD_MODULATION_ENTRIES(avx2, AMAD_TARGET_AVX2, true)
 #endif
 template <typename T>
 void forward_default(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* w) {
@@ -1151,6 +1292,8 @@ template <typename T>
 void backward_default(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* w) {
   backward_tasks<T, false, 16>(a, t0, t1, w);
 }
+AMAD_MODULATION_ENTRIES(default, , false)
+#undef AMAD_MODULATION_ENTRIES
 
 }  // namespace cpu
 }  // namespace amad_fast
