@@ -1031,8 +1031,9 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
       const int64_t row0 = bh * L + i0;
       const int64_t nk = keys_for_block(a, b, i0, n), nkp = padded(nk);  // keys this block computes
       load_rows(a.q, a.sq, b, h, i0, n, D, L, a.cos, a.sin, a.scale, qg, qr);
-      // upstream gradients of the two branch outputs, dO^M = λ·dO + dO_local, dO^G likewise
-      for (int64_t r = 0; r < n; ++r) {
+      // upstream gradients of the two branch outputs, dO^M = λ·dO + dO_local, dO^G likewise (the
+      // shared path reads dO itself)
+      for (int64_t r = 0; r < n && !shared; ++r) {
         const int64_t o = (row0 + r) * D;
         T *__restrict__ m = dOM + r * D, *__restrict__ g = dOG + r * D;
         if (a.g_out) {
