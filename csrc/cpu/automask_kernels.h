@@ -209,6 +209,37 @@ AMAD_AI void softmax_backward_rows(T* __restrict__ P, const T* __restrict__ X, i
 }
 
 
+// softmax_backward_rows<SHARED> for both maps at once when X = 0 (no kl gradients): dP is c·Y for
+// each map (cA = λ, cG = 1 − λ), so one pass reads P^M, P^G and Y for both maps' sums (and, when
+// dmix is given, adds Σ_ij (P^M − P^G)_ij·Y_ij to it), and a second writes both dS; the same lane
+// sums in the same order as the separate passes, so the results are those of the separate passes.
+template <typename T, bool F>
+AMAD_AI void shared_softmax_backward_rows(T* __restrict__ PA, T* __restrict__ PG, const T* __restrict__ Y, int64_t n,
+                                          int64_t L, int64_t ld, T cA, T cG, T* dmix) {
+  for (int64_t r = 0; r < n; ++r) {
+    T* __restrict__ pa = PA + r * ld;
+    T* __restrict__ pg = PG + r * ld;
+    const T* __restrict__ y = Y + r * ld;
+    T accA[W] = {}, massA[W] = {}, accG[W] = {}, massG[W] = {}, dm[W] = {};
+    for (int64_t j = 0; j < L; j += W)
+      for (int64_t l = 0; l < W; ++l) {
+        const T a = pa[j + l], g = pg[j + l], yv = y[j + l];
+        accA[l] = madd<F>(a, cA * yv, accA[l]), massA[l] += a;
+        accG[l] = madd<F>(g, cG * yv, accG[l]), massG[l] += g;
+        if (dmix) dm[l] = madd<F>(a - g, yv, dm[l]);
+      }
+    if (dmix) *dmix += lanes_sum(dm);
+    const T mA = lanes_sum(massA), mG = lanes_sum(massG);
+    const T dA = mA > T(0) ? lanes_sum(accA) / mA : T(0), dG = mG > T(0) ? lanes_sum(accG) / mG : T(0);
+    for (int64_t j = 0; j < L; j += W)
+      for (int64_t l = 0; l < W; ++l) {
+        const T yv = y[j + l];
+        pa[j + l] *= cA * yv - dA;
+        pg[j + l] *= cG * yv - dG;
+      }
+  }
+}
+
 // The small matrix products below keep a tile of the result in registers: GCC generic vectors
 // (vector_size), lowered to zmm/ymm/xmm registers by each entry point's target.
 template <typename T, int64_t N>
@@ -884,7 +915,7 @@ constexpr int64_t forward_work_size(int64_t L, int64_t D, int64_t R) {
 // hi + lo, see log_prob; 0 in the padding); with KL the score rows xa, xg then take
 // dkl·(log P − log M) (ka, kg: the rows' kl gradients), the part of dP that the divergences add;
 // without, 0.
-template <typename T, bool F, bool KL>
+template <typename T, bool F, bool KL, bool WRITE_X = true>
 AMAD_AI void probs_and_gaps_row(T* __restrict__ xa, T* __restrict__ xg, T* __restrict__ pa, T* __restrict__ pg,
                                 int64_t L, T hiA, T loA, T hiG, T loG, T ka, T kg) {
   for (int64_t j = 0; j < L; j += W)
@@ -896,8 +927,10 @@ AMAD_AI void probs_and_gaps_row(T* __restrict__ xa, T* __restrict__ xg, T* __res
       if constexpr (KL) kl_gaps<T, F>(la - lg, gM, gG);
       pa[j + l] = in ? ea : T(0);
       pg[j + l] = in ? eg : T(0);
-      xa[j + l] = ka * gM;
-      xg[j + l] = kg * gG;
+      if constexpr (KL || WRITE_X) {  // without KL and WRITE_X the caller never reads X
+        xa[j + l] = ka * gM;
+        xg[j + l] = kg * gG;
+      }
     }
   // In float64 the saved lse has no spare bits (split_lse's lo is 0): its rounding, ulp(lse)/2,
   // scales the whole row by 1 + ε (ε ~ 1e-12 at |A| ~ 1e4), which dv = Pᵀ dO would carry 1000× over
@@ -997,6 +1030,7 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
   const bool b16 = lib && lib->use_bf16;
   const bool kl_grad = a.g_kl_local || a.g_kl_global;
   const bool shared = !a.g_out_local && !a.g_out_global;  // dO^M, dO^G both multiples of dO
+  const bool fused = shared && a.g_out && !kl_grad;  // and X = 0: see shared_softmax_backward_rows
   const ProductScratch<T> scratch{xT, dvT, vT_b, x_b, xT_b, p_b};
   int64_t cached = -1;
   for (int64_t t = t0; t < t1; ++t) {
@@ -1080,6 +1114,8 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
         const int64_t nr = keys_for_row(a, i0 + r, nk);
         if (kl_grad)
           probs_and_gaps_row<T, F, true>(xa, xg, PA + r * Lp, PG + r * Lp, nr, hiA, loA, hiG, loG, gkA[r], gkG[r]);
+        else if (fused)
+          probs_and_gaps_row<T, F, false, false>(xa, xg, PA + r * Lp, PG + r * Lp, nr, hiA, loA, hiG, loG, T(0), T(0));
         else
           probs_and_gaps_row<T, F, false>(xa, xg, PA + r * Lp, PG + r * Lp, nr, hiA, loA, hiG, loG, T(0), T(0));
         zero_row_tail(PA + r * Lp, nr, nkp);
@@ -1102,7 +1138,9 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
         dv_and_dp<T, VB>(lib, b16, kc, scratch, dOM, PA, XA, true, n, nk, Lp, Rp, D, dv);
         dv_and_dp<T, VB>(lib, b16, kc, scratch, dOG, PG, XG, true, n, nk, Lp, Rp, D, dv);
       }
-      if (dO && !a.out_local) {  // dmix's Σ_i dO_i·(O^M_i − O^G_i) = Σ_ij (P^M − P^G)_ij·(dO·vᵀ)_ij
+      if (fused) {  // X = 0: both maps' softmax backward (and dmix) in one pair of passes
+        shared_softmax_backward_rows<T, F>(PA, PG, YB, n, nk, Lp, lam, T(1) - lam, a.out_local ? nullptr : &dmix);
+      } else if (dO && !a.out_local) {  // dmix's Σ_i dO_i·(O^M_i − O^G_i) = Σ_ij (P^M − P^G)_ij·(dO·vᵀ)_ij
         for (int64_t r = 0; r < n; ++r) {
           const T *__restrict__ pa = PA + r * Lp, *__restrict__ pg = PG + r * Lp, *__restrict__ y = YB + r * Lp;
           T acc[W] = {};
@@ -1111,10 +1149,10 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
           dmix += lanes_sum(acc);
         }
       }
-      if (dO) {
+      if (dO && !fused) {
         softmax_backward_rows<T, F, true>(PA, XA, n, nk, Lp, YB, lam);
         softmax_backward_rows<T, F, true>(PG, XG, n, nk, Lp, YB, T(1) - lam);
-      } else {
+      } else if (!dO) {
         softmax_backward_rows<T, F>(PA, XA, n, nk, Lp);
         softmax_backward_rows<T, F>(PG, XG, n, nk, Lp);
       }
