@@ -215,3 +215,22 @@ def test_unsupported_inputs_are_named():
     q = torch.empty(1, 1, 2, 2, device="meta")
     assert "device" in backend.unsupported_reason(q, torch.empty(1, 1, 1), None)
     assert backend.unsupported_reason(torch.empty(1, 1, 2, 2), torch.empty(1, 1, 1), None) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_all_finite_cpu_finds_every_non_finite_value(dtype, bad):
+    """The input check's raw-bit scan (all_finite_cpu) against torch.isfinite: a non-finite value
+    first, last, inside a partial chunk, behind a transpose (dense, scanned in storage order) or in a
+    slice with gaps (not dense: at::isfinite), and the largest finite values, which it must pass."""
+    base = torch.randn(3, 70, 5, dtype=torch.float32).to(dtype)
+    cases = [base, base.transpose(0, 2), base[:, ::3], torch.full((7,), torch.finfo(dtype).max, dtype=dtype),
+             -torch.full((7,), torch.finfo(dtype).max, dtype=dtype), base.new_empty(0)]
+    for flat in (0, base.numel() - 1, 1049):
+        x = base.clone()
+        x.view(-1)[flat] = bad
+        cases += [x, x.transpose(0, 2), x[:, ::3], x[:, flat // 5 % 70 :: 70]]
+    got = OPS.all_finite_cpu(cases)
+    want = [bool(torch.isfinite(c).all()) for c in cases]
+    assert got == want
+    assert not all(want) and any(want)  # the cases hold both kinds

@@ -28,6 +28,34 @@ def finite_checks_enabled() -> bool:
     return _FINITE_CHECKS
 
 
+_CPU_FINITE_OP = None  # the extension's all_finite_cpu, once looked up (False: not built)
+
+
+def _cpu_finite_op():
+    global _CPU_FINITE_OP
+    if _CPU_FINITE_OP is None:
+        from amad_fast.attention.backends import extension  # loads the extension if it is built
+
+        ok = extension.extension_error() is None and hasattr(torch.ops.amad_fast, "all_finite_cpu")
+        _CPU_FINITE_OP = torch.ops.amad_fast.all_finite_cpu if ok else False
+    return _CPU_FINITE_OP
+
+
+def _all_finite(tensors) -> list:
+    """Per tensor, whether all its elements are finite.
+
+    CPU tensors go through the extension's ``all_finite_cpu`` when it is built: one read of the
+    raw bits on the calling thread (see csrc/cpu/automask_cpu.cpp). Elsewhere min and max, which
+    propagate NaN and show ±Inf: one read per tensor and no boolean copy, ~10x cheaper than
+    isfinite(x).all().
+    """
+    op = _cpu_finite_op()
+    # not while tracing: a traced (exported) model must not record an op of the extension
+    if op and not torch.jit.is_tracing() and all(t.device.type == "cpu" for t in tensors):
+        return list(op([t.detach() for t in tensors]))
+    return torch.stack([torch.isfinite(torch.stack(torch.aminmax(t.detach()))).all() for t in tensors]).tolist()
+
+
 class Dims(NamedTuple):
     batch: int
     heads: int
@@ -102,10 +130,7 @@ def check_inputs(q, k, v, freqs, weights, mix, scale: Optional[float], dropout_p
         raise ValueError(f"dropout_p: expected a probability in [0, 1), got {dropout_p}")
 
     if _FINITE_CHECKS and not torch.compiler.is_compiling():
-        # min and max propagate NaN and show ±Inf: one read per tensor and no boolean copy,
-        # ~10x cheaper than isfinite(x).all() on q, k, v of a training step.
-        flags = torch.stack([torch.isfinite(torch.stack(torch.aminmax(x.detach()))).all() for x in named.values()])
-        flags = flags.tolist()
+        flags = _all_finite(list(named.values()))
         for (name, x), ok in zip(named.items(), flags):
             if not ok:
                 bad = int((~torch.isfinite(x)).sum())
