@@ -222,7 +222,7 @@ def test_unsupported_inputs_are_named():
 def test_all_finite_cpu_finds_every_non_finite_value(dtype, bad):
     """The input check's raw-bit scan (all_finite_cpu) against torch.isfinite: a non-finite value
     first, last, inside a partial chunk, behind a transpose (dense, scanned in storage order) or in a
-    slice with gaps (not dense: at::isfinite), and the largest finite values, which it must pass."""
+    slice with gaps (not dense: aminmax), and the largest finite values, which it must pass."""
     base = torch.randn(3, 70, 5, dtype=torch.float32).to(dtype)
     cases = [base, base.transpose(0, 2), base[:, ::3], torch.full((7,), torch.finfo(dtype).max, dtype=dtype),
              -torch.full((7,), torch.finfo(dtype).max, dtype=dtype), base.new_empty(0)]
