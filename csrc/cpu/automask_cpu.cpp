@@ -433,9 +433,9 @@ std::tuple<Tensor, Tensor> build_modulation_tables(const Tensor& freqs64, const 
 // The tables depend on freqs, weights, L and the compute dtype alone, so a forward and its backward
 // (and every call of a model whose parameters do not change, as in scoring) would build the same
 // ones again. This cache keeps the most recent few, keyed by those exact values (and the active
-// ISA, whose rounding they carry): the parameters' bytes (in float64), never their addresses, so an in-place update of freqs or weights (an
-// optimizer step) is a different key. At most kMaxEntries tables, kMaxBytes in all; the cached
-// tensors are only ever read.
+// ISA, whose rounding they carry): the parameters' bytes (in float64), never their addresses, so
+// an in-place update of freqs or weights (an optimizer step) is a different key. At most
+// kMaxEntries tables, kMaxBytes in all; the cached tensors are only ever read.
 class ModulationTableCache {
  public:
   std::tuple<Tensor, Tensor> get(const Tensor& freqs, const Tensor& weights, int64_t L, at::ScalarType dtype) {
@@ -671,8 +671,8 @@ namespace {
 // thread. ATen's aminmax, which the check used on CPU tensors, runs a parallel region per tensor,
 // and under contention a region stalls whenever one of its threads is descheduled: with two busy
 // processes beside a 2-thread training step of (16, 8, 100, 32) on the 2-core Intel Xeon, the step
-// took 39-46 ms (median of 48 calls, five runs) with the aminmax check, 25-36 ms with this scan
-// (three runs) and 24-43 ms with no check at all. Quiet, the scan of q, k and v takes about what
+// took 39-46 ms (medians of 48 calls, eight runs) with the aminmax check, 25-36 ms with this
+// scan (three runs) and 24-43 ms with no check at all (seven runs). Quiet, the scan of q, k and v takes about what
 // a 2-thread aminmax does (0.2-0.3 ms). A tensor whose elements are not one dense block
 // (expanded, overlapping, or with gaps) goes to ATen's aminmax instead (min and max propagate NaN
 // and show ±Inf).

@@ -704,8 +704,8 @@ AMAD_AI void transpose_pad(T* __restrict__ dst, const T* __restrict__ src, int64
 }
 
 template <typename T, int64_t VB>
-AMAD_AI void fill_key_cache(const KeyCache<T>& kc, const T* k, const int64_t* sk, const T* v, const int64_t* sv, int64_t b,
-                    int64_t h, int64_t L, int64_t D, const T* cos, const T* sin, bool need_vT) {
+AMAD_AI void fill_key_cache(const KeyCache<T>& kc, const T* k, const int64_t* sk, const T* v, const int64_t* sv,
+                            int64_t b, int64_t h, int64_t L, int64_t D, const T* cos, const T* sin, bool need_vT) {
   load_rows(k, sk, b, h, 0, L, D, L, cos, sin, T(1), kc.k_plain, kc.k_rot);
   load_rows<T>(v, sv, b, h, 0, L, D, L, nullptr, nullptr, T(1), kc.v_rows, nullptr);
   const int64_t Lp = padded(L);
@@ -1233,7 +1233,8 @@ AMAD_AI void modulation_tables_head(const double* __restrict__ th, const double*
       const double *__restrict__ cs = c + s * P, *__restrict__ ss = sn + s * P;
       for (int64_t p = 0; p < P; ++p) ac[p] = madd<F>(ws, cs[p], ac[p]), as[p] = madd<F>(ws, ss[p], as[p]);
     }
-    for (int64_t p = 0; p < P; ++p) cos_out[i * P + p] = static_cast<T>(ac[p]), sin_out[i * P + p] = static_cast<T>(as[p]);
+    for (int64_t p = 0; p < P; ++p)
+      cos_out[i * P + p] = static_cast<T>(ac[p]), sin_out[i * P + p] = static_cast<T>(as[p]);
     for (int64_t x = 0; x < SP; ++x) {  // rotate every pair by its θ
       const double cn = c[x] * c1[x] - sn[x] * s1[x];
       sn[x] = sn[x] * c1[x] + c[x] * s1[x];
