@@ -211,8 +211,9 @@ AMAD_AI void softmax_backward_rows(T* __restrict__ P, const T* __restrict__ X, i
 
 // softmax_backward_rows<SHARED> for both maps at once when X = 0 (no kl gradients): dP is c·Y for
 // each map (cA = λ, cG = 1 − λ), so one pass reads P^M, P^G and Y for both maps' sums (and, when
-// dmix is given, adds Σ_ij (P^M − P^G)_ij·Y_ij to it), and a second writes both dS; the same lane
-// sums in the same order as the separate passes, so the results are those of the separate passes.
+// dmix is given, adds Σ_ij (P^M − P^G)_ij·Y_ij to it), and a second writes both dS. The lane sums
+// are those of the separate passes, in the same order; dS = P·(c·Y − δ) may be formed with one
+// rounding where the separate passes took two (~1e-7 relative in float32 dq, dk).
 template <typename T, bool F>
 AMAD_AI void shared_softmax_backward_rows(T* __restrict__ PA, T* __restrict__ PG, const T* __restrict__ Y, int64_t n,
                                           int64_t L, int64_t ld, T cA, T cG, T* dmix) {
@@ -1209,6 +1210,24 @@ constexpr int64_t backward_work_size(int64_t L, int64_t D, int64_t R) {
          (5 * D * padded(L) + R * D + even_up(R) * padded(L) + D * even_up(R)) / 2 + 16;  // its bfloat16 buffers
 }
 
+// The stepped rotations of modulation_tables_head and modulation_backward_head, n = S·P pairs:
+// (c, sn) ← exact cos, sin of θ·i at a re-seed position, and (c, sn) rotated by (c1, s1) between.
+AMAD_AI void seed_rotations(const double* __restrict__ th, int64_t n, int64_t i, double* __restrict__ c,
+                            double* __restrict__ sn) {
+  for (int64_t x = 0; x < n; ++x) {
+    const double a = th[x] * static_cast<double>(i);
+    c[x] = std::cos(a), sn[x] = std::sin(a);
+  }
+}
+AMAD_AI void step_rotations(double* __restrict__ c, double* __restrict__ sn, const double* __restrict__ c1,
+                            const double* __restrict__ s1, int64_t n) {
+  for (int64_t x = 0; x < n; ++x) {
+    const double cn = c[x] * c1[x] - sn[x] * s1[x];
+    sn[x] = sn[x] * c1[x] + c[x] * s1[x];
+    c[x] = cn;
+  }
+}
+
 // The modulation of spec §1.1 for one head, in float64: c_i = Σ_s w_s cos(θ_s i) and s_i likewise
 // with sin, written as T to cos_out, sin_out (L×P). Each scale's unit rotation by θ_s is stepped
 // position by position and re-seeded with exact cos/sin every `reseed` positions (stepping error
@@ -1220,13 +1239,9 @@ AMAD_AI void modulation_tables_head(const double* __restrict__ th, const double*
                                     double* __restrict__ buf) {
   const int64_t SP = S * P;
   double *c1 = buf, *s1 = c1 + SP, *c = s1 + SP, *sn = c + SP, *ac = sn + SP, *as = ac + P;
-  for (int64_t x = 0; x < SP; ++x) c1[x] = std::cos(th[x]), s1[x] = std::sin(th[x]);
+  seed_rotations(th, SP, 1, c1, s1);  // the unit steps
   for (int64_t i = 0; i < L; ++i) {
-    if (i % reseed == 0)
-      for (int64_t x = 0; x < SP; ++x) {
-        const double a = th[x] * static_cast<double>(i);
-        c[x] = std::cos(a), sn[x] = std::sin(a);
-      }
+    if (i % reseed == 0) seed_rotations(th, SP, i, c, sn);
     for (int64_t p = 0; p < P; ++p) ac[p] = as[p] = 0.0;
     for (int64_t s = 0; s < S; ++s) {
       const double ws = w[s];
@@ -1235,11 +1250,7 @@ AMAD_AI void modulation_tables_head(const double* __restrict__ th, const double*
     }
     for (int64_t p = 0; p < P; ++p)
       cos_out[i * P + p] = static_cast<T>(ac[p]), sin_out[i * P + p] = static_cast<T>(as[p]);
-    for (int64_t x = 0; x < SP; ++x) {  // rotate every pair by its θ
-      const double cn = c[x] * c1[x] - sn[x] * s1[x];
-      sn[x] = sn[x] * c1[x] + c[x] * s1[x];
-      c[x] = cn;
-    }
+    step_rotations(c, sn, c1, s1, SP);  // every pair by its θ
   }
 }
 
@@ -1254,13 +1265,10 @@ AMAD_AI void modulation_backward_head(const double* __restrict__ th, const doubl
                                       double* __restrict__ dweights, double* __restrict__ buf) {
   const int64_t SP = S * P;
   double *c1 = buf, *s1 = c1 + SP, *c = s1 + SP, *sn = c + SP, *dwp = sn + SP;
-  for (int64_t x = 0; x < SP; ++x) c1[x] = std::cos(th[x]), s1[x] = std::sin(th[x]), dfreqs[x] = dwp[x] = 0.0;
+  seed_rotations(th, SP, 1, c1, s1);  // the unit steps
+  for (int64_t x = 0; x < SP; ++x) dfreqs[x] = dwp[x] = 0.0;
   for (int64_t i = 0; i < L; ++i) {
-    if (i % reseed == 0)
-      for (int64_t x = 0; x < SP; ++x) {
-        const double a = th[x] * static_cast<double>(i);
-        c[x] = std::cos(a), sn[x] = std::sin(a);
-      }
+    if (i % reseed == 0) seed_rotations(th, SP, i, c, sn);
     const T *__restrict__ a = dc + i * P, *__restrict__ b = ds + i * P;
     for (int64_t s = 0; s < S; ++s) {
       const double wi = w[s] * static_cast<double>(i);
@@ -1272,11 +1280,7 @@ AMAD_AI void modulation_backward_head(const double* __restrict__ th, const doubl
         e[p] = madd<F>(cs[p], ap, madd<F>(ss[p], bp, e[p]));
       }
     }
-    for (int64_t x = 0; x < SP; ++x) {
-      const double cn = c[x] * c1[x] - sn[x] * s1[x];
-      sn[x] = sn[x] * c1[x] + c[x] * s1[x];
-      c[x] = cn;
-    }
+    step_rotations(c, sn, c1, s1, SP);
   }
   for (int64_t s = 0; s < S; ++s) {
     double acc = 0.0;
