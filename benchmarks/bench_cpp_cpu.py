@@ -233,6 +233,75 @@ def sweep_case(shape, dtype, repeats, compare_isa=()):
     }
 
 
+#: block products (each 2·B·H·L²·D FLOPs) per call of each timed case: the cpp forward mixes the maps
+#: before one product with v unless the branches are asked for; the all-outputs backward takes ten,
+#: the out-only one eight (shared dO·vᵀ and dv); SDPA two forward, five backward
+_PRODUCTS = {"cpp_fwd": 3, "cpp_fwd_nokl": 3, "sdpa_fwd": 2, "cpp_fwd_bwd": 14, "cpp_fwd_bwd_out": 11, "sdpa_fwd_bwd": 7}
+
+
+def time_budget(case, gemm):
+    """Where one case's time goes, from its own medians and the run's torch.mm rates: each call's block
+    products timed at torch.mm's float32 (bfloat16) rate, and the rest, which is element-wise work
+    (exponentials, the divergences, conversions, the autograd step). Upper rates, so the product times
+    are lower bounds. Two estimates follow, an accounting rather than proofs (caches and the
+    library's rate at the kernels' block shapes move them by several per cent either way): the
+    forward-with-kl ratio to SDPA the kernel would have with its products at torch.mm's rate, twice
+    SDPA's non-product time (two softmaxes) and the kl terms' measured cost (forward with kl minus
+    forward without); and the bfloat16 speed-up over the float32 kernel with the products at
+    torch.mm's bfloat16 rate and the float32 kernel's element-wise time, which the parity rule keeps
+    in float32 (computed by budget_markdown from bf16_product_ms and rest_ms)."""
+    s, ms = case["shape"], case["ms"]["median"]
+    flop = 2.0 * s["B"] * s["H"] * s["L"] ** 2 * s["D"]
+    f32, b16 = gemm["float32"]["median"], gemm["bfloat16"]["median"]
+    product_ms = {n: k * flop / (f32 * 1e9) * 1e3 for n, k in _PRODUCTS.items()}
+    rest = {n: ms[n] - product_ms[n] for n in _PRODUCTS}
+    kl_cost = ms["cpp_fwd"] - ms["cpp_fwd_nokl"]
+    return {
+        "product_ms_at_mm_rate": {n: round(v, 3) for n, v in product_ms.items()},
+        "rest_ms": {n: round(v, 3) for n, v in rest.items()},
+        "kl_cost_over_sdpa_fwd": round(kl_cost / ms["sdpa_fwd"], 2),
+        "fwd_kl_estimate_over_sdpa": round((product_ms["cpp_fwd"] + 2 * rest["sdpa_fwd"] + kl_cost) / ms["sdpa_fwd"], 2),
+        "bf16_product_ms": {n: round(k * flop / (b16 * 1e9) * 1e3, 3) for n, k in _PRODUCTS.items()},
+    }
+
+
+def budget_markdown(run):
+    """The time_budget table of a sweep run (float32 cases, with the bfloat16 bound where both dtypes ran)."""
+    g = run["gemm_gflops"]
+    f32 = {(c["shape"]["L"], c["shape"]["D"]): c for c in run["cases"] if c["dtype"] == "float32"}
+    b16 = {(c["shape"]["L"], c["shape"]["D"]): c for c in run["cases"] if c["dtype"] == "bfloat16"}
+    if not f32:
+        return []
+    lines = ["Where the float32 time goes (ms, medians; products timed at torch.mm's rate, so lower bounds; "
+             "'rest' is everything else, mostly element-wise work; estimates as in `time_budget`):", "",
+             "| (B, H, L, D) | SDPA fwd: products / rest | cpp fwd no-kl: products / rest | kl terms' cost / SDPA fwd "
+             "| fwd-with-kl ratio: estimate / measured | cpp f+b all: products / rest | SDPA f+b: products / rest "
+             "| bf16 over f32 (fwd, f+b): estimate / measured |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key, c in f32.items():
+        t, s = time_budget(c, g), c["shape"]
+        p, r = t["product_ms_at_mm_rate"], t["rest_ms"]
+        bound = "—"
+        if key in b16:
+            e = c["ms"]["median"]
+            m = b16[key]["ms"]["median"]
+            fl = {n: r[n] + t["bf16_product_ms"][n] for n in ("cpp_fwd", "cpp_fwd_bwd")}
+            bound = (f"{e['cpp_fwd'] / fl['cpp_fwd']:.2f}, {e['cpp_fwd_bwd'] / fl['cpp_fwd_bwd']:.2f} / "
+                     f"{e['cpp_fwd'] / m['cpp_fwd']:.2f}, {e['cpp_fwd_bwd'] / m['cpp_fwd_bwd']:.2f}")
+        lines.append(
+            f"| ({s['B']}, {s['H']}, {s['L']}, {s['D']}) | {p['sdpa_fwd']:.2f} / {r['sdpa_fwd']:.2f} "
+            f"| {p['cpp_fwd_nokl']:.2f} / {r['cpp_fwd_nokl']:.2f} | {t['kl_cost_over_sdpa_fwd']} "
+            f"| {t['fwd_kl_estimate_over_sdpa']} / {c['cpp_over_sdpa']['fwd']['median']} "
+            f"| {p['cpp_fwd_bwd']:.2f} / {r['cpp_fwd_bwd']:.2f} | {p['sdpa_fwd_bwd']:.2f} / {r['sdpa_fwd_bwd']:.2f} | {bound} |")
+    lines += ["", "With the products at full rate, twice SDPA's forward+backward is exactly the time of its products "
+              "twice over and its element-wise work twice over (two maps): the ≤ 2× target leaves nothing for the "
+              "divergence terms, whose cost alone is the 'kl terms' column in the forward and comes again in the "
+              "backward (their gradients), so the all-outputs forward+backward cannot reach 2× by this accounting; "
+              "and bfloat16's 3× over float32 would need the float32 element-wise work under a third of the float32 "
+              "kernel's time, which the 'rest' columns show it is not.", ""]
+    return lines
+
+
 def sweep_markdown(result):
     m = result["machine"]
     lines = [
@@ -273,6 +342,7 @@ def sweep_markdown(result):
             lines.append("- cpp bfloat16 speed-up over cpp float32, same shape (median times; fwd, fwd+bwd): " + ", ".join(
                 f"L{k}: {v['fwd']}, {v['fwd_bwd']}" for k, v in run["bf16_speedup_over_f32"].items()))
         lines.append("")
+        lines += budget_markdown(run)
     return "\n".join(lines)
 
 

@@ -301,3 +301,35 @@ def test_e2e_times_the_training_loops_step():
         assert torch.equal(step(x), train_step(expected_model, optimizer, x, cfg))
     for (name, p), q in zip(model.named_parameters(), expected_model.parameters()):
         assert torch.equal(p, q), name
+
+
+def _bench_cpp_cpu():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "bench_cpp_cpu.py"
+    spec = importlib.util.spec_from_file_location("bench_cpp_cpu", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_sweep_time_budget_accounts_products_and_rest():
+    """The sweep's time budget: each case's products at torch.mm's rate, the rest, the kl cost, and the
+    two estimates, from numbers chosen so each is known by hand."""
+    b = _bench_cpp_cpu()
+    shape = dict(B=1, H=1, L=1000, D=50, S=4)  # one product: 2·1000²·50 = 1e8 FLOPs
+    gemm = {"float32": {"median": 100.0}, "bfloat16": {"median": 1000.0}}  # 1 ms, 0.1 ms per product
+    f32 = {"cpp_fwd": 10.0, "cpp_fwd_nokl": 7.0, "sdpa_fwd": 4.0, "cpp_fwd_bwd": 30.0, "cpp_fwd_bwd_out": 20.0,
+           "sdpa_fwd_bwd": 12.0}
+    case = {"shape": shape, "dtype": "float32", "ms": {"median": f32},
+            "cpp_over_sdpa": {"fwd": {"median": 2.5}}}
+    t = b.time_budget(case, gemm)
+    assert t["product_ms_at_mm_rate"] == {n: float(k) for n, k in b._PRODUCTS.items()}
+    assert t["rest_ms"]["cpp_fwd_bwd"] == 30.0 - 14 and t["rest_ms"]["sdpa_fwd"] == 2.0
+    assert t["kl_cost_over_sdpa_fwd"] == 0.75  # (10 − 7) / 4
+    assert t["fwd_kl_estimate_over_sdpa"] == 2.5  # (3 products + 2·2 rest + 3 kl) / 4
+    bf = dict(case, dtype="bfloat16", ms={"median": {n: v / 2 for n, v in f32.items()}})
+    rows = [line for line in b.budget_markdown({"gemm_gflops": gemm, "cases": [case, bf]}) if line.startswith("| (1, 1")]
+    # bfloat16 estimate, forward: 10 / (rest 7 + 0.3) = 1.37; forward+backward: 30 / (16 + 1.4) = 1.72
+    assert len(rows) == 1 and rows[0].endswith("| 1.37, 1.72 / 2.00, 2.00 |"), rows
