@@ -1043,7 +1043,8 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
   const bool shared = !a.g_out_local && !a.g_out_global;  // dO^M, dO^G both multiples of dO
   const bool fused = shared && a.g_out && !kl_grad;  // and X = 0: see shared_softmax_backward_rows
   // probabilities, then dA (R×Lp): in place of the scores on the fused path, which never reads X
-  // (two R×L buffers fewer in cache: 3–6 % off an out-only forward+backward at L = 2048)
+  // (two R×L buffers fewer in cache; with the forward's in-place exponentials, 3–6 % off an out-only
+  // forward+backward at L = 2048)
   T* PA = fused ? XA : XG + R * Lp;
   T* PG = fused ? XG : XG + 2 * R * Lp;
   const ProductScratch<T> scratch{xT, dvT, vT_b, x_b, xT_b, p_b};
