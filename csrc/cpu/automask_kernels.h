@@ -923,12 +923,12 @@ constexpr int64_t forward_work_size(int64_t L, int64_t D, int64_t R) {
 // One query row of the backward: pa, pg get P^M, P^G from the saved log-sum-exps (each split
 // hi + lo, see log_prob; 0 in the padding); with KL the score rows xa, xg then take
 // dkl·(log P − log M) (ka, kg: the rows' kl gradients), the part of dP that the divergences add;
-// without, 0 (unless !WRITE_X: never read). IN_PLACE (neither KL nor WRITE_X): P overwrites the
-// score rows xa, xg.
-template <typename T, bool F, bool KL, bool WRITE_X = true, bool IN_PLACE = false>
+// without, 0. IN_PLACE (no KL; for a caller that never reads X again): P overwrites the score rows
+// xa, xg.
+template <typename T, bool F, bool KL, bool IN_PLACE = false>
 AMAD_AI void probs_and_gaps_row(T* __restrict__ xa, T* __restrict__ xg, T* __restrict__ pa_, T* __restrict__ pg_,
                                 int64_t L, T hiA, T loA, T hiG, T loG, T ka, T kg) {
-  static_assert(!IN_PLACE || (!KL && !WRITE_X), "in place, the score rows become the probabilities");
+  static_assert(!IN_PLACE || !KL, "in place, the score rows become the probabilities");
   T* __restrict__ pa = IN_PLACE ? xa : pa_;  // when IN_PLACE, pa_ and pg_ are never read or written
   T* __restrict__ pg = IN_PLACE ? xg : pg_;
   for (int64_t j = 0; j < L; j += W)
@@ -940,7 +940,7 @@ AMAD_AI void probs_and_gaps_row(T* __restrict__ xa, T* __restrict__ xg, T* __res
       if constexpr (KL) kl_gaps<T, F>(la - lg, gM, gG);
       pa[j + l] = in ? ea : T(0);
       pg[j + l] = in ? eg : T(0);
-      if constexpr (KL || WRITE_X) {  // without KL and WRITE_X the caller never reads X
+      if constexpr (!IN_PLACE) {  // in place, xa and xg now hold P
         xa[j + l] = ka * gM;
         xg[j + l] = kg * gG;
       }
@@ -1131,7 +1131,7 @@ AMAD_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* work
         if (kl_grad)
           probs_and_gaps_row<T, F, true>(xa, xg, PA + r * Lp, PG + r * Lp, nr, hiA, loA, hiG, loG, gkA[r], gkG[r]);
         else if (fused)
-          probs_and_gaps_row<T, F, false, false, true>(xa, xg, nullptr, nullptr, nr, hiA, loA, hiG, loG, T(0), T(0));
+          probs_and_gaps_row<T, F, false, true>(xa, xg, nullptr, nullptr, nr, hiA, loA, hiG, loG, T(0), T(0));
         else
           probs_and_gaps_row<T, F, false>(xa, xg, PA + r * Lp, PG + r * Lp, nr, hiA, loA, hiG, loG, T(0), T(0));
         zero_row_tail(PA + r * Lp, nr, nkp);
