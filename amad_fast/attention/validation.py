@@ -45,7 +45,7 @@ def _all_finite(tensors) -> list:
     """Per tensor, whether all its elements are finite.
 
     CPU tensors go through the extension's ``all_finite_cpu`` when it is built: one read of the
-    raw bits on the calling thread (see csrc/cpu/automask_cpu.cpp). Elsewhere min and max, which
+    raw bits, on the calling thread up to 4M elements per tensor (see csrc/cpu/automask_cpu.cpp). Elsewhere min and max, which
     propagate NaN and show ±Inf: one read per tensor and no boolean copy, ~10x cheaper than
     isfinite(x).all().
     """
